@@ -1,0 +1,293 @@
+//! The only module that knows byte layouts: key prefixes, big-endian integers, the fixed-width
+//! ID record, and bincode (behind [`encode`] / [`decode`]) for variable values.
+//!
+//! Everything lives in one sled tree so that one `apply_batch` is atomic across all of it:
+//!
+//! | key | value |
+//! |---|---|
+//! | `m` + name | metadata; `m` `format_version` → u32 BE |
+//! | `i` + ID bytes | [`IdRecord`]: node u64 BE, first-seen i64 BE, flags u8 (17 bytes) |
+//! | `e` + seq u64 BE | [`StoredEdge`] (bincode) |
+//! | `r` + ID a + `0x00` + ID b (a < b) | [`StoredRefusal`] (bincode) |
+//! | `v` + node u64 BE + time (i64, sign bit flipped) BE + lower-cased event name | [`StoredEvent`] |
+//! | `p` + node u64 BE + lower-cased property name | [`StoredProp`] (bincode) |
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::op::{Cause, RefusalReason, Timestamp, Value};
+
+/// The format this build reads and writes. Bump on any change to the layouts above.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub const ID: u8 = b'i';
+pub const EDGE: u8 = b'e';
+pub const REFUSAL: u8 = b'r';
+pub const EVENT: u8 = b'v';
+pub const PROP: u8 = b'p';
+
+pub const FORMAT_KEY: &[u8] = b"mformat_version";
+
+/// Flag bit: the ID is anonymous (KISSmetrics format, or marked so by its source).
+pub const FLAG_ANON: u8 = 1;
+
+pub fn format_value() -> [u8; 4] {
+    FORMAT_VERSION.to_be_bytes()
+}
+
+pub fn decode_format(v: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(v.try_into().ok()?))
+}
+
+fn with_prefix(prefix: u8, cap: usize) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + cap);
+    k.push(prefix);
+    k
+}
+
+pub fn id_key(id: &str) -> Vec<u8> {
+    let mut k = with_prefix(ID, id.len());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// The value of an `i` key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdRecord {
+    pub node: u64,
+    pub first_seen: Timestamp,
+    pub flags: u8,
+}
+
+impl IdRecord {
+    pub fn encode(&self) -> [u8; 17] {
+        let mut b = [0u8; 17];
+        b[..8].copy_from_slice(&self.node.to_be_bytes());
+        b[8..16].copy_from_slice(&self.first_seen.to_be_bytes());
+        b[16] = self.flags;
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self> {
+        if b.len() != 17 {
+            return Err(Error::Corrupt(format!(
+                "an ID record has {} bytes, expected 17",
+                b.len()
+            )));
+        }
+        Ok(IdRecord {
+            node: u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+            first_seen: i64::from_be_bytes(b[8..16].try_into().expect("8 bytes")),
+            flags: b[16],
+        })
+    }
+}
+
+pub fn edge_key(seq: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = EDGE;
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub fn edge_seq(key: &[u8]) -> Result<u64> {
+    key.get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| Error::Corrupt("an edge key is not 9 bytes".into()))
+}
+
+/// One alias edge of the log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredEdge {
+    pub a: u64,
+    pub b: u64,
+    pub at: Timestamp,
+    pub cause: Cause,
+    pub source: Option<String>,
+}
+
+pub fn refusal_key(a: &str, b: &str) -> Vec<u8> {
+    let (x, y) = if a <= b { (a, b) } else { (b, a) };
+    let mut k = with_prefix(REFUSAL, x.len() + 1 + y.len());
+    k.extend_from_slice(x.as_bytes());
+    k.push(0);
+    k.extend_from_slice(y.as_bytes());
+    k
+}
+
+/// One refused merge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredRefusal {
+    pub a: String,
+    pub b: String,
+    pub reason: RefusalReason,
+    pub cause: Cause,
+    pub at: Timestamp,
+}
+
+fn time_bytes(t: Timestamp) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn time_from(b: &[u8]) -> Timestamp {
+    (u64::from_be_bytes(b.try_into().expect("8 bytes")) ^ (1 << 63)) as i64
+}
+
+pub fn node_prefix(prefix: u8, node: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = prefix;
+    k[1..].copy_from_slice(&node.to_be_bytes());
+    k
+}
+
+pub fn event_key(node: u64, at: Timestamp, lower_name: &str) -> Vec<u8> {
+    let mut k = with_prefix(EVENT, 16 + lower_name.len());
+    k.extend_from_slice(&node.to_be_bytes());
+    k.extend_from_slice(&time_bytes(at));
+    k.extend_from_slice(lower_name.as_bytes());
+    k
+}
+
+/// The node and time of an event key.
+pub fn event_key_parts(key: &[u8]) -> Result<(u64, Timestamp)> {
+    if key.len() < 17 || key[0] != EVENT {
+        return Err(Error::Corrupt("an event key is shorter than 17 bytes".into()));
+    }
+    Ok((
+        u64::from_be_bytes(key[1..9].try_into().expect("8 bytes")),
+        time_from(&key[9..17]),
+    ))
+}
+
+/// An event's stored value (its node, time and lower-cased name are in the key).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub name: String,
+    pub properties: Vec<(String, StoredValue)>,
+}
+
+pub fn prop_key(node: u64, lower_name: &str) -> Vec<u8> {
+    let mut k = with_prefix(PROP, 8 + lower_name.len());
+    k.extend_from_slice(&node.to_be_bytes());
+    k.extend_from_slice(lower_name.as_bytes());
+    k
+}
+
+/// The node of a property or event key.
+pub fn key_node(key: &[u8]) -> Result<u64> {
+    key.get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| Error::Corrupt("a per-node key is shorter than 9 bytes".into()))
+}
+
+/// A property's stored value: the latest set on one node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredProp {
+    /// The name as first spelled on this node.
+    pub name: String,
+    pub value: StoredValue,
+    pub at: Timestamp,
+    /// Store-wide apply order: among equal times, the higher `seq` was applied last.
+    pub seq: u64,
+}
+
+/// [`Value`] in an externally tagged form that bincode can decode.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StoredValue {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl From<Value> for StoredValue {
+    fn from(v: Value) -> Self {
+        match v {
+            Value::Int(i) => StoredValue::Int(i),
+            Value::Float(x) => StoredValue::Float(x),
+            Value::Text(s) => StoredValue::Text(s),
+        }
+    }
+}
+
+impl From<StoredValue> for Value {
+    fn from(v: StoredValue) -> Self {
+        match v {
+            StoredValue::Int(i) => Value::Int(i),
+            StoredValue::Float(x) => Value::Float(x),
+            StoredValue::Text(s) => Value::Text(s),
+        }
+    }
+}
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Encodes a value with bincode.
+pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    Ok(bincode::serde::encode_to_vec(v, config())?)
+}
+
+/// Decodes a value with bincode; `what` names it in the error.
+pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T> {
+    let (v, used) = bincode::serde::decode_from_slice(b, config())
+        .map_err(|e| Error::Corrupt(format!("cannot decode {what}: {e}")))?;
+    if used != b.len() {
+        return Err(Error::Corrupt(format!(
+            "{what} has {} trailing bytes",
+            b.len() - used
+        )));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_sort_as_bytes() {
+        let ts = [i64::MIN, -5, -1, 0, 1, 1_700_000_000, i64::MAX];
+        let keys: Vec<_> = ts.iter().map(|t| event_key(3, *t, "x")).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        for (t, k) in ts.iter().zip(&keys) {
+            assert_eq!(event_key_parts(k).unwrap(), (3, *t));
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let r = IdRecord {
+            node: 42,
+            first_seen: -7,
+            flags: FLAG_ANON,
+        };
+        assert_eq!(IdRecord::decode(&r.encode()).unwrap(), r);
+        assert!(IdRecord::decode(&[1, 2]).is_err());
+        let p = StoredProp {
+            name: "Plan".into(),
+            value: StoredValue::Float(1.5),
+            at: 9,
+            seq: 3,
+        };
+        assert_eq!(decode::<StoredProp>(&encode(&p).unwrap(), "p").unwrap(), p);
+        let e = StoredEdge {
+            a: 1,
+            b: 2,
+            at: 3,
+            cause: Cause::Form,
+            source: Some("f:1".into()),
+        };
+        assert_eq!(decode::<StoredEdge>(&encode(&e).unwrap(), "e").unwrap(), e);
+        let r = StoredRefusal {
+            a: "a".into(),
+            b: "guest".into(),
+            reason: RefusalReason::BlockedId { id: "guest".into() },
+            cause: Cause::Api,
+            at: 1,
+        };
+        assert_eq!(decode::<StoredRefusal>(&encode(&r).unwrap(), "r").unwrap(), r);
+    }
+}

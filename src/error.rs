@@ -1,0 +1,69 @@
+//! The one error type of the crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in idgraph.
+///
+/// Expected outcomes are not errors: an unknown ID is `Ok(None)`, a merge refused by a guardrail
+/// is an [`AliasOutcome::Refused`](crate::AliasOutcome::Refused).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An ID broke one of the rules of [`Identity`](crate::Identity).
+    #[error("invalid ID {shown}: {rule}")]
+    InvalidId {
+        /// The offending input, quoted and shortened for display.
+        shown: String,
+        /// Which rule it broke.
+        rule: &'static str,
+    },
+    /// An event or property name broke a naming rule.
+    #[error("invalid {what} {shown}: {rule}")]
+    InvalidName {
+        /// `event name` or `property name`.
+        what: &'static str,
+        /// The offending input, quoted and shortened for display.
+        shown: String,
+        /// Which rule it broke.
+        rule: &'static str,
+    },
+    /// The directory holds a store written by another, incompatible format version.
+    #[error(
+        "the store at {path} has format version {found}, this idgraph reads version {expected}; \
+         open it with the idgraph version that wrote it, or export and re-import the data"
+    )]
+    IncompatibleFormat {
+        /// The store's directory.
+        path: PathBuf,
+        /// The version found on disk (`"none"` when the marker is missing).
+        found: String,
+        /// The version this build reads and writes.
+        expected: u32,
+    },
+    /// Bytes on disk could not be decoded: the store is damaged or was written by other software.
+    #[error("corrupt store: {0}; run `idgraph verify` and restore from a backup if it fails")]
+    Corrupt(String),
+    /// The store holds as many IDs as one store can address.
+    #[error("the store is full: at most {0} IDs fit in one store")]
+    Full(u64),
+    /// The storage engine failed (I/O error, disk full, another process holds the lock, ...).
+    #[error("storage error: {0}")]
+    Storage(#[from] sled::Error),
+    /// A value could not be encoded for storage.
+    #[error("encoding error: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+}
+
+/// `Result` with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Quotes `s` for an error message, shortening very long input.
+pub(crate) fn shown(s: &str) -> String {
+    const MAX: usize = 60;
+    if s.chars().count() > MAX {
+        let head: String = s.chars().take(MAX).collect();
+        format!("{head:?}... ({} characters)", s.chars().count())
+    } else {
+        format!("{s:?}")
+    }
+}

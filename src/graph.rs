@@ -1,0 +1,401 @@
+//! The in-memory mirror of the identity graph: every ID, its node, and the union-find forest
+//! over the nodes. Loaded from sled at open (IDs, then the alias-edge log replayed in order),
+//! kept in step by the single writer, read by everyone under a read lock.
+//!
+//! The writer never changes the graph while it plans a batch: it works on a [`Staged`] view
+//! (changes in a small overlay, reads falling through to the committed graph), writes the batch
+//! to sled, and only then commits the overlay under the write lock, so a reader sees a union
+//! entirely or not at all.
+
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
+use std::hash::BuildHasher;
+
+use crate::codec::FLAG_ANON;
+use crate::error::{Error, Result};
+use crate::forest::{self, ForestStorage};
+use crate::op::Timestamp;
+
+/// Per-node state of the forest plus what decides the canonical ID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub parent: u32,
+    pub next: u32,
+    pub size: u32,
+    /// At a root: the member shown as the person (see [`better`]).
+    pub canon: u32,
+    pub flags: u8,
+}
+
+impl Slot {
+    fn single(n: u32, flags: u8) -> Slot {
+        Slot {
+            parent: n,
+            next: n,
+            size: 1,
+            canon: n,
+            flags,
+        }
+    }
+}
+
+/// Largest node number the graph hands out.
+pub(crate) const MAX_NODES: u64 = u32::MAX as u64 - 1;
+
+/// The committed graph.
+#[derive(Default)]
+pub(crate) struct Graph {
+    slots: Vec<Slot>,
+    /// The ID of each node; empty for a node number that is not in use.
+    idents: Vec<Box<str>>,
+    first_seen: Vec<Timestamp>,
+    index: HashTable<u32>,
+    hasher: FxBuildHasher,
+    /// Alias edges by their (smaller, larger) endpoints → edge sequence number.
+    edges: FxHashMap<(u32, u32), u64>,
+    next_edge: u64,
+    refused: u64,
+    live: usize,
+}
+
+/// Edge endpoints in canonical order.
+pub(crate) fn pair(a: u32, b: u32) -> (u32, u32) {
+    if a <= b { (a, b) } else { (b, a) }
+}
+
+impl Graph {
+    /// Builds the graph from the stored IDs and replays the alias log (in sequence order).
+    pub fn load(
+        ids: Vec<(u64, Box<str>, Timestamp, u8)>,
+        edges: impl IntoIterator<Item = (u64, u64, u64)>,
+        refused: u64,
+    ) -> Result<Graph> {
+        let mut g = Graph::default();
+        let len = ids.iter().map(|r| r.0 + 1).max().unwrap_or(0);
+        if len > MAX_NODES {
+            return Err(Error::Corrupt(format!("node number {} out of range", len - 1)));
+        }
+        let len = len as usize;
+        g.slots = (0..len as u32).map(|n| Slot::single(n, 0)).collect();
+        g.idents = vec![Box::from(""); len];
+        g.first_seen = vec![0; len];
+        for (node, ident, first_seen, flags) in ids {
+            let n = node as usize;
+            if !g.idents[n].is_empty() {
+                return Err(Error::Corrupt(format!(
+                    "node {node} belongs to both {:?} and {ident:?}",
+                    g.idents[n]
+                )));
+            }
+            g.slots[n].flags = flags;
+            g.first_seen[n] = first_seen;
+            g.idents[n] = ident;
+            let h = g.hasher.hash_one(&*g.idents[n]);
+            let idents = &g.idents;
+            g.index.insert_unique(h, n as u32, |&m| g.hasher.hash_one(&*idents[m as usize]));
+            g.live += 1;
+        }
+        for (seq, a, b) in edges {
+            let (a, b) = (node_u32(a, len)?, node_u32(b, len)?);
+            if g.idents[a as usize].is_empty() || g.idents[b as usize].is_empty() {
+                return Err(Error::Corrupt(format!(
+                    "alias edge {seq} links node {a} or {b}, which has no ID"
+                )));
+            }
+            g.edges.insert(pair(a, b), seq);
+            g.next_edge = g.next_edge.max(seq + 1);
+            let (ra, rb) = (forest::find(&g, a), forest::find(&g, b));
+            if ra != rb {
+                let canon = better(&g, g.slots[ra as usize].canon, g.slots[rb as usize].canon);
+                let w = forest::union_roots(&mut g, ra, rb);
+                g.slots[w as usize].canon = canon;
+            }
+        }
+        g.refused = refused;
+        Ok(g)
+    }
+
+    /// The node of `id`, if the store has seen it.
+    pub fn lookup(&self, id: &str) -> Option<u32> {
+        let h = self.hasher.hash_one(id);
+        self.index
+            .find(h, |&n| &*self.idents[n as usize] == id)
+            .copied()
+    }
+
+    pub fn ident(&self, n: u32) -> &str {
+        &self.idents[n as usize]
+    }
+
+    pub fn first_seen(&self, n: u32) -> Timestamp {
+        self.first_seen[n as usize]
+    }
+
+    pub fn slot(&self, n: u32) -> Slot {
+        self.slots[n as usize]
+    }
+
+    /// Node numbers handed out so far (including unused ones).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// IDs in the graph.
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_live(&self, n: u32) -> bool {
+        !self.idents[n as usize].is_empty()
+    }
+
+    pub fn root(&self, n: u32) -> u32 {
+        forest::find(self, n)
+    }
+
+    /// The members of `n`'s person, in the order the store first saw them.
+    pub fn members_sorted(&self, n: u32) -> Vec<u32> {
+        let mut m: Vec<u32> = forest::members(self, self.root(n)).collect();
+        m.sort_unstable();
+        m
+    }
+
+    pub fn edges(&self) -> &FxHashMap<(u32, u32), u64> {
+        &self.edges
+    }
+
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Applies what a [`Staged`] view planned (after it was written to sled).
+    pub fn commit(&mut self, d: Delta) {
+        for (ident, first_seen) in d.new_ids {
+            let n = self.slots.len() as u32;
+            self.slots.push(Slot::single(n, 0));
+            self.first_seen.push(first_seen);
+            self.idents.push(ident);
+            let h = self.hasher.hash_one(&*self.idents[n as usize]);
+            let idents = &self.idents;
+            let hasher = &self.hasher;
+            self.index
+                .insert_unique(h, n, |&m| hasher.hash_one(&*idents[m as usize]));
+            self.live += 1;
+        }
+        for (n, s) in d.slots {
+            self.slots[n as usize] = s;
+        }
+        self.edges.extend(d.edges);
+        self.next_edge = d.next_edge;
+        self.refused += d.refused;
+    }
+}
+
+fn node_u32(n: u64, len: usize) -> Result<u32> {
+    if (n as usize) < len {
+        Ok(n as u32)
+    } else {
+        Err(Error::Corrupt(format!("alias edge names node {n}, which does not exist")))
+    }
+}
+
+/// Which of two nodes shows the person: a named ID before an anonymous one, then the one the
+/// store saw first (the smaller node number).
+fn better<S: Flags + ?Sized>(s: &S, x: u32, y: u32) -> u32 {
+    let kx = (s.flags(x) & FLAG_ANON, x);
+    let ky = (s.flags(y) & FLAG_ANON, y);
+    if kx <= ky { x } else { y }
+}
+
+trait Flags {
+    fn flags(&self, n: u32) -> u8;
+}
+
+impl Flags for Graph {
+    fn flags(&self, n: u32) -> u8 {
+        self.slots[n as usize].flags
+    }
+}
+
+impl ForestStorage for Graph {
+    fn parent(&self, n: u32) -> u32 {
+        self.slots[n as usize].parent
+    }
+    fn set_parent(&mut self, n: u32, p: u32) {
+        self.slots[n as usize].parent = p;
+    }
+    fn size(&self, n: u32) -> u32 {
+        self.slots[n as usize].size
+    }
+    fn set_size(&mut self, n: u32, s: u32) {
+        self.slots[n as usize].size = s;
+    }
+    fn next(&self, n: u32) -> u32 {
+        self.slots[n as usize].next
+    }
+    fn set_next(&mut self, n: u32, x: u32) {
+        self.slots[n as usize].next = x;
+    }
+}
+
+/// The changes a [`Staged`] view planned, detached from the graph it read.
+pub(crate) struct Delta {
+    slots: FxHashMap<u32, Slot>,
+    new_ids: Vec<(Box<str>, Timestamp)>,
+    edges: Vec<((u32, u32), u64)>,
+    next_edge: u64,
+    refused: u64,
+}
+
+/// A writable view of the graph: changes go to an overlay, reads fall through.
+pub(crate) struct Staged<'g> {
+    g: &'g Graph,
+    slots: FxHashMap<u32, Slot>,
+    new_ids: Vec<(Box<str>, Timestamp)>,
+    new_index: FxHashMap<Box<str>, u32>,
+    edges: Vec<((u32, u32), u64)>,
+    edge_set: FxHashSet<(u32, u32)>,
+    next_edge: u64,
+    refused: u64,
+}
+
+impl<'g> Staged<'g> {
+    pub fn new(g: &'g Graph) -> Self {
+        Staged {
+            g,
+            slots: FxHashMap::default(),
+            new_ids: Vec::new(),
+            new_index: FxHashMap::default(),
+            edges: Vec::new(),
+            edge_set: FxHashSet::default(),
+            next_edge: g.next_edge,
+            refused: 0,
+        }
+    }
+
+    pub fn into_delta(self) -> Delta {
+        Delta {
+            slots: self.slots,
+            new_ids: self.new_ids,
+            edges: self.edges,
+            next_edge: self.next_edge,
+            refused: self.refused,
+        }
+    }
+
+    fn slot(&self, n: u32) -> Slot {
+        match self.slots.get(&n) {
+            Some(s) => *s,
+            None => self.g.slots[n as usize],
+        }
+    }
+
+    fn slot_mut(&mut self, n: u32) -> &mut Slot {
+        let g = self.g;
+        self.slots.entry(n).or_insert_with(|| g.slots[n as usize])
+    }
+
+    pub fn lookup(&self, id: &str) -> Option<u32> {
+        self.g
+            .lookup(id)
+            .or_else(|| self.new_index.get(id).copied())
+    }
+
+    /// Adds a new ID as a singleton person and returns its node.
+    pub fn add(&mut self, id: &str, first_seen: Timestamp, flags: u8) -> Result<u32> {
+        let n = (self.g.len() + self.new_ids.len()) as u64;
+        if n > MAX_NODES {
+            return Err(Error::Full(MAX_NODES));
+        }
+        let n = n as u32;
+        self.new_ids.push((id.into(), first_seen));
+        self.new_index.insert(id.into(), n);
+        self.slots.insert(n, Slot::single(n, flags));
+        Ok(n)
+    }
+
+    pub fn flags(&self, n: u32) -> u8 {
+        self.slot(n).flags
+    }
+
+    pub fn first_seen(&self, n: u32) -> Timestamp {
+        match (n as usize).checked_sub(self.g.len()) {
+            Some(i) => self.new_ids[i].1,
+            None => self.g.first_seen(n),
+        }
+    }
+
+    /// Sets a node's flags and re-decides its person's canonical ID.
+    pub fn set_flags(&mut self, n: u32, flags: u8) {
+        self.slot_mut(n).flags = flags;
+        let r = forest::find(self, n);
+        let mut canon = r;
+        let ms: Vec<u32> = forest::members(self, r).collect();
+        for m in ms {
+            canon = better(self, canon, m);
+        }
+        self.slot_mut(r).canon = canon;
+    }
+
+    pub fn root(&self, n: u32) -> u32 {
+        forest::find(self, n)
+    }
+
+    pub fn size_of_root(&self, r: u32) -> u32 {
+        self.slot(r).size
+    }
+
+    /// Joins two different roots; returns the new root.
+    pub fn union_roots(&mut self, ra: u32, rb: u32) -> u32 {
+        let canon = better(self, self.slot(ra).canon, self.slot(rb).canon);
+        let w = forest::union_roots(self, ra, rb);
+        self.slot_mut(w).canon = canon;
+        w
+    }
+
+    pub fn has_edge(&self, a: u32, b: u32) -> bool {
+        let p = pair(a, b);
+        self.g.edges.contains_key(&p) || self.edge_set.contains(&p)
+    }
+
+    /// Registers a new edge and returns its sequence number.
+    pub fn add_edge(&mut self, a: u32, b: u32) -> u64 {
+        let seq = self.next_edge;
+        self.next_edge += 1;
+        let p = pair(a, b);
+        self.edge_set.insert(p);
+        self.edges.push((p, seq));
+        seq
+    }
+
+    pub fn count_refusal(&mut self) {
+        self.refused += 1;
+    }
+}
+
+impl Flags for Staged<'_> {
+    fn flags(&self, n: u32) -> u8 {
+        self.slot(n).flags
+    }
+}
+
+impl ForestStorage for Staged<'_> {
+    fn parent(&self, n: u32) -> u32 {
+        self.slot(n).parent
+    }
+    fn set_parent(&mut self, n: u32, p: u32) {
+        self.slot_mut(n).parent = p;
+    }
+    fn size(&self, n: u32) -> u32 {
+        self.slot(n).size
+    }
+    fn set_size(&mut self, n: u32, s: u32) {
+        self.slot_mut(n).size = s;
+    }
+    fn next(&self, n: u32) -> u32 {
+        self.slot(n).next
+    }
+    fn set_next(&mut self, n: u32, x: u32) {
+        self.slot_mut(n).next = x;
+    }
+}

@@ -1,0 +1,934 @@
+//! [`Store`]: open and configure, apply ops atomically, answer queries, flush, verify.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use parking_lot::{Mutex, RwLock};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::codec::{self, FLAG_ANON, IdRecord, StoredEdge, StoredEvent, StoredProp, StoredRefusal};
+use crate::error::{Error, Result};
+use crate::forest;
+use crate::graph::{Graph, Staged};
+use crate::id::{DEFAULT_BLOCKED_IDS, Identity, blocked_key, is_kissmetrics_anonymous};
+use crate::op::{
+    AliasOutcome, Cause, Event, Op, Outcome, Person, Properties, Property, RefusalReason,
+    Timestamp,
+};
+
+/// How to open a [`Store`]: a by-value builder; every setter documents its default.
+///
+/// ```
+/// # fn main() -> idgraph::Result<()> {
+/// let store = idgraph::Config::temporary().max_person_size(500).open()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    path: Option<PathBuf>,
+    temporary: bool,
+    cache_capacity: u64,
+    flush_every_ms: Option<u64>,
+    blocked_ids: Vec<String>,
+    max_person_size: u64,
+}
+
+impl Config {
+    /// A store in the directory `path` (created when missing).
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        Config {
+            path: Some(path.as_ref().to_path_buf()),
+            temporary: false,
+            cache_capacity: 1 << 30,
+            flush_every_ms: Some(500),
+            blocked_ids: DEFAULT_BLOCKED_IDS.iter().map(|s| s.to_string()).collect(),
+            max_person_size: 10_000,
+        }
+    }
+
+    /// A store in a fresh temporary directory, deleted when the store is dropped.
+    pub fn temporary() -> Self {
+        let mut c = Config::new("");
+        c.path = None;
+        c.temporary = true;
+        c
+    }
+
+    /// The directory. Default: none (set by [`Config::new`]).
+    #[must_use]
+    pub fn path(mut self, path: impl AsRef<Path>) -> Self {
+        self.path = Some(path.as_ref().to_path_buf());
+        self.temporary = false;
+        self
+    }
+
+    /// sled's page cache, in bytes. Default = 1 GiB (sled's default).
+    #[must_use]
+    pub fn cache_capacity(mut self, bytes: u64) -> Self {
+        self.cache_capacity = bytes;
+        self
+    }
+
+    /// How often sled flushes in the background; `None` = only on [`Store::flush`].
+    /// Default = every 500 ms (sled's default). Data applied since the last flush can be lost in
+    /// a crash; [`Store::flush`] makes everything before it durable.
+    #[must_use]
+    pub fn flush_every_ms(mut self, ms: Option<u64>) -> Self {
+        self.flush_every_ms = ms;
+        self
+    }
+
+    /// IDs refused as alias endpoints, compared case-insensitively and also when wrapped in
+    /// quotes. Default = [`DEFAULT_BLOCKED_IDS`] (`null`, `undefined`, `guest`, `0`, ...).
+    #[must_use]
+    pub fn blocked_ids<I: IntoIterator<Item = S>, S: Into<String>>(mut self, ids: I) -> Self {
+        self.blocked_ids = ids.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The most IDs one person may hold; a merge that would exceed it is refused.
+    /// Default = 10,000.
+    #[must_use]
+    pub fn max_person_size(mut self, max: u64) -> Self {
+        self.max_person_size = max.max(1);
+        self
+    }
+
+    /// Opens (or creates) the store.
+    ///
+    /// # Errors
+    /// [`Error::IncompatibleFormat`] when the directory holds another format version;
+    /// [`Error::Storage`] when sled cannot open it (for example another process holds it);
+    /// [`Error::Corrupt`] when stored records cannot be decoded.
+    pub fn open(self) -> Result<Store> {
+        Store::open_with(self)
+    }
+}
+
+/// Counts that describe a store; see [`Store::stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// IDs known.
+    pub ids: u64,
+    /// Persons (sets of IDs).
+    pub persons: u64,
+    /// IDs of the largest person.
+    pub largest_person: u64,
+    /// Alias edges in the log.
+    pub edges: u64,
+    /// Merges refused by a guardrail (distinct ID pairs).
+    pub refused_merges: u64,
+    /// Stored events.
+    pub events: u64,
+    /// Stored property values (one per ID and property name).
+    pub properties: u64,
+    /// Bytes sled uses on disk.
+    pub disk_bytes: u64,
+}
+
+/// What [`Store::verify`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct VerifyReport {
+    /// IDs checked.
+    pub ids: u64,
+    /// Persons checked.
+    pub persons: u64,
+    /// Edges checked.
+    pub edges: u64,
+    /// Events checked.
+    pub events: u64,
+    /// Properties checked.
+    pub properties: u64,
+    /// Every broken invariant, described (at most 100; `problem_count` has the total).
+    pub problems: Vec<String>,
+    /// How many invariants were broken.
+    pub problem_count: u64,
+}
+
+impl VerifyReport {
+    /// Whether every invariant holds.
+    pub fn is_ok(&self) -> bool {
+        self.problem_count == 0
+    }
+
+    fn problem(&mut self, p: String) {
+        self.problem_count += 1;
+        if self.problems.len() < 100 {
+            self.problems.push(p);
+        }
+    }
+}
+
+/// A refused merge, as [`Store::refusals`] lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// One ID.
+    pub a: String,
+    /// The other ID.
+    pub b: String,
+    /// Why.
+    pub reason: RefusalReason,
+    /// Where the link came from.
+    pub cause: Cause,
+    /// When it was asked for (the latest time, if asked several times).
+    pub at: Timestamp,
+}
+
+/// The identity graph: a persistent union-find of IDs on sled, with events and properties per
+/// person.
+///
+/// `Send + Sync`: share it with `Arc`. One writer at a time (a mutex); readers never wait for
+/// it and never see half of a batch.
+pub struct Store {
+    db: sled::Db,
+    writer: Mutex<()>,
+    graph: RwLock<Graph>,
+    blocked: FxHashSet<String>,
+    max_person_size: u64,
+    path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn now() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path` with default settings.
+    ///
+    /// # Errors
+    /// As [`Config::open`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        Config::new(path).open()
+    }
+
+    fn open_with(c: Config) -> Result<Store> {
+        let mut sc = sled::Config::new()
+            .cache_capacity(c.cache_capacity)
+            .flush_every_ms(c.flush_every_ms);
+        sc = if c.temporary {
+            sc.temporary(true)
+        } else {
+            sc.path(c.path.clone().unwrap_or_default())
+        };
+        let db = sc.open()?;
+        let display_path = c.path.clone().unwrap_or_default();
+        match db.get(codec::FORMAT_KEY)? {
+            Some(v) => match codec::decode_format(&v) {
+                Some(codec::FORMAT_VERSION) => {}
+                other => {
+                    return Err(Error::IncompatibleFormat {
+                        path: display_path,
+                        found: other.map_or_else(|| "unreadable".into(), |v| v.to_string()),
+                        expected: codec::FORMAT_VERSION,
+                    });
+                }
+            },
+            None if db.is_empty() => {
+                db.insert(codec::FORMAT_KEY, &codec::format_value())?;
+            }
+            None => {
+                return Err(Error::IncompatibleFormat {
+                    path: display_path,
+                    found: "none (not an idgraph store, or written before format versions)".into(),
+                    expected: codec::FORMAT_VERSION,
+                });
+            }
+        }
+        let graph = load_graph(&db)?;
+        Ok(Store {
+            db,
+            writer: Mutex::new(()),
+            graph: RwLock::new(graph),
+            blocked: c.blocked_ids.iter().map(|s| blocked_key(s)).collect(),
+            max_person_size: c.max_person_size,
+            path: c.path,
+        })
+    }
+
+    /// The store's directory (`None` for a temporary store).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Applies one op; see [`apply_batch`](Self::apply_batch).
+    ///
+    /// # Errors
+    /// As [`apply_batch`](Self::apply_batch).
+    pub fn apply(&self, op: Op) -> Result<Outcome> {
+        let mut v = self.apply_batch(std::slice::from_ref(&op))?;
+        Ok(v.pop().expect("one outcome per op"))
+    }
+
+    /// Links `a` and `b` now, with cause [`Cause::Api`].
+    ///
+    /// # Cost
+    /// One sled batch: 1 key per new ID + 1 edge key. No sled reads.
+    ///
+    /// # Errors
+    /// As [`apply_batch`](Self::apply_batch).
+    pub fn alias(&self, a: &Identity, b: &Identity) -> Result<AliasOutcome> {
+        match self.apply(Op::alias(a.clone(), b.clone(), now(), Cause::Api))? {
+            Outcome::Alias(o) => Ok(o),
+            Outcome::Stored => unreachable!("an alias op has an alias outcome"),
+        }
+    }
+
+    /// Applies ops in order, atomically: after a crash either all of them are in the store or
+    /// none. Returns one outcome per op (a refused merge is an outcome, not an error).
+    ///
+    /// # Cost
+    /// One sled batch. Keys written: 1 per new ID, 1 per new alias edge, 1 per event,
+    /// 1 per property whose value changes; 1 sled read per property set (to keep the latest).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] for a bad event or property name (nothing is written);
+    /// [`Error::Storage`] when sled fails (nothing is written);
+    /// [`Error::Full`] past 4 billion IDs.
+    pub fn apply_batch(&self, ops: &[Op]) -> Result<Vec<Outcome>> {
+        for op in ops {
+            op.validate()?;
+        }
+        let _w = self.writer.lock();
+        let graph = self.graph.read();
+        let mut p = Planner {
+            st: Staged::new(&graph),
+            batch: sled::Batch::default(),
+            props: FxHashMap::default(),
+            db: &self.db,
+            store: self,
+        };
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(p.apply(op)?);
+        }
+        let Planner { st, batch, .. } = p;
+        let delta = st.into_delta();
+        drop(graph);
+        self.db.apply_batch(batch)?;
+        self.graph.write().commit(delta);
+        Ok(out)
+    }
+
+    fn is_blocked(&self, id: &str) -> bool {
+        self.blocked.contains(&blocked_key(id))
+    }
+
+    /// Whether the store has seen `id`.
+    pub fn contains(&self, id: &str) -> bool {
+        self.graph.read().lookup(id).is_some()
+    }
+
+    /// The person `id` belongs to: its canonical ID and all its IDs; `None` for an unknown ID.
+    ///
+    /// # Cost
+    /// No sled access: the graph is held in memory. O(IDs of the person).
+    ///
+    /// # Errors
+    /// None today; the `Result` leaves room for a store that pages its graph from disk.
+    pub fn resolve(&self, id: &str) -> Result<Option<Person>> {
+        let g = self.graph.read();
+        let Some(n) = g.lookup(id) else {
+            return Ok(None);
+        };
+        let r = g.root(n);
+        let members = g.members_sorted(r);
+        Ok(Some(Person {
+            person: g.ident(g.slot(r).canon).to_owned(),
+            ids: members.iter().map(|&m| g.ident(m).to_owned()).collect(),
+        }))
+    }
+
+    /// The canonical ID of `id`'s person, without listing its IDs.
+    ///
+    /// # Cost
+    /// No sled access; O(log size of the person).
+    pub fn canonical(&self, id: &str) -> Option<String> {
+        let g = self.graph.read();
+        let n = g.lookup(id)?;
+        Some(g.ident(g.slot(g.root(n)).canon).to_owned())
+    }
+
+    fn member_nodes(&self, id: &str) -> Vec<(u32, String)> {
+        let g = self.graph.read();
+        match g.lookup(id) {
+            None => Vec::new(),
+            Some(n) => g
+                .members_sorted(n)
+                .into_iter()
+                .map(|m| (m, g.ident(m).to_owned()))
+                .collect(),
+        }
+    }
+
+    /// Every event of `id`'s person, from all its IDs, in time order (equal times: by ID, then
+    /// name). Empty for an unknown ID.
+    ///
+    /// # Cost
+    /// One sled range scan per ID of the person, plus one read per event.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or [`Error::Corrupt`] when stored events cannot be read.
+    pub fn events(&self, id: &str) -> Result<Vec<Event>> {
+        let mut out = Vec::new();
+        for (n, ident) in self.member_nodes(id) {
+            for kv in self.db.scan_prefix(codec::node_prefix(codec::EVENT, n as u64)) {
+                let (k, v) = kv?;
+                let (_, at) = codec::event_key_parts(&k)?;
+                let e: StoredEvent = codec::decode(&v, "an event")?;
+                out.push(Event {
+                    id: ident.clone(),
+                    event: e.name,
+                    at,
+                    properties: Properties::from_vec_unchecked(
+                        e.properties.into_iter().map(|(n, v)| (n, v.into())).collect(),
+                    ),
+                });
+            }
+        }
+        out.sort_by(|x, y| {
+            (x.at, &x.id, x.event.to_lowercase()).cmp(&(y.at, &y.id, y.event.to_lowercase()))
+        });
+        Ok(out)
+    }
+
+    /// The properties of `id`'s person: per name (case-insensitive), the value set latest
+    /// under any of its IDs (equal times: the one applied last). Sorted by lower-cased name.
+    /// Empty for an unknown ID.
+    ///
+    /// # Cost
+    /// One sled range scan per ID of the person.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or [`Error::Corrupt`] when stored values cannot be read.
+    pub fn properties(&self, id: &str) -> Result<Vec<Property>> {
+        let mut best: BTreeMap<String, (StoredProp, String)> = BTreeMap::new();
+        for (n, ident) in self.member_nodes(id) {
+            let prefix = codec::node_prefix(codec::PROP, n as u64);
+            for kv in self.db.scan_prefix(prefix) {
+                let (k, v) = kv?;
+                let lname = String::from_utf8_lossy(&k[9..]).into_owned();
+                let p: StoredProp = codec::decode(&v, "a property")?;
+                match best.get(&lname) {
+                    Some((q, _)) if (q.at, q.seq) >= (p.at, p.seq) => {}
+                    _ => {
+                        best.insert(lname, (p, ident.clone()));
+                    }
+                }
+            }
+        }
+        Ok(best
+            .into_values()
+            .map(|(p, id)| Property {
+                name: p.name,
+                value: p.value.into(),
+                at: p.at,
+                id,
+            })
+            .collect())
+    }
+
+    /// The refused merges, in key order.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or [`Error::Corrupt`] when the log cannot be read.
+    pub fn refusals(&self) -> Result<Vec<Refusal>> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix([codec::REFUSAL]) {
+            let (_, v) = kv?;
+            let r: StoredRefusal = codec::decode(&v, "a refusal")?;
+            out.push(Refusal {
+                a: r.a,
+                b: r.b,
+                reason: r.reason,
+                cause: r.cause,
+                at: r.at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Makes everything applied so far durable; returns the bytes written.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the write fails.
+    pub fn flush(&self) -> Result<usize> {
+        Ok(self.db.flush()?)
+    }
+
+    /// Counts of IDs, persons, edges, events, properties and bytes on disk.
+    ///
+    /// # Cost
+    /// Scans the events and properties (O(stored data)).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when sled cannot be read.
+    pub fn stats(&self) -> Result<Stats> {
+        let mut s = Stats::default();
+        {
+            let g = self.graph.read();
+            s.ids = g.live() as u64;
+            s.edges = g.edges().len() as u64;
+            s.refused_merges = g.refused();
+            for n in 0..g.len() as u32 {
+                if g.is_live(n) && g.slot(n).parent == n {
+                    s.persons += 1;
+                    s.largest_person = s.largest_person.max(g.slot(n).size as u64);
+                }
+            }
+        }
+        s.events = count_prefix(&self.db, codec::EVENT)?;
+        s.properties = count_prefix(&self.db, codec::PROP)?;
+        s.disk_bytes = self.db.size_on_disk()?;
+        Ok(s)
+    }
+
+    /// Checks every invariant of the store (DESIGN.md, "Invariants") against what is on disk:
+    /// ID records, the forest, the alias log, events and properties.
+    ///
+    /// # Cost
+    /// Reads the whole store once and rebuilds the forest from the alias log.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when sled cannot be read. Broken invariants are reported in the
+    /// [`VerifyReport`], not as errors.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let _w = self.writer.lock(); // a stable snapshot: no writes while we look
+        let g = self.graph.read();
+        let mut rep = VerifyReport::default();
+        match self.db.get(codec::FORMAT_KEY)?.as_deref().and_then(codec::decode_format) {
+            Some(codec::FORMAT_VERSION) => {}
+            other => rep.problem(format!("format version marker is {other:?}")),
+        }
+        // 1. ID records on disk match the in-memory index one to one.
+        let mut seen = vec![false; g.len()];
+        for kv in self.db.scan_prefix([codec::ID]) {
+            let (k, v) = kv?;
+            rep.ids += 1;
+            let id = String::from_utf8_lossy(&k[1..]).into_owned();
+            let rec = match IdRecord::decode(&v) {
+                Ok(r) => r,
+                Err(e) => {
+                    rep.problem(format!("ID {id:?}: {e}"));
+                    continue;
+                }
+            };
+            if crate::id::check_id(&id).is_err() {
+                rep.problem(format!("stored ID {id:?} is not a valid ID"));
+            }
+            match g.lookup(&id) {
+                Some(n) if n as u64 == rec.node => {
+                    if std::mem::replace(&mut seen[n as usize], true) {
+                        rep.problem(format!("node {n} has two ID records"));
+                    }
+                    if g.slot(n).flags != rec.flags {
+                        rep.problem(format!("ID {id:?}: flags differ between disk and memory"));
+                    }
+                }
+                other => rep.problem(format!(
+                    "ID {id:?} is node {} on disk but {other:?} in memory",
+                    rec.node
+                )),
+            }
+        }
+        if rep.ids != g.live() as u64 {
+            rep.problem(format!(
+                "{} ID records on disk, {} IDs in memory",
+                rep.ids,
+                g.live()
+            ));
+        }
+        // 2. The forest: parent chains end at a root, member lists are disjoint cycles that
+        //    hold exactly the nodes of their root, sizes match.
+        let len = g.len();
+        let mut root_of = vec![u32::MAX; len];
+        for n in 0..len as u32 {
+            let mut x = n;
+            let mut steps = 0;
+            while g.slot(x).parent != x {
+                x = g.slot(x).parent;
+                steps += 1;
+                if x as usize >= len || steps > 64 {
+                    rep.problem(format!("node {n}: parent chain does not end at a root"));
+                    break;
+                }
+            }
+            root_of[n as usize] = x;
+        }
+        let mut on_cycle = vec![false; len];
+        for r in 0..len as u32 {
+            if g.slot(r).parent != r {
+                continue;
+            }
+            if g.is_live(r) {
+                rep.persons += 1;
+            }
+            let mut count = 0u64;
+            for m in forest::members(&*g, r).take(len + 1) {
+                count += 1;
+                if std::mem::replace(&mut on_cycle[m as usize], true) {
+                    rep.problem(format!("node {m} is on two member lists"));
+                    break;
+                }
+                if root_of[m as usize] != r {
+                    rep.problem(format!("node {m} is on root {r}'s list but has another root"));
+                }
+            }
+            if count != g.slot(r).size as u64 {
+                rep.problem(format!(
+                    "root {r}: size {} but {count} members",
+                    g.slot(r).size
+                ));
+            }
+            let c = g.slot(r).canon;
+            if (c as usize) >= len || root_of[c as usize] != r {
+                rep.problem(format!("root {r}: canonical node {c} is not a member"));
+            }
+        }
+        if let Some(n) = on_cycle.iter().position(|x| !x) {
+            rep.problem(format!("node {n} is on no member list"));
+        }
+        // 3. The alias log: endpoints exist and share a root; replaying it gives the same
+        //    partition as the forest in memory.
+        let mut replay = forest::MemForest::with_len(len);
+        let mut edge_count = 0u64;
+        for kv in self.db.scan_prefix([codec::EDGE]) {
+            let (k, v) = kv?;
+            rep.edges += 1;
+            let seq = codec::edge_seq(&k)?;
+            let e: StoredEdge = match codec::decode(&v, "an edge") {
+                Ok(e) => e,
+                Err(e) => {
+                    rep.problem(format!("edge {seq}: {e}"));
+                    continue;
+                }
+            };
+            if e.a as usize >= len || e.b as usize >= len {
+                rep.problem(format!("edge {seq}: names a node that does not exist"));
+                continue;
+            }
+            let (a, b) = (e.a as u32, e.b as u32);
+            if !g.is_live(a) || !g.is_live(b) {
+                rep.problem(format!("edge {seq}: names a node without an ID"));
+            }
+            if root_of[a as usize] != root_of[b as usize] {
+                rep.problem(format!(
+                    "edge {seq}: {:?} and {:?} are linked but are different persons",
+                    g.ident(a),
+                    g.ident(b)
+                ));
+            }
+            forest::union(&mut replay, a, b);
+            edge_count += 1;
+        }
+        if edge_count != g.edges().len() as u64 {
+            rep.problem(format!(
+                "{edge_count} edges on disk, {} in memory",
+                g.edges().len()
+            ));
+        }
+        let mut map: FxHashMap<u32, u32> = FxHashMap::default();
+        for n in 0..len as u32 {
+            let (mine, theirs) = (root_of[n as usize], forest::find(&replay, n));
+            if *map.entry(mine).or_insert(theirs) != theirs {
+                rep.problem(format!(
+                    "node {n}: the forest and the replayed alias log disagree on its person"
+                ));
+            }
+        }
+        if map.len() != {
+            let mut s: Vec<u32> = map.values().copied().collect();
+            s.sort_unstable();
+            s.dedup();
+            s.len()
+        } {
+            rep.problem("the forest joins persons that the alias log keeps apart".into());
+        }
+        // 4. Events and properties belong to known IDs and decode.
+        for (prefix, what) in [(codec::EVENT, "event"), (codec::PROP, "property")] {
+            for kv in self.db.scan_prefix([prefix]) {
+                let (k, v) = kv?;
+                let node = codec::key_node(&k);
+                let ok = match node {
+                    Ok(n) => (n as usize) < len && g.is_live(n as u32),
+                    Err(_) => false,
+                };
+                if !ok {
+                    rep.problem(format!("a stored {what} belongs to no known ID: {node:?}"));
+                }
+                let decoded = if prefix == codec::EVENT {
+                    rep.events += 1;
+                    codec::decode::<StoredEvent>(&v, "an event").map(|_| ())
+                } else {
+                    rep.properties += 1;
+                    codec::decode::<StoredProp>(&v, "a property").map(|_| ())
+                };
+                if let Err(e) = decoded {
+                    rep.problem(format!("{e}"));
+                }
+            }
+        }
+        for kv in self.db.scan_prefix([codec::REFUSAL]) {
+            let (_, v) = kv?;
+            if let Err(e) = codec::decode::<StoredRefusal>(&v, "a refusal") {
+                rep.problem(format!("{e}"));
+            }
+        }
+        Ok(rep)
+    }
+}
+
+fn count_prefix(db: &sled::Db, prefix: u8) -> Result<u64> {
+    let mut n = 0;
+    for k in db.scan_prefix([prefix]).keys() {
+        k?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn load_graph(db: &sled::Db) -> Result<Graph> {
+    let mut ids = Vec::new();
+    for kv in db.scan_prefix([codec::ID]) {
+        let (k, v) = kv?;
+        let rec = IdRecord::decode(&v)?;
+        let id = std::str::from_utf8(&k[1..])
+            .map_err(|_| Error::Corrupt("a stored ID is not UTF-8".into()))?;
+        ids.push((rec.node, Box::<str>::from(id), rec.first_seen, rec.flags));
+    }
+    let mut edges = Vec::new();
+    for kv in db.scan_prefix([codec::EDGE]) {
+        let (k, v) = kv?;
+        let e: StoredEdge = codec::decode(&v, "an edge")?;
+        edges.push((codec::edge_seq(&k)?, e.a, e.b));
+    }
+    let refused = count_prefix(db, codec::REFUSAL)?;
+    Graph::load(ids, edges, refused)
+}
+
+/// Plans one batch: stages graph changes and fills the sled batch.
+struct Planner<'a, 'g> {
+    st: Staged<'g>,
+    batch: sled::Batch,
+    /// Property values written earlier in this batch (sled reads do not see them yet).
+    props: FxHashMap<Vec<u8>, StoredProp>,
+    db: &'a sled::Db,
+    store: &'a Store,
+}
+
+impl Planner<'_, '_> {
+    fn apply(&mut self, op: &Op) -> Result<Outcome> {
+        match op {
+            Op::Alias {
+                a,
+                b,
+                at,
+                cause,
+                source,
+            } => self
+                .alias(a, b, *at, *cause, source.as_deref())
+                .map(Outcome::Alias),
+            Op::Record {
+                id,
+                event,
+                properties,
+                at,
+            } => {
+                let n = self.node(id, *at, false)?;
+                let lname = event.to_lowercase();
+                let value = StoredEvent {
+                    name: event.clone(),
+                    properties: properties
+                        .clone()
+                        .into_vec()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into()))
+                        .collect(),
+                };
+                self.batch.insert(
+                    codec::event_key(n as u64, *at, &lname),
+                    codec::encode(&value)?,
+                );
+                self.set_props(n, properties, *at)?;
+                Ok(Outcome::Stored)
+            }
+            Op::Set { id, properties, at } => {
+                let n = self.node(id, *at, false)?;
+                self.set_props(n, properties, *at)?;
+                Ok(Outcome::Stored)
+            }
+        }
+    }
+
+    /// The node of `id`, registering it (and writing its record) when new; `anon` marks it
+    /// anonymous (sticky).
+    fn node(&mut self, id: &Identity, at: Timestamp, anon: bool) -> Result<u32> {
+        let want = if anon || is_kissmetrics_anonymous(id.as_str()) {
+            FLAG_ANON
+        } else {
+            0
+        };
+        if let Some(n) = self.st.lookup(id.as_str()) {
+            let flags = self.st.flags(n);
+            if flags & want != want {
+                self.st.set_flags(n, flags | want);
+                self.write_id(id.as_str(), n)?;
+            }
+            return Ok(n);
+        }
+        let n = self.st.add(id.as_str(), at, want)?;
+        self.batch.insert(
+            codec::id_key(id.as_str()),
+            &IdRecord {
+                node: n as u64,
+                first_seen: at,
+                flags: want,
+            }
+            .encode(),
+        );
+        Ok(n)
+    }
+
+    fn write_id(&mut self, id: &str, n: u32) -> Result<()> {
+        // The first-seen time is kept in the committed graph or in this batch's new IDs.
+        let first_seen = self.first_seen(n);
+        self.batch.insert(
+            codec::id_key(id),
+            &IdRecord {
+                node: n as u64,
+                first_seen,
+                flags: self.st.flags(n),
+            }
+            .encode(),
+        );
+        Ok(())
+    }
+
+    fn first_seen(&self, n: u32) -> Timestamp {
+        self.st.first_seen(n)
+    }
+
+    fn alias(
+        &mut self,
+        a: &Identity,
+        b: &Identity,
+        at: Timestamp,
+        cause: Cause,
+        source: Option<&str>,
+    ) -> Result<AliasOutcome> {
+        for id in [a, b] {
+            if a != b && self.store.is_blocked(id.as_str()) {
+                let reason = RefusalReason::BlockedId { id: id.to_string() };
+                return self.refuse(a, b, reason, cause, at);
+            }
+        }
+        let na = self.node(a, at, false)?;
+        let nb = self.node(b, at, cause.marks_b_anonymous())?;
+        if na == nb {
+            return Ok(AliasOutcome::AlreadySame);
+        }
+        let (ra, rb) = (self.st.root(na), self.st.root(nb));
+        if ra == rb {
+            if !self.st.has_edge(na, nb) {
+                self.edge(na, nb, at, cause, source)?;
+            }
+            return Ok(AliasOutcome::AlreadySame);
+        }
+        let size = self.st.size_of_root(ra) as u64 + self.st.size_of_root(rb) as u64;
+        if size > self.store.max_person_size {
+            let reason = RefusalReason::TooLarge {
+                size,
+                max: self.store.max_person_size,
+            };
+            return self.refuse(a, b, reason, cause, at);
+        }
+        self.edge(na, nb, at, cause, source)?;
+        self.st.union_roots(ra, rb);
+        Ok(AliasOutcome::Joined { size })
+    }
+
+    fn edge(
+        &mut self,
+        a: u32,
+        b: u32,
+        at: Timestamp,
+        cause: Cause,
+        source: Option<&str>,
+    ) -> Result<()> {
+        let seq = self.st.add_edge(a, b);
+        let e = StoredEdge {
+            a: a as u64,
+            b: b as u64,
+            at,
+            cause,
+            source: source.map(str::to_owned),
+        };
+        self.batch.insert(&codec::edge_key(seq), codec::encode(&e)?);
+        Ok(())
+    }
+
+    fn refuse(
+        &mut self,
+        a: &Identity,
+        b: &Identity,
+        reason: RefusalReason,
+        cause: Cause,
+        at: Timestamp,
+    ) -> Result<AliasOutcome> {
+        let key = codec::refusal_key(a.as_str(), b.as_str());
+        let known = self.db.contains_key(&key)?;
+        let r = StoredRefusal {
+            a: a.to_string(),
+            b: b.to_string(),
+            reason: reason.clone(),
+            cause,
+            at,
+        };
+        self.batch.insert(key, codec::encode(&r)?);
+        if !known {
+            self.st.count_refusal();
+        }
+        Ok(AliasOutcome::Refused(reason))
+    }
+
+    fn set_props(&mut self, n: u32, props: &Properties, at: Timestamp) -> Result<()> {
+        if props.is_empty() {
+            return Ok(());
+        }
+        // Store-wide apply order, monotonic across restarts (sled persists its ID generator).
+        let seq = self.db.generate_id()?;
+        for (name, value) in props.iter() {
+            let lname = name.to_lowercase();
+            let key = codec::prop_key(n as u64, &lname);
+            let old = match self.props.get(&key) {
+                Some(p) => Some(p.clone()),
+                None => match self.db.get(&key)? {
+                    Some(v) => Some(codec::decode::<StoredProp>(&v, "a property")?),
+                    None => None,
+                },
+            };
+            let spelled = match &old {
+                Some(o) if o.at > at => continue,
+                Some(o) => o.name.clone(),
+                None => name.to_owned(),
+            };
+            let p = StoredProp {
+                name: spelled,
+                value: value.clone().into(),
+                at,
+                seq,
+            };
+            self.batch.insert(key.clone(), codec::encode(&p)?);
+            self.props.insert(key, p);
+        }
+        Ok(())
+    }
+}
