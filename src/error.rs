@@ -43,6 +43,12 @@ pub enum Error {
     /// Bytes on disk could not be decoded: the store is damaged or was written by other software.
     #[error("corrupt store: {0}; run `idgraph verify` and restore from a backup if it fails")]
     Corrupt(String),
+    /// Another process (or another open [`Store`](crate::Store) in this one) holds the store.
+    #[error(
+        "the store at {0} is in use by another process; stop it (for example a running \
+         `idgraph serve`) or use another --db"
+    )]
+    Locked(PathBuf),
     /// The store holds as many IDs as one store can address.
     #[error("the store is full: at most {0} IDs fit in one store")]
     Full(u64),

@@ -219,8 +219,8 @@ impl Store {
         } else {
             sc.path(c.path.clone().unwrap_or_default())
         };
-        let db = sc.open()?;
         let display_path = c.path.clone().unwrap_or_default();
+        let db = open_sled(&sc, &display_path)?;
         match db.get(codec::FORMAT_KEY)? {
             Some(v) => match codec::decode_format(&v) {
                 Some(codec::FORMAT_VERSION) => {}
@@ -303,6 +303,7 @@ impl Store {
             st: Staged::new(&graph),
             batch: sled::Batch::default(),
             props: FxHashMap::default(),
+            refused: FxHashSet::default(),
             db: &self.db,
             store: self,
         };
@@ -686,6 +687,24 @@ impl Store {
     }
 }
 
+/// Opens sled, waiting a moment when the directory is still locked: sled's I/O threads can
+/// hold the lock for a few milliseconds after the previous handle in this process is dropped.
+fn open_sled(sc: &sled::Config, path: &Path) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match sc.open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(Error::Locked(path.to_path_buf()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 fn count_prefix(db: &sled::Db, prefix: u8) -> Result<u64> {
     let mut n = 0;
     for k in db.scan_prefix([prefix]).keys() {
@@ -720,6 +739,8 @@ struct Planner<'a, 'g> {
     batch: sled::Batch,
     /// Property values written earlier in this batch (sled reads do not see them yet).
     props: FxHashMap<Vec<u8>, StoredProp>,
+    /// Refusal keys written earlier in this batch.
+    refused: FxHashSet<Vec<u8>>,
     db: &'a sled::Db,
     store: &'a Store,
 }
@@ -884,7 +905,8 @@ impl Planner<'_, '_> {
         at: Timestamp,
     ) -> Result<AliasOutcome> {
         let key = codec::refusal_key(a.as_str(), b.as_str());
-        let known = self.db.contains_key(&key)?;
+        let known = self.refused.contains(&key) || self.db.contains_key(&key)?;
+        self.refused.insert(key.clone());
         let r = StoredRefusal {
             a: a.to_string(),
             b: b.to_string(),

@@ -1,0 +1,115 @@
+//! Concurrency: writer threads build persons out of whole groups (each group of 4 IDs is
+//! created by one atomic batch, pairs of groups are then merged by one alias) while reader
+//! threads resolve IDs; a reader must never see part of a group (a torn batch) or a person whose
+//! member list disagrees with itself. At the end the partition equals the one a single thread
+//! gets from the same ops.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use idgraph::{Cause, Config, Identity, Op, Properties, Store};
+
+const WRITERS: u64 = 3;
+const GROUPS_PER_WRITER: u64 = 150;
+const READERS: usize = 3;
+
+fn id(g: u64, k: u64) -> Identity {
+    Identity::new(format!("g{g}_{k}")).unwrap()
+}
+
+/// The ops of writer `w`, batch by batch.
+fn writer_batches(w: u64) -> Vec<Vec<Op>> {
+    let mut out = Vec::new();
+    for i in 0..GROUPS_PER_WRITER {
+        let g = w * GROUPS_PER_WRITER + i;
+        out.push(vec![
+            Op::alias(id(g, 0), id(g, 1), 1, Cause::Api),
+            Op::alias(id(g, 1), id(g, 2), 1, Cause::Api),
+            Op::record(id(g, 2), "grouped", Properties::new(), 1),
+            Op::alias(id(g, 2), id(g, 3), 1, Cause::Api),
+        ]);
+        if i % 2 == 1 {
+            out.push(vec![Op::alias(id(g, 0), id(g - 1, 3), 2, Cause::Api)]);
+        }
+    }
+    out
+}
+
+fn partition(s: &Store) -> BTreeSet<Vec<String>> {
+    let mut p = BTreeSet::new();
+    for g in 0..WRITERS * GROUPS_PER_WRITER {
+        if let Some(mut person) = s.resolve(id(g, 0).as_str()).unwrap() {
+            person.ids.sort();
+            p.insert(person.ids);
+        }
+    }
+    p
+}
+
+#[test]
+fn readers_never_see_a_torn_batch() {
+    let store = Arc::new(Config::temporary().open().unwrap());
+    let done = Arc::new(AtomicBool::new(false));
+    let observed = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..READERS)
+        .map(|r| {
+            let (store, done, observed) = (store.clone(), done.clone(), observed.clone());
+            std::thread::spawn(move || {
+                let mut x = r as u64 + 1;
+                let total = WRITERS * GROUPS_PER_WRITER;
+                while !done.load(Ordering::Relaxed) {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let (g, k) = ((x >> 33) % total, (x >> 20) % 4);
+                    let me = id(g, k);
+                    let Some(p) = store.resolve(me.as_str()).unwrap() else {
+                        continue;
+                    };
+                    observed.fetch_add(1, Ordering::Relaxed);
+                    assert!(p.ids.iter().any(|i| i == me.as_str()), "{me} not in its own person");
+                    assert!(p.ids.contains(&p.person), "canonical ID not a member: {p:?}");
+                    // Every group appears whole or not at all.
+                    let mut groups = std::collections::HashMap::<&str, usize>::new();
+                    for i in &p.ids {
+                        *groups.entry(i.split('_').next().unwrap()).or_default() += 1;
+                    }
+                    assert!(groups.values().all(|n| *n == 4), "torn person: {:?}", p.ids);
+                    assert!(p.ids.len() == 4 || p.ids.len() == 8, "odd size: {:?}", p.ids);
+                    let ev = store.events(me.as_str()).unwrap();
+                    assert!(ev.iter().filter(|e| e.event == "grouped").count() == p.ids.len() / 4);
+                }
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for b in writer_batches(w) {
+                    store.apply_batch(&b).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert!(observed.load(Ordering::Relaxed) > 0, "readers observed nothing");
+
+    let reference = Config::temporary().open().unwrap();
+    for w in 0..WRITERS {
+        for b in writer_batches(w) {
+            reference.apply_batch(&b).unwrap();
+        }
+    }
+    assert_eq!(partition(&store), partition(&reference));
+    assert_eq!(
+        partition(&store).len() as u64,
+        WRITERS * GROUPS_PER_WRITER / 2
+    );
+    assert!(store.verify().unwrap().is_ok());
+}

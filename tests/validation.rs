@@ -1,0 +1,167 @@
+//! Bad input and guardrails: every validation rule gives a clear error and writes nothing;
+//! every guardrail refusal is an outcome (never an error), is counted, and changes nothing else;
+//! a directory of another format version is refused at open.
+
+use idgraph::{
+    AliasOutcome, Cause, Config, Error, Identity, Op, Outcome, Properties, RefusalReason, Store,
+};
+
+fn id(s: &str) -> Identity {
+    Identity::new(s).unwrap()
+}
+
+fn snapshot(s: &Store) -> (idgraph::Stats, Option<idgraph::Person>) {
+    let mut st = s.stats().unwrap();
+    st.disk_bytes = 0;
+    (st, s.resolve("a").unwrap())
+}
+
+#[test]
+fn id_rules_name_the_rule() {
+    let cases: [(String, &str); 5] = [
+        (String::new(), "must not be empty"),
+        ("x".repeat(256), "at most 255 characters"),
+        ("new\nline".into(), "control characters"),
+        ("nul\0".into(), "control characters"),
+        ("tab\t".into(), "control characters"),
+    ];
+    for (input, rule) in cases {
+        let e = Identity::new(&input).unwrap_err();
+        assert!(matches!(e, Error::InvalidId { .. }), "{e:?}");
+        assert!(e.to_string().contains(rule), "{input:?}: {e}");
+    }
+    // The limit counts characters: 255 four-byte characters are fine.
+    assert!(Identity::new("😀".repeat(255)).is_ok());
+    assert!(Identity::new("😀".repeat(256)).is_err());
+    // Serde input is validated too.
+    assert!(serde_json::from_str::<Identity>("\"\"").is_err());
+}
+
+#[test]
+fn a_bad_name_fails_the_whole_batch_and_writes_nothing() {
+    let s = Config::temporary().open().unwrap();
+    s.apply(Op::alias(id("a"), id("b"), 1, Cause::Api)).unwrap();
+    let before = snapshot(&s);
+    let bad_event = vec![
+        Op::alias(id("a"), id("c"), 2, Cause::Api),
+        Op::record(id("a"), "", Properties::new(), 2),
+    ];
+    let e = s.apply_batch(&bad_event).unwrap_err();
+    assert!(e.to_string().contains("event name") && e.to_string().contains("empty"), "{e}");
+    let e = s
+        .apply(Op::record(id("a"), "x\u{1}", Properties::new(), 2))
+        .unwrap_err();
+    assert!(e.to_string().contains("control"), "{e}");
+    let e = Properties::new().with("", "v").unwrap_err();
+    assert!(e.to_string().contains("property name"), "{e}");
+    let e = Properties::new().with("k".repeat(256), "v").unwrap_err();
+    assert!(e.to_string().contains("at most 255"), "{e}");
+    assert_eq!(snapshot(&s), before);
+    assert!(!s.contains("c"));
+}
+
+#[test]
+fn blocked_ids_are_refused_counted_and_keep_their_events() {
+    let s = Config::temporary().open().unwrap();
+    for blocked in ["guest", "GUEST", "'null'", "\"undefined\"", "[object Object]", "0", "NaN"] {
+        let before = s.stats().unwrap().refused_merges;
+        let out = s
+            .apply(Op::alias(id("alice"), id(blocked), 1, Cause::Identify))
+            .unwrap();
+        assert_eq!(
+            out,
+            Outcome::Alias(AliasOutcome::Refused(RefusalReason::BlockedId {
+                id: blocked.into()
+            }))
+        );
+        assert_eq!(s.stats().unwrap().refused_merges, before + 1);
+        assert!(!s.contains(blocked), "{blocked} registered by a refused alias");
+    }
+    // Refusing again the same pair changes nothing.
+    let n = s.stats().unwrap().refused_merges;
+    s.apply(Op::alias(id("guest"), id("alice"), 2, Cause::Api)).unwrap();
+    assert_eq!(s.stats().unwrap().refused_merges, n);
+    // Events under a blocked ID are kept.
+    s.apply(Op::record(id("guest"), "Viewed", Properties::new(), 3)).unwrap();
+    assert_eq!(s.events("guest").unwrap().len(), 1);
+    assert!(!s.contains("alice"));
+    // A custom list replaces the default.
+    let s = Config::temporary().blocked_ids(["house"]).open().unwrap();
+    let out = s.alias(&id("bob"), &id("'House'")).unwrap();
+    assert!(matches!(out, AliasOutcome::Refused(_)));
+    assert_eq!(s.alias(&id("bob"), &id("guest")).unwrap(), AliasOutcome::Joined { size: 2 });
+}
+
+#[test]
+fn max_person_size_refuses_and_reports_the_sizes() {
+    let s = Config::temporary().max_person_size(3).open().unwrap();
+    assert_eq!(s.alias(&id("a"), &id("b")).unwrap(), AliasOutcome::Joined { size: 2 });
+    assert_eq!(s.alias(&id("c"), &id("d")).unwrap(), AliasOutcome::Joined { size: 2 });
+    assert_eq!(
+        s.alias(&id("a"), &id("d")).unwrap(),
+        AliasOutcome::Refused(RefusalReason::TooLarge { size: 4, max: 3 })
+    );
+    assert_eq!(s.resolve("a").unwrap().unwrap().ids, ["a", "b"]);
+    assert_eq!(s.stats().unwrap().refused_merges, 1);
+    let r = &s.refusals().unwrap()[0];
+    assert_eq!((r.a.as_str(), r.b.as_str()), ("a", "d"));
+    assert!(r.reason.to_string().contains("4 IDs"));
+}
+
+#[test]
+fn self_alias_registers_and_repeats_change_nothing() {
+    let s = Config::temporary().open().unwrap();
+    assert_eq!(s.alias(&id("a"), &id("a")).unwrap(), AliasOutcome::AlreadySame);
+    assert_eq!(s.resolve("a").unwrap().unwrap().ids, ["a"]);
+    assert_eq!(s.alias(&id("a"), &id("b")).unwrap(), AliasOutcome::Joined { size: 2 });
+    let before = snapshot(&s);
+    assert_eq!(s.alias(&id("b"), &id("a")).unwrap(), AliasOutcome::AlreadySame);
+    assert_eq!(snapshot(&s), before);
+}
+
+#[test]
+fn canonical_prefers_the_first_named_id() {
+    let s = Config::temporary().open().unwrap();
+    let anon = "y75Fe33597qBqkR4obZZYV+wF3Y=";
+    s.apply(Op::record(id(anon), "Viewed", Properties::new(), 1)).unwrap();
+    assert_eq!(s.resolve(anon).unwrap().unwrap().person, anon);
+    s.apply(Op::alias(id("bob"), id(anon), 2, Cause::Identify)).unwrap();
+    s.apply(Op::alias(id("robert"), id("bob"), 3, Cause::Api)).unwrap();
+    assert_eq!(s.resolve("robert").unwrap().unwrap().person, "bob");
+    // An ID the source marks anonymous (km_ai of an identify) never shows the person.
+    s.apply(Op::alias(id("carol"), id("tmp-123"), 4, Cause::Identify)).unwrap();
+    s.apply(Op::alias(id("tmp-123"), id("bob"), 5, Cause::Api)).unwrap();
+    assert_eq!(s.canonical("tmp-123").unwrap(), "bob");
+}
+
+#[test]
+fn another_format_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(dir.path()).unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.insert(b"mformat_version", &99u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let e = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(e, Error::IncompatibleFormat { expected: 1, .. }), "{e:?}");
+    assert!(e.to_string().contains("format version 99"), "{e}");
+
+    let other = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(other.path()).unwrap();
+        db.insert(b"somebody else's", b"data").unwrap();
+        db.flush().unwrap();
+    }
+    let e = Store::open(other.path()).unwrap_err();
+    assert!(e.to_string().contains("not an idgraph store"), "{e}");
+}
+
+#[test]
+fn a_store_open_elsewhere_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = Store::open(dir.path()).unwrap();
+    let e = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(e, Error::Locked(_)), "{e:?}");
+    assert!(e.to_string().contains("in use"), "{e}");
+}
