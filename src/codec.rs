@@ -6,7 +6,7 @@
 //! | key | value |
 //! |---|---|
 //! | `m` + name | metadata; `m` `format_version` → u32 BE |
-//! | `i` + ID bytes | [`IdRecord`]: node u64 BE, first-seen i64 BE, flags u8 (17 bytes) |
+//! | `i` + ID bytes | [`IdRecord`]: node u64 BE, first-seen i64 BE, flags u8 (17 bytes); then, when an alias introduced the ID, that edge: seq u64 BE + [`StoredEdge`] (bincode) |
 //! | `e` + seq u64 BE | [`StoredEdge`] (bincode) |
 //! | `r` + ID a + `0x00` + ID b (a < b) | [`StoredRefusal`] (bincode) |
 //! | `v` + node u64 BE + time (i64, sign bit flipped) BE + lower-cased event name | [`StoredEvent`] |
@@ -51,34 +51,49 @@ pub fn id_key(id: &str) -> Vec<u8> {
     k
 }
 
-/// The value of an `i` key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The value of an `i` key: the ID's node, when the store first saw it, its flags, and the
+/// alias edge that introduced it, if one did. Keeping that edge here (instead of under its own
+/// `e` key) makes the most common alias, a new ID onto a known one, a single sled write.
+#[derive(Clone, Debug, PartialEq)]
 pub struct IdRecord {
     pub node: u64,
     pub first_seen: Timestamp,
     pub flags: u8,
+    /// (edge sequence number, edge)
+    pub intro: Option<(u64, StoredEdge)>,
 }
 
 impl IdRecord {
-    pub fn encode(&self) -> [u8; 17] {
-        let mut b = [0u8; 17];
-        b[..8].copy_from_slice(&self.node.to_be_bytes());
-        b[8..16].copy_from_slice(&self.first_seen.to_be_bytes());
-        b[16] = self.flags;
-        b
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let mut b = Vec::with_capacity(17 + if self.intro.is_some() { 24 } else { 0 });
+        b.extend_from_slice(&self.node.to_be_bytes());
+        b.extend_from_slice(&self.first_seen.to_be_bytes());
+        b.push(self.flags);
+        if let Some((seq, e)) = &self.intro {
+            b.extend_from_slice(&seq.to_be_bytes());
+            b.extend_from_slice(&encode(e)?);
+        }
+        Ok(b)
     }
 
     pub fn decode(b: &[u8]) -> Result<Self> {
-        if b.len() != 17 {
+        if b.len() != 17 && b.len() < 26 {
             return Err(Error::Corrupt(format!(
-                "an ID record has {} bytes, expected 17",
+                "an ID record has {} bytes, expected 17, or 26 and more",
                 b.len()
             )));
         }
+        let intro = if b.len() > 17 {
+            let seq = u64::from_be_bytes(b[17..25].try_into().expect("8 bytes"));
+            Some((seq, decode(&b[25..], "the edge of an ID record")?))
+        } else {
+            None
+        };
         Ok(IdRecord {
             node: u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
             first_seen: i64::from_be_bytes(b[8..16].try_into().expect("8 bytes")),
             flags: b[16],
+            intro,
         })
     }
 }
@@ -259,12 +274,25 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let r = IdRecord {
+        let mut r = IdRecord {
             node: 42,
             first_seen: -7,
             flags: FLAG_ANON,
+            intro: None,
         };
-        assert_eq!(IdRecord::decode(&r.encode()).unwrap(), r);
+        assert_eq!(r.encode().unwrap().len(), 17);
+        assert_eq!(IdRecord::decode(&r.encode().unwrap()).unwrap(), r);
+        r.intro = Some((
+            9,
+            StoredEdge {
+                a: 42,
+                b: 1,
+                at: 5,
+                cause: Cause::Identify,
+                source: None,
+            },
+        ));
+        assert_eq!(IdRecord::decode(&r.encode().unwrap()).unwrap(), r);
         assert!(IdRecord::decode(&[1, 2]).is_err());
         let p = StoredProp {
             name: "Plan".into(),

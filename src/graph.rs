@@ -14,7 +14,6 @@ use std::hash::BuildHasher;
 use crate::codec::FLAG_ANON;
 use crate::error::{Error, Result};
 use crate::forest::{self, ForestStorage};
-use crate::op::Timestamp;
 
 /// Per-node state of the forest plus what decides the canonical ID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +47,6 @@ pub(crate) struct Graph {
     slots: Vec<Slot>,
     /// The ID of each node; empty for a node number that is not in use.
     idents: Vec<Box<str>>,
-    first_seen: Vec<Timestamp>,
     index: HashTable<u32>,
     hasher: FxBuildHasher,
     /// Alias edges by their (smaller, larger) endpoints → edge sequence number.
@@ -66,7 +64,7 @@ pub(crate) fn pair(a: u32, b: u32) -> (u32, u32) {
 impl Graph {
     /// Builds the graph from the stored IDs and replays the alias log (in sequence order).
     pub fn load(
-        ids: Vec<(u64, Box<str>, Timestamp, u8)>,
+        ids: Vec<(u64, Box<str>, u8)>,
         edges: impl IntoIterator<Item = (u64, u64, u64)>,
         refused: u64,
     ) -> Result<Graph> {
@@ -78,8 +76,7 @@ impl Graph {
         let len = len as usize;
         g.slots = (0..len as u32).map(|n| Slot::single(n, 0)).collect();
         g.idents = vec![Box::from(""); len];
-        g.first_seen = vec![0; len];
-        for (node, ident, first_seen, flags) in ids {
+        for (node, ident, flags) in ids {
             let n = node as usize;
             if !g.idents[n].is_empty() {
                 return Err(Error::Corrupt(format!(
@@ -88,7 +85,6 @@ impl Graph {
                 )));
             }
             g.slots[n].flags = flags;
-            g.first_seen[n] = first_seen;
             g.idents[n] = ident;
             let h = g.hasher.hash_one(&*g.idents[n]);
             let idents = &g.idents;
@@ -125,10 +121,6 @@ impl Graph {
 
     pub fn ident(&self, n: u32) -> &str {
         &self.idents[n as usize]
-    }
-
-    pub fn first_seen(&self, n: u32) -> Timestamp {
-        self.first_seen[n as usize]
     }
 
     pub fn slot(&self, n: u32) -> Slot {
@@ -170,10 +162,9 @@ impl Graph {
 
     /// Applies what a [`Staged`] view planned (after it was written to sled).
     pub fn commit(&mut self, d: Delta) {
-        for (ident, first_seen) in d.new_ids {
+        for ident in d.new_ids {
             let n = self.slots.len() as u32;
             self.slots.push(Slot::single(n, 0));
-            self.first_seen.push(first_seen);
             self.idents.push(ident);
             let h = self.hasher.hash_one(&*self.idents[n as usize]);
             let idents = &self.idents;
@@ -241,7 +232,7 @@ impl ForestStorage for Graph {
 /// The changes a [`Staged`] view planned, detached from the graph it read.
 pub(crate) struct Delta {
     slots: FxHashMap<u32, Slot>,
-    new_ids: Vec<(Box<str>, Timestamp)>,
+    new_ids: Vec<Box<str>>,
     edges: Vec<((u32, u32), u64)>,
     next_edge: u64,
     refused: u64,
@@ -251,7 +242,7 @@ pub(crate) struct Delta {
 pub(crate) struct Staged<'g> {
     g: &'g Graph,
     slots: FxHashMap<u32, Slot>,
-    new_ids: Vec<(Box<str>, Timestamp)>,
+    new_ids: Vec<Box<str>>,
     new_index: FxHashMap<Box<str>, u32>,
     edges: Vec<((u32, u32), u64)>,
     edge_set: FxHashSet<(u32, u32)>,
@@ -302,13 +293,13 @@ impl<'g> Staged<'g> {
     }
 
     /// Adds a new ID as a singleton person and returns its node.
-    pub fn add(&mut self, id: &str, first_seen: Timestamp, flags: u8) -> Result<u32> {
+    pub fn add(&mut self, id: &str, flags: u8) -> Result<u32> {
         let n = (self.g.len() + self.new_ids.len()) as u64;
         if n > MAX_NODES {
             return Err(Error::Full(MAX_NODES));
         }
         let n = n as u32;
-        self.new_ids.push((id.into(), first_seen));
+        self.new_ids.push(id.into());
         self.new_index.insert(id.into(), n);
         self.slots.insert(n, Slot::single(n, flags));
         Ok(n)
@@ -318,11 +309,9 @@ impl<'g> Staged<'g> {
         self.slot(n).flags
     }
 
-    pub fn first_seen(&self, n: u32) -> Timestamp {
-        match (n as usize).checked_sub(self.g.len()) {
-            Some(i) => self.new_ids[i].1,
-            None => self.g.first_seen(n),
-        }
+    /// Whether this view created node `n`.
+    pub fn is_new(&self, n: u32) -> bool {
+        n as usize >= self.g.len()
     }
 
     /// Sets a node's flags and re-decides its person's canonical ID.
