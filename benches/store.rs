@@ -26,7 +26,12 @@ fn populated() -> (Store, Vec<String>) {
     while names.len() < IDS {
         let named = format!("user{p}");
         names.push(named.clone());
-        ops.push(Op::record(id(named.clone()), "Signed Up", Properties::new(), 1));
+        ops.push(Op::record(
+            id(named.clone()),
+            "Signed Up",
+            Properties::new(),
+            1,
+        ));
         for k in 0..rng.random_range(0..5) {
             let anon = format!("anon{p}_{k}");
             names.push(anon.clone());
@@ -116,23 +121,42 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             let who = &names[(n as usize * 7919) % names.len()];
-            let op = Op::record(Identity::new(who.as_str()).unwrap(), "Viewed", Properties::new(), n as i64);
+            let op = Op::record(
+                Identity::new(who.as_str()).unwrap(),
+                "Viewed",
+                Properties::new(),
+                n as i64,
+            );
             black_box(store.apply(op).unwrap())
         })
     });
-    let props = Properties::new().with("page", "/pricing").unwrap().with("plan", "pro").unwrap();
+    let props = Properties::new()
+        .with("page", "/pricing")
+        .unwrap()
+        .with("plan", "pro")
+        .unwrap();
     g.bench_function("idgraph record (known ID, 2 properties)", |b| {
         b.iter(|| {
             n += 1;
             let who = &names[(n as usize * 7919) % names.len()];
-            let op = Op::record(Identity::new(who.as_str()).unwrap(), "Viewed", props.clone(), n as i64);
+            let op = Op::record(
+                Identity::new(who.as_str()).unwrap(),
+                "Viewed",
+                props.clone(),
+                n as i64,
+            );
             black_box(store.apply(op).unwrap())
         })
     });
-    g.bench_function("raw sled insert", |b| {
+    // The same key shape as an event: a random node, then a time, then the name.
+    g.bench_function("raw sled insert (event-shaped key)", |b| {
         b.iter(|| {
             n += 1;
-            black_box(raw.insert(format!("vnew{n}"), &[0u8; 17]).unwrap())
+            let mut key = vec![b'v'];
+            key.extend_from_slice(&((n * 7919) % IDS as u64).to_be_bytes());
+            key.extend_from_slice(&n.to_be_bytes());
+            key.extend_from_slice(b"viewed");
+            black_box(raw.insert(key, &[0u8; 12]).unwrap())
         })
     });
     g.finish();

@@ -167,7 +167,9 @@ pub fn event_key(node: u64, at: Timestamp, lower_name: &str) -> Vec<u8> {
 /// The node and time of an event key.
 pub fn event_key_parts(key: &[u8]) -> Result<(u64, Timestamp)> {
     if key.len() < 17 || key[0] != EVENT {
-        return Err(Error::Corrupt("an event key is shorter than 17 bytes".into()));
+        return Err(Error::Corrupt(
+            "an event key is shorter than 17 bytes".into(),
+        ));
     }
     Ok((
         u64::from_be_bytes(key[1..9].try_into().expect("8 bytes")),
@@ -316,6 +318,9 @@ mod tests {
             cause: Cause::Api,
             at: 1,
         };
-        assert_eq!(decode::<StoredRefusal>(&encode(&r).unwrap(), "r").unwrap(), r);
+        assert_eq!(
+            decode::<StoredRefusal>(&encode(&r).unwrap(), "r").unwrap(),
+            r
+        );
     }
 }

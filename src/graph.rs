@@ -71,7 +71,10 @@ impl Graph {
         let mut g = Graph::default();
         let len = ids.iter().map(|r| r.0 + 1).max().unwrap_or(0);
         if len > MAX_NODES {
-            return Err(Error::Corrupt(format!("node number {} out of range", len - 1)));
+            return Err(Error::Corrupt(format!(
+                "node number {} out of range",
+                len - 1
+            )));
         }
         let len = len as usize;
         g.slots = (0..len as u32).map(|n| Slot::single(n, 0)).collect();
@@ -88,7 +91,8 @@ impl Graph {
             g.idents[n] = ident;
             let h = g.hasher.hash_one(&*g.idents[n]);
             let idents = &g.idents;
-            g.index.insert_unique(h, n as u32, |&m| g.hasher.hash_one(&*idents[m as usize]));
+            g.index
+                .insert_unique(h, n as u32, |&m| g.hasher.hash_one(&*idents[m as usize]));
             g.live += 1;
         }
         for (seq, a, b) in edges {
@@ -186,7 +190,9 @@ fn node_u32(n: u64, len: usize) -> Result<u32> {
     if (n as usize) < len {
         Ok(n as u32)
     } else {
-        Err(Error::Corrupt(format!("alias edge names node {n}, which does not exist")))
+        Err(Error::Corrupt(format!(
+            "alias edge names node {n}, which does not exist"
+        )))
     }
 }
 

@@ -150,9 +150,7 @@ pub(crate) fn blocked_key(s: &str) -> String {
     let mut t = s.trim();
     loop {
         let b = t.as_bytes();
-        if b.len() >= 2
-            && (b[0] == b'"' || b[0] == b'\'' || b[0] == b'`')
-            && b[b.len() - 1] == b[0]
+        if b.len() >= 2 && (b[0] == b'"' || b[0] == b'\'' || b[0] == b'`') && b[b.len() - 1] == b[0]
         {
             t = t[1..t.len() - 1].trim();
         } else {

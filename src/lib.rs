@@ -54,3 +54,8 @@ pub use op::{
     Timestamp, Value,
 };
 pub use store::{Config, Refusal, Stats, Store, VerifyReport};
+
+/// The README's examples, compiled and run as doc-tests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

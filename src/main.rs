@@ -221,7 +221,11 @@ fn run(cli: Cli) -> Result<(), Fail> {
             op.validate()?;
             write(db, op)?;
         }
-        Cmd::Set { id: who, props: p, at } => {
+        Cmd::Set {
+            id: who,
+            props: p,
+            at,
+        } => {
             let op = Op::set(id(&who)?, props(&p)?, at.unwrap_or_else(now));
             write(db, op)?;
         }
@@ -253,8 +257,11 @@ fn run(cli: Cli) -> Result<(), Fail> {
                 print_json(&events);
             } else {
                 for e in &events {
-                    let props: Vec<String> =
-                        e.properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let props: Vec<String> = e
+                        .properties
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
                     println!("{}\t{}\t{}\t{}", e.at, e.id, e.event, props.join(" "));
                 }
             }
@@ -298,10 +305,7 @@ fn run(cli: Cli) -> Result<(), Fail> {
                 }
             }
             if !rep.is_ok() {
-                return Err(Fail(
-                    1,
-                    format!("{} broken invariants", rep.problem_count),
-                ));
+                return Err(Fail(1, format!("{} broken invariants", rep.problem_count)));
             }
         }
         Cmd::Stats { json } => {

@@ -260,7 +260,12 @@ impl Op {
     }
 
     /// An event.
-    pub fn record(id: Identity, event: impl Into<String>, properties: Properties, at: Timestamp) -> Op {
+    pub fn record(
+        id: Identity,
+        event: impl Into<String>,
+        properties: Properties,
+        at: Timestamp,
+    ) -> Op {
         Op::Record {
             id,
             event: event.into(),

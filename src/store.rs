@@ -12,8 +12,7 @@ use crate::forest;
 use crate::graph::{Graph, Staged};
 use crate::id::{DEFAULT_BLOCKED_IDS, Identity, blocked_key, is_kissmetrics_anonymous};
 use crate::op::{
-    AliasOutcome, Cause, Event, Op, Outcome, Person, Properties, Property, RefusalReason,
-    Timestamp,
+    AliasOutcome, Cause, Event, Op, Outcome, Person, Properties, Property, RefusalReason, Timestamp,
 };
 
 /// How to open a [`Store`]: a by-value builder; every setter documents its default.
@@ -384,7 +383,10 @@ impl Store {
     pub fn events(&self, id: &str) -> Result<Vec<Event>> {
         let mut out = Vec::new();
         for (n, ident) in self.member_nodes(id) {
-            for kv in self.db.scan_prefix(codec::node_prefix(codec::EVENT, n as u64)) {
+            for kv in self
+                .db
+                .scan_prefix(codec::node_prefix(codec::EVENT, n as u64))
+            {
                 let (k, v) = kv?;
                 let (_, at) = codec::event_key_parts(&k)?;
                 let e: StoredEvent = codec::decode(&v, "an event")?;
@@ -393,7 +395,10 @@ impl Store {
                     event: e.name,
                     at,
                     properties: Properties::from_vec_unchecked(
-                        e.properties.into_iter().map(|(n, v)| (n, v.into())).collect(),
+                        e.properties
+                            .into_iter()
+                            .map(|(n, v)| (n, v.into()))
+                            .collect(),
                     ),
                 });
             }
@@ -508,7 +513,12 @@ impl Store {
         let _w = self.writer.lock(); // a stable snapshot: no writes while we look
         let g = self.graph.read();
         let mut rep = VerifyReport::default();
-        match self.db.get(codec::FORMAT_KEY)?.as_deref().and_then(codec::decode_format) {
+        match self
+            .db
+            .get(codec::FORMAT_KEY)?
+            .as_deref()
+            .and_then(codec::decode_format)
+        {
             Some(codec::FORMAT_VERSION) => {}
             other => rep.problem(format!("format version marker is {other:?}")),
         }
@@ -590,7 +600,9 @@ impl Store {
                     break;
                 }
                 if root_of[m as usize] != r {
-                    rep.problem(format!("node {m} is on root {r}'s list but has another root"));
+                    rep.problem(format!(
+                        "node {m} is on root {r}'s list but has another root"
+                    ));
                 }
             }
             if count != g.slot(r).size as u64 {
@@ -753,11 +765,17 @@ fn load_graph(db: &sled::Db) -> Result<Graph> {
     }
     edges.sort_unstable();
     if let Some(w) = edges.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(Error::Corrupt(format!("two alias edges have number {}", w[0].0)));
+        return Err(Error::Corrupt(format!(
+            "two alias edges have number {}",
+            w[0].0
+        )));
     }
     let refused = count_prefix(db, codec::REFUSAL)?;
     Graph::load(ids, edges, refused)
 }
+
+/// Sled keys and values a batch writes, in key order.
+type Writes = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// An ID record being written by the batch, with the ID it belongs to.
 struct PendingId {
@@ -769,7 +787,7 @@ struct PendingId {
 struct Planner<'a, 'g> {
     st: Staged<'g>,
     /// Keys to write, the later write of a key replacing the earlier.
-    writes: BTreeMap<Vec<u8>, Vec<u8>>,
+    writes: Writes,
     /// ID records to write (new IDs, changed flags), by node; encoded at the end.
     ids: FxHashMap<u32, PendingId>,
     /// Property values written earlier in this batch (sled reads do not see them yet).
@@ -794,7 +812,7 @@ impl<'a, 'g> Planner<'a, 'g> {
     }
 
     /// The sled writes and the graph changes.
-    fn finish(mut self) -> Result<(BTreeMap<Vec<u8>, Vec<u8>>, crate::graph::Delta)> {
+    fn finish(mut self) -> Result<(Writes, crate::graph::Delta)> {
         for p in self.ids.into_values() {
             self.writes.insert(codec::id_key(&p.ident), p.rec.encode()?);
         }
@@ -959,7 +977,8 @@ impl<'a, 'g> Planner<'a, 'g> {
                 return Ok(());
             }
         }
-        self.writes.insert(codec::edge_key(seq).to_vec(), codec::encode(&e)?);
+        self.writes
+            .insert(codec::edge_key(seq).to_vec(), codec::encode(&e)?);
         Ok(())
     }
 

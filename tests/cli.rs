@@ -19,7 +19,11 @@ fn run(db: &Path, args: &[&str]) -> Output {
 
 fn ok_json(db: &Path, args: &[&str]) -> Value {
     let out = run(db, args);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -37,14 +41,35 @@ fn a_session_through_the_cli() {
     let db = dir.path().join("store");
     let anon = "y75Fe33597qBqkR4obZZYV+wF3Y=";
 
-    let out = run(&db, &["record", anon, "Viewed Pricing", "page=/pricing", "--at", "100"]);
+    let out = run(
+        &db,
+        &[
+            "record",
+            anon,
+            "Viewed Pricing",
+            "page=/pricing",
+            "--at",
+            "100",
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
-    let v = ok_json(&db, &["alias", "bob@example.com", anon, "--json", "--at", "110"]);
+    let v = ok_json(
+        &db,
+        &["alias", "bob@example.com", anon, "--json", "--at", "110"],
+    );
     assert_eq!(v["outcome"], "joined");
     assert_eq!(v["size"], 2);
     let out = run(&db, &["alias", anon, "bob@example.com"]);
-    assert!(stdout(&out).contains("already one person"), "{}", stdout(&out));
-    assert!(run(&db, &["set", "bob@example.com", "Plan=pro", "--at", "120"]).status.success());
+    assert!(
+        stdout(&out).contains("already one person"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        run(&db, &["set", "bob@example.com", "Plan=pro", "--at", "120"])
+            .status
+            .success()
+    );
 
     assert_eq!(
         ok_json(&db, &["resolve", anon, "--json"]),
@@ -60,16 +85,29 @@ fn a_session_through_the_cli() {
         json!({"Plan": "pro", "page": "/pricing"})
     );
     let text = stdout(&run(&db, &["resolve", "bob@example.com"]));
-    assert!(text.contains("person: bob@example.com") && text.contains(anon), "{text}");
+    assert!(
+        text.contains("person: bob@example.com") && text.contains(anon),
+        "{text}"
+    );
 
     // A refusal is an outcome: exit 0, says why.
     let out = run(&db, &["alias", "bob@example.com", "'null'"]);
     assert!(out.status.success());
-    assert!(stdout(&out).contains("refused") && stdout(&out).contains("blocked"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("refused") && stdout(&out).contains("blocked"),
+        "{}",
+        stdout(&out)
+    );
 
     let st = ok_json(&db, &["stats", "--json"]);
-    assert_eq!((st["ids"].as_u64(), st["persons"].as_u64()), (Some(2), Some(1)));
-    assert_eq!((st["events"].as_u64(), st["refused_merges"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (st["ids"].as_u64(), st["persons"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(
+        (st["events"].as_u64(), st["refused_merges"].as_u64()),
+        (Some(1), Some(1))
+    );
     let rep = ok_json(&db, &["verify", "--json"]);
     assert_eq!(rep["problem_count"], 0);
 }
@@ -81,7 +119,11 @@ fn unknown_ids_exit_1_and_missing_stores_stay_missing() {
     for cmd in ["resolve", "events", "props"] {
         let out = run(&db, &[cmd, "nobody"]);
         assert_eq!(out.status.code(), Some(1), "{cmd}");
-        assert!(stderr(&out).contains("unknown ID \"nobody\""), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("unknown ID \"nobody\""),
+            "{}",
+            stderr(&out)
+        );
     }
     assert!(run(&db, &["stats"]).status.success());
     assert!(run(&db, &["verify"]).status.success());

@@ -59,22 +59,34 @@ fn readers_never_see_a_torn_batch() {
                 let mut x = r as u64 + 1;
                 let total = WRITERS * GROUPS_PER_WRITER;
                 while !done.load(Ordering::Relaxed) {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     let (g, k) = ((x >> 33) % total, (x >> 20) % 4);
                     let me = id(g, k);
                     let Some(p) = store.resolve(me.as_str()).unwrap() else {
                         continue;
                     };
                     observed.fetch_add(1, Ordering::Relaxed);
-                    assert!(p.ids.iter().any(|i| i == me.as_str()), "{me} not in its own person");
-                    assert!(p.ids.contains(&p.person), "canonical ID not a member: {p:?}");
+                    assert!(
+                        p.ids.iter().any(|i| i == me.as_str()),
+                        "{me} not in its own person"
+                    );
+                    assert!(
+                        p.ids.contains(&p.person),
+                        "canonical ID not a member: {p:?}"
+                    );
                     // Every group appears whole or not at all.
                     let mut groups = std::collections::HashMap::<&str, usize>::new();
                     for i in &p.ids {
                         *groups.entry(i.split('_').next().unwrap()).or_default() += 1;
                     }
                     assert!(groups.values().all(|n| *n == 4), "torn person: {:?}", p.ids);
-                    assert!(p.ids.len() == 4 || p.ids.len() == 8, "odd size: {:?}", p.ids);
+                    assert!(
+                        p.ids.len() == 4 || p.ids.len() == 8,
+                        "odd size: {:?}",
+                        p.ids
+                    );
                     let ev = store.events(me.as_str()).unwrap();
                     assert!(ev.iter().filter(|e| e.event == "grouped").count() == p.ids.len() / 4);
                 }
@@ -98,7 +110,10 @@ fn readers_never_see_a_torn_batch() {
     for r in readers {
         r.join().unwrap();
     }
-    assert!(observed.load(Ordering::Relaxed) > 0, "readers observed nothing");
+    assert!(
+        observed.load(Ordering::Relaxed) > 0,
+        "readers observed nothing"
+    );
 
     let reference = Config::temporary().open().unwrap();
     for w in 0..WRITERS {

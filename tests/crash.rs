@@ -23,7 +23,12 @@ fn id(s: String) -> Identity {
 fn batch(i: u64) -> Vec<Op> {
     let head = i - i % 8;
     vec![
-        Op::alias(id(format!("u{i}")), id(format!("u{head}")), i as i64, Cause::Import),
+        Op::alias(
+            id(format!("u{i}")),
+            id(format!("u{head}")),
+            i as i64,
+            Cause::Import,
+        ),
         Op::record(
             id(format!("u{i}")),
             "step",
@@ -92,7 +97,13 @@ fn killed_writer_leaves_a_consistent_prefix() {
     let mut next = 0u64;
     for round in 0..6 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "crash_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .env(START_ENV, next.to_string())
             .stdout(Stdio::piped())
@@ -121,10 +132,17 @@ fn killed_writer_leaves_a_consistent_prefix() {
 
         let s = Store::open(dir.path()).unwrap();
         let rep = s.verify().unwrap();
-        assert!(rep.is_ok(), "round {round}: verify failed: {:?}", rep.problems);
+        assert!(
+            rep.is_ok(),
+            "round {round}: verify failed: {:?}",
+            rep.problems
+        );
         if let Some(f) = last_flushed {
             for i in next..=f {
-                assert!(present(&s, i), "round {round}: step {i} was flushed but is missing");
+                assert!(
+                    present(&s, i),
+                    "round {round}: step {i} was flushed but is missing"
+                );
             }
         }
         // The survivors are a prefix: find the first missing step, nothing after it.
@@ -133,7 +151,10 @@ fn killed_writer_leaves_a_consistent_prefix() {
             end += 1;
         }
         for i in end..end + 64 {
-            assert!(!present(&s, i), "round {round}: step {i} survived but step {end} did not");
+            assert!(
+                !present(&s, i),
+                "round {round}: step {i} survived but step {end} did not"
+            );
         }
         println!("round {round}: flushed up to {last_flushed:?}, recovered up to {end}");
         assert!(end > 0 || round > 0 || last_flushed.is_none());

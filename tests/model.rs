@@ -140,7 +140,8 @@ impl Model {
             Op::Alias { a, b, cause, .. } => {
                 let (a, b) = (a.as_str(), b.as_str());
                 if a != b && (blocked(a) || blocked(b)) {
-                    self.refused.insert((a.min(b).to_owned(), a.max(b).to_owned()));
+                    self.refused
+                        .insert((a.min(b).to_owned(), a.max(b).to_owned()));
                     let id = if blocked(a) { a } else { b };
                     return Outcome::Alias(AliasOutcome::Refused(RefusalReason::BlockedId {
                         id: id.to_owned(),
@@ -154,7 +155,8 @@ impl Model {
                 }
                 let size = (self.members(a).len() + self.members(b).len()) as u64;
                 if size > MAX {
-                    self.refused.insert((a.min(b).to_owned(), a.max(b).to_owned()));
+                    self.refused
+                        .insert((a.min(b).to_owned(), a.max(b).to_owned()));
                     return Outcome::Alias(AliasOutcome::Refused(RefusalReason::TooLarge {
                         size,
                         max: MAX,
@@ -207,7 +209,9 @@ impl Model {
                 .filter(|((who, _, _), _)| members.contains(who))
                 .map(|((who, at, _), (name, p))| (*at, who.clone(), name.clone(), p.clone()))
                 .collect();
-            want.sort_by(|x, y| (x.0, &x.1, x.2.to_lowercase()).cmp(&(y.0, &y.1, y.2.to_lowercase())));
+            want.sort_by(|x, y| {
+                (x.0, &x.1, x.2.to_lowercase()).cmp(&(y.0, &y.1, y.2.to_lowercase()))
+            });
             let got_events: Vec<(i64, String, String, Properties)> = store
                 .events(id)
                 .unwrap()
@@ -333,14 +337,20 @@ fn drop_keeps_data() {
 #[test]
 fn refusal_twice_in_one_batch_counts_once() {
     let s = Config::temporary().open().unwrap();
-    let (g, a) = (Identity::new("guest").unwrap(), Identity::new("Alice").unwrap());
+    let (g, a) = (
+        Identity::new("guest").unwrap(),
+        Identity::new("Alice").unwrap(),
+    );
     let out = s
         .apply_batch(&[
             Op::alias(g.clone(), a.clone(), 0, Cause::Api),
             Op::alias(a, g, 0, Cause::Api),
         ])
         .unwrap();
-    assert!(out.iter().all(|o| matches!(o, Outcome::Alias(AliasOutcome::Refused(_)))));
+    assert!(
+        out.iter()
+            .all(|o| matches!(o, Outcome::Alias(AliasOutcome::Refused(_))))
+    );
     assert_eq!(s.stats().unwrap().refused_merges, 1);
     assert_eq!(s.refusals().unwrap().len(), 1);
     assert!(!s.contains("guest") && !s.contains("Alice"));

@@ -47,7 +47,10 @@ fn a_bad_name_fails_the_whole_batch_and_writes_nothing() {
         Op::record(id("a"), "", Properties::new(), 2),
     ];
     let e = s.apply_batch(&bad_event).unwrap_err();
-    assert!(e.to_string().contains("event name") && e.to_string().contains("empty"), "{e}");
+    assert!(
+        e.to_string().contains("event name") && e.to_string().contains("empty"),
+        "{e}"
+    );
     let e = s
         .apply(Op::record(id("a"), "x\u{1}", Properties::new(), 2))
         .unwrap_err();
@@ -63,7 +66,15 @@ fn a_bad_name_fails_the_whole_batch_and_writes_nothing() {
 #[test]
 fn blocked_ids_are_refused_counted_and_keep_their_events() {
     let s = Config::temporary().open().unwrap();
-    for blocked in ["guest", "GUEST", "'null'", "\"undefined\"", "[object Object]", "0", "NaN"] {
+    for blocked in [
+        "guest",
+        "GUEST",
+        "'null'",
+        "\"undefined\"",
+        "[object Object]",
+        "0",
+        "NaN",
+    ] {
         let before = s.stats().unwrap().refused_merges;
         let out = s
             .apply(Op::alias(id("alice"), id(blocked), 1, Cause::Identify))
@@ -75,28 +86,42 @@ fn blocked_ids_are_refused_counted_and_keep_their_events() {
             }))
         );
         assert_eq!(s.stats().unwrap().refused_merges, before + 1);
-        assert!(!s.contains(blocked), "{blocked} registered by a refused alias");
+        assert!(
+            !s.contains(blocked),
+            "{blocked} registered by a refused alias"
+        );
     }
     // Refusing again the same pair changes nothing.
     let n = s.stats().unwrap().refused_merges;
-    s.apply(Op::alias(id("guest"), id("alice"), 2, Cause::Api)).unwrap();
+    s.apply(Op::alias(id("guest"), id("alice"), 2, Cause::Api))
+        .unwrap();
     assert_eq!(s.stats().unwrap().refused_merges, n);
     // Events under a blocked ID are kept.
-    s.apply(Op::record(id("guest"), "Viewed", Properties::new(), 3)).unwrap();
+    s.apply(Op::record(id("guest"), "Viewed", Properties::new(), 3))
+        .unwrap();
     assert_eq!(s.events("guest").unwrap().len(), 1);
     assert!(!s.contains("alice"));
     // A custom list replaces the default.
     let s = Config::temporary().blocked_ids(["house"]).open().unwrap();
     let out = s.alias(&id("bob"), &id("'House'")).unwrap();
     assert!(matches!(out, AliasOutcome::Refused(_)));
-    assert_eq!(s.alias(&id("bob"), &id("guest")).unwrap(), AliasOutcome::Joined { size: 2 });
+    assert_eq!(
+        s.alias(&id("bob"), &id("guest")).unwrap(),
+        AliasOutcome::Joined { size: 2 }
+    );
 }
 
 #[test]
 fn max_person_size_refuses_and_reports_the_sizes() {
     let s = Config::temporary().max_person_size(3).open().unwrap();
-    assert_eq!(s.alias(&id("a"), &id("b")).unwrap(), AliasOutcome::Joined { size: 2 });
-    assert_eq!(s.alias(&id("c"), &id("d")).unwrap(), AliasOutcome::Joined { size: 2 });
+    assert_eq!(
+        s.alias(&id("a"), &id("b")).unwrap(),
+        AliasOutcome::Joined { size: 2 }
+    );
+    assert_eq!(
+        s.alias(&id("c"), &id("d")).unwrap(),
+        AliasOutcome::Joined { size: 2 }
+    );
     assert_eq!(
         s.alias(&id("a"), &id("d")).unwrap(),
         AliasOutcome::Refused(RefusalReason::TooLarge { size: 4, max: 3 })
@@ -111,11 +136,20 @@ fn max_person_size_refuses_and_reports_the_sizes() {
 #[test]
 fn self_alias_registers_and_repeats_change_nothing() {
     let s = Config::temporary().open().unwrap();
-    assert_eq!(s.alias(&id("a"), &id("a")).unwrap(), AliasOutcome::AlreadySame);
+    assert_eq!(
+        s.alias(&id("a"), &id("a")).unwrap(),
+        AliasOutcome::AlreadySame
+    );
     assert_eq!(s.resolve("a").unwrap().unwrap().ids, ["a"]);
-    assert_eq!(s.alias(&id("a"), &id("b")).unwrap(), AliasOutcome::Joined { size: 2 });
+    assert_eq!(
+        s.alias(&id("a"), &id("b")).unwrap(),
+        AliasOutcome::Joined { size: 2 }
+    );
     let before = snapshot(&s);
-    assert_eq!(s.alias(&id("b"), &id("a")).unwrap(), AliasOutcome::AlreadySame);
+    assert_eq!(
+        s.alias(&id("b"), &id("a")).unwrap(),
+        AliasOutcome::AlreadySame
+    );
     assert_eq!(snapshot(&s), before);
 }
 
@@ -123,14 +157,19 @@ fn self_alias_registers_and_repeats_change_nothing() {
 fn canonical_prefers_the_first_named_id() {
     let s = Config::temporary().open().unwrap();
     let anon = "y75Fe33597qBqkR4obZZYV+wF3Y=";
-    s.apply(Op::record(id(anon), "Viewed", Properties::new(), 1)).unwrap();
+    s.apply(Op::record(id(anon), "Viewed", Properties::new(), 1))
+        .unwrap();
     assert_eq!(s.resolve(anon).unwrap().unwrap().person, anon);
-    s.apply(Op::alias(id("bob"), id(anon), 2, Cause::Identify)).unwrap();
-    s.apply(Op::alias(id("robert"), id("bob"), 3, Cause::Api)).unwrap();
+    s.apply(Op::alias(id("bob"), id(anon), 2, Cause::Identify))
+        .unwrap();
+    s.apply(Op::alias(id("robert"), id("bob"), 3, Cause::Api))
+        .unwrap();
     assert_eq!(s.resolve("robert").unwrap().unwrap().person, "bob");
     // An ID the source marks anonymous (km_ai of an identify) never shows the person.
-    s.apply(Op::alias(id("carol"), id("tmp-123"), 4, Cause::Identify)).unwrap();
-    s.apply(Op::alias(id("tmp-123"), id("bob"), 5, Cause::Api)).unwrap();
+    s.apply(Op::alias(id("carol"), id("tmp-123"), 4, Cause::Identify))
+        .unwrap();
+    s.apply(Op::alias(id("tmp-123"), id("bob"), 5, Cause::Api))
+        .unwrap();
     assert_eq!(s.canonical("tmp-123").unwrap(), "bob");
 }
 
@@ -144,7 +183,10 @@ fn another_format_version_is_refused() {
         db.flush().unwrap();
     }
     let e = Store::open(dir.path()).unwrap_err();
-    assert!(matches!(e, Error::IncompatibleFormat { expected: 1, .. }), "{e:?}");
+    assert!(
+        matches!(e, Error::IncompatibleFormat { expected: 1, .. }),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("format version 99"), "{e}");
 
     let other = tempfile::tempdir().unwrap();
