@@ -44,6 +44,7 @@ pub mod forest;
 mod graph;
 mod id;
 mod op;
+pub mod rules;
 mod store;
 
 pub use codec::FORMAT_VERSION;
