@@ -92,6 +92,27 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Replay tracker commands (one JSON object per line) through the identity rules and apply
+    /// the resulting ops to the store.
+    Simulate {
+        /// The file of commands; `-` reads standard input.
+        file: PathBuf,
+        /// Run the rules but leave the store untouched.
+        #[arg(long)]
+        dry_run: bool,
+        /// Skip bad lines (each reported on stderr) instead of stopping.
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Print one JSON object per input line.
+        #[arg(long)]
+        json: bool,
+        /// The API key the requests carry.
+        #[arg(long, default_value = "demo")]
+        key: String,
+        /// Generate anonymous IDs from this seed (default: random).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 /// A failure with its exit status: 1 = not found / check failed, 2 = bad input, 3 = store error.
@@ -175,6 +196,14 @@ fn write(db: &PathBuf, op: Op) -> Result<Outcome, Fail> {
 fn run(cli: Cli) -> Result<(), Fail> {
     let db = &cli.db;
     match cli.cmd {
+        Cmd::Simulate {
+            file,
+            dry_run,
+            skip_invalid,
+            json,
+            key,
+            seed,
+        } => simulate(db, &file, dry_run, skip_invalid, json, &key, seed)?,
         Cmd::Alias { a, b, at, json } => {
             let (ia, ib) = (id(&a)?, id(&b)?);
             let op = Op::alias(ia, ib, at.unwrap_or_else(now), Cause::Api);
@@ -324,6 +353,109 @@ fn run(cli: Cli) -> Result<(), Fail> {
                 println!("events          {}", st.events);
                 println!("properties      {}", st.properties);
                 println!("bytes on disk   {}", st.disk_bytes);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn simulate(
+    db: &PathBuf,
+    file: &PathBuf,
+    dry_run: bool,
+    skip_invalid: bool,
+    json: bool,
+    key: &str,
+    seed: Option<u64>,
+) -> Result<(), Fail> {
+    use idgraph::rules::sim::{Simulator, parse_line};
+    use idgraph::rules::{AnonIdSource, RandomIds};
+    use std::io::BufRead;
+
+    let name = file.display().to_string();
+    let reader: Box<dyn BufRead> = if name == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(file).map_err(|e| Fail(2, format!("{name}: {e}")))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let mut sim = Simulator::with_ids(key, move |browser| -> Box<dyn AnonIdSource> {
+        match seed {
+            Some(s) => {
+                let h = browser.bytes().fold(s ^ 0xcbf2_9ce4_8422_2325, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+                });
+                Box::new(RandomIds::seeded(h))
+            }
+            None => Box::new(RandomIds::new()),
+        }
+    });
+    let mut outcomes = Vec::new();
+    let mut ops = Vec::new();
+    let mut skipped = 0usize;
+    for (i, text) in reader.lines().enumerate() {
+        let n = i + 1;
+        let text = text.map_err(|e| Fail(2, format!("{name}:{n}: cannot read: {e}")))?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        match parse_line(&text).and_then(|l| sim.apply(n, &l)) {
+            Ok((out, fx)) => {
+                outcomes.push(out);
+                ops.extend(fx.ops);
+            }
+            Err(e) if skip_invalid => {
+                eprintln!("{name}:{n}: {e} (skipped)");
+                skipped += 1;
+            }
+            Err(e) => {
+                return Err(Fail(
+                    2,
+                    format!(
+                        "{name}:{n}: {e}; nothing was applied (--skip-invalid skips bad lines)"
+                    ),
+                ));
+            }
+        }
+    }
+    if !dry_run && !ops.is_empty() {
+        let store = open_rw(db)?;
+        let (mut joined, mut refused) = (0usize, 0usize);
+        for chunk in ops.chunks(1000) {
+            for o in store.apply_batch(chunk)? {
+                match o {
+                    Outcome::Alias(AliasOutcome::Joined { .. }) => joined += 1,
+                    Outcome::Alias(AliasOutcome::Refused(_)) => refused += 1,
+                    _ => {}
+                }
+            }
+        }
+        store.flush()?;
+        eprintln!(
+            "applied {} ops to {} ({joined} merges, {refused} refused){}",
+            ops.len(),
+            db.display(),
+            if skipped > 0 {
+                format!("; skipped {skipped} bad lines")
+            } else {
+                String::new()
+            }
+        );
+    }
+    for o in &outcomes {
+        if json {
+            println!("{}", serde_json::to_string(o).expect("plain data"));
+        } else {
+            println!(
+                "{:>5}  {:<8}  km_ai={}  km_ni={}  KM.i()={}",
+                o.line,
+                o.browser,
+                o.km_ai,
+                o.km_ni.as_deref().unwrap_or("-"),
+                o.current
+            );
+            for r in &o.requests {
+                println!("{:>5}  {:<8}    sent {r}", "", "");
             }
         }
     }

@@ -175,3 +175,114 @@ fn idgraph_db_names_the_store() {
         json!(["a", "b"])
     );
 }
+
+fn run_stdin(db: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_idgraph"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+const SIM: &str = r#"{"browser": "b1", "kmq": ["record", "Viewed", {"k": "v"}], "at": 10}
+{"browser": "b1", "kmq": ["identify", "foo"]}
+{"browser": "b2", "cookies": {"km_ai": "AQEBAQEBAQEBAQEBAQEBAQEBAQE="}, "submit": {"event": "Signed Up", "fields": [
+  {"name": "user[email]", "value": "a@b.c"}]}}
+"#;
+
+#[test]
+fn simulate_replays_commands_into_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store");
+    // The submit line spans two lines on purpose: it is a bad line (not JSON).
+    let out = run_stdin(&db, &["simulate", "-", "--json"], SIM);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("idgraph: -:3: not a valid line"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!db.exists(), "a failed simulate wrote the store");
+
+    let good = SIM.replace("[\n  {", "[{");
+    let file = dir.path().join("cmds.jsonl");
+    std::fs::write(&file, &good).unwrap();
+    let f = file.to_str().unwrap();
+    let out = run(&db, &["simulate", f, "--json", "--dry-run", "--seed", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!db.exists(), "--dry-run wrote the store");
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[1]["line"], 2);
+    assert_eq!(lines[1]["km_ni"], "foo");
+    assert_eq!(lines[1]["current"], "foo");
+    let anon = lines[0]["km_ai"].as_str().unwrap();
+    assert_eq!(anon.len(), 28);
+    assert_eq!(
+        lines[1]["requests"],
+        json!([format!(
+            "/a?_n=foo&_p={}&_k=demo&_t=11",
+            anon.replace('/', "%2F")
+                .replace('+', "%2B")
+                .replace('=', "%3D")
+        )])
+    );
+    assert_eq!(
+        lines[2]["requests"],
+        json!([
+            "/a?_n=a%40b.c&_p=AQEBAQEBAQEBAQEBAQEBAQEBAQE%3D&_k=demo&_t=12",
+            "/e?user_email=a%40b.c&_n=Signed%20Up&_k=demo&_p=a%40b.c&_t=12"
+        ])
+    );
+    // The same seed gives the same anonymous IDs.
+    let again = run(&db, &["simulate", f, "--json", "--dry-run", "--seed", "3"]);
+    assert_eq!(stdout(&again), stdout(&out));
+
+    let out = run(&db, &["simulate", f]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("KM.i()=foo"), "{}", stdout(&out));
+    let p = ok_json(&db, &["resolve", "a@b.c", "--json"]);
+    assert_eq!(p["ids"], json!(["a@b.c", "AQEBAQEBAQEBAQEBAQEBAQEBAQE="]));
+    assert_eq!(
+        ok_json(&db, &["resolve", "foo", "--json"])["ids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn simulate_can_skip_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store");
+    let input = "{\"browser\":\"b\",\"kmq\":[\"alias\",\"x\",\"y\"]}\n{\"browser\":\"b\",\"kmq\":[\"fly\"]}\nnot json\n{\"browser\":\"b\",\"kmq\":[\"alias\",\"y\",\"z\"]}\n";
+    let out = run_stdin(&db, &["simulate", "-", "--skip-invalid", "--json"], input);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("-:2: unknown command \"fly\"") && err.contains("-:3: not a valid line"),
+        "{err}"
+    );
+    assert!(err.contains("skipped 2 bad lines"), "{err}");
+    assert_eq!(stdout(&out).lines().count(), 2);
+    assert_eq!(
+        ok_json(&db, &["resolve", "z", "--json"])["ids"],
+        json!(["x", "y", "z"])
+    );
+}

@@ -4,6 +4,7 @@
 
 mod anon;
 mod form;
+pub mod sim;
 mod url;
 mod visitor;
 

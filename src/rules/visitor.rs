@@ -259,6 +259,7 @@ impl Visitor {
         form: &Form,
         at: Timestamp,
     ) -> Result<Effect> {
+        crate::op::check_name("event name", event)?; // before anything changes
         let mut fx = Effect::default();
         let props = if self.track_forms {
             let (captured, identity) = form::capture(form);
@@ -283,6 +284,9 @@ impl Visitor {
     /// As [`identify`](Self::identify) and [`record`](Self::record).
     pub fn visit(&mut self, url: &str, at: Timestamp) -> Result<Effect> {
         let c = url::parse(url);
+        if let Some(e) = &c.event {
+            crate::op::check_name("event name", e)?; // before anything changes
+        }
         let mut fx = Effect::default();
         if let Some(id) = &c.identity {
             fx.then(self.identify_by(Some(id), at, Cause::Url)?);
