@@ -142,11 +142,14 @@ fn arg_props(cmd: &str, args: &[Json], i: usize) -> Result<Properties, String> {
     }
 }
 
+/// Makes the anonymous-ID source of a new browser, given its name.
+type IdFactory = Box<dyn FnMut(&str) -> Box<dyn AnonIdSource>>;
+
 /// Runs lines over many browsers. New browsers get anonymous IDs from `ids(browser)`.
 pub struct Simulator {
     key: String,
     browsers: BTreeMap<String, Visitor>,
-    ids: Box<dyn FnMut(&str) -> Box<dyn AnonIdSource>>,
+    ids: IdFactory,
     last_at: Option<Timestamp>,
 }
 
