@@ -87,8 +87,11 @@ fn readers_never_see_a_torn_batch() {
                         "odd size: {:?}",
                         p.ids
                     );
+                    // Each group's event came in the group's batch: every group seen above
+                    // has its event. (The person may have grown since: two reads, two moments.)
                     let ev = store.events(me.as_str()).unwrap();
-                    assert!(ev.iter().filter(|e| e.event == "grouped").count() == p.ids.len() / 4);
+                    let n = ev.iter().filter(|e| e.event == "grouped").count();
+                    assert!(n >= p.ids.len() / 4 && n <= 2, "{n} events for {:?}", p.ids);
                 }
             })
         })
