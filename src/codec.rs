@@ -10,7 +10,7 @@
 //! | `e` + seq u64 BE | [`StoredEdge`] (bincode) |
 //! | `r` + ID a + `0x00` + ID b (a < b) | [`StoredRefusal`] (bincode) |
 //! | `v` + node u64 BE + time (i64, sign bit flipped) BE + lower-cased event name | [`StoredEvent`] |
-//! | `p` + node u64 BE + lower-cased property name | [`StoredProp`] (bincode) |
+//! | `p` + node u64 BE | [`PropMap`]: every property of the ID, latest value each (bincode) |
 
 use serde::{Deserialize, Serialize};
 
@@ -184,11 +184,8 @@ pub struct StoredEvent {
     pub properties: Vec<(String, StoredValue)>,
 }
 
-pub fn prop_key(node: u64, lower_name: &str) -> Vec<u8> {
-    let mut k = with_prefix(PROP, 8 + lower_name.len());
-    k.extend_from_slice(&node.to_be_bytes());
-    k.extend_from_slice(lower_name.as_bytes());
-    k
+pub fn prop_key(node: u64) -> [u8; 9] {
+    node_prefix(PROP, node)
 }
 
 /// The node of a property or event key.
@@ -197,6 +194,47 @@ pub fn key_node(key: &[u8]) -> Result<u64> {
         .and_then(|b| b.try_into().ok())
         .map(u64::from_be_bytes)
         .ok_or_else(|| Error::Corrupt("a per-node key is shorter than 9 bytes".into()))
+}
+
+/// All properties of one node: the latest value of each name, sorted by lower-cased name. One
+/// key per ID instead of one per property: the bulk import writes a third fewer keys, and a
+/// `set` of several properties is one read and one write.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PropMap(pub Vec<StoredProp>);
+
+impl PropMap {
+    /// Sets `name` unless the stored value is later; equal times: this one (applied last).
+    /// The first spelling of a name is kept. Returns whether anything changed.
+    pub fn merge(&mut self, name: &str, value: StoredValue, at: Timestamp, seq: u64) -> bool {
+        let lname = name.to_lowercase();
+        match self
+            .0
+            .binary_search_by(|p| p.name.to_lowercase().cmp(&lname))
+        {
+            Ok(i) => {
+                let p = &mut self.0[i];
+                if p.at > at {
+                    return false;
+                }
+                p.value = value;
+                p.at = at;
+                p.seq = seq;
+                true
+            }
+            Err(i) => {
+                self.0.insert(
+                    i,
+                    StoredProp {
+                        name: name.to_owned(),
+                        value,
+                        at,
+                        seq,
+                    },
+                );
+                true
+            }
+        }
+    }
 }
 
 /// A property's stored value: the latest set on one node.
@@ -303,6 +341,17 @@ mod tests {
             seq: 3,
         };
         assert_eq!(decode::<StoredProp>(&encode(&p).unwrap(), "p").unwrap(), p);
+        let mut m = PropMap::default();
+        assert!(m.merge("Plan", StoredValue::Int(1), 5, 1));
+        assert!(m.merge("color", StoredValue::Int(2), 5, 1));
+        assert!(!m.merge("plan", StoredValue::Int(3), 4, 2)); // older: ignored
+        assert!(m.merge("PLAN", StoredValue::Int(4), 5, 3)); // equal time: applied last wins
+        assert_eq!(
+            m.0.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["color", "Plan"]
+        );
+        assert_eq!(m.0[1].value, StoredValue::Int(4));
+        assert_eq!(decode::<PropMap>(&encode(&m).unwrap(), "m").unwrap(), m);
         let e = StoredEdge {
             a: 1,
             b: 2,

@@ -52,6 +52,9 @@ pub enum Error {
     /// The store holds as many IDs as one store can address.
     #[error("the store is full: at most {0} IDs fit in one store")]
     Full(u64),
+    /// Input data could not be read: the message says where (`FILE:LINE`) and why.
+    #[error("{0}")]
+    Input(String),
     /// The storage engine failed (I/O error, disk full, another process holds the lock, ...).
     #[error("storage error: {0}")]
     Storage(#[from] sled::Error),

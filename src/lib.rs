@@ -38,15 +38,18 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod bulk;
 mod codec;
 mod error;
 pub mod forest;
 mod graph;
 mod id;
+pub mod ingest;
 mod op;
 pub mod rules;
 mod store;
 
+pub use bulk::{BulkOptions, BulkReport, ExportedEvent, OpSource, Pass};
 pub use codec::FORMAT_VERSION;
 pub use error::{Error, Result};
 pub use id::{DEFAULT_BLOCKED_IDS, Identity, MAX_ID_CHARS, is_kissmetrics_anonymous};

@@ -92,6 +92,29 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Import KISSmetrics exports (JSON lines) and CSV files fast.
+    Import {
+        /// Files, directories (their *.json and *.csv files and revisions/ folder) or `-`.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The format, when the file names do not tell it.
+        #[arg(long, value_parser = ["km-json", "csv"])]
+        format: Option<String>,
+        /// Skip bad lines (each reported on stderr, up to 20, then counted) instead of stopping.
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Keys per sled batch while writing.
+        #[arg(long, default_value_t = idgraph::BulkOptions::default().batch_keys, hide = true)]
+        batch_keys: usize,
+    },
+    /// Export the store: every ID with its person, or every event de-aliased.
+    Export {
+        #[command(subcommand)]
+        what: ExportWhat,
+    },
     /// Replay tracker commands (one JSON object per line) through the identity rules and apply
     /// the resulting ops to the store.
     Simulate {
@@ -115,6 +138,24 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand)]
+enum ExportWhat {
+    /// Every ID with its person's canonical ID.
+    Mapping {
+        /// `csv` (id,person), `jsonl` ({"id", "person"}) or `km-json` (alias lines `_p`/`_p2`,
+        /// importable with `idgraph import`).
+        #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl", "km-json"])]
+        format: String,
+    },
+    /// Every event, with `_p` replaced by its person's canonical ID and the original ID kept in
+    /// `_p_original`.
+    Events {
+        /// `km-json` (one JSON object per line) or `csv`.
+        #[arg(long, default_value = "km-json", value_parser = ["km-json", "csv"])]
+        format: String,
+    },
+}
+
 /// A failure with its exit status: 1 = not found / check failed, 2 = bad input, 3 = store error.
 struct Fail(u8, String);
 
@@ -124,6 +165,7 @@ impl From<idgraph::Error> for Fail {
             idgraph::Error::InvalidId { .. } | idgraph::Error::InvalidName { .. } => {
                 Fail(2, e.to_string())
             }
+            idgraph::Error::Input(_) => Fail(2, e.to_string()),
             _ => Fail(3, e.to_string()),
         }
     }
@@ -196,6 +238,21 @@ fn write(db: &PathBuf, op: Op) -> Result<Outcome, Fail> {
 fn run(cli: Cli) -> Result<(), Fail> {
     let db = &cli.db;
     match cli.cmd {
+        Cmd::Import {
+            paths,
+            format,
+            skip_invalid,
+            json,
+            batch_keys,
+        } => import(
+            db,
+            &paths,
+            format.as_deref(),
+            skip_invalid,
+            json,
+            batch_keys,
+        )?,
+        Cmd::Export { what } => export(db, what)?,
         Cmd::Simulate {
             file,
             dry_run,
@@ -459,5 +516,198 @@ fn simulate(
             }
         }
     }
+    Ok(())
+}
+
+fn import(
+    db: &PathBuf,
+    paths: &[PathBuf],
+    format: Option<&str>,
+    skip_invalid: bool,
+    json: bool,
+    batch_keys: usize,
+) -> Result<(), Fail> {
+    use idgraph::ingest::files::{FileSource, Format, expand};
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    let forced = format.map(|f| f.parse::<Format>().expect("clap checked the value"));
+    let inputs = expand(paths, forced)?;
+    let files = inputs.len();
+    let started = std::time::Instant::now();
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    let reported = Rc::new(Cell::new(0u64));
+    let shown = reported.clone();
+    let progress = bar.clone();
+    let mut source = FileSource::new(inputs, skip_invalid, now())
+        .on_skip(move |msg| {
+            let n = shown.get() + 1;
+            shown.set(n);
+            if n <= 20 {
+                eprintln!("{msg} (skipped)");
+            } else if n == 21 {
+                eprintln!("... more bad lines skipped; the summary counts them");
+            }
+        })
+        .on_progress(move |pass, bytes| {
+            progress.set_prefix(match pass {
+                idgraph::Pass::Check => "checking",
+                idgraph::Pass::Write => "writing",
+            });
+            progress.set_position(bytes);
+        });
+    let total = source.total_bytes();
+    if total > 0 {
+        bar.set_length(total);
+    }
+    let store = open_rw(db)?;
+    let opts = idgraph::BulkOptions {
+        batch_keys,
+        ..Default::default()
+    };
+    let rep = match store.bulk_apply(&mut source, opts) {
+        Ok(r) => r,
+        Err(e @ idgraph::Error::Input(_)) => {
+            bar.finish_and_clear();
+            return Err(Fail(2, format!("{e}; nothing was imported")));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    store.flush()?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let stats = store.stats_quick();
+    let rate = source.lines as f64 / secs.max(1e-9);
+    if json {
+        print_json(&json!({
+            "files": files, "lines": source.lines, "skipped": source.skipped,
+            "events": rep.events, "sets": rep.sets, "aliases": rep.aliases,
+            "joined": rep.joined, "refused": rep.refused, "new_ids": rep.new_ids,
+            "ids": stats.ids, "persons": stats.persons, "keys_written": rep.keys_written,
+            "seconds": secs, "lines_per_second": rate,
+        }));
+    } else {
+        eprintln!(
+            "imported {} lines from {files} files{}: {} events, {} sets, {} aliases ({} merges, {} refused); \
+             {} new IDs, {} IDs in {} persons; {} keys written; {secs:.1} s ({rate:.0} lines/s)",
+            source.lines,
+            if source.skipped > 0 {
+                format!(" ({} bad lines skipped)", source.skipped)
+            } else {
+                String::new()
+            },
+            rep.events,
+            rep.sets,
+            rep.aliases,
+            rep.joined,
+            rep.refused,
+            rep.new_ids,
+            stats.ids,
+            stats.persons,
+            rep.keys_written,
+        );
+    }
+    Ok(())
+}
+
+fn export(db: &PathBuf, what: ExportWhat) -> Result<(), Fail> {
+    use std::io::Write;
+    let Some(store) = open_ro(db)? else {
+        return Ok(()); // an empty store exports nothing
+    };
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let io = |e: std::io::Error| idgraph::Error::Input(format!("writing the export: {e}"));
+    let csv_err = |e: csv::Error| idgraph::Error::Input(format!("writing the export: {e}"));
+    match what {
+        ExportWhat::Mapping { format } if format == "csv" => {
+            let mut w = csv::Writer::from_writer(&mut out);
+            w.write_record(["id", "person"]).map_err(csv_err)?;
+            store.for_each_id(|id, person, _| w.write_record([id, person]).map_err(csv_err))?;
+            w.flush().map_err(io)?;
+        }
+        ExportWhat::Mapping { format } => {
+            store.for_each_id(|id, person, first_seen| {
+                if format == "jsonl" {
+                    writeln!(out, "{}", json!({"id": id, "person": person})).map_err(io)
+                } else if id != person {
+                    writeln!(
+                        out,
+                        "{}",
+                        json!({"_p": person, "_t": first_seen, "_p2": id})
+                    )
+                    .map_err(io)
+                } else {
+                    Ok(())
+                }
+            })?;
+        }
+        ExportWhat::Events { format } if format == "csv" => {
+            // One pass for the property names (CSV needs its columns up front), one to write.
+            let mut names: Vec<String> = Vec::new();
+            store.for_each_event(|e| {
+                for (k, _) in e.properties.iter() {
+                    if !names.iter().any(|n| n.eq_ignore_ascii_case(k)) {
+                        names.push(k.to_owned());
+                    }
+                }
+                Ok(())
+            })?;
+            if names.len() > 9 {
+                return Err(Fail(
+                    2,
+                    format!(
+                        "the events have {} property names; the CSV format holds at most 10 Prop: \
+                         columns (one is _p_original): use --format km-json",
+                        names.len()
+                    ),
+                ));
+            }
+            let mut w = csv::Writer::from_writer(&mut out);
+            let mut header = vec![
+                "Identity".to_string(),
+                "Timestamp".into(),
+                "Event".into(),
+                "Prop:_p_original".into(),
+            ];
+            header.extend(names.iter().map(|n| format!("Prop:{n}")));
+            w.write_record(&header).map_err(csv_err)?;
+            store.for_each_event(|e| {
+                let mut row = vec![e.person, e.at.to_string(), e.event, e.id];
+                for n in &names {
+                    row.push(
+                        e.properties
+                            .get(n)
+                            .map(|v| v.to_string())
+                            .unwrap_or_default(),
+                    );
+                }
+                w.write_record(&row).map_err(csv_err)
+            })?;
+            w.flush().map_err(io)?;
+        }
+        ExportWhat::Events { .. } => {
+            store.for_each_event(|e| {
+                let mut m = serde_json::Map::new();
+                m.insert("_p".into(), json!(e.person));
+                m.insert("_t".into(), json!(e.at));
+                m.insert("_n".into(), json!(e.event));
+                m.insert("_p_original".into(), json!(e.id));
+                for (k, v) in e.properties.iter() {
+                    m.insert(k.to_owned(), serde_json::to_value(v).expect("plain value"));
+                }
+                writeln!(out, "{}", serde_json::Value::Object(m)).map_err(io)
+            })?;
+        }
+    }
+    out.flush()
+        .map_err(|e| Fail(3, format!("writing the export: {e}")))?;
     Ok(())
 }

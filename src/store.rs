@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::codec::{self, FLAG_ANON, IdRecord, StoredEdge, StoredEvent, StoredProp, StoredRefusal};
+use crate::codec::{
+    self, FLAG_ANON, IdRecord, PropMap, StoredEdge, StoredEvent, StoredProp, StoredRefusal,
+};
 use crate::error::{Error, Result};
 use crate::forest;
 use crate::graph::{Graph, Staged};
@@ -179,9 +181,9 @@ pub struct Refusal {
 /// `Send + Sync`: share it with `Arc`. One writer at a time (a mutex); readers never wait for
 /// it and never see half of a batch.
 pub struct Store {
-    db: sled::Db,
-    writer: Mutex<()>,
-    graph: RwLock<Graph>,
+    pub(crate) db: sled::Db,
+    pub(crate) writer: Mutex<()>,
+    pub(crate) graph: RwLock<Graph>,
     blocked: FxHashSet<String>,
     max_person_size: u64,
     path: Option<PathBuf>,
@@ -414,18 +416,19 @@ impl Store {
     /// Empty for an unknown ID.
     ///
     /// # Cost
-    /// One sled range scan per ID of the person.
+    /// One sled read per ID of the person.
     ///
     /// # Errors
     /// [`Error::Storage`] or [`Error::Corrupt`] when stored values cannot be read.
     pub fn properties(&self, id: &str) -> Result<Vec<Property>> {
         let mut best: BTreeMap<String, (StoredProp, String)> = BTreeMap::new();
         for (n, ident) in self.member_nodes(id) {
-            let prefix = codec::node_prefix(codec::PROP, n as u64);
-            for kv in self.db.scan_prefix(prefix) {
-                let (k, v) = kv?;
-                let lname = String::from_utf8_lossy(&k[9..]).into_owned();
-                let p: StoredProp = codec::decode(&v, "a property")?;
+            let Some(v) = self.db.get(codec::prop_key(n as u64))? else {
+                continue;
+            };
+            let map: PropMap = codec::decode(&v, "a property map")?;
+            for p in map.0 {
+                let lname = p.name.to_lowercase();
                 match best.get(&lname) {
                     Some((q, _)) if (q.at, q.seq) >= (p.at, p.seq) => {}
                     _ => {
@@ -473,6 +476,23 @@ impl Store {
         Ok(self.db.flush()?)
     }
 
+    /// Counts of IDs, persons, edges and refusals from memory only (no scan of events and
+    /// properties; those counts are 0).
+    pub fn stats_quick(&self) -> Stats {
+        let mut s = Stats::default();
+        let g = self.graph.read();
+        s.ids = g.live() as u64;
+        s.edges = g.edges().len() as u64;
+        s.refused_merges = g.refused();
+        for n in 0..g.len() as u32 {
+            if g.is_live(n) && g.slot(n).parent == n {
+                s.persons += 1;
+                s.largest_person = s.largest_person.max(g.slot(n).size as u64);
+            }
+        }
+        s
+    }
+
     /// Counts of IDs, persons, edges, events, properties and bytes on disk.
     ///
     /// # Cost
@@ -481,21 +501,12 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] when sled cannot be read.
     pub fn stats(&self) -> Result<Stats> {
-        let mut s = Stats::default();
-        {
-            let g = self.graph.read();
-            s.ids = g.live() as u64;
-            s.edges = g.edges().len() as u64;
-            s.refused_merges = g.refused();
-            for n in 0..g.len() as u32 {
-                if g.is_live(n) && g.slot(n).parent == n {
-                    s.persons += 1;
-                    s.largest_person = s.largest_person.max(g.slot(n).size as u64);
-                }
-            }
-        }
+        let mut s = self.stats_quick();
         s.events = count_prefix(&self.db, codec::EVENT)?;
-        s.properties = count_prefix(&self.db, codec::PROP)?;
+        for kv in self.db.scan_prefix([codec::PROP]) {
+            let (_, v) = kv?;
+            s.properties += codec::decode::<PropMap>(&v, "a property map")?.0.len() as u64;
+        }
         s.disk_bytes = self.db.size_on_disk()?;
         Ok(s)
     }
@@ -699,8 +710,9 @@ impl Store {
                     rep.events += 1;
                     codec::decode::<StoredEvent>(&v, "an event").map(|_| ())
                 } else {
-                    rep.properties += 1;
-                    codec::decode::<StoredProp>(&v, "a property").map(|_| ())
+                    codec::decode::<PropMap>(&v, "a property map").map(|m| {
+                        rep.properties += m.0.len() as u64;
+                    })
                 };
                 if let Err(e) = decoded {
                     rep.problem(format!("{e}"));
@@ -784,22 +796,25 @@ struct PendingId {
 }
 
 /// Plans one batch: stages graph changes and collects the sled writes.
-struct Planner<'a, 'g> {
+pub(crate) struct Planner<'a, 'g> {
     st: Staged<'g>,
     /// Keys to write, the later write of a key replacing the earlier.
     writes: Writes,
     /// ID records to write (new IDs, changed flags), by node; encoded at the end.
     ids: FxHashMap<u32, PendingId>,
-    /// Property values written earlier in this batch (sled reads do not see them yet).
-    props: FxHashMap<Vec<u8>, StoredProp>,
+    /// Property maps written earlier in this batch (sled reads do not see them yet).
+    props: FxHashMap<u32, PropMap>,
     /// Refusal keys written earlier in this batch.
     refused: FxHashSet<Vec<u8>>,
     db: &'a sled::Db,
     store: &'a Store,
+    /// Plan only the graph (IDs, edges, refusals): events and properties are written later by
+    /// the bulk path.
+    pub(crate) graph_only: bool,
 }
 
 impl<'a, 'g> Planner<'a, 'g> {
-    fn new(store: &'a Store, graph: &'g Graph) -> Self {
+    pub(crate) fn new(store: &'a Store, graph: &'g Graph) -> Self {
         Planner {
             st: Staged::new(graph),
             writes: BTreeMap::new(),
@@ -808,18 +823,19 @@ impl<'a, 'g> Planner<'a, 'g> {
             refused: FxHashSet::default(),
             db: &store.db,
             store,
+            graph_only: false,
         }
     }
 
     /// The sled writes and the graph changes.
-    fn finish(mut self) -> Result<(Writes, crate::graph::Delta)> {
+    pub(crate) fn finish(mut self) -> Result<(Writes, crate::graph::Delta)> {
         for p in self.ids.into_values() {
             self.writes.insert(codec::id_key(&p.ident), p.rec.encode()?);
         }
         Ok((self.writes, self.st.into_delta()))
     }
 
-    fn apply(&mut self, op: &Op) -> Result<Outcome> {
+    pub(crate) fn apply(&mut self, op: &Op) -> Result<Outcome> {
         match op {
             Op::Alias {
                 a,
@@ -837,6 +853,9 @@ impl<'a, 'g> Planner<'a, 'g> {
                 at,
             } => {
                 let n = self.node(id, *at, false)?;
+                if self.graph_only {
+                    return Ok(Outcome::Stored);
+                }
                 let value = StoredEvent {
                     name: event.clone(),
                     properties: properties
@@ -855,7 +874,9 @@ impl<'a, 'g> Planner<'a, 'g> {
             }
             Op::Set { id, properties, at } => {
                 let n = self.node(id, *at, false)?;
-                self.set_props(n, properties, *at)?;
+                if !self.graph_only {
+                    self.set_props(n, properties, *at)?;
+                }
                 Ok(Outcome::Stored)
             }
         }
@@ -1013,31 +1034,23 @@ impl<'a, 'g> Planner<'a, 'g> {
         }
         // Store-wide apply order, monotonic across restarts (sled persists its ID generator).
         let seq = self.db.generate_id()?;
+        let key = codec::prop_key(n as u64);
+        let mut map = match self.props.remove(&n) {
+            Some(m) => m,
+            None if self.st.is_new(n) => PropMap::default(),
+            None => match self.db.get(key)? {
+                Some(v) => codec::decode(&v, "a property map")?,
+                None => PropMap::default(),
+            },
+        };
+        let mut changed = false;
         for (name, value) in props.iter() {
-            let lname = name.to_lowercase();
-            let key = codec::prop_key(n as u64, &lname);
-            let old = match self.props.get(&key) {
-                Some(p) => Some(p.clone()),
-                None if self.st.is_new(n) => None,
-                None => match self.db.get(&key)? {
-                    Some(v) => Some(codec::decode::<StoredProp>(&v, "a property")?),
-                    None => None,
-                },
-            };
-            let spelled = match &old {
-                Some(o) if o.at > at => continue,
-                Some(o) => o.name.clone(),
-                None => name.to_owned(),
-            };
-            let p = StoredProp {
-                name: spelled,
-                value: value.clone().into(),
-                at,
-                seq,
-            };
-            self.writes.insert(key.clone(), codec::encode(&p)?);
-            self.props.insert(key, p);
+            changed |= map.merge(name, value.clone().into(), at, seq);
         }
+        if changed {
+            self.writes.insert(key.to_vec(), codec::encode(&map)?);
+        }
+        self.props.insert(n, map);
         Ok(())
     }
 }

@@ -1,0 +1,445 @@
+//! The bulk path: applying millions of ops from files much faster than one at a time, with the
+//! same result (DESIGN.md, "Offline batch merging").
+//!
+//! Pass 1 reads every op and plans the whole identity graph in memory (the same planner as
+//! [`Store::apply_batch`], so guardrails decide exactly as they would one op at a time); a bad
+//! input stops it before anything is written. Then the new and changed ID records, edges and
+//! refusals are written in key order, and the graph is committed. Pass 2 reads the ops again and
+//! writes events as they come, and property values aggregated in memory (only the latest value
+//! per ID and name is written), in small sled batches.
+
+use rustc_hash::FxHashMap;
+
+use crate::codec::{self, PropMap, StoredEvent};
+use crate::error::Result;
+use crate::op::{AliasOutcome, Op, Outcome, Properties, Timestamp};
+use crate::store::{Planner, Store};
+
+/// Which pass an [`OpSource`] is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// Check every op and plan the graph; report bad input here.
+    Check,
+    /// Write events and properties; the ops must be the same as in [`Pass::Check`].
+    Write,
+}
+
+/// A replayable stream of ops: [`Store::bulk_apply`] reads it twice.
+pub trait OpSource {
+    /// Calls `f` with every op, in order. Must give the same ops in both passes.
+    ///
+    /// # Errors
+    /// Bad input ([`Error::Input`](crate::Error::Input), with its position), or whatever `f`
+    /// returns.
+    fn for_each(&mut self, pass: Pass, f: &mut dyn FnMut(Op) -> Result<()>) -> Result<()>;
+}
+
+impl OpSource for Vec<Op> {
+    fn for_each(&mut self, _: Pass, f: &mut dyn FnMut(Op) -> Result<()>) -> Result<()> {
+        for op in self.iter() {
+            f(op.clone())?;
+        }
+        Ok(())
+    }
+}
+
+/// What a bulk apply did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BulkReport {
+    /// Ops read.
+    pub ops: u64,
+    /// Events recorded.
+    pub events: u64,
+    /// Property sets (without an event).
+    pub sets: u64,
+    /// Alias ops.
+    pub aliases: u64,
+    /// Aliases that joined two persons.
+    pub joined: u64,
+    /// Aliases refused by a guardrail.
+    pub refused: u64,
+    /// IDs the store had not seen.
+    pub new_ids: u64,
+    /// sled keys written.
+    pub keys_written: u64,
+}
+
+/// Tuning of the bulk path.
+#[derive(Clone, Copy, Debug)]
+pub struct BulkOptions {
+    /// Keys per sled batch when writing; 1 = plain inserts. Default = 1: sorted plain inserts
+    /// measured fastest here (BENCHMARKS.md, "Bulk import").
+    pub batch_keys: usize,
+    /// Bytes of events and property values held in memory, sorted by key before they are
+    /// written (sled inserts in key order cost about a third of random order). Default = 256 MiB.
+    pub memory_budget: usize,
+}
+
+impl Default for BulkOptions {
+    fn default() -> Self {
+        BulkOptions {
+            batch_keys: 1,
+            memory_budget: 256 << 20,
+        }
+    }
+}
+
+/// Writes keys in sled batches of a fixed size (1 = plain inserts).
+struct BatchWriter<'a> {
+    db: &'a sled::Db,
+    batch: sled::Batch,
+    len: usize,
+    max: usize,
+    written: u64,
+}
+
+impl<'a> BatchWriter<'a> {
+    fn new(db: &'a sled::Db, max: usize) -> Self {
+        BatchWriter {
+            db,
+            batch: sled::Batch::default(),
+            len: 0,
+            max: max.max(1),
+            written: 0,
+        }
+    }
+
+    fn put(&mut self, k: Vec<u8>, v: Vec<u8>) -> Result<()> {
+        if self.max == 1 {
+            self.db.insert(k, v)?;
+        } else {
+            self.batch.insert(k, v);
+            self.len += 1;
+            if self.len >= self.max {
+                self.flush()?;
+            }
+        }
+        self.written += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.len > 0 {
+            self.db.apply_batch(std::mem::take(&mut self.batch))?;
+            self.len = 0;
+        }
+        Ok(())
+    }
+}
+
+/// The latest value of one property of one node, as pass 2 aggregates it.
+struct Pending {
+    name: String,
+    value: codec::StoredValue,
+    at: Timestamp,
+    seq: u64,
+}
+
+/// Work for the writer thread.
+enum Job {
+    /// Keys in key order.
+    Keys(std::collections::BTreeMap<Vec<u8>, Vec<u8>>),
+    /// A buffer of pass 2.
+    Buffer(Buffer),
+}
+
+/// Events and property values of pass 2, held until the memory budget is reached, then
+/// written in key order.
+#[derive(Default)]
+struct Buffer {
+    events: Vec<(Vec<u8>, Vec<u8>)>,
+    props: FxHashMap<(u32, Box<str>), Pending>,
+    bytes: usize,
+}
+
+impl Buffer {
+    /// Writes everything held: events sorted by key (the last of equal keys wins, as it would
+    /// one op at a time), then property values, each only if later than the stored one.
+    fn flush(
+        &mut self,
+        db: &sled::Db,
+        w: &mut BatchWriter,
+        nodes_before: usize,
+        flushes: u32,
+    ) -> Result<()> {
+        let mut events = std::mem::take(&mut self.events);
+        events.sort_by(|a, b| a.0.cmp(&b.0)); // stable: equal keys stay in arrival order
+        let mut it = events.into_iter().peekable();
+        while let Some((k, v)) = it.next() {
+            if it.peek().is_some_and(|(next, _)| *next == k) {
+                continue; // a later copy of the same event follows
+            }
+            w.put(k, v)?;
+        }
+        w.flush()?; // the reads below must see earlier writes
+        let mut props: Vec<_> = self.props.drain().collect();
+        props.sort_unstable_by(|a, b| (a.0.0, &a.0.1, a.1.seq).cmp(&(b.0.0, &b.0.1, b.1.seq)));
+        let mut i = 0;
+        while i < props.len() {
+            let n = props[i].0.0;
+            let key = codec::prop_key(n as u64);
+            // A stored map can exist only for an old node or after an earlier flush.
+            let mut map = if flushes > 0 || (n as usize) < nodes_before {
+                match db.get(key)? {
+                    Some(v) => codec::decode(&v, "a property map")?,
+                    None => PropMap::default(),
+                }
+            } else {
+                PropMap::default()
+            };
+            let mut changed = false;
+            while i < props.len() && props[i].0.0 == n {
+                let p = &props[i].1;
+                changed |= map.merge(&p.name, p.value.clone(), p.at, p.seq);
+                i += 1;
+            }
+            if changed {
+                w.put(key.to_vec(), codec::encode(&map)?)?;
+            }
+        }
+        w.flush()?;
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Applies every op of `source`, with the same result as [`apply`](Self::apply) on each in
+    /// order, but far faster for large inputs. Holds the writer for its whole run.
+    ///
+    /// Nothing is written when `source` reports bad input in its check pass. The write pass
+    /// is not atomic across a crash: rerun the same import to complete it (re-applying the same
+    /// ops changes nothing).
+    ///
+    /// # Errors
+    /// What `source` reports ([`Error::Input`](crate::Error::Input)); [`Error::Storage`](crate::Error::Storage).
+    pub fn bulk_apply(&self, source: &mut dyn OpSource, opts: BulkOptions) -> Result<BulkReport> {
+        let _w = self.writer.lock();
+        let mut rep = BulkReport::default();
+        // Pass 1: plan the graph.
+        let graph = self.graph.read();
+        let before = graph.len();
+        let mut planner = Planner::new(self, &graph);
+        planner.graph_only = true;
+        source.for_each(Pass::Check, &mut |op| {
+            op.validate()?;
+            rep.ops += 1;
+            match &op {
+                Op::Alias { .. } => rep.aliases += 1,
+                Op::Record { .. } => rep.events += 1,
+                Op::Set { .. } => rep.sets += 1,
+            }
+            match planner.apply(&op)? {
+                Outcome::Alias(AliasOutcome::Joined { .. }) => rep.joined += 1,
+                Outcome::Alias(AliasOutcome::Refused(_)) => rep.refused += 1,
+                _ => {}
+            }
+            Ok(())
+        })?;
+        let (writes, delta) = planner.finish()?;
+        drop(graph);
+        self.graph.write().commit(delta);
+
+        // Writing runs on its own thread, in order: first the graph's keys (so that after a
+        // crash no event is on disk before its ID), then each buffer of pass 2, while this
+        // thread parses the next one.
+        let graph = self.graph.read();
+        rep.new_ids = (graph.len() - before) as u64;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1);
+        let db = &self.db;
+        let written = std::thread::scope(|scope| -> Result<u64> {
+            let writer = scope.spawn(move || -> Result<u64> {
+                let mut w = BatchWriter::new(db, opts.batch_keys);
+                let mut flushes = 0;
+                for job in rx {
+                    match job {
+                        Job::Keys(keys) => {
+                            for (k, v) in keys {
+                                w.put(k, v)?; // in key order: a BTreeMap
+                            }
+                            w.flush()?;
+                        }
+                        Job::Buffer(mut buf) => {
+                            buf.flush(db, &mut w, before, flushes)?;
+                            flushes += 1;
+                        }
+                    }
+                }
+                Ok(w.written)
+            });
+            let send = |job: Job| -> Result<()> {
+                tx.send(job)
+                    .map_err(|_| crate::Error::Input("the writer thread stopped".into()))
+            };
+            let parsed = (|| -> Result<()> {
+                send(Job::Keys(writes))?;
+                // Pass 2: events and properties.
+                let mut buf = Buffer::default();
+                source.for_each(Pass::Write, &mut |op| {
+                    let (id, properties, at) = match &op {
+                        Op::Alias { .. } => return Ok(()),
+                        Op::Record {
+                            id,
+                            event,
+                            properties,
+                            at,
+                        } => {
+                            let n = graph.lookup(id.as_str()).expect("planned in pass 1");
+                            let value = StoredEvent {
+                                name: event.clone(),
+                                properties: properties
+                                    .iter()
+                                    .map(|(k, v)| (k.to_owned(), v.clone().into()))
+                                    .collect(),
+                            };
+                            let k = codec::event_key(n as u64, *at, &event.to_lowercase());
+                            let v = codec::encode(&value)?;
+                            buf.bytes += k.len() + v.len() + 48;
+                            buf.events.push((k, v));
+                            (id, properties, *at)
+                        }
+                        Op::Set { id, properties, at } => (id, properties, *at),
+                    };
+                    if !properties.is_empty() {
+                        let n = graph.lookup(id.as_str()).expect("planned in pass 1");
+                        buf.bytes += aggregate(db, &mut buf.props, n, properties, at)?;
+                    }
+                    if buf.bytes >= opts.memory_budget {
+                        send(Job::Buffer(std::mem::take(&mut buf)))?;
+                    }
+                    Ok(())
+                })?;
+                send(Job::Buffer(buf))
+            })();
+            drop(tx);
+            let written = writer.join().expect("the writer thread does not panic");
+            // A write error stops the writer first; report it rather than the closed channel.
+            let written = written?;
+            parsed?;
+            Ok(written)
+        })?;
+        rep.keys_written = written;
+        Ok(rep)
+    }
+}
+
+fn aggregate(
+    db: &sled::Db,
+    props: &mut FxHashMap<(u32, Box<str>), Pending>,
+    n: u32,
+    properties: &Properties,
+    at: Timestamp,
+) -> Result<usize> {
+    let seq = db.generate_id()?;
+    let mut added = 0;
+    for (name, value) in properties.iter() {
+        let key = (n, name.to_lowercase().into_boxed_str());
+        match props.get_mut(&key) {
+            Some(p) if p.at > at => {}
+            Some(p) => {
+                p.value = value.clone().into();
+                p.at = at;
+                p.seq = seq;
+            }
+            None => {
+                added += 96 + key.1.len() + name.len();
+                props.insert(
+                    key,
+                    Pending {
+                        name: name.to_owned(),
+                        value: value.clone().into(),
+                        at,
+                        seq,
+                    },
+                );
+            }
+        }
+    }
+    Ok(added)
+}
+
+/// One event as an export sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportedEvent {
+    /// The ID it was recorded under.
+    pub id: String,
+    /// The canonical ID of its person now.
+    pub person: String,
+    /// The event name.
+    pub event: String,
+    /// When.
+    pub at: Timestamp,
+    /// Its properties.
+    pub properties: Properties,
+}
+
+impl Store {
+    /// Calls `f` with every ID and its person's canonical ID, in the order the store first saw
+    /// the IDs, and the time it first saw each. Writers wait while it runs.
+    ///
+    /// # Errors
+    /// What `f` returns; [`Error::Storage`](crate::Error::Storage).
+    pub fn for_each_id(
+        &self,
+        mut f: impl FnMut(&str, &str, Timestamp) -> Result<()>,
+    ) -> Result<()> {
+        let _w = self.writer.lock();
+        let g = self.graph.read();
+        for n in 0..g.len() as u32 {
+            if !g.is_live(n) {
+                continue;
+            }
+            let id = g.ident(n);
+            let first_seen = match self.db.get(codec::id_key(id))? {
+                Some(v) => codec::IdRecord::decode(&v)?.first_seen,
+                None => 0,
+            };
+            f(id, g.ident(g.slot(g.root(n)).canon), first_seen)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with every event, ID by ID and in time order within an ID, with its person's
+    /// canonical ID. Streams: memory stays constant. Writers wait while it runs.
+    ///
+    /// # Errors
+    /// What `f` returns; [`Error::Storage`](crate::Error::Storage) or
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when an event cannot be read.
+    pub fn for_each_event(&self, mut f: impl FnMut(ExportedEvent) -> Result<()>) -> Result<()> {
+        let _w = self.writer.lock();
+        let g = self.graph.read();
+        let mut cached: Option<(u64, String, String)> = None;
+        for kv in self.db.scan_prefix([codec::EVENT]) {
+            let (k, v) = kv?;
+            let (node, at) = codec::event_key_parts(&k)?;
+            if cached.as_ref().is_none_or(|c| c.0 != node) {
+                let n = u32::try_from(node)
+                    .ok()
+                    .filter(|n| (*n as usize) < g.len() && g.is_live(*n))
+                    .ok_or_else(|| {
+                        crate::Error::Corrupt(format!("event of unknown node {node}"))
+                    })?;
+                cached = Some((
+                    node,
+                    g.ident(n).to_owned(),
+                    g.ident(g.slot(g.root(n)).canon).to_owned(),
+                ));
+            }
+            let (_, id, person) = cached.as_ref().expect("set above");
+            let e: StoredEvent = codec::decode(&v, "an event")?;
+            f(ExportedEvent {
+                id: id.clone(),
+                person: person.clone(),
+                event: e.name,
+                at,
+                properties: Properties::from_vec_unchecked(
+                    e.properties
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into()))
+                        .collect(),
+                ),
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,6 @@
+//! Parsers from the wire formats of `spec/tracking-api.md` to [`Op`](crate::Op)s, with the
+//! position of every error, and the file walker of `idgraph import`.
+
+pub mod csv;
+pub mod files;
+pub mod km_json;
