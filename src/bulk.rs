@@ -70,8 +70,9 @@ pub struct BulkOptions {
     /// Keys per sled batch when writing; 1 = plain inserts. Default = 1: sorted plain inserts
     /// measured fastest here (BENCHMARKS.md, "Bulk import").
     pub batch_keys: usize,
-    /// Bytes of events and property values held in memory, sorted by key before they are
-    /// written (sled inserts in key order cost about a third of random order). Default = 256 MiB.
+    /// Bytes of events held in memory, sorted by key before they are written (sled inserts in
+    /// key order cost about half of random order). Two such buffers exist at a time (one being
+    /// filled, one being written). Default = 128 MiB.
     pub memory_budget: usize,
 }
 
@@ -79,7 +80,7 @@ impl Default for BulkOptions {
     fn default() -> Self {
         BulkOptions {
             batch_keys: 1,
-            memory_budget: 256 << 20,
+            memory_budget: 128 << 20,
         }
     }
 }
@@ -127,59 +128,69 @@ impl<'a> BatchWriter<'a> {
     }
 }
 
-/// The latest value of one property of one node, as pass 2 aggregates it.
-struct Pending {
-    name: String,
-    value: codec::StoredValue,
-    at: Timestamp,
-    seq: u64,
-}
-
-/// Work for the writer thread.
-enum Job {
-    /// Keys in key order.
-    Keys(std::collections::BTreeMap<Vec<u8>, Vec<u8>>),
-    /// A buffer of pass 2.
-    Buffer(Buffer),
-}
-
-/// Events and property values of pass 2, held until the memory budget is reached, then
-/// written in key order.
+/// The latest value of every property of every node, aggregated over the whole input in pass 1
+/// so that each ID's property map is written once. Names and values are interned: the same few
+/// names and many repeated values (`plan=pro`) cost 4 bytes per use.
 #[derive(Default)]
-struct Buffer {
-    events: Vec<(Vec<u8>, Vec<u8>)>,
-    props: FxHashMap<(u32, Box<str>), Pending>,
-    bytes: usize,
+struct PropAgg {
+    lnames: FxHashMap<Box<str>, u32>,
+    spellings: Vec<Box<str>>,
+    spelling_ix: FxHashMap<Box<str>, u32>,
+    values: Vec<Vec<u8>>,
+    value_ix: FxHashMap<Vec<u8>, u32>,
+    /// (node, lower-cased name) → (first spelling, value, at, seq)
+    latest: FxHashMap<(u32, u32), (u32, u32, Timestamp, u64)>,
 }
 
-impl Buffer {
-    /// Writes everything held: events sorted by key (the last of equal keys wins, as it would
-    /// one op at a time), then property values, each only if later than the stored one.
-    fn flush(
-        &mut self,
-        db: &sled::Db,
-        w: &mut BatchWriter,
-        nodes_before: usize,
-        flushes: u32,
-    ) -> Result<()> {
-        let mut events = std::mem::take(&mut self.events);
-        events.sort_by(|a, b| a.0.cmp(&b.0)); // stable: equal keys stay in arrival order
-        let mut it = events.into_iter().peekable();
-        while let Some((k, v)) = it.next() {
-            if it.peek().is_some_and(|(next, _)| *next == k) {
-                continue; // a later copy of the same event follows
-            }
-            w.put(k, v)?;
+impl PropAgg {
+    fn intern(map: &mut FxHashMap<Box<str>, u32>, s: &str) -> u32 {
+        if let Some(i) = map.get(s) {
+            return *i;
         }
-        w.flush()?; // the reads below must see earlier writes
-        let mut props: Vec<_> = self.props.drain().collect();
-        props.sort_unstable_by(|a, b| (a.0.0, &a.0.1, a.1.seq).cmp(&(b.0.0, &b.0.1, b.1.seq)));
+        let i = map.len() as u32;
+        map.insert(s.into(), i);
+        i
+    }
+
+    fn add(&mut self, n: u32, props: &Properties, at: Timestamp, seq: u64) -> Result<()> {
+        for (name, value) in props.iter() {
+            let lname = Self::intern(&mut self.lnames, &name.to_lowercase());
+            let value = codec::encode(&codec::StoredValue::from(value.clone()))?;
+            let v = match self.value_ix.get(&value) {
+                Some(i) => *i,
+                None => {
+                    let i = self.values.len() as u32;
+                    self.values.push(value.clone());
+                    self.value_ix.insert(value, i);
+                    i
+                }
+            };
+            match self.latest.get_mut(&(n, lname)) {
+                Some(e) if e.2 > at => {}
+                Some(e) => *e = (e.0, v, at, seq),
+                None => {
+                    let before = self.spelling_ix.len();
+                    let sp = Self::intern(&mut self.spelling_ix, name);
+                    if self.spelling_ix.len() > before {
+                        self.spellings.push(name.into());
+                    }
+                    self.latest.insert((n, lname), (sp, v, at, seq));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one property map per node, in key order, merged with the stored map of nodes
+    /// that existed before the import.
+    fn write(self, db: &sled::Db, w: &mut BatchWriter, nodes_before: usize) -> Result<()> {
+        let mut entries: Vec<_> = self.latest.into_iter().collect();
+        entries.sort_unstable_by_key(|e| e.0);
         let mut i = 0;
-        while i < props.len() {
-            let n = props[i].0.0;
+        while i < entries.len() {
+            let n = entries[i].0.0;
             let key = codec::prop_key(n as u64);
-            // A stored map can exist only for an old node or after an earlier flush.
-            let mut map = if flushes > 0 || (n as usize) < nodes_before {
+            let mut map = if (n as usize) < nodes_before {
                 match db.get(key)? {
                     Some(v) => codec::decode(&v, "a property map")?,
                     None => PropMap::default(),
@@ -188,14 +199,49 @@ impl Buffer {
                 PropMap::default()
             };
             let mut changed = false;
-            while i < props.len() && props[i].0.0 == n {
-                let p = &props[i].1;
-                changed |= map.merge(&p.name, p.value.clone(), p.at, p.seq);
+            while i < entries.len() && entries[i].0.0 == n {
+                let (sp, v, at, seq) = entries[i].1;
+                let value = codec::decode(&self.values[v as usize], "a property value")?;
+                changed |= map.merge(&self.spellings[sp as usize], value, at, seq);
                 i += 1;
             }
             if changed {
                 w.put(key.to_vec(), codec::encode(&map)?)?;
             }
+        }
+        Ok(())
+    }
+}
+
+/// Work for the writer thread.
+enum Job {
+    /// Keys in key order.
+    Keys(std::collections::BTreeMap<Vec<u8>, Vec<u8>>),
+    /// The property maps planned in pass 1.
+    Props(PropAgg),
+    /// A buffer of pass 2.
+    Buffer(Buffer),
+}
+
+/// Events of pass 2, held until the memory budget is reached, then written in key order.
+#[derive(Default)]
+struct Buffer {
+    events: Vec<(Vec<u8>, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl Buffer {
+    /// Writes the events sorted by key (the last of equal keys wins, as it would one op at a
+    /// time).
+    fn flush(&mut self, w: &mut BatchWriter) -> Result<()> {
+        let mut events = std::mem::take(&mut self.events);
+        events.sort_by(|a, b| a.0.cmp(&b.0)); // stable: equal keys stay in arrival order
+        let mut it = events.into_iter().peekable();
+        while let Some((k, v)) = it.next() {
+            if it.peek().is_some_and(|(next, _)| *next == k) {
+                continue; // a later copy of the same event follows
+            }
+            w.put(k, v)?;
         }
         w.flush()?;
         self.bytes = 0;
@@ -221,6 +267,8 @@ impl Store {
         let before = graph.len();
         let mut planner = Planner::new(self, &graph);
         planner.graph_only = true;
+        let mut props = PropAgg::default();
+        let db = &self.db;
         source.for_each(Pass::Check, &mut |op| {
             op.validate()?;
             rep.ops += 1;
@@ -234,11 +282,22 @@ impl Store {
                 Outcome::Alias(AliasOutcome::Refused(_)) => rep.refused += 1,
                 _ => {}
             }
+            if let Op::Record {
+                id, properties, at, ..
+            }
+            | Op::Set { id, properties, at } = &op
+                && !properties.is_empty()
+            {
+                let n = planner.lookup(id.as_str()).expect("just planned");
+                // Store-wide apply order, as one op at a time would take it.
+                props.add(n, properties, *at, db.generate_id()?)?;
+            }
             Ok(())
         })?;
-        let (writes, delta) = planner.finish()?;
+        let (mut writes, delta) = planner.finish()?;
         drop(graph);
         self.graph.write().commit(delta);
+        let after_p = writes.split_off([codec::PROP].as_slice());
 
         // Writing runs on its own thread, in order: first the graph's keys (so that after a
         // crash no event is on disk before its ID), then each buffer of pass 2, while this
@@ -246,11 +305,9 @@ impl Store {
         let graph = self.graph.read();
         rep.new_ids = (graph.len() - before) as u64;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1);
-        let db = &self.db;
         let written = std::thread::scope(|scope| -> Result<u64> {
             let writer = scope.spawn(move || -> Result<u64> {
                 let mut w = BatchWriter::new(db, opts.batch_keys);
-                let mut flushes = 0;
                 for job in rx {
                     match job {
                         Job::Keys(keys) => {
@@ -259,10 +316,8 @@ impl Store {
                             }
                             w.flush()?;
                         }
-                        Job::Buffer(mut buf) => {
-                            buf.flush(db, &mut w, before, flushes)?;
-                            flushes += 1;
-                        }
+                        Job::Props(agg) => agg.write(db, &mut w, before)?,
+                        Job::Buffer(mut buf) => buf.flush(&mut w)?,
                     }
                 }
                 Ok(w.written)
@@ -272,11 +327,14 @@ impl Store {
                     .map_err(|_| crate::Error::Input("the writer thread stopped".into()))
             };
             let parsed = (|| -> Result<()> {
+                // In key order: ID records and edges (< `p`), property maps, the rest.
                 send(Job::Keys(writes))?;
+                send(Job::Props(props))?;
+                send(Job::Keys(after_p))?;
                 // Pass 2: events and properties.
                 let mut buf = Buffer::default();
                 source.for_each(Pass::Write, &mut |op| {
-                    let (id, properties, at) = match &op {
+                    match &op {
                         Op::Alias { .. } => return Ok(()),
                         Op::Record {
                             id,
@@ -296,14 +354,9 @@ impl Store {
                             let v = codec::encode(&value)?;
                             buf.bytes += k.len() + v.len() + 48;
                             buf.events.push((k, v));
-                            (id, properties, *at)
                         }
-                        Op::Set { id, properties, at } => (id, properties, *at),
+                        Op::Set { .. } => return Ok(()),
                     };
-                    if !properties.is_empty() {
-                        let n = graph.lookup(id.as_str()).expect("planned in pass 1");
-                        buf.bytes += aggregate(db, &mut buf.props, n, properties, at)?;
-                    }
                     if buf.bytes >= opts.memory_budget {
                         send(Job::Buffer(std::mem::take(&mut buf)))?;
                     }
@@ -321,41 +374,6 @@ impl Store {
         rep.keys_written = written;
         Ok(rep)
     }
-}
-
-fn aggregate(
-    db: &sled::Db,
-    props: &mut FxHashMap<(u32, Box<str>), Pending>,
-    n: u32,
-    properties: &Properties,
-    at: Timestamp,
-) -> Result<usize> {
-    let seq = db.generate_id()?;
-    let mut added = 0;
-    for (name, value) in properties.iter() {
-        let key = (n, name.to_lowercase().into_boxed_str());
-        match props.get_mut(&key) {
-            Some(p) if p.at > at => {}
-            Some(p) => {
-                p.value = value.clone().into();
-                p.at = at;
-                p.seq = seq;
-            }
-            None => {
-                added += 96 + key.1.len() + name.len();
-                props.insert(
-                    key,
-                    Pending {
-                        name: name.to_owned(),
-                        value: value.clone().into(),
-                        at,
-                        seq,
-                    },
-                );
-            }
-        }
-    }
-    Ok(added)
 }
 
 /// One event as an export sees it.

@@ -882,6 +882,11 @@ impl<'a, 'g> Planner<'a, 'g> {
         }
     }
 
+    /// The node of `id` as planned so far.
+    pub(crate) fn lookup(&self, id: &str) -> Option<u32> {
+        self.st.lookup(id)
+    }
+
     /// The node of `id`, registering it when new; `anon` marks it anonymous (sticky).
     fn node(&mut self, id: &Identity, at: Timestamp, anon: bool) -> Result<u32> {
         let want = if anon || is_kissmetrics_anonymous(id.as_str()) {

@@ -1,6 +1,8 @@
 //! KISSmetrics CSV import: columns `Identity`, `Timestamp` (seconds; not required for an alias
 //! row), `Event`, `Alias`, and up to ten `Prop:<name>` columns. A row with `Alias` links
 //! `Identity` and `Alias`; with `Event` records it; with only properties sets them.
+//! `Prop:_p_original` (from `idgraph export events --format csv`) works as `_p_original` does in
+//! JSON lines: the row is recorded under it, and it is linked to `Identity`.
 
 use crate::id::Identity;
 use crate::op::{Cause, Op, Properties, Timestamp, Value};
@@ -12,12 +14,14 @@ pub struct Columns {
     timestamp: Option<usize>,
     event: Option<usize>,
     alias: Option<usize>,
+    original: Option<usize>,
     props: Vec<(usize, String)>,
 }
 
 /// Reads the header row.
 pub fn columns(header: &csv::StringRecord) -> Result<Columns, String> {
     let (mut identity, mut timestamp, mut event, mut alias) = (None, None, None, None);
+    let mut original = None;
     let mut props = Vec::new();
     for (i, h) in header.iter().enumerate() {
         let h = h.trim();
@@ -27,6 +31,7 @@ pub fn columns(header: &csv::StringRecord) -> Result<Columns, String> {
             "timestamp" => &mut timestamp,
             "event" => &mut event,
             "alias" => &mut alias,
+            "prop:_p_original" => &mut original,
             _ if lower.starts_with("prop:") && h.len() > 5 => {
                 props.push((i, h[5..].to_owned()));
                 continue;
@@ -49,6 +54,7 @@ pub fn columns(header: &csv::StringRecord) -> Result<Columns, String> {
         timestamp,
         event,
         alias,
+        original,
         props,
     })
 }
@@ -79,6 +85,20 @@ pub fn parse_row(
     }
     let (event, alias) = (cell(c.event), cell(c.alias));
     let mut ops = Vec::with_capacity(1);
+    let original = cell(c.original);
+    let id = if original.is_empty() || original == id.as_str() {
+        id
+    } else {
+        let o = Identity::new(original).map_err(|e| format!("Prop:_p_original: {e}"))?;
+        ops.push(Op::Alias {
+            a: id,
+            b: o.clone(),
+            at: at.unwrap_or(now),
+            cause: Cause::Import,
+            source: source.map(str::to_owned),
+        });
+        o
+    };
     if !alias.is_empty() {
         let b = Identity::new(alias).map_err(|e| format!("Alias: {e}"))?;
         ops.push(Op::Alias {

@@ -4,6 +4,10 @@
 //! `{"_p":"john","_t":1234567890,"campaign":"x"}` sets properties,
 //! `{"_p":"john","_t":1234567890,"_p2":"john@example.com"}` links two IDs. `_p` and `_t`
 //! (Unix seconds) are required; names starting with `_` are never properties.
+//!
+//! `_p_original` (written by `idgraph export events`, which replaces `_p` with the person's
+//! canonical ID) restores the original attribution: the event is recorded under `_p_original`,
+//! and `_p_original` is linked to `_p`. So a de-aliased export imports back exactly.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -155,12 +159,13 @@ fn time_field(v: &Val) -> Result<Timestamp, String> {
 pub fn parse_line(text: &str, source: Option<&str>) -> Result<Vec<Op>, String> {
     let Fields(fields) =
         serde_json::from_str::<Fields>(text).map_err(|e| format!("not a JSON object: {e}"))?;
-    let (mut p, mut p2, mut t, mut n) = (None, None, None, None);
+    let (mut p, mut p2, mut t, mut n, mut orig) = (None, None, None, None, None);
     let mut props = Properties::new();
     for (k, v) in &fields {
         match k.as_ref() {
             "_p" => p = Some(id_field("_p", v)?),
             "_p2" => p2 = Some(id_field("_p2", v)?),
+            "_p_original" => orig = Some(id_field("_p_original", v)?),
             "_t" => t = Some(time_field(v)?),
             "_n" => match v {
                 Val::Str(s) => n = Some(s.to_string()),
@@ -196,6 +201,19 @@ pub fn parse_line(text: &str, source: Option<&str>) -> Result<Vec<Op>, String> {
             source: source.map(str::to_owned),
         });
     }
+    let p = match orig {
+        Some(o) if o != p => {
+            ops.push(Op::Alias {
+                a: p,
+                b: o.clone(),
+                at: t,
+                cause: Cause::Import,
+                source: source.map(str::to_owned),
+            });
+            o
+        }
+        _ => p,
+    };
     match n {
         Some(name) => {
             let op = Op::record(p, name, props, t);
@@ -248,6 +266,11 @@ mod tests {
         assert_eq!(
             (a.as_str(), b.as_str(), source.as_deref()),
             ("john", "john@x.com", Some("f:3"))
+        );
+        let ops = parse_line(r#"{"_p":"bob","_t":3,"_n":"E","_p_original":"anon"}"#, None).unwrap();
+        assert!(
+            matches!(&ops[..], [Op::Alias { a, b, .. }, Op::Record { id, .. }]
+            if a.as_str() == "bob" && b.as_str() == "anon" && id.as_str() == "anon")
         );
         let esc = parse_line(r#"{"_p":"j\u00f6","_t":1,"_n":"A \"q\""}"#, None).unwrap();
         assert!(

@@ -1,0 +1,429 @@
+//! Offline batch merging: the bulk path gives exactly what applying the same ops one at a time
+//! gives (property test, also onto an existing store and with tiny memory budgets), and
+//! `idgraph import` / `export` behave: round trips, strict-mode atomicity, skip mode, directory
+//! order, CSV quoting, huge persons, duplicate lines, `_p`/`_p2` in either order, stdin.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use idgraph::{BulkOptions, Cause, Config, Identity, Op, Properties, Store, Value};
+use proptest::prelude::*;
+
+const IDS: &[&str] = &[
+    "ann",
+    "bob",
+    "cy",
+    "dee",
+    "guest",
+    "AQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+    "eve",
+    "fay",
+];
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    let id = (0..IDS.len()).prop_map(|i| Identity::new(IDS[i]).unwrap());
+    let props = proptest::collection::vec((0..3usize, 0..3i64), 0..3).prop_map(|v| {
+        let mut p = Properties::new();
+        for (n, x) in v {
+            p.insert(["plan", "Plan", "tier"][n], Value::Int(x))
+                .unwrap();
+        }
+        p
+    });
+    prop_oneof![
+        3 => (id.clone(), id.clone(), 0..4i64).prop_map(|(a, b, t)| Op::alias(a, b, t, Cause::Import)),
+        4 => (id.clone(), 0..3usize, props.clone(), 0..4i64)
+            .prop_map(|(i, e, p, t)| Op::record(i, ["Viewed", "viewed", "Paid"][e], p, t)),
+        2 => (id, props, 0..4i64).prop_map(|(i, p, t)| Op::set(i, p, t)),
+    ]
+}
+
+/// Everything a user can ask about the IDs of the pool.
+fn observe(s: &Store) -> Vec<String> {
+    let mut out = Vec::new();
+    for id in IDS {
+        out.push(format!("{id}: {:?}", s.resolve(id).unwrap()));
+        let ev: Vec<_> = s
+            .events(id)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.id, e.event, e.at, e.properties))
+            .collect();
+        out.push(format!("{ev:?}"));
+        let pr: Vec<_> = s
+            .properties(id)
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.to_lowercase(), p.value, p.at))
+            .collect();
+        out.push(format!("{pr:?}"));
+    }
+    let mut st = s.stats().unwrap();
+    st.disk_bytes = 0;
+    out.push(format!("{st:?}"));
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn bulk_equals_one_at_a_time(
+        existing in proptest::collection::vec(arb_op(), 0..10),
+        ops in proptest::collection::vec(arb_op(), 1..40),
+        budget in prop_oneof![Just(1usize), Just(300), Just(1 << 20)],
+        batch_keys in prop_oneof![Just(1usize), Just(7)],
+    ) {
+        let one = Config::temporary().max_person_size(4).open().unwrap();
+        let bulk = Config::temporary().max_person_size(4).open().unwrap();
+        for op in &existing {
+            one.apply(op.clone()).unwrap();
+            bulk.apply(op.clone()).unwrap();
+        }
+        for op in &ops {
+            one.apply(op.clone()).unwrap();
+        }
+        let opts = BulkOptions { batch_keys, memory_budget: budget };
+        let rep = bulk.bulk_apply(&mut ops.clone(), opts).unwrap();
+        prop_assert_eq!(rep.ops as usize, ops.len());
+        prop_assert_eq!(observe(&bulk), observe(&one));
+        prop_assert!(bulk.verify().unwrap().is_ok());
+    }
+}
+
+fn idgraph(db: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_idgraph"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = stdin.unwrap_or("").to_owned();
+    let mut pipe = c.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let _ = pipe.write_all(input.as_bytes());
+    });
+    let out = c.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    out
+}
+
+fn ok(db: &Path, args: &[&str]) -> String {
+    let out = idgraph(db, args, None);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A small export: persons with anonymous IDs, a person of 3,000 IDs, aliases in both orders,
+/// duplicates, out-of-order times.
+fn sample() -> String {
+    let mut s = String::new();
+    for p in 0..200 {
+        let named = format!("user{p}@example.com");
+        s += &format!(
+            "{{\"_p\":\"{named}\",\"_t\":{},\"_n\":\"Signed Up\",\"plan\":\"p{}\"}}\n",
+            1000 + p,
+            p % 3
+        );
+        for k in 0..p % 4 {
+            let anon = format!("anon-{p}-{k}");
+            s += &format!(
+                "{{\"_p\":\"{anon}\",\"_t\":{},\"_n\":\"Viewed\",\"n\":{k}}}\n",
+                900 + p
+            );
+            if k % 2 == 0 {
+                s += &format!(
+                    "{{\"_p\":\"{named}\",\"_t\":{},\"_p2\":\"{anon}\"}}\n",
+                    1001 + p
+                );
+            } else {
+                s += &format!(
+                    "{{\"_p2\":\"{named}\",\"_p\":\"{anon}\",\"_t\":{}}}\n",
+                    1001 + p
+                );
+            }
+        }
+        s += &format!(
+            "{{\"_p\":\"{named}\",\"_t\":{},\"country\":\"NO\"}}\n",
+            500 + p
+        );
+    }
+    for k in 0..3000 {
+        s += &format!("{{\"_p\":\"hub\",\"_t\":7,\"_p2\":\"hub-{k}\"}}\n");
+    }
+    let dup = "{\"_p\":\"hub\",\"_t\":8,\"_n\":\"Big\"}\n";
+    s += dup;
+    s += dup;
+    s
+}
+
+fn persons(db: &Path) -> BTreeSet<Vec<String>> {
+    let mut groups = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for line in ok(db, &["export", "mapping", "--format", "jsonl"]).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        groups
+            .entry(v["person"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(v["id"].as_str().unwrap().to_owned());
+    }
+    groups
+        .into_values()
+        .map(|mut v| {
+            v.sort();
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn import_export_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("export.json");
+    std::fs::write(&data, sample()).unwrap();
+    let a = dir.path().join("a");
+    let out = idgraph(&a, &["import", data.to_str().unwrap(), "--json"], None);
+    assert!(out.status.success(), "{}", err(&out));
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rep["events"], 200 + 300 + 2);
+    assert_eq!(rep["skipped"], 0);
+    let hub = ok(&a, &["resolve", "hub-17", "--json"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&hub).unwrap()["ids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3001
+    );
+    assert_eq!(
+        ok(&a, &["events", "hub", "--json"])
+            .matches("\"Big\"")
+            .count(),
+        1,
+        "duplicate lines are one event"
+    );
+
+    // Re-importing the same file changes nothing.
+    let before = ok(&a, &["stats", "--json"]);
+    let out = idgraph(&a, &["import", data.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", err(&out));
+    let after = ok(&a, &["stats", "--json"]);
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| !l.contains("disk_bytes"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(&before), strip(&after));
+
+    // Export (alias lines + de-aliased events), import into a new store: the same persons.
+    let mapping = ok(&a, &["export", "mapping", "--format", "km-json"]);
+    let events = ok(&a, &["export", "events"]);
+    assert!(events.lines().all(|l| l.contains("\"_p_original\"")));
+    let b = dir.path().join("b");
+    let out = idgraph(&b, &["import", "-"], Some(&(mapping + &events)));
+    assert!(out.status.success(), "{}", err(&out));
+    assert_eq!(persons(&a), persons(&b));
+    // Each person has the same events, under the same original IDs (`_p_original`).
+    for id in ["user7@example.com", "anon-7-2", "hub-5"] {
+        let ev = |db: &Path| {
+            let v: serde_json::Value =
+                serde_json::from_str(&ok(db, &["events", id, "--json"])).unwrap();
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["id"].to_string(),
+                        e["event"].to_string(),
+                        e["at"].to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ev(&a), ev(&b), "events of {id}");
+    }
+    assert!(ok(&b, &["verify"]).contains("ok"));
+}
+
+#[test]
+fn strict_import_writes_nothing_on_a_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s");
+    ok(&db, &["alias", "x", "y"]);
+    let before = ok(&db, &["export", "mapping"]);
+    let mut data = sample();
+    data += "{\"_p\":\"late\",\"_t\":1234567890123,\"_n\":\"E\"}\n";
+    let f = dir.path().join("bad.json");
+    std::fs::write(&f, &data).unwrap();
+    let out = idgraph(&db, &["import", f.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    let line = data.lines().count();
+    assert!(
+        err(&out).contains(&format!("bad.json:{line}: _t 1234567890123 is too large")),
+        "{}",
+        err(&out)
+    );
+    assert!(err(&out).contains("nothing was imported"), "{}", err(&out));
+    assert_eq!(ok(&db, &["export", "mapping"]), before);
+    assert!(ok(&db, &["stats"]).contains("events          0"));
+}
+
+#[test]
+fn skip_mode_reports_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s");
+    let mut data = String::new();
+    for i in 0..30 {
+        data += &format!("{{\"_p\":\"u{i}\",\"_t\":1,\"_n\":\"E\"}}\n");
+        data += "{\"_p\":\"\",\"_t\":1,\"_n\":\"E\"}\n"; // bad: empty ID
+    }
+    data += "not json\n";
+    let out = idgraph(
+        &db,
+        &["import", "-", "--skip-invalid", "--json"],
+        Some(&data),
+    );
+    assert!(out.status.success(), "{}", err(&out));
+    let e = err(&out);
+    assert!(
+        e.contains("-:2: _p: invalid ID \"\": an ID must not be empty (skipped)"),
+        "{e}"
+    );
+    assert_eq!(e.matches("(skipped)").count(), 20, "{e}");
+    assert!(e.contains("more bad lines skipped"), "{e}");
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (rep["skipped"].as_u64(), rep["events"].as_u64()),
+        (Some(31), Some(30))
+    );
+}
+
+#[test]
+fn directories_import_revisions_in_numeric_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let rev = dir.path().join("export/revisions");
+    std::fs::create_dir_all(&rev).unwrap();
+    // Equal times: the value applied last wins, so the order of the files shows.
+    std::fs::write(
+        rev.join("2.json"),
+        "{\"_p\":\"bob\",\"_t\":5,\"plan\":\"from 2\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        rev.join("10.json"),
+        "{\"_p\":\"bob\",\"_t\":5,\"plan\":\"from 10\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        rev.join("9.json"),
+        "{\"_p\":\"bob\",\"_t\":5,\"plan\":\"from 9\"}\n",
+    )
+    .unwrap();
+    let db = dir.path().join("s");
+    ok(
+        &db,
+        &["import", dir.path().join("export").to_str().unwrap()],
+    );
+    assert!(ok(&db, &["props", "bob", "--json"]).contains("\"from 10\""));
+}
+
+#[test]
+fn csv_import_handles_quoting_and_explains_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("data.csv");
+    std::fs::write(
+        &f,
+        "Identity,Timestamp,Event,Alias,Prop:Note\n\
+         \"smith, j\",10,\"Said \"\"hi\"\"\",,\"line one\nline two\"\n\
+         \"smith, j\",,,j@x.example,\n\
+         j@x.example,11,,,\"a,b\"\n",
+    )
+    .unwrap();
+    let db = dir.path().join("s");
+    ok(&db, &["import", f.to_str().unwrap()]);
+    let p: serde_json::Value =
+        serde_json::from_str(&ok(&db, &["resolve", "j@x.example", "--json"])).unwrap();
+    assert_eq!(p["ids"], serde_json::json!(["smith, j", "j@x.example"]));
+    let ev: serde_json::Value =
+        serde_json::from_str(&ok(&db, &["events", "j@x.example", "--json"])).unwrap();
+    assert_eq!(ev[0]["event"], "Said \"hi\"");
+    assert_eq!(ev[0]["properties"]["Note"], "line one\nline two");
+    assert!(ok(&db, &["props", "smith, j", "--json"]).contains("\"a,b\""));
+
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "Identity,Timestamp,Event\nbob,1,E\nbob,2\n").unwrap();
+    let out = idgraph(&db, &["import", bad.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err(&out).contains("bad.csv:3: the row has 2 fields, the header 3"),
+        "{}",
+        err(&out)
+    );
+    let hdr = dir.path().join("hdr.csv");
+    std::fs::write(&hdr, "Identity,When\nbob,1\n").unwrap();
+    let out = idgraph(&db, &["import", hdr.to_str().unwrap()], None);
+    assert!(
+        err(&out).contains("hdr.csv:1: unknown column \"When\""),
+        "{}",
+        err(&out)
+    );
+    // The CSV export reads back.
+    let csv = ok(&db, &["export", "events", "--format", "csv"]);
+    assert!(
+        csv.starts_with("Identity,Timestamp,Event,Prop:_p_original,Prop:Note"),
+        "{csv}"
+    );
+}
+
+#[test]
+fn huge_persons_respect_the_size_guardrail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = String::new();
+    for k in 0..10_050 {
+        data += &format!("{{\"_p\":\"hub\",\"_t\":1,\"_p2\":\"h{k}\"}}\n");
+    }
+    let db = dir.path().join("s");
+    let out = idgraph(&db, &["import", "-", "--json"], Some(&data));
+    assert!(out.status.success(), "{}", err(&out));
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (rep["joined"].as_u64(), rep["refused"].as_u64()),
+        (Some(9_999), Some(51))
+    );
+    assert!(ok(&db, &["stats"]).contains("largest person  10000"));
+}
+
+#[test]
+fn unreadable_inputs_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s");
+    let out = idgraph(
+        &db,
+        &["import", dir.path().join("nope.json").to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err(&out).contains("nope.json: no such file"),
+        "{}",
+        err(&out)
+    );
+    let f = dir.path().join("data.txt");
+    std::fs::write(&f, "{}").unwrap();
+    let out = idgraph(&db, &["import", f.to_str().unwrap()], None);
+    assert!(err(&out).contains("--format"), "{}", err(&out));
+    assert!(!db.exists() || ok(&db, &["stats"]).contains("ids             0"));
+}
