@@ -166,9 +166,9 @@ impl Graph {
 
     /// Applies what a [`Staged`] view planned (after it was written to sled).
     pub fn commit(&mut self, d: Delta) {
-        for ident in d.new_ids {
+        for (ident, slot) in d.new_ids.into_iter().zip(d.new_slots) {
             let n = self.slots.len() as u32;
-            self.slots.push(Slot::single(n, 0));
+            self.slots.push(slot);
             self.idents.push(ident);
             let h = self.hasher.hash_one(&*self.idents[n as usize]);
             let idents = &self.idents;
@@ -238,6 +238,7 @@ impl ForestStorage for Graph {
 /// The changes a [`Staged`] view planned, detached from the graph it read.
 pub(crate) struct Delta {
     slots: FxHashMap<u32, Slot>,
+    new_slots: Vec<Slot>,
     new_ids: Vec<Box<str>>,
     edges: Vec<((u32, u32), u64)>,
     next_edge: u64,
@@ -247,9 +248,13 @@ pub(crate) struct Delta {
 /// A writable view of the graph: changes go to an overlay, reads fall through.
 pub(crate) struct Staged<'g> {
     g: &'g Graph,
+    /// Changed slots of committed nodes.
     slots: FxHashMap<u32, Slot>,
+    /// Slots of the nodes this view adds (node = committed length + index).
+    new_slots: Vec<Slot>,
     new_ids: Vec<Box<str>>,
-    new_index: FxHashMap<Box<str>, u32>,
+    /// Index of `new_ids` (each string stored once).
+    new_index: HashTable<u32>,
     edges: Vec<((u32, u32), u64)>,
     edge_set: FxHashSet<(u32, u32)>,
     next_edge: u64,
@@ -261,8 +266,9 @@ impl<'g> Staged<'g> {
         Staged {
             g,
             slots: FxHashMap::default(),
+            new_slots: Vec::new(),
             new_ids: Vec::new(),
-            new_index: FxHashMap::default(),
+            new_index: HashTable::new(),
             edges: Vec::new(),
             edge_set: FxHashSet::default(),
             next_edge: g.next_edge,
@@ -273,6 +279,7 @@ impl<'g> Staged<'g> {
     pub fn into_delta(self) -> Delta {
         Delta {
             slots: self.slots,
+            new_slots: self.new_slots,
             new_ids: self.new_ids,
             edges: self.edges,
             next_edge: self.next_edge,
@@ -281,21 +288,40 @@ impl<'g> Staged<'g> {
     }
 
     fn slot(&self, n: u32) -> Slot {
-        match self.slots.get(&n) {
-            Some(s) => *s,
-            None => self.g.slots[n as usize],
+        match (n as usize).checked_sub(self.g.len()) {
+            Some(i) => self.new_slots[i],
+            None => match self.slots.get(&n) {
+                Some(s) => *s,
+                None => self.g.slots[n as usize],
+            },
         }
     }
 
     fn slot_mut(&mut self, n: u32) -> &mut Slot {
         let g = self.g;
-        self.slots.entry(n).or_insert_with(|| g.slots[n as usize])
+        match (n as usize).checked_sub(g.len()) {
+            Some(i) => &mut self.new_slots[i],
+            None => self.slots.entry(n).or_insert_with(|| g.slots[n as usize]),
+        }
     }
 
     pub fn lookup(&self, id: &str) -> Option<u32> {
-        self.g
-            .lookup(id)
-            .or_else(|| self.new_index.get(id).copied())
+        self.g.lookup(id).or_else(|| {
+            let base = self.g.len() as u32;
+            self.new_index
+                .find(self.g.hasher.hash_one(id), |&n| {
+                    &*self.new_ids[(n - base) as usize] == id
+                })
+                .copied()
+        })
+    }
+
+    /// The ID of a node.
+    pub fn ident(&self, n: u32) -> &str {
+        match (n as usize).checked_sub(self.g.len()) {
+            Some(i) => &self.new_ids[i],
+            None => self.g.ident(n),
+        }
     }
 
     /// Adds a new ID as a singleton person and returns its node.
@@ -306,8 +332,12 @@ impl<'g> Staged<'g> {
         }
         let n = n as u32;
         self.new_ids.push(id.into());
-        self.new_index.insert(id.into(), n);
-        self.slots.insert(n, Slot::single(n, flags));
+        let base = self.g.len() as u32;
+        let (ids, hasher) = (&self.new_ids, &self.g.hasher);
+        self.new_index.insert_unique(hasher.hash_one(id), n, |&m| {
+            hasher.hash_one(&*ids[(m - base) as usize])
+        });
+        self.new_slots.push(Slot::single(n, flags));
         Ok(n)
     }
 

@@ -789,9 +789,8 @@ fn load_graph(db: &sled::Db) -> Result<Graph> {
 /// Sled keys and values a batch writes, in key order.
 type Writes = BTreeMap<Vec<u8>, Vec<u8>>;
 
-/// An ID record being written by the batch, with the ID it belongs to.
+/// An ID record being written by the batch (the ID itself is in the staged graph).
 struct PendingId {
-    ident: Box<str>,
     rec: IdRecord,
 }
 
@@ -829,8 +828,9 @@ impl<'a, 'g> Planner<'a, 'g> {
 
     /// The sled writes and the graph changes.
     pub(crate) fn finish(mut self) -> Result<(Writes, crate::graph::Delta)> {
-        for p in self.ids.into_values() {
-            self.writes.insert(codec::id_key(&p.ident), p.rec.encode()?);
+        for (n, p) in self.ids {
+            self.writes
+                .insert(codec::id_key(self.st.ident(n)), p.rec.encode()?);
         }
         Ok((self.writes, self.st.into_delta()))
     }
@@ -907,7 +907,6 @@ impl<'a, 'g> Planner<'a, 'g> {
         self.ids.insert(
             n,
             PendingId {
-                ident: id.as_str().into(),
                 rec: IdRecord {
                     node: n as u64,
                     first_seen: at,
@@ -926,13 +925,7 @@ impl<'a, 'g> Planner<'a, 'g> {
                 Error::Corrupt(format!("ID {id:?} is in memory but has no record on disk"))
             })?;
             let rec = IdRecord::decode(&v)?;
-            self.ids.insert(
-                n,
-                PendingId {
-                    ident: id.into(),
-                    rec,
-                },
-            );
+            self.ids.insert(n, PendingId { rec });
         }
         Ok(&mut self.ids.get_mut(&n).expect("inserted above").rec)
     }
