@@ -343,15 +343,7 @@ impl Store {
                             at,
                         } => {
                             let n = graph.lookup(id.as_str()).expect("planned in pass 1");
-                            let value = StoredEvent {
-                                name: event.clone(),
-                                properties: properties
-                                    .iter()
-                                    .map(|(k, v)| (k.to_owned(), v.clone().into()))
-                                    .collect(),
-                            };
-                            let k = codec::event_key(n as u64, *at, &event.to_lowercase());
-                            let v = codec::encode(&value)?;
+                            let (k, v) = codec::event_entry(n as u64, event, properties, *at)?;
                             buf.bytes += k.len() + v.len() + 48;
                             buf.events.push((k, v));
                         }

@@ -177,6 +177,23 @@ pub fn event_key_parts(key: &[u8]) -> Result<(u64, Timestamp)> {
     ))
 }
 
+/// The key and value of an event of `node`.
+pub fn event_entry(
+    node: u64,
+    event: &str,
+    properties: &crate::op::Properties,
+    at: Timestamp,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let value = StoredEvent {
+        name: event.to_owned(),
+        properties: properties
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.clone().into()))
+            .collect(),
+    };
+    Ok((event_key(node, at, &event.to_lowercase()), encode(&value)?))
+}
+
 /// An event's stored value (its node, time and lower-cased name are in the key).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {

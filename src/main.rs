@@ -14,6 +14,9 @@ struct Cli {
     /// The store's directory.
     #[arg(long, global = true, env = "IDGRAPH_DB", default_value = "idgraph.db")]
     db: PathBuf,
+    /// sled's page cache in MiB (more is faster for large imports, and uses more memory).
+    #[arg(long, global = true, env = "IDGRAPH_CACHE_MB", default_value_t = 1024)]
+    cache_mb: u64,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -204,17 +207,33 @@ fn props(pairs: &[String]) -> Result<Properties, Fail> {
     Ok(p)
 }
 
+/// The store the command line names, and how to open it.
+struct Db {
+    path: PathBuf,
+    cache_mb: u64,
+}
+
+impl Db {
+    fn display(&self) -> std::path::Display<'_> {
+        self.path.display()
+    }
+}
+
+fn config(db: &Db) -> Config {
+    Config::new(&db.path).cache_capacity(db.cache_mb.max(1) << 20)
+}
+
 /// Opens the store for writing (creating it when missing).
-fn open_rw(db: &PathBuf) -> Result<Store, Fail> {
-    Ok(Store::open(db)?)
+fn open_rw(db: &Db) -> Result<Store, Fail> {
+    Ok(config(db).open()?)
 }
 
 /// Opens the store for a query; `None` when it does not exist (nothing is created).
-fn open_ro(db: &PathBuf) -> Result<Option<Store>, Fail> {
-    if !db.exists() {
+fn open_ro(db: &Db) -> Result<Option<Store>, Fail> {
+    if !db.path.exists() {
         return Ok(None);
     }
-    Ok(Some(Config::new(db).open()?))
+    Ok(Some(config(db).open()?))
 }
 
 fn unknown(id: &str) -> Fail {
@@ -228,7 +247,7 @@ fn print_json(v: &impl serde::Serialize) {
     );
 }
 
-fn write(db: &PathBuf, op: Op) -> Result<Outcome, Fail> {
+fn write(db: &Db, op: Op) -> Result<Outcome, Fail> {
     let store = open_rw(db)?;
     let out = store.apply(op)?;
     store.flush()?;
@@ -236,7 +255,10 @@ fn write(db: &PathBuf, op: Op) -> Result<Outcome, Fail> {
 }
 
 fn run(cli: Cli) -> Result<(), Fail> {
-    let db = &cli.db;
+    let db = &Db {
+        path: cli.db.clone(),
+        cache_mb: cli.cache_mb,
+    };
     match cli.cmd {
         Cmd::Import {
             paths,
@@ -417,7 +439,7 @@ fn run(cli: Cli) -> Result<(), Fail> {
 }
 
 fn simulate(
-    db: &PathBuf,
+    db: &Db,
     file: &PathBuf,
     dry_run: bool,
     skip_invalid: bool,
@@ -520,7 +542,7 @@ fn simulate(
 }
 
 fn import(
-    db: &PathBuf,
+    db: &Db,
     paths: &[PathBuf],
     format: Option<&str>,
     skip_invalid: bool,
@@ -618,7 +640,7 @@ fn import(
     Ok(())
 }
 
-fn export(db: &PathBuf, what: ExportWhat) -> Result<(), Fail> {
+fn export(db: &Db, what: ExportWhat) -> Result<(), Fail> {
     use std::io::Write;
     let Some(store) = open_ro(db)? else {
         return Ok(()); // an empty store exports nothing

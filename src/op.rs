@@ -171,10 +171,6 @@ impl Properties {
         Properties(v)
     }
 
-    pub(crate) fn into_vec(self) -> Vec<(String, Value)> {
-        self.0
-    }
-
     pub(crate) fn validate(&self) -> Result<()> {
         for (n, _) in &self.0 {
             check_name("property name", n)?;

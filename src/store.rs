@@ -856,19 +856,8 @@ impl<'a, 'g> Planner<'a, 'g> {
                 if self.graph_only {
                     return Ok(Outcome::Stored);
                 }
-                let value = StoredEvent {
-                    name: event.clone(),
-                    properties: properties
-                        .clone()
-                        .into_vec()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into()))
-                        .collect(),
-                };
-                self.writes.insert(
-                    codec::event_key(n as u64, *at, &event.to_lowercase()),
-                    codec::encode(&value)?,
-                );
+                let (k, v) = codec::event_entry(n as u64, event, properties, *at)?;
+                self.writes.insert(k, v);
                 self.set_props(n, properties, *at)?;
                 Ok(Outcome::Stored)
             }

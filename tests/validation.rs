@@ -207,3 +207,10 @@ fn a_store_open_elsewhere_is_a_clear_error() {
     assert!(matches!(e, Error::Locked(_)), "{e:?}");
     assert!(e.to_string().contains("in use"), "{e}");
 }
+
+#[test]
+fn store_is_send_and_sync() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Store>();
+    shared::<std::sync::Arc<Store>>();
+}

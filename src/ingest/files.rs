@@ -295,7 +295,7 @@ impl OpSource for FileSource {
                         let source = format!("{name}:{line}");
                         let parsed = super::km_json::parse_line(text, Some(&source));
                         emit(line, parsed, self)?;
-                        if line % 8192 == 0 {
+                        if line.is_multiple_of(8192) {
                             (self.on_progress)(pass, done);
                         }
                     }
@@ -338,7 +338,7 @@ impl OpSource for FileSource {
                                 let parsed =
                                     super::csv::parse_row(&cols, &rec, self.now, Some(&source));
                                 emit(line, parsed, self)?;
-                                if line % 8192 == 0 {
+                                if line.is_multiple_of(8192) {
                                     (self.on_progress)(pass, done);
                                 }
                             }
