@@ -235,8 +235,21 @@ impl ForestStorage for Graph {
     }
 }
 
+impl Delta {
+    /// The first new node.
+    pub fn base(&self) -> u32 {
+        self.base
+    }
+
+    /// The IDs of the new nodes, in node order.
+    pub fn new_idents(&self) -> &[Box<str>] {
+        &self.new_ids
+    }
+}
+
 /// The changes a [`Staged`] view planned, detached from the graph it read.
 pub(crate) struct Delta {
+    base: u32,
     slots: FxHashMap<u32, Slot>,
     new_slots: Vec<Slot>,
     new_ids: Vec<Box<str>>,
@@ -278,6 +291,7 @@ impl<'g> Staged<'g> {
 
     pub fn into_delta(self) -> Delta {
         Delta {
+            base: self.g.len() as u32,
             slots: self.slots,
             new_slots: self.new_slots,
             new_ids: self.new_ids,
@@ -343,6 +357,11 @@ impl<'g> Staged<'g> {
 
     pub fn flags(&self, n: u32) -> u8 {
         self.slot(n).flags
+    }
+
+    /// The first node number this view hands out.
+    pub fn base(&self) -> u32 {
+        self.g.len() as u32
     }
 
     /// Whether this view created node `n`.

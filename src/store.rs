@@ -789,9 +789,24 @@ fn load_graph(db: &sled::Db) -> Result<Graph> {
 /// Sled keys and values a batch writes, in key order.
 type Writes = BTreeMap<Vec<u8>, Vec<u8>>;
 
-/// An ID record being written by the batch (the ID itself is in the staged graph).
-struct PendingId {
-    rec: IdRecord,
+/// The record of an ID that a batch adds, compact: the bulk path holds millions of them. Its
+/// node is its position; its ID and flags are in the staged graph.
+pub(crate) struct NewId {
+    pub(crate) first_seen: Timestamp,
+    pub(crate) flags: u8,
+    /// The alias edge that introduced the ID, if one did (boxed: most IDs have none).
+    pub(crate) intro: Option<Box<(u64, StoredEdge)>>,
+}
+
+impl NewId {
+    pub(crate) fn record(&self, node: u32) -> IdRecord {
+        IdRecord {
+            node: node as u64,
+            first_seen: self.first_seen,
+            flags: self.flags,
+            intro: self.intro.as_deref().cloned(),
+        }
+    }
 }
 
 /// Plans one batch: stages graph changes and collects the sled writes.
@@ -799,8 +814,10 @@ pub(crate) struct Planner<'a, 'g> {
     st: Staged<'g>,
     /// Keys to write, the later write of a key replacing the earlier.
     writes: Writes,
-    /// ID records to write (new IDs, changed flags), by node; encoded at the end.
-    ids: FxHashMap<u32, PendingId>,
+    /// Records of IDs known before this batch whose flags change; encoded at the end.
+    ids: FxHashMap<u32, IdRecord>,
+    /// Records of the IDs this batch adds (node = committed graph length + index).
+    new_ids: Vec<NewId>,
     /// Property maps written earlier in this batch (sled reads do not see them yet).
     props: FxHashMap<u32, PropMap>,
     /// Refusal keys written earlier in this batch.
@@ -818,6 +835,7 @@ impl<'a, 'g> Planner<'a, 'g> {
             st: Staged::new(graph),
             writes: BTreeMap::new(),
             ids: FxHashMap::default(),
+            new_ids: Vec::new(),
             props: FxHashMap::default(),
             refused: FxHashSet::default(),
             db: &store.db,
@@ -827,12 +845,27 @@ impl<'a, 'g> Planner<'a, 'g> {
     }
 
     /// The sled writes and the graph changes.
-    pub(crate) fn finish(mut self) -> Result<(Writes, crate::graph::Delta)> {
-        for (n, p) in self.ids {
-            self.writes
-                .insert(codec::id_key(self.st.ident(n)), p.rec.encode()?);
+    pub(crate) fn finish(self) -> Result<(Writes, crate::graph::Delta)> {
+        let (mut writes, new_ids, delta) = self.finish_bulk()?;
+        for (i, rec) in new_ids.iter().enumerate() {
+            let n = delta.base() + i as u32;
+            writes.insert(codec::id_key(&delta.new_idents()[i]), rec.record(n).encode()?);
         }
-        Ok((self.writes, self.st.into_delta()))
+        Ok((writes, delta))
+    }
+
+    /// As [`finish`](Self::finish), but the records of new IDs stay compact (in node order,
+    /// their IDs in the delta) for the bulk path to encode while it writes them.
+    pub(crate) fn finish_bulk(mut self) -> Result<(Writes, Vec<NewId>, crate::graph::Delta)> {
+        for (n, rec) in std::mem::take(&mut self.ids) {
+            self.writes
+                .insert(codec::id_key(self.st.ident(n)), rec.encode()?);
+        }
+        let base = self.st.base();
+        for (i, rec) in self.new_ids.iter_mut().enumerate() {
+            rec.flags = self.st.flags(base + i as u32);
+        }
+        Ok((self.writes, self.new_ids, self.st.into_delta()))
     }
 
     pub(crate) fn apply(&mut self, op: &Op) -> Result<Outcome> {
@@ -887,23 +920,18 @@ impl<'a, 'g> Planner<'a, 'g> {
             let flags = self.st.flags(n);
             if flags & want != want {
                 self.st.set_flags(n, flags | want);
-                let rec = self.pending_id(n, id.as_str())?;
-                rec.flags = flags | want;
+                if !self.st.is_new(n) {
+                    self.pending_id(n, id.as_str())?.flags = flags | want;
+                }
             }
             return Ok(n);
         }
         let n = self.st.add(id.as_str(), want)?;
-        self.ids.insert(
-            n,
-            PendingId {
-                rec: IdRecord {
-                    node: n as u64,
-                    first_seen: at,
-                    flags: want,
-                    intro: None,
-                },
-            },
-        );
+        self.new_ids.push(NewId {
+            first_seen: at,
+            flags: want,
+            intro: None,
+        });
         Ok(n)
     }
 
@@ -913,10 +941,9 @@ impl<'a, 'g> Planner<'a, 'g> {
             let v = self.db.get(codec::id_key(id))?.ok_or_else(|| {
                 Error::Corrupt(format!("ID {id:?} is in memory but has no record on disk"))
             })?;
-            let rec = IdRecord::decode(&v)?;
-            self.ids.insert(n, PendingId { rec });
+            self.ids.insert(n, IdRecord::decode(&v)?);
         }
-        Ok(&mut self.ids.get_mut(&n).expect("inserted above").rec)
+        Ok(self.ids.get_mut(&n).expect("inserted above"))
     }
 
     fn alias(
@@ -976,12 +1003,21 @@ impl<'a, 'g> Planner<'a, 'g> {
             cause,
             source: source.map(str::to_owned),
         };
-        for n in [b, a] {
-            if self.st.is_new(n)
-                && let Some(p) = self.ids.get_mut(&n)
-                && p.rec.intro.is_none()
-            {
-                p.rec.intro = Some((seq, e));
+        // The edge may ride in the record of a new endpoint only if the record it points to is
+        // on disk first: an old node's always is; of two new ones, the bulk path writes records
+        // in key order, so the later ID holds the edge.
+        let holder = match (self.st.is_new(a), self.st.is_new(b)) {
+            (true, false) => Some(a),
+            (false, true) => Some(b),
+            (true, true) if self.st.ident(a) > self.st.ident(b) => Some(a),
+            (true, true) => Some(b),
+            (false, false) => None,
+        };
+        if let Some(h) = holder {
+            let base = self.st.base();
+            let rec = &mut self.new_ids[(h - base) as usize];
+            if rec.intro.is_none() {
+                rec.intro = Some(Box::new((seq, e)));
                 return Ok(());
             }
         }

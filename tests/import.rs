@@ -427,3 +427,44 @@ fn unreadable_inputs_are_named() {
     assert!(err(&out).contains("--format"), "{}", err(&out));
     assert!(!db.exists() || ok(&db, &["stats"]).contains("ids             0"));
 }
+
+/// A killed import leaves a store that opens and verifies; running the import again completes
+/// it, with the same persons as an uninterrupted import.
+#[test]
+fn a_killed_import_reopens_and_a_rerun_completes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = String::new();
+    for r in 0..6 {
+        data += &sample().replace("user", &format!("r{r}user")).replace("anon-", &format!("r{r}anon-")).replace("hub", &format!("r{r}hub"));
+    }
+    let f = dir.path().join("big.json");
+    std::fs::write(&f, &data).unwrap();
+    let clean = dir.path().join("clean");
+    let started = std::time::Instant::now();
+    ok(&clean, &["import", f.to_str().unwrap()]);
+    let full = started.elapsed().as_millis() as u64; // kill somewhere within such a run
+    let want = persons(&clean);
+    let mut x: u64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    for round in 0..3 {
+        let db = dir.path().join(format!("killed{round}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_idgraph"))
+            .arg("--db")
+            .arg(&db)
+            .args(["import", f.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        std::thread::sleep(std::time::Duration::from_millis(10 + (x >> 33) % full.max(20)));
+        let _ = child.kill();
+        child.wait().unwrap();
+        if db.exists() {
+            let v = idgraph(&db, &["verify"], None);
+            assert!(v.status.success(), "round {round}: {}{}", String::from_utf8_lossy(&v.stdout), err(&v));
+        }
+        ok(&db, &["import", f.to_str().unwrap()]);
+        assert_eq!(persons(&db), want, "round {round}");
+        assert!(ok(&db, &["verify"]).contains("ok"));
+    }
+}
