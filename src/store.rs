@@ -849,7 +849,10 @@ impl<'a, 'g> Planner<'a, 'g> {
         let (mut writes, new_ids, delta) = self.finish_bulk()?;
         for (i, rec) in new_ids.iter().enumerate() {
             let n = delta.base() + i as u32;
-            writes.insert(codec::id_key(&delta.new_idents()[i]), rec.record(n).encode()?);
+            writes.insert(
+                codec::id_key(&delta.new_idents()[i]),
+                rec.record(n).encode()?,
+            );
         }
         Ok((writes, delta))
     }

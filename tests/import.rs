@@ -435,7 +435,10 @@ fn a_killed_import_reopens_and_a_rerun_completes_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut data = String::new();
     for r in 0..6 {
-        data += &sample().replace("user", &format!("r{r}user")).replace("anon-", &format!("r{r}anon-")).replace("hub", &format!("r{r}hub"));
+        data += &sample()
+            .replace("user", &format!("r{r}user"))
+            .replace("anon-", &format!("r{r}anon-"))
+            .replace("hub", &format!("r{r}hub"));
     }
     let f = dir.path().join("big.json");
     std::fs::write(&f, &data).unwrap();
@@ -444,7 +447,10 @@ fn a_killed_import_reopens_and_a_rerun_completes_it() {
     ok(&clean, &["import", f.to_str().unwrap()]);
     let full = started.elapsed().as_millis() as u64; // kill somewhere within such a run
     let want = persons(&clean);
-    let mut x: u64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut x: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     for round in 0..3 {
         let db = dir.path().join(format!("killed{round}"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_idgraph"))
@@ -455,13 +461,22 @@ fn a_killed_import_reopens_and_a_rerun_completes_it() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        std::thread::sleep(std::time::Duration::from_millis(10 + (x >> 33) % full.max(20)));
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(std::time::Duration::from_millis(
+            10 + (x >> 33) % full.max(20),
+        ));
         let _ = child.kill();
         child.wait().unwrap();
         if db.exists() {
             let v = idgraph(&db, &["verify"], None);
-            assert!(v.status.success(), "round {round}: {}{}", String::from_utf8_lossy(&v.stdout), err(&v));
+            assert!(
+                v.status.success(),
+                "round {round}: {}{}",
+                String::from_utf8_lossy(&v.stdout),
+                err(&v)
+            );
         }
         ok(&db, &["import", f.to_str().unwrap()]);
         assert_eq!(persons(&db), want, "round {round}");
