@@ -561,7 +561,7 @@ fn import(
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template(
-            "{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            "{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg} eta {eta}",
         )
         .expect("a valid template")
         .progress_chars("=> "),
@@ -579,11 +579,17 @@ fn import(
                 eprintln!("... more bad lines skipped; the summary counts them");
             }
         })
-        .on_progress(move |pass, bytes| {
-            progress.set_prefix(match pass {
+        .on_progress(move |pass, bytes, lines| {
+            let prefix = match pass {
                 idgraph::Pass::Check => "checking",
                 idgraph::Pass::Write => "writing",
-            });
+            };
+            if progress.prefix() != prefix {
+                progress.set_prefix(prefix);
+                progress.reset_elapsed();
+            }
+            let secs = progress.elapsed().as_secs_f64().max(1e-3);
+            progress.set_message(format!("{:.0} lines/s", lines as f64 / secs));
             progress.set_position(bytes);
         });
     let total = source.total_bytes();

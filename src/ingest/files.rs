@@ -155,7 +155,7 @@ pub struct FileSource {
     now: Timestamp,
     spool: Option<tempfile::NamedTempFile>,
     on_skip: Box<dyn FnMut(&str)>,
-    on_progress: Box<dyn FnMut(Pass, u64)>,
+    on_progress: Box<dyn FnMut(Pass, u64, u64)>,
     /// Lines read in the check pass (blank lines not counted).
     pub lines: u64,
     /// Lines skipped as invalid.
@@ -174,7 +174,7 @@ impl FileSource {
             now,
             spool: None,
             on_skip: Box::new(|_| {}),
-            on_progress: Box::new(|_, _| {}),
+            on_progress: Box::new(|_, _, _| {}),
             lines: 0,
             skipped: 0,
             bytes: 0,
@@ -188,9 +188,9 @@ impl FileSource {
         self
     }
 
-    /// Called now and then with the bytes read so far in the pass.
+    /// Called now and then with the bytes and lines read so far in the pass.
     #[must_use]
-    pub fn on_progress(mut self, f: impl FnMut(Pass, u64) + 'static) -> Self {
+    pub fn on_progress(mut self, f: impl FnMut(Pass, u64, u64) + 'static) -> Self {
         self.on_progress = Box::new(f);
         self
     }
@@ -226,6 +226,7 @@ impl FileSource {
 impl OpSource for FileSource {
     fn for_each(&mut self, pass: Pass, f: &mut dyn FnMut(Op) -> Result<()>) -> Result<()> {
         let mut done = 0u64;
+        let mut lines_before = 0u64;
         for i in 0..self.inputs.len() {
             let reader = self.open(i, pass)?;
             let mut spool = match (&self.inputs[i].path, pass) {
@@ -296,9 +297,10 @@ impl OpSource for FileSource {
                         let parsed = super::km_json::parse_line(text, Some(&source));
                         emit(line, parsed, self)?;
                         if line.is_multiple_of(8192) {
-                            (self.on_progress)(pass, done);
+                            (self.on_progress)(pass, done, lines_before + line);
                         }
                     }
+                    lines_before += line;
                 }
                 Format::Csv => {
                     // Spool standard input first: the CSV reader owns its reader.
@@ -324,13 +326,14 @@ impl OpSource for FileSource {
                     let cols = super::csv::columns(&header)
                         .map_err(|e| Error::Input(format!("{name}:1: {e}")))?;
                     let mut rec = csv::StringRecord::new();
+                    let done_before = done;
                     loop {
                         let line = rdr.position().line() + 1;
                         match rdr.read_record(&mut rec) {
                             Ok(false) => break,
                             Ok(true) => {
                                 let line = rec.position().map_or(line, |p| p.line());
-                                done = rec.position().map_or(done, |p| p.byte());
+                                done = rec.position().map_or(done, |p| done_before + p.byte());
                                 if pass == Pass::Check {
                                     self.lines += 1;
                                 }
@@ -339,7 +342,7 @@ impl OpSource for FileSource {
                                     super::csv::parse_row(&cols, &rec, self.now, Some(&source));
                                 emit(line, parsed, self)?;
                                 if line.is_multiple_of(8192) {
-                                    (self.on_progress)(pass, done);
+                                    (self.on_progress)(pass, done, lines_before + line);
                                 }
                             }
                             Err(e) => {
@@ -358,13 +361,14 @@ impl OpSource for FileSource {
                             }
                         }
                     }
+                    lines_before += rdr.position().line();
                 }
             }
             if let Some(mut s) = spool {
                 s.flush()
                     .map_err(|e| Error::Input(format!("spooling: {e}")))?;
             }
-            (self.on_progress)(pass, done);
+            (self.on_progress)(pass, done, lines_before);
         }
         if pass == Pass::Check {
             self.bytes = done;
