@@ -10,10 +10,12 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::codec::{self, PropMap, StoredEvent};
+use crate::codec::{self, IdRecord, PropMap, StoredEvent};
 use crate::error::Result;
+use crate::graph::Graph;
 use crate::op::{AliasOutcome, Op, Outcome, Properties, Timestamp};
 use crate::store::{NewId, Planner, Store};
+use parking_lot::RwLock;
 
 /// Which pass an [`OpSource`] is asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,32 +183,76 @@ impl PropAgg {
         Ok(())
     }
 
-    /// Writes one property map per node, in key order, merged with the stored map of nodes
-    /// that existed before the import.
-    fn write(self, db: &sled::Db, w: &mut BatchWriter, nodes_before: usize) -> Result<()> {
-        let mut entries: Vec<_> = self.latest.into_iter().collect();
-        entries.sort_unstable_by_key(|e| e.0);
-        let mut i = 0;
-        while i < entries.len() {
-            let n = entries[i].0.0;
-            let key = codec::prop_key(n as u64);
-            let mut map = if (n as usize) < nodes_before {
-                match db.get(key)? {
-                    Some(v) => codec::decode(&v, "a property map")?,
-                    None => PropMap::default(),
-                }
-            } else {
-                PropMap::default()
-            };
-            let mut changed = false;
-            while i < entries.len() && entries[i].0.0 == n {
-                let (sp, v, at, seq) = entries[i].1;
+    /// Merges the aggregated values of node `n` into `map`; whether anything changed.
+    fn merge_into(&self, n: u32, map: &mut PropMap) -> Result<bool> {
+        let mut changed = false;
+        for l in 0..self.lnames.len() as u32 {
+            if let Some(&(sp, v, at, seq)) = self.latest.get(&(n, l)) {
                 let value = codec::decode(&self.values[v as usize], "a property value")?;
                 changed |= map.merge(&self.spellings[sp as usize], value, at, seq);
-                i += 1;
             }
+        }
+        Ok(changed)
+    }
+
+    /// The nodes below `base` (known before the import) that have values.
+    fn old_nodes(&self, base: u32) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .latest
+            .keys()
+            .map(|k| k.0)
+            .filter(|n| *n < base)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+/// The ID records the bulk path writes, with the properties aggregated in pass 1.
+struct Ids {
+    base: u32,
+    new: Vec<NewId>,
+    old: Vec<(String, IdRecord)>,
+    props: PropAgg,
+}
+
+impl Ids {
+    /// Writes the new IDs' records in key order, then the known IDs' changed records.
+    fn write(self, db: &sled::Db, graph: &RwLock<Graph>, w: &mut BatchWriter) -> Result<()> {
+        let g = graph.read();
+        let base = self.base;
+        let mut order: Vec<u32> = (0..self.new.len() as u32).collect();
+        order.sort_unstable_by(|a, b| g.ident(base + a).cmp(g.ident(base + b)));
+        for i in order {
+            let n = base + i;
+            let mut rec = self.new[i as usize].record(n);
+            self.props.merge_into(n, &mut rec.props)?;
+            w.put(codec::id_key(g.ident(n)), rec.encode()?)?;
+        }
+        let mut old: FxHashMap<String, IdRecord> = self.old.into_iter().collect();
+        let mut idents: Vec<String> = old.keys().cloned().collect();
+        idents.extend(
+            self.props
+                .old_nodes(base)
+                .into_iter()
+                .map(|n| g.ident(n).to_owned()),
+        );
+        idents.sort_unstable();
+        idents.dedup();
+        for id in idents {
+            let key = codec::id_key(&id);
+            let (mut rec, mut changed) = match old.remove(&id) {
+                Some(r) => (r, true),
+                None => match db.get(&key)? {
+                    Some(v) => (IdRecord::decode(&v)?, false),
+                    None => continue,
+                },
+            };
+            let n = u32::try_from(rec.node).expect("a known node");
+            changed |= self.props.merge_into(n, &mut rec.props)?;
             if changed {
-                w.put(key.to_vec(), codec::encode(&map)?)?;
+                w.put(key, rec.encode()?)?;
             }
         }
         Ok(())
@@ -217,10 +263,8 @@ impl PropAgg {
 enum Job {
     /// Keys in key order.
     Keys(std::collections::BTreeMap<Vec<u8>, Vec<u8>>),
-    /// The records of the new IDs, from this node on.
-    NewIds(u32, Vec<NewId>),
-    /// The property maps planned in pass 1.
-    Props(PropAgg),
+    /// The ID records planned in pass 1, with their properties.
+    Ids(Ids),
     /// A buffer of pass 2.
     Buffer(Buffer),
 }
@@ -296,11 +340,10 @@ impl Store {
             }
             Ok(())
         })?;
-        let (mut writes, new_ids, delta) = planner.finish_bulk()?;
+        let (writes, old_ids, new_ids, delta) = planner.finish_bulk()?;
         let new_base = delta.base();
         drop(graph);
         self.graph.write().commit(delta);
-        let after_p = writes.split_off([codec::PROP].as_slice());
 
         // Writing runs on its own thread, in order: first the graph's keys (so that after a
         // crash no event is on disk before its ID), then each buffer of pass 2, while this
@@ -320,18 +363,7 @@ impl Store {
                             }
                             w.flush()?;
                         }
-                        Job::NewIds(base, recs) => {
-                            // In key order (by ID): sled inserts in order cost half.
-                            let g = graph_lock.read();
-                            let mut order: Vec<u32> = (0..recs.len() as u32).collect();
-                            order.sort_unstable_by(|a, b| g.ident(base + a).cmp(g.ident(base + b)));
-                            for i in order {
-                                let n = base + i;
-                                let rec = recs[i as usize].record(n).encode()?;
-                                w.put(codec::id_key(g.ident(n)), rec)?;
-                            }
-                        }
-                        Job::Props(agg) => agg.write(db, &mut w, before)?,
+                        Job::Ids(ids) => ids.write(db, graph_lock, &mut w)?,
                         Job::Buffer(mut buf) => buf.flush(&mut w)?,
                     }
                 }
@@ -344,12 +376,15 @@ impl Store {
             let parsed = (|| -> Result<()> {
                 // Nearly in key order, and so that nothing on disk ever names a node whose
                 // record is not (a crash leaves a store that opens; rerun the import): new ID
-                // records (an edge inside one names an older record), then the other edges and
-                // changed ID records, property maps, refusals, and the events.
-                send(Job::NewIds(new_base, new_ids))?;
+                // records (an edge inside one names an older record), changed ID records, the
+                // other edges and refusals, then the events.
+                send(Job::Ids(Ids {
+                    base: new_base,
+                    new: new_ids,
+                    old: old_ids,
+                    props,
+                }))?;
                 send(Job::Keys(writes))?;
-                send(Job::Props(props))?;
-                send(Job::Keys(after_p))?;
                 // Pass 2: events and properties.
                 let mut buf = Buffer::default();
                 source.for_each(Pass::Write, &mut |op| {

@@ -6,11 +6,10 @@
 //! | key | value |
 //! |---|---|
 //! | `m` + name | metadata; `m` `format_version` → u32 BE |
-//! | `i` + ID bytes | [`IdRecord`]: node u64 BE, first-seen i64 BE, flags u8 (17 bytes); then, when an alias introduced the ID, that edge: seq u64 BE + [`StoredEdge`] (bincode) |
+//! | `i` + ID bytes | [`IdRecord`]: node u64 BE, first-seen i64 BE, flags u8 (17 bytes); then, when there is one, the alias edge that introduced the ID, and the ID's properties ([`PropMap`]) |
 //! | `e` + seq u64 BE | [`StoredEdge`] (bincode) |
 //! | `r` + ID a + `0x00` + ID b (a < b) | [`StoredRefusal`] (bincode) |
 //! | `v` + node u64 BE + time (i64, sign bit flipped) BE + lower-cased event name | [`StoredEvent`] |
-//! | `p` + node u64 BE | [`PropMap`]: every property of the ID, latest value each (bincode) |
 
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +23,6 @@ pub const ID: u8 = b'i';
 pub const EDGE: u8 = b'e';
 pub const REFUSAL: u8 = b'r';
 pub const EVENT: u8 = b'v';
-pub const PROP: u8 = b'p';
 
 pub const FORMAT_KEY: &[u8] = b"mformat_version";
 
@@ -51,50 +49,87 @@ pub fn id_key(id: &str) -> Vec<u8> {
     k
 }
 
-/// The value of an `i` key: the ID's node, when the store first saw it, its flags, and the
-/// alias edge that introduced it, if one did. Keeping that edge here (instead of under its own
-/// `e` key) makes the most common alias, a new ID onto a known one, a single sled write.
-#[derive(Clone, Debug, PartialEq)]
+/// The value of an `i` key: the ID's node, when the store first saw it, its flags, the alias
+/// edge that introduced it (if one did) and the ID's properties. Keeping the edge and the
+/// properties here (instead of under keys of their own) makes the most common alias, a new ID
+/// onto a known one, one sled write, and the bulk import one write per ID.
+///
+/// Layout: node u64 BE · first-seen i64 BE · flags u8 — 17 bytes, the whole record when there
+/// is neither edge nor property; else a u32 BE length of the edge part (0: none), the edge part
+/// (seq u64 BE + bincode [`StoredEdge`]), and the rest a bincode [`PropMap`].
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct IdRecord {
     pub node: u64,
     pub first_seen: Timestamp,
     pub flags: u8,
     /// (edge sequence number, edge)
     pub intro: Option<(u64, StoredEdge)>,
+    /// The latest value of each property set under this ID.
+    pub props: PropMap,
 }
 
 impl IdRecord {
     pub fn encode(&self) -> Result<Vec<u8>> {
-        let mut b = Vec::with_capacity(17 + if self.intro.is_some() { 24 } else { 0 });
+        let mut b = Vec::with_capacity(17);
         b.extend_from_slice(&self.node.to_be_bytes());
         b.extend_from_slice(&self.first_seen.to_be_bytes());
         b.push(self.flags);
-        if let Some((seq, e)) = &self.intro {
-            b.extend_from_slice(&seq.to_be_bytes());
-            b.extend_from_slice(&encode(e)?);
+        if self.intro.is_none() && self.props.0.is_empty() {
+            return Ok(b);
+        }
+        let edge = match &self.intro {
+            Some((seq, e)) => {
+                let mut x = seq.to_be_bytes().to_vec();
+                x.extend_from_slice(&encode(e)?);
+                x
+            }
+            None => Vec::new(),
+        };
+        b.extend_from_slice(&(edge.len() as u32).to_be_bytes());
+        b.extend_from_slice(&edge);
+        if !self.props.0.is_empty() {
+            b.extend_from_slice(&encode(&self.props)?);
         }
         Ok(b)
     }
 
+    /// Everything but the properties (what opening a store needs).
+    pub fn decode_head(b: &[u8]) -> Result<Self> {
+        Ok(Self::decode_parts(b)?.0)
+    }
+
     pub fn decode(b: &[u8]) -> Result<Self> {
-        if b.len() != 17 && b.len() < 26 {
-            return Err(Error::Corrupt(format!(
-                "an ID record has {} bytes, expected 17, or 26 and more",
-                b.len()
-            )));
+        let (mut rec, rest) = Self::decode_parts(b)?;
+        if !rest.is_empty() {
+            rec.props = decode(rest, "the properties of an ID record")?;
         }
-        let intro = if b.len() > 17 {
-            let seq = u64::from_be_bytes(b[17..25].try_into().expect("8 bytes"));
-            Some((seq, decode(&b[25..], "the edge of an ID record")?))
-        } else {
-            None
-        };
-        Ok(IdRecord {
+        Ok(rec)
+    }
+
+    fn decode_parts(b: &[u8]) -> Result<(Self, &[u8])> {
+        let bad = || Error::Corrupt(format!("an ID record of {} bytes is cut short", b.len()));
+        if b.len() < 17 || (b.len() > 17 && b.len() < 21) {
+            return Err(bad());
+        }
+        let mut rec = IdRecord {
             node: u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
             first_seen: i64::from_be_bytes(b[8..16].try_into().expect("8 bytes")),
             flags: b[16],
-            intro,
-        })
+            ..IdRecord::default()
+        };
+        if b.len() == 17 {
+            return Ok((rec, &[]));
+        }
+        let len = u32::from_be_bytes(b[17..21].try_into().expect("4 bytes")) as usize;
+        let edge = b.get(21..21 + len).ok_or_else(bad)?;
+        if len > 0 {
+            if len < 9 {
+                return Err(bad());
+            }
+            let seq = u64::from_be_bytes(edge[..8].try_into().expect("8 bytes"));
+            rec.intro = Some((seq, decode(&edge[8..], "the edge of an ID record")?));
+        }
+        Ok((rec, &b[21 + len..]))
     }
 }
 
@@ -201,11 +236,7 @@ pub struct StoredEvent {
     pub properties: Vec<(String, StoredValue)>,
 }
 
-pub fn prop_key(node: u64) -> [u8; 9] {
-    node_prefix(PROP, node)
-}
-
-/// The node of a property or event key.
+/// The node of an event key.
 pub fn key_node(key: &[u8]) -> Result<u64> {
     key.get(1..9)
         .and_then(|b| b.try_into().ok())
@@ -213,9 +244,8 @@ pub fn key_node(key: &[u8]) -> Result<u64> {
         .ok_or_else(|| Error::Corrupt("a per-node key is shorter than 9 bytes".into()))
 }
 
-/// All properties of one node: the latest value of each name, sorted by lower-cased name. One
-/// key per ID instead of one per property: the bulk import writes a third fewer keys, and a
-/// `set` of several properties is one read and one write.
+/// All properties of one ID: the latest value of each name, sorted by lower-cased name. Kept in
+/// the ID's record: a `set` of several properties is one read and one write.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PropMap(pub Vec<StoredProp>);
 
@@ -335,7 +365,7 @@ mod tests {
             node: 42,
             first_seen: -7,
             flags: FLAG_ANON,
-            intro: None,
+            ..IdRecord::default()
         };
         assert_eq!(r.encode().unwrap().len(), 17);
         assert_eq!(IdRecord::decode(&r.encode().unwrap()).unwrap(), r);
@@ -350,7 +380,14 @@ mod tests {
             },
         ));
         assert_eq!(IdRecord::decode(&r.encode().unwrap()).unwrap(), r);
+        r.props.merge("plan", StoredValue::Text("pro".into()), 3, 4);
+        assert_eq!(IdRecord::decode(&r.encode().unwrap()).unwrap(), r);
+        let head = IdRecord::decode_head(&r.encode().unwrap()).unwrap();
+        assert!(head.props.0.is_empty() && head.intro == r.intro);
+        r.intro = None;
+        assert_eq!(IdRecord::decode(&r.encode().unwrap()).unwrap(), r);
         assert!(IdRecord::decode(&[1, 2]).is_err());
+        assert!(IdRecord::decode(&[0; 19]).is_err());
         let p = StoredProp {
             name: "Plan".into(),
             value: StoredValue::Float(1.5),

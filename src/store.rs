@@ -422,12 +422,11 @@ impl Store {
     /// [`Error::Storage`] or [`Error::Corrupt`] when stored values cannot be read.
     pub fn properties(&self, id: &str) -> Result<Vec<Property>> {
         let mut best: BTreeMap<String, (StoredProp, String)> = BTreeMap::new();
-        for (n, ident) in self.member_nodes(id) {
-            let Some(v) = self.db.get(codec::prop_key(n as u64))? else {
+        for (_, ident) in self.member_nodes(id) {
+            let Some(v) = self.db.get(codec::id_key(&ident))? else {
                 continue;
             };
-            let map: PropMap = codec::decode(&v, "a property map")?;
-            for p in map.0 {
+            for p in IdRecord::decode(&v)?.props.0 {
                 let lname = p.name.to_lowercase();
                 match best.get(&lname) {
                     Some((q, _)) if (q.at, q.seq) >= (p.at, p.seq) => {}
@@ -503,9 +502,9 @@ impl Store {
     pub fn stats(&self) -> Result<Stats> {
         let mut s = self.stats_quick();
         s.events = count_prefix(&self.db, codec::EVENT)?;
-        for kv in self.db.scan_prefix([codec::PROP]) {
+        for kv in self.db.scan_prefix([codec::ID]) {
             let (_, v) = kv?;
-            s.properties += codec::decode::<PropMap>(&v, "a property map")?.0.len() as u64;
+            s.properties += IdRecord::decode(&v)?.props.0.len() as u64;
         }
         s.disk_bytes = self.db.size_on_disk()?;
         Ok(s)
@@ -547,6 +546,7 @@ impl Store {
                     continue;
                 }
             };
+            rep.properties += rec.props.0.len() as u64;
             if let Some(intro) = rec.intro.take() {
                 if intro.1.a != rec.node && intro.1.b != rec.node {
                     rep.problem(format!("ID {id:?} holds an edge that does not touch it"));
@@ -695,28 +695,19 @@ impl Store {
             rep.problem("the forest joins persons that the alias log keeps apart".into());
         }
         // 4. Events and properties belong to known IDs and decode.
-        for (prefix, what) in [(codec::EVENT, "event"), (codec::PROP, "property")] {
-            for kv in self.db.scan_prefix([prefix]) {
-                let (k, v) = kv?;
-                let node = codec::key_node(&k);
-                let ok = match node {
-                    Ok(n) => (n as usize) < len && g.is_live(n as u32),
-                    Err(_) => false,
-                };
-                if !ok {
-                    rep.problem(format!("a stored {what} belongs to no known ID: {node:?}"));
-                }
-                let decoded = if prefix == codec::EVENT {
-                    rep.events += 1;
-                    codec::decode::<StoredEvent>(&v, "an event").map(|_| ())
-                } else {
-                    codec::decode::<PropMap>(&v, "a property map").map(|m| {
-                        rep.properties += m.0.len() as u64;
-                    })
-                };
-                if let Err(e) = decoded {
-                    rep.problem(format!("{e}"));
-                }
+        for kv in self.db.scan_prefix([codec::EVENT]) {
+            let (k, v) = kv?;
+            rep.events += 1;
+            let node = codec::key_node(&k);
+            let ok = match node {
+                Ok(n) => (n as usize) < len && g.is_live(n as u32),
+                Err(_) => false,
+            };
+            if !ok {
+                rep.problem(format!("a stored event belongs to no known ID: {node:?}"));
+            }
+            if let Err(e) = codec::decode::<StoredEvent>(&v, "an event") {
+                rep.problem(format!("{e}"));
             }
         }
         for kv in self.db.scan_prefix([codec::REFUSAL]) {
@@ -762,7 +753,7 @@ fn load_graph(db: &sled::Db) -> Result<Graph> {
     let mut edges = Vec::new();
     for kv in db.scan_prefix([codec::ID]) {
         let (k, v) = kv?;
-        let rec = IdRecord::decode(&v)?;
+        let rec = IdRecord::decode_head(&v)?;
         let id = std::str::from_utf8(&k[1..])
             .map_err(|_| Error::Corrupt("a stored ID is not UTF-8".into()))?;
         if let Some((seq, e)) = rec.intro {
@@ -796,6 +787,8 @@ pub(crate) struct NewId {
     pub(crate) flags: u8,
     /// The alias edge that introduced the ID, if one did (boxed: most IDs have none).
     pub(crate) intro: Option<Box<(u64, StoredEdge)>>,
+    /// Its properties (empty in the bulk path, which aggregates them apart).
+    pub(crate) props: PropMap,
 }
 
 impl NewId {
@@ -805,6 +798,7 @@ impl NewId {
             first_seen: self.first_seen,
             flags: self.flags,
             intro: self.intro.as_deref().cloned(),
+            props: self.props.clone(),
         }
     }
 }
@@ -818,8 +812,6 @@ pub(crate) struct Planner<'a, 'g> {
     ids: FxHashMap<u32, IdRecord>,
     /// Records of the IDs this batch adds (node = committed graph length + index).
     new_ids: Vec<NewId>,
-    /// Property maps written earlier in this batch (sled reads do not see them yet).
-    props: FxHashMap<u32, PropMap>,
     /// Refusal keys written earlier in this batch.
     refused: FxHashSet<Vec<u8>>,
     db: &'a sled::Db,
@@ -836,7 +828,6 @@ impl<'a, 'g> Planner<'a, 'g> {
             writes: BTreeMap::new(),
             ids: FxHashMap::default(),
             new_ids: Vec::new(),
-            props: FxHashMap::default(),
             refused: FxHashSet::default(),
             db: &store.db,
             store,
@@ -846,7 +837,10 @@ impl<'a, 'g> Planner<'a, 'g> {
 
     /// The sled writes and the graph changes.
     pub(crate) fn finish(self) -> Result<(Writes, crate::graph::Delta)> {
-        let (mut writes, new_ids, delta) = self.finish_bulk()?;
+        let (mut writes, old_ids, new_ids, delta) = self.finish_bulk()?;
+        for (ident, rec) in old_ids {
+            writes.insert(codec::id_key(&ident), rec.encode()?);
+        }
         for (i, rec) in new_ids.iter().enumerate() {
             let n = delta.base() + i as u32;
             writes.insert(
@@ -859,16 +853,28 @@ impl<'a, 'g> Planner<'a, 'g> {
 
     /// As [`finish`](Self::finish), but the records of new IDs stay compact (in node order,
     /// their IDs in the delta) for the bulk path to encode while it writes them.
-    pub(crate) fn finish_bulk(mut self) -> Result<(Writes, Vec<NewId>, crate::graph::Delta)> {
-        for (n, rec) in std::mem::take(&mut self.ids) {
-            self.writes
-                .insert(codec::id_key(self.st.ident(n)), rec.encode()?);
-        }
+    /// The records of known IDs to rewrite come back with their IDs, unencoded.
+    #[expect(
+        clippy::type_complexity,
+        reason = "private; destructured by its two callers"
+    )]
+    pub(crate) fn finish_bulk(
+        mut self,
+    ) -> Result<(
+        Writes,
+        Vec<(String, IdRecord)>,
+        Vec<NewId>,
+        crate::graph::Delta,
+    )> {
+        let old_ids = std::mem::take(&mut self.ids)
+            .into_iter()
+            .map(|(n, rec)| (self.st.ident(n).to_owned(), rec))
+            .collect();
         let base = self.st.base();
         for (i, rec) in self.new_ids.iter_mut().enumerate() {
             rec.flags = self.st.flags(base + i as u32);
         }
-        Ok((self.writes, self.new_ids, self.st.into_delta()))
+        Ok((self.writes, old_ids, self.new_ids, self.st.into_delta()))
     }
 
     pub(crate) fn apply(&mut self, op: &Op) -> Result<Outcome> {
@@ -934,6 +940,7 @@ impl<'a, 'g> Planner<'a, 'g> {
             first_seen: at,
             flags: want,
             intro: None,
+            props: PropMap::default(),
         });
         Ok(n)
     }
@@ -1060,23 +1067,15 @@ impl<'a, 'g> Planner<'a, 'g> {
         }
         // Store-wide apply order, monotonic across restarts (sled persists its ID generator).
         let seq = self.db.generate_id()?;
-        let key = codec::prop_key(n as u64);
-        let mut map = match self.props.remove(&n) {
-            Some(m) => m,
-            None if self.st.is_new(n) => PropMap::default(),
-            None => match self.db.get(key)? {
-                Some(v) => codec::decode(&v, "a property map")?,
-                None => PropMap::default(),
-            },
+        let map = if self.st.is_new(n) {
+            &mut self.new_ids[(n - self.st.base()) as usize].props
+        } else {
+            let ident = self.st.ident(n).to_owned();
+            &mut self.pending_id(n, &ident)?.props
         };
-        let mut changed = false;
         for (name, value) in props.iter() {
-            changed |= map.merge(name, value.clone().into(), at, seq);
+            map.merge(name, value.clone().into(), at, seq);
         }
-        if changed {
-            self.writes.insert(key.to_vec(), codec::encode(&map)?);
-        }
-        self.props.insert(n, map);
         Ok(())
     }
 }
