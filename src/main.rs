@@ -15,7 +15,7 @@ struct Cli {
     #[arg(long, global = true, env = "IDGRAPH_DB", default_value = "idgraph.db")]
     db: PathBuf,
     /// sled's page cache in MiB (more is faster for large imports, and uses more memory).
-    #[arg(long, global = true, env = "IDGRAPH_CACHE_MB", default_value_t = 1024)]
+    #[arg(long, global = true, env = "IDGRAPH_CACHE_MB", default_value_t = 256)]
     cache_mb: u64,
     #[command(subcommand)]
     cmd: Cmd,
