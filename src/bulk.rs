@@ -1,12 +1,12 @@
 //! The bulk path: applying millions of ops from files much faster than one at a time, with the
 //! same result (DESIGN.md, "Offline batch merging").
 //!
-//! Pass 1 reads every op and plans the whole identity graph in memory (the same planner as
-//! [`Store::apply_batch`], so guardrails decide exactly as they would one op at a time); a bad
-//! input stops it before anything is written. Then the new and changed ID records, edges and
-//! refusals are written in key order, and the graph is committed. Pass 2 reads the ops again and
-//! writes events as they come, and property values aggregated in memory (only the latest value
-//! per ID and name is written), in small sled batches.
+//! Pass 1 reads every op, plans the whole identity graph in memory (the same planner as
+//! [`Store::apply_batch`], so guardrails decide exactly as they would one op at a time) and
+//! aggregates properties to the latest value per ID and name; a bad input stops it before
+//! anything is written. Then the graph is committed, and a writer thread writes the ID records
+//! (with their properties), edges and refusals, while pass 2 reads the ops again and hands it
+//! buffers of events, which it writes sorted by key.
 
 use rustc_hash::FxHashMap;
 
@@ -22,7 +22,7 @@ use parking_lot::RwLock;
 pub enum Pass {
     /// Check every op and plan the graph; report bad input here.
     Check,
-    /// Write events and properties; the ops must be the same as in [`Pass::Check`].
+    /// Write the events; the ops must be the same as in [`Pass::Check`].
     Write,
 }
 
@@ -135,47 +135,65 @@ impl<'a> BatchWriter<'a> {
 /// names and many repeated values (`plan=pro`) cost 4 bytes per use.
 #[derive(Default)]
 struct PropAgg {
-    lnames: FxHashMap<Box<str>, u32>,
-    spellings: Vec<Box<str>>,
-    spelling_ix: FxHashMap<Box<str>, u32>,
-    values: Vec<Vec<u8>>,
-    value_ix: FxHashMap<Vec<u8>, u32>,
+    lnames: Interner<Box<str>>,
+    spellings: Interner<Box<str>>,
+    /// Encoded [`codec::StoredValue`]s.
+    values: Interner<Vec<u8>>,
     /// (node, lower-cased name) → (first spelling, value, at, seq)
     latest: FxHashMap<(u32, u32), (u32, u32, Timestamp, u64)>,
 }
 
-impl PropAgg {
-    fn intern(map: &mut FxHashMap<Box<str>, u32>, s: &str) -> u32 {
-        if let Some(i) = map.get(s) {
+/// Numbers distinct values in the order first seen.
+struct Interner<K> {
+    ix: FxHashMap<K, u32>,
+    items: Vec<K>,
+}
+
+impl<K> Default for Interner<K> {
+    fn default() -> Self {
+        Interner {
+            ix: FxHashMap::default(),
+            items: Vec::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Interner<K> {
+    fn intern<Q>(&mut self, k: &Q) -> u32
+    where
+        K: std::borrow::Borrow<Q> + for<'q> From<&'q Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        if let Some(i) = self.ix.get(k) {
             return *i;
         }
-        let i = map.len() as u32;
-        map.insert(s.into(), i);
+        let i = self.items.len() as u32;
+        self.items.push(K::from(k));
+        self.ix.insert(K::from(k), i);
         i
     }
 
+    fn get(&self, i: u32) -> &K {
+        &self.items[i as usize]
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+}
+
+impl PropAgg {
     fn add(&mut self, n: u32, props: &Properties, at: Timestamp, seq: u64) -> Result<()> {
         for (name, value) in props.iter() {
-            let lname = Self::intern(&mut self.lnames, &name.to_lowercase());
-            let value = codec::encode(&codec::StoredValue::from(value.clone()))?;
-            let v = match self.value_ix.get(&value) {
-                Some(i) => *i,
-                None => {
-                    let i = self.values.len() as u32;
-                    self.values.push(value.clone());
-                    self.value_ix.insert(value, i);
-                    i
-                }
-            };
+            let lname = self.lnames.intern(name.to_lowercase().as_str());
+            let v = self
+                .values
+                .intern(codec::encode(&codec::StoredValue::from(value.clone()))?.as_slice());
             match self.latest.get_mut(&(n, lname)) {
                 Some(e) if e.2 > at => {}
                 Some(e) => *e = (e.0, v, at, seq),
                 None => {
-                    let before = self.spelling_ix.len();
-                    let sp = Self::intern(&mut self.spelling_ix, name);
-                    if self.spelling_ix.len() > before {
-                        self.spellings.push(name.into());
-                    }
+                    let sp = self.spellings.intern(name);
                     self.latest.insert((n, lname), (sp, v, at, seq));
                 }
             }
@@ -188,8 +206,8 @@ impl PropAgg {
         let mut changed = false;
         for l in 0..self.lnames.len() as u32 {
             if let Some(&(sp, v, at, seq)) = self.latest.get(&(n, l)) {
-                let value = codec::decode(&self.values[v as usize], "a property value")?;
-                changed |= map.merge(&self.spellings[sp as usize], value, at, seq);
+                let value = codec::decode(self.values.get(v), "a property value")?;
+                changed |= map.merge(self.spellings.get(sp), value, at, seq);
             }
         }
         Ok(changed)
@@ -246,7 +264,11 @@ impl Ids {
                 Some(r) => (r, true),
                 None => match db.get(&key)? {
                     Some(v) => (IdRecord::decode(&v)?, false),
-                    None => continue,
+                    None => {
+                        return Err(crate::Error::Corrupt(format!(
+                            "ID {id:?} is in memory but has no record on disk"
+                        )));
+                    }
                 },
             };
             let n = u32::try_from(rec.node).expect("a known node");
@@ -263,8 +285,8 @@ impl Ids {
 enum Job {
     /// Keys in key order.
     Keys(std::collections::BTreeMap<Vec<u8>, Vec<u8>>),
-    /// The ID records planned in pass 1, with their properties.
-    Ids(Ids),
+    /// The ID records planned in pass 1, with their properties (sent once; boxed).
+    Ids(Box<Ids>),
     /// A buffer of pass 2.
     Buffer(Buffer),
 }
@@ -378,31 +400,29 @@ impl Store {
                 // record is not (a crash leaves a store that opens; rerun the import): new ID
                 // records (an edge inside one names an older record), changed ID records, the
                 // other edges and refusals, then the events.
-                send(Job::Ids(Ids {
+                send(Job::Ids(Box::new(Ids {
                     base: new_base,
                     new: new_ids,
                     old: old_ids,
                     props,
-                }))?;
+                })))?;
                 send(Job::Keys(writes))?;
-                // Pass 2: events and properties.
+                // Pass 2: the events.
                 let mut buf = Buffer::default();
                 source.for_each(Pass::Write, &mut |op| {
-                    match &op {
-                        Op::Alias { .. } => return Ok(()),
-                        Op::Record {
-                            id,
-                            event,
-                            properties,
-                            at,
-                        } => {
-                            let n = graph.lookup(id.as_str()).expect("planned in pass 1");
-                            let (k, v) = codec::event_entry(n as u64, event, properties, *at)?;
-                            buf.bytes += k.len() + v.len() + 48;
-                            buf.events.push((k, v));
-                        }
-                        Op::Set { .. } => return Ok(()),
+                    let Op::Record {
+                        id,
+                        event,
+                        properties,
+                        at,
+                    } = &op
+                    else {
+                        return Ok(());
                     };
+                    let n = graph.lookup(id.as_str()).expect("planned in pass 1");
+                    let (k, v) = codec::event_entry(n as u64, event, properties, *at)?;
+                    buf.bytes += k.len() + v.len() + 48;
+                    buf.events.push((k, v));
                     if buf.bytes >= opts.memory_budget {
                         send(Job::Buffer(std::mem::take(&mut buf)))?;
                     }

@@ -808,12 +808,11 @@ pub(crate) struct Planner<'a, 'g> {
     st: Staged<'g>,
     /// Keys to write, the later write of a key replacing the earlier.
     writes: Writes,
-    /// Records of IDs known before this batch whose flags change; encoded at the end.
+    /// Records of IDs known before this batch whose flags or properties change; encoded at
+    /// the end.
     ids: FxHashMap<u32, IdRecord>,
     /// Records of the IDs this batch adds (node = committed graph length + index).
     new_ids: Vec<NewId>,
-    /// Refusal keys written earlier in this batch.
-    refused: FxHashSet<Vec<u8>>,
     db: &'a sled::Db,
     store: &'a Store,
     /// Plan only the graph (IDs, edges, refusals): events and properties are written later by
@@ -828,7 +827,6 @@ impl<'a, 'g> Planner<'a, 'g> {
             writes: BTreeMap::new(),
             ids: FxHashMap::default(),
             new_ids: Vec::new(),
-            refused: FxHashSet::default(),
             db: &store.db,
             store,
             graph_only: false,
@@ -851,9 +849,9 @@ impl<'a, 'g> Planner<'a, 'g> {
         Ok((writes, delta))
     }
 
-    /// As [`finish`](Self::finish), but the records of new IDs stay compact (in node order,
-    /// their IDs in the delta) for the bulk path to encode while it writes them.
-    /// The records of known IDs to rewrite come back with their IDs, unencoded.
+    /// As [`finish`](Self::finish), but the ID records stay unencoded for the bulk path to
+    /// write: those of known IDs with their IDs, those of new IDs compact (in node order, their
+    /// IDs in the delta).
     #[expect(
         clippy::type_complexity,
         reason = "private; destructured by its two callers"
@@ -930,7 +928,7 @@ impl<'a, 'g> Planner<'a, 'g> {
             if flags & want != want {
                 self.st.set_flags(n, flags | want);
                 if !self.st.is_new(n) {
-                    self.pending_id(n, id.as_str())?.flags = flags | want;
+                    self.pending_id(n)?.flags = flags | want;
                 }
             }
             return Ok(n);
@@ -945,9 +943,10 @@ impl<'a, 'g> Planner<'a, 'g> {
         Ok(n)
     }
 
-    /// The ID record of a known node, to be rewritten by this batch.
-    fn pending_id(&mut self, n: u32, id: &str) -> Result<&mut IdRecord> {
+    /// The ID record of a known node, to be rewritten by this batch (read once per batch).
+    fn pending_id(&mut self, n: u32) -> Result<&mut IdRecord> {
         if !self.ids.contains_key(&n) {
+            let id = self.st.ident(n);
             let v = self.db.get(codec::id_key(id))?.ok_or_else(|| {
                 Error::Corrupt(format!("ID {id:?} is in memory but has no record on disk"))
             })?;
@@ -1045,8 +1044,8 @@ impl<'a, 'g> Planner<'a, 'g> {
         at: Timestamp,
     ) -> Result<AliasOutcome> {
         let key = codec::refusal_key(a.as_str(), b.as_str());
-        let known = self.refused.contains(&key) || self.db.contains_key(&key)?;
-        self.refused.insert(key.clone());
+        // Already refused (earlier in this batch, or stored): count it once.
+        let known = self.writes.contains_key(&key) || self.db.contains_key(&key)?;
         let r = StoredRefusal {
             a: a.to_string(),
             b: b.to_string(),
@@ -1070,8 +1069,7 @@ impl<'a, 'g> Planner<'a, 'g> {
         let map = if self.st.is_new(n) {
             &mut self.new_ids[(n - self.st.base()) as usize].props
         } else {
-            let ident = self.st.ident(n).to_owned();
-            &mut self.pending_id(n, &ident)?.props
+            &mut self.pending_id(n)?.props
         };
         for (name, value) in props.iter() {
             map.merge(name, value.clone().into(), at, seq);
