@@ -47,6 +47,7 @@ mod id;
 pub mod ingest;
 mod op;
 pub mod rules;
+pub mod server;
 mod store;
 
 pub use bulk::{BulkOptions, BulkReport, ExportedEvent, OpSource, Pass};
@@ -54,7 +55,7 @@ pub use codec::FORMAT_VERSION;
 pub use error::{Error, Result};
 pub use id::{DEFAULT_BLOCKED_IDS, Identity, MAX_ID_CHARS, is_kissmetrics_anonymous};
 pub use op::{
-    AliasOutcome, Cause, Event, Op, Outcome, Person, Properties, Property, RefusalReason,
+    AliasOutcome, Cause, Event, Link, Op, Outcome, Person, Properties, Property, RefusalReason,
     Timestamp, Value,
 };
 pub use store::{Config, Refusal, Stats, Store, VerifyReport};

@@ -139,6 +139,26 @@ enum Cmd {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Run the tracking server: the KISSmetrics HTTP API (/e /s /a), the browser tracker
+    /// (/km.js), a JSON query API (/api/...), /healthz, /metrics and a demo page (/).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// An accepted API key (repeat for several). Without one, the key `demo` is accepted.
+        #[arg(long = "key")]
+        keys: Vec<String>,
+        /// Bearer token of the query API. Without it the API is off, except that on a loopback
+        /// address with the demo on, a random token is made for the demo page and printed.
+        #[arg(long, env = "IDGRAPH_READ_TOKEN")]
+        read_token: Option<String>,
+        /// Acknowledge a request only once its data is flushed to disk (group commit).
+        #[arg(long)]
+        sync: bool,
+        /// Do not serve the demo page at /.
+        #[arg(long)]
+        no_demo: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -283,6 +303,13 @@ fn run(cli: Cli) -> Result<(), Fail> {
             key,
             seed,
         } => simulate(db, &file, dry_run, skip_invalid, json, &key, seed)?,
+        Cmd::Serve {
+            addr,
+            keys,
+            read_token,
+            sync,
+            no_demo,
+        } => serve(db, addr, keys, read_token, sync, !no_demo)?,
         Cmd::Alias { a, b, at, json } => {
             let (ia, ib) = (id(&a)?, id(&b)?);
             let op = Op::alias(ia, ib, at.unwrap_or_else(now), Cause::Api);
@@ -744,3 +771,96 @@ fn export(db: &Db, what: ExportWhat) -> Result<(), Fail> {
 /// the system allocator for it and returns freed memory sooner (BENCHMARKS.md).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn serve(
+    db: &Db,
+    addr: std::net::SocketAddr,
+    mut keys: Vec<String>,
+    read_token: Option<String>,
+    sync: bool,
+    demo: bool,
+) -> Result<(), Fail> {
+    use idgraph::server::{ServeConfig, demo_may_hold_token};
+    use rand::RngCore;
+    let store = std::sync::Arc::new(open_rw(db)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Fail(3, format!("cannot start the async runtime: {e}")))?;
+    let demo_key = keys.is_empty();
+    if demo_key {
+        keys.push("demo".into());
+    }
+    let loopback = demo_may_hold_token(addr);
+    let made_token = demo && loopback && read_token.is_none();
+    let read_token = read_token.or_else(|| {
+        made_token.then(|| {
+            let mut b = [0u8; 16];
+            rand::rng().fill_bytes(&mut b);
+            b.iter().map(|x| format!("{x:02x}")).collect()
+        })
+    });
+    let cfg = ServeConfig {
+        keys,
+        read_token: read_token.clone(),
+        sync,
+        demo,
+        demo_token: demo && loopback,
+        ..ServeConfig::default()
+    };
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Fail(2, format!("cannot listen on {addr}: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Fail(3, format!("cannot read the listening address: {e}")))?;
+        println!(
+            "idgraph listening on http://{local} (store {})",
+            db.display()
+        );
+        if demo_key {
+            println!("no --key given: accepting the API key \"demo\"");
+        }
+        match (&read_token, made_token) {
+            (Some(t), true) => println!("query API read token (made for the demo page): {t}"),
+            (Some(_), false) => println!("query API on (bearer token from --read-token)"),
+            (None, _) => println!("query API off (start with --read-token to turn it on)"),
+        }
+        if demo {
+            println!("demo page: http://{local}/");
+        }
+        if sync {
+            println!("--sync: each request is acknowledged once flushed to disk");
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        idgraph::server::serve(store, listener, cfg, shutdown_signal())
+            .await
+            .map_err(Fail::from)?;
+        println!("idgraph stopped: everything acknowledged is flushed");
+        Ok(())
+    })
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

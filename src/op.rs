@@ -357,6 +357,22 @@ pub struct Person {
     pub ids: Vec<String>,
 }
 
+/// One alias link between two IDs of a person, as [`Store::links`](crate::Store::links)
+/// returns it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Link {
+    /// One ID (the first argument of the alias that made the link).
+    pub a: String,
+    /// The other ID.
+    pub b: String,
+    /// Where the link came from.
+    pub cause: Cause,
+    /// When it was made.
+    pub at: Timestamp,
+    /// Where exactly, when known (a file and line, a request).
+    pub source: Option<String>,
+}
+
 /// One stored event, as [`Store::events`](crate::Store::events) returns it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Event {

@@ -447,6 +447,74 @@ impl Store {
             .collect())
     }
 
+    /// The alias links among the IDs of `id`'s person, in the order they were made; `None`
+    /// when the person has more than `max_ids` IDs. Empty for an unknown ID.
+    ///
+    /// # Cost
+    /// Without an adjacency index the links are found by looking up every pair of the
+    /// person's IDs in the in-memory edge map (O(IDs²)), hence `max_ids`; then one or two sled
+    /// reads per link for its cause, time and source.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or [`Error::Corrupt`] when a stored link cannot be read.
+    pub fn links(&self, id: &str, max_ids: usize) -> Result<Option<Vec<crate::Link>>> {
+        let mut found: Vec<(u64, u32, u32)> = Vec::new();
+        let mut names: FxHashMap<u64, String> = FxHashMap::default();
+        {
+            let g = self.graph.read();
+            let Some(n) = g.lookup(id) else {
+                return Ok(Some(Vec::new()));
+            };
+            let m = g.members_sorted(n);
+            if m.len() > max_ids {
+                return Ok(None);
+            }
+            for (i, &x) in m.iter().enumerate() {
+                names.insert(x as u64, g.ident(x).to_owned());
+                for &y in &m[i + 1..] {
+                    if let Some(&seq) = g.edges().get(&crate::graph::pair(x, y)) {
+                        found.push((seq, x, y));
+                    }
+                }
+            }
+        }
+        found.sort_unstable();
+        let mut out = Vec::with_capacity(found.len());
+        for (seq, x, y) in found {
+            let edge = match self.db.get(codec::edge_key(seq))? {
+                Some(v) => Some(codec::decode::<StoredEdge>(&v, "an edge")?),
+                None => {
+                    let mut hit = None;
+                    for n in [x, y] {
+                        if let Some(v) = self.db.get(codec::id_key(&names[&(n as u64)]))? {
+                            if let Some((s, e)) = IdRecord::decode_head(&v)?.intro {
+                                if s == seq {
+                                    hit = Some(e);
+                                }
+                            }
+                        }
+                    }
+                    hit
+                }
+            };
+            let e = edge.ok_or_else(|| Error::Corrupt(format!("alias edge {seq} is missing")))?;
+            let name = |n: u64| {
+                names
+                    .get(&n)
+                    .cloned()
+                    .ok_or_else(|| Error::Corrupt(format!("alias edge {seq} names node {n}")))
+            };
+            out.push(crate::Link {
+                a: name(e.a)?,
+                b: name(e.b)?,
+                cause: e.cause,
+                at: e.at,
+                source: e.source,
+            });
+        }
+        Ok(Some(out))
+    }
+
     /// The refused merges, in key order.
     ///
     /// # Errors

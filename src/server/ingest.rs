@@ -1,0 +1,184 @@
+//! The one writer thread of the server, and group commit for `--sync`.
+//!
+//! HTTP handlers run on the async runtime and must not block it on sled, so every tracking op
+//! goes through a channel to one writer thread, which applies ops in arrival order (one plain
+//! `Store::apply` each: the cheapest sled write for a single op) and answers each request.
+//!
+//! With `sync`, an applied op is not answered yet: the writer hands its reply to the flusher
+//! thread, which takes every reply waiting, calls one `flush`, and then answers them all. While
+//! it flushes, the writer goes on applying the next requests, so many requests share one flush
+//! (group commit) and a request is acknowledged only once its data is on disk.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+use super::Metrics;
+use crate::op::{AliasOutcome, Op, Outcome};
+use crate::store::Store;
+
+/// What a request gets back: the outcome, or the error that kept the op out of the store.
+pub(crate) type Reply = oneshot::Sender<Result<Outcome, Failed>>;
+
+/// Why an op was not applied.
+#[derive(Debug)]
+pub(crate) enum Failed {
+    /// The server is stopping and takes no more ops.
+    ShuttingDown,
+    /// The store failed (the message says how); nothing of the op is acknowledged.
+    Store(String),
+}
+
+enum Msg {
+    Apply(Op, Reply),
+    Stop,
+}
+
+/// Most ops the writer takes from the channel before it hands a group to the flusher.
+const GROUP: usize = 4096;
+
+#[derive(Default)]
+struct Pending {
+    replies: Vec<(Reply, Outcome)>,
+    stop: bool,
+}
+
+/// Handle to the writer (and, with `sync`, the flusher) thread.
+pub(crate) struct Ingest {
+    tx: mpsc::Sender<Msg>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Ingest {
+    pub(crate) fn start(store: Arc<Store>, metrics: Arc<Metrics>, sync: bool) -> Ingest {
+        let (tx, mut rx) = mpsc::channel::<Msg>(65_536);
+        let pending = Arc::new((Mutex::new(Pending::default()), Condvar::new()));
+        let mut threads = Vec::new();
+        if sync {
+            let (store, pending) = (store.clone(), pending.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("idgraph-flush".into())
+                    .spawn(move || flusher(&store, &pending))
+                    .expect("spawn the flusher thread"),
+            );
+        }
+        threads.push(
+            std::thread::Builder::new()
+                .name("idgraph-writer".into())
+                .spawn(move || {
+                    let mut group = Vec::with_capacity(GROUP);
+                    let mut stop = false;
+                    while !stop {
+                        let Some(first) = rx.blocking_recv() else {
+                            break;
+                        };
+                        let mut msgs = vec![first];
+                        while msgs.len() < GROUP {
+                            match rx.try_recv() {
+                                Ok(m) => msgs.push(m),
+                                Err(_) => break,
+                            }
+                        }
+                        for m in msgs {
+                            match m {
+                                Msg::Stop => stop = true,
+                                Msg::Apply(op, reply) => match store.apply(op) {
+                                    Ok(outcome) => {
+                                        metrics.applied(&outcome);
+                                        if sync {
+                                            group.push((reply, outcome));
+                                        } else {
+                                            let _ = reply.send(Ok(outcome));
+                                        }
+                                    }
+                                    Err(e) => {
+                                        let _ = reply.send(Err(Failed::Store(e.to_string())));
+                                    }
+                                },
+                            }
+                        }
+                        if !group.is_empty() {
+                            let (lock, cv) = &*pending;
+                            lock.lock().replies.append(&mut group);
+                            cv.notify_one();
+                        }
+                    }
+                    let (lock, cv) = &*pending;
+                    lock.lock().stop = true;
+                    cv.notify_one();
+                })
+                .expect("spawn the writer thread"),
+        );
+        Ingest { tx, threads }
+    }
+
+    /// Queues `op`; the answer comes once it is applied (and, with `sync`, flushed).
+    pub(crate) async fn apply(&self, op: Op) -> Result<Outcome, Failed> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Msg::Apply(op, reply))
+            .await
+            .map_err(|_| Failed::ShuttingDown)?;
+        answer.await.map_err(|_| Failed::ShuttingDown)?
+    }
+
+    /// Applies (and, with `sync`, flushes) everything queued before, then stops the threads.
+    pub(crate) async fn stop(self) {
+        let _ = self.tx.send(Msg::Stop).await;
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+fn flusher(store: &Store, pending: &(Mutex<Pending>, Condvar)) {
+    let (lock, cv) = pending;
+    loop {
+        let replies = {
+            let mut p = lock.lock();
+            while p.replies.is_empty() && !p.stop {
+                cv.wait(&mut p);
+            }
+            if p.replies.is_empty() {
+                return;
+            }
+            std::mem::take(&mut p.replies)
+        };
+        match store.flush() {
+            Ok(_) => {
+                for (reply, outcome) in replies {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                let msg = format!("flush failed: {e}");
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(Failed::Store(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+impl Metrics {
+    fn applied(&self, outcome: &Outcome) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.ops_applied.fetch_add(1, Relaxed);
+        match outcome {
+            Outcome::Alias(AliasOutcome::Refused(_)) => {
+                self.merges_refused.fetch_add(1, Relaxed);
+            }
+            Outcome::Alias(AliasOutcome::Joined { .. }) => {
+                self.merges.fetch_add(1, Relaxed);
+            }
+            _ => {}
+        }
+    }
+}

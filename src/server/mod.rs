@@ -1,0 +1,542 @@
+//! `idgraph serve`: the KISSmetrics tracking API, a JSON query API, the browser tracker and a
+//! demo page, on axum over tokio.
+//!
+//! - `/e`, `/s`, `/a` (GET, or POST with a form body): parsed by [`track::parse`], applied by the
+//!   one writer thread ([`ingest`]), answered with the 1x1 GIF once applied (with
+//!   [`ServeConfig::sync`]: once flushed to disk); `400` with a one-line reason otherwise.
+//! - `/api/people/{id}`, `/api/people/{id}/events`, `/api/people/{id}/links`,
+//!   `/api/requests`: JSON, only with `Authorization: Bearer <read token>`.
+//! - `/km.js` (the tracker), `/healthz`, `/metrics` (Prometheus text), `/` (the demo page).
+//!
+//! Store reads of the query API run on tokio's blocking pool; writes go through the writer
+//! thread; nothing blocks the async workers on sled.
+
+mod ingest;
+pub mod track;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::op::{Outcome, Timestamp};
+use crate::store::Store;
+use ingest::{Failed, Ingest};
+use track::Endpoint;
+
+/// The browser tracker, served at `/km.js`.
+pub const KM_JS: &str = include_str!("../../assets/km.js");
+const DEMO_HTML: &str = include_str!("../../assets/demo.html");
+
+/// The 1x1 transparent GIF every accepted tracking request gets, as KISSmetrics answers.
+pub const GIF: [u8; 43] = [
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+/// Largest person the demo and `/api/people/{id}/links` draw (see [`Store::links`]).
+pub const MAX_LINKED_IDS: usize = 500;
+
+/// How the server behaves.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Accepted API keys (`_k`).
+    pub keys: Vec<String>,
+    /// The bearer token of the query API; `None` turns the query API off.
+    pub read_token: Option<String>,
+    /// Acknowledge a tracking request only once its data is flushed to disk (group commit).
+    pub sync: bool,
+    /// Serve the demo page at `/`.
+    pub demo: bool,
+    /// Give the read token to the demo page (only do this when the server listens on
+    /// loopback: anyone who can load the page gets the token).
+    pub demo_token: bool,
+    /// How many recent tracking requests `/api/requests` keeps.
+    pub request_log: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            keys: vec!["demo".into()],
+            read_token: None,
+            sync: false,
+            demo: true,
+            demo_token: false,
+            request_log: 10_000,
+        }
+    }
+}
+
+/// Counters shown at `/metrics`.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    ops_applied: AtomicU64,
+    merges: AtomicU64,
+    merges_refused: AtomicU64,
+}
+
+impl Metrics {
+    fn count(&self, endpoint: &'static str, status: StatusCode) {
+        *self
+            .requests
+            .lock()
+            .entry((endpoint, status.as_u16()))
+            .or_default() += 1;
+    }
+}
+
+/// One tracking request as `/api/requests` shows it.
+#[derive(Clone, Debug, Serialize)]
+struct Logged {
+    seq: u64,
+    method: String,
+    path: String,
+    /// The query string as received (for a POST, the form body).
+    query: String,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+#[derive(Default)]
+struct RequestLog {
+    next: u64,
+    entries: VecDeque<Logged>,
+}
+
+struct AppState {
+    store: Arc<Store>,
+    cfg: ServeConfig,
+    ingest: Ingest,
+    metrics: Arc<Metrics>,
+    log: Mutex<RequestLog>,
+}
+
+/// Runs the server on `listener` until `shutdown` completes, then stops accepting, finishes
+/// the requests in flight, applies and flushes everything acknowledged, and returns.
+///
+/// # Errors
+/// [`Error::Input`] when the listener fails; [`Error::Storage`] when the final flush fails.
+pub async fn serve(
+    store: Arc<Store>,
+    listener: tokio::net::TcpListener,
+    cfg: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let ingest = Ingest::start(store.clone(), metrics.clone(), cfg.sync);
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        cfg,
+        ingest,
+        metrics,
+        log: Mutex::new(RequestLog::default()),
+    });
+    let app = router(state.clone());
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    // Every handler has returned: this is the last reference but ours.
+    let state = Arc::into_inner(state).ok_or_else(|| {
+        Error::Input("the server stopped with requests still holding its state".into())
+    })?;
+    state.ingest.stop().await;
+    let flushed = tokio::task::spawn_blocking(move || store.flush())
+        .await
+        .map_err(|e| Error::Input(format!("the final flush panicked: {e}")))?;
+    served.map_err(|e| Error::Input(format!("the server failed: {e}")))?;
+    flushed.map(|_| ())
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    let mut r = Router::new()
+        .route("/e", get(track_e).post(track_e))
+        .route("/s", get(track_s).post(track_s))
+        .route("/a", get(track_a).post(track_a))
+        .route("/km.js", get(km_js))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/people/{id}", get(person))
+        .route("/api/people/{id}/events", get(person_events))
+        .route("/api/people/{id}/links", get(person_links))
+        .route("/api/requests", get(requests));
+    if state.cfg.demo {
+        r = r.route("/", get(demo));
+    }
+    r.fallback(not_found).with_state(state)
+}
+
+type St = State<Arc<AppState>>;
+
+async fn track_e(s: St, m: Method, h: HeaderMap, q: RawQuery, b: Bytes) -> Response {
+    track(Endpoint::Event, s, m, h, q, b).await
+}
+async fn track_s(s: St, m: Method, h: HeaderMap, q: RawQuery, b: Bytes) -> Response {
+    track(Endpoint::Set, s, m, h, q, b).await
+}
+async fn track_a(s: St, m: Method, h: HeaderMap, q: RawQuery, b: Bytes) -> Response {
+    track(Endpoint::Alias, s, m, h, q, b).await
+}
+
+fn now() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as Timestamp)
+        .unwrap_or(0)
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    let mut body = body.into();
+    body.push('\n');
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+async fn track(
+    ep: Endpoint,
+    State(s): St,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let mut raw = query.unwrap_or_default();
+    let result = async {
+        if method == Method::POST && !body.is_empty() {
+            let form = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_none_or(|v| v.starts_with("application/x-www-form-urlencoded"));
+            if !form {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "a POST body must be application/x-www-form-urlencoded".to_string(),
+                ));
+            }
+            let body = std::str::from_utf8(&body)
+                .map_err(|_| (StatusCode::BAD_REQUEST, "the body is not UTF-8".to_string()))?;
+            if !raw.is_empty() {
+                raw.push('&');
+            }
+            raw.push_str(body);
+        }
+        let params: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
+            .into_owned()
+            .collect();
+        let op = track::parse(ep, &params, &s.cfg.keys, now(), || {
+            let mut src = format!("{method} /{}?{raw}", ep.as_str());
+            if src.len() > 300 {
+                let mut cut = 300;
+                while !src.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                src.truncate(cut);
+                src.push('…');
+            }
+            src
+        })
+        .map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+        match s.ingest.apply(op).await {
+            Ok(outcome) => Ok(outcome),
+            Err(Failed::ShuttingDown) => Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is shutting down".into(),
+            )),
+            Err(Failed::Store(e)) => Err((StatusCode::INTERNAL_SERVER_ERROR, e)),
+        }
+    }
+    .await;
+    let (status, reason) = match &result {
+        Ok(_) => (StatusCode::OK, None),
+        Err((st, why)) => (*st, Some(why.clone())),
+    };
+    s.metrics.count(ep.as_str(), status);
+    if s.cfg.request_log > 0 {
+        let mut log = s.log.lock();
+        let seq = log.next;
+        log.next += 1;
+        if log.entries.len() == s.cfg.request_log {
+            log.entries.pop_front();
+        }
+        log.entries.push_back(Logged {
+            seq,
+            method: method.to_string(),
+            path: format!("/{}", ep.as_str()),
+            query: raw,
+            status: status.as_u16(),
+            reason: reason.clone(),
+        });
+    }
+    match result {
+        Ok(outcome) => {
+            let mut r = (
+                [
+                    (header::CONTENT_TYPE, "image/gif"),
+                    (header::CACHE_CONTROL, "no-cache, no-store"),
+                ],
+                GIF,
+            )
+                .into_response();
+            if let Outcome::Alias(crate::AliasOutcome::Refused(why)) = outcome {
+                // Still a success for the client (KISSmetrics semantics); say why for humans.
+                if let Ok(v) = HeaderValue::from_str(&why.to_string().replace(['\r', '\n'], " ")) {
+                    r.headers_mut().insert("x-idgraph-refused", v);
+                }
+            }
+            r
+        }
+        Err((status, why)) => text(status, why),
+    }
+}
+
+async fn km_js() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        KM_JS,
+    )
+        .into_response()
+}
+
+async fn healthz() -> Response {
+    text(StatusCode::OK, "ok")
+}
+
+async fn not_found(State(s): St, uri: axum::http::Uri) -> Response {
+    s.metrics.count("other", StatusCode::NOT_FOUND);
+    text(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {}", uri.path()),
+    )
+}
+
+async fn metrics(State(s): St) -> Response {
+    use std::fmt::Write;
+    let mut out = String::new();
+    out.push_str("# HELP idgraph_requests_total Requests by endpoint and status.\n");
+    out.push_str("# TYPE idgraph_requests_total counter\n");
+    for ((ep, st), n) in s.metrics.requests.lock().iter() {
+        let _ = writeln!(
+            out,
+            "idgraph_requests_total{{endpoint=\"{ep}\",status=\"{st}\"}} {n}"
+        );
+    }
+    let stats = s.store.stats_quick();
+    for (name, help, kind, v) in [
+        (
+            "idgraph_ops_applied_total",
+            "Tracking ops applied to the store.",
+            "counter",
+            s.metrics.ops_applied.load(Relaxed),
+        ),
+        (
+            "idgraph_merges_total",
+            "Aliases that joined two persons.",
+            "counter",
+            s.metrics.merges.load(Relaxed),
+        ),
+        (
+            "idgraph_merges_refused_total",
+            "Aliases refused by a guardrail (blocked ID, person too large).",
+            "counter",
+            s.metrics.merges_refused.load(Relaxed),
+        ),
+        ("idgraph_ids", "IDs in the store.", "gauge", stats.ids),
+        (
+            "idgraph_persons",
+            "Persons in the store.",
+            "gauge",
+            stats.persons,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+impl AppState {
+    /// `Ok` when the request carries the read token.
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let Some(token) = &self.cfg.read_token else {
+            return Err(text(
+                StatusCode::FORBIDDEN,
+                "the query API is off: start the server with --read-token TOKEN",
+            ));
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            Ok(())
+        } else {
+            let mut r = text(
+                StatusCode::UNAUTHORIZED,
+                "the query API needs the header Authorization: Bearer <read token>",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Err(r)
+        }
+    }
+
+    /// Runs a store read on the blocking pool, behind the read token; `None` → 404.
+    async fn query(
+        self: &Arc<Self>,
+        headers: &HeaderMap,
+        id: String,
+        read: impl FnOnce(&Store, &str) -> Result<Option<serde_json::Value>> + Send + 'static,
+    ) -> Response {
+        let r = match self.authorize(headers) {
+            Err(r) => r,
+            Ok(()) => {
+                let store = self.store.clone();
+                let shown = id.clone();
+                match tokio::task::spawn_blocking(move || read(&store, &id)).await {
+                    Ok(Ok(Some(v))) => axum::Json(v).into_response(),
+                    Ok(Ok(None)) => text(
+                        StatusCode::NOT_FOUND,
+                        format!("unknown ID {}", crate::error::shown(&shown)),
+                    ),
+                    Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                }
+            }
+        };
+        self.metrics.count("api", r.status());
+        r
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn person(State(s): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    s.query(&headers, id, |store, id| {
+        let Some(p) = store.resolve(id)? else {
+            return Ok(None);
+        };
+        let props: serde_json::Map<String, serde_json::Value> = store
+            .properties(id)?
+            .into_iter()
+            .map(|p| (p.name, serde_json::to_value(p.value).unwrap_or_default()))
+            .collect();
+        Ok(Some(
+            json!({"person": p.person, "ids": p.ids, "properties": props}),
+        ))
+    })
+    .await
+}
+
+async fn person_events(State(s): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    s.query(&headers, id, |store, id| {
+        let Some(person) = store.canonical(id) else {
+            return Ok(None);
+        };
+        let events = store.events(id)?;
+        Ok(Some(json!({"person": person, "events": events})))
+    })
+    .await
+}
+
+async fn person_links(State(s): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    s.query(&headers, id, |store, id| {
+        let Some(person) = store.resolve(id)? else {
+            return Ok(None);
+        };
+        let links = store.links(id, MAX_LINKED_IDS)?;
+        let anon: Vec<bool> = person
+            .ids
+            .iter()
+            .map(|i| crate::is_kissmetrics_anonymous(i))
+            .collect();
+        Ok(Some(json!({
+            "person": person.person,
+            "ids": person.ids,
+            "anonymous": anon,
+            "links": links,
+            "too_large": links.is_none(),
+        })))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct After {
+    after: Option<u64>,
+}
+
+async fn requests(State(s): St, headers: HeaderMap, Query(q): Query<After>) -> Response {
+    if let Err(r) = s.authorize(&headers) {
+        s.metrics.count("api", r.status());
+        return r;
+    }
+    let log = s.log.lock();
+    let entries: Vec<&Logged> = log
+        .entries
+        .iter()
+        .filter(|e| q.after.is_none_or(|a| e.seq > a))
+        .collect();
+    let r = axum::Json(json!({"next": log.next, "requests": entries})).into_response();
+    s.metrics.count("api", r.status());
+    r
+}
+
+async fn demo(State(s): St) -> Response {
+    let token = if s.cfg.demo_token {
+        s.cfg.read_token.clone()
+    } else {
+        None
+    };
+    let key = s.cfg.keys.first().cloned().unwrap_or_default();
+    let html = DEMO_HTML
+        .replace(
+            "\"{{KEY}}\"",
+            &serde_json::to_string(&key).unwrap_or_default(),
+        )
+        .replace(
+            "\"{{TOKEN}}\"",
+            &serde_json::to_string(&token).unwrap_or_default(),
+        );
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+/// Whether the demo page may be given the read token: only on a loopback address.
+pub fn demo_may_hold_token(addr: SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}

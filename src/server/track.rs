@@ -1,0 +1,188 @@
+//! The KISSmetrics tracking API (`/e`, `/s`, `/a`): request parameters to an [`Op`].
+//!
+//! Pure: no I/O, so every rule of `spec/tracking-api.md` is unit-tested here.
+
+use crate::id::Identity;
+use crate::op::{Cause, Op, Properties, Timestamp};
+
+/// Which tracking endpoint a request came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/e`: record an event.
+    Event,
+    /// `/s`: set properties.
+    Set,
+    /// `/a`: alias two IDs.
+    Alias,
+}
+
+impl Endpoint {
+    /// The path without the slash (`e`, `s`, `a`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Event => "e",
+            Endpoint::Set => "s",
+            Endpoint::Alias => "a",
+        }
+    }
+}
+
+/// Turns the parameters of one tracking request into the op it asks for.
+///
+/// `keys` are the accepted API keys; `now` is the receive time, used unless `_d=1`.
+/// `source` is kept with an alias edge (where the link came from).
+///
+/// # Errors
+/// A one-line reason naming the parameter: a missing `_k`/`_p`/`_n`, an unknown key, an invalid
+/// ID, a bad `_t`, a `/s` with no property, a bad event or property name.
+pub fn parse(
+    endpoint: Endpoint,
+    params: &[(String, String)],
+    keys: &[String],
+    now: Timestamp,
+    source: impl FnOnce() -> String,
+) -> Result<Op, String> {
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let key = get("_k").ok_or("missing _k (the API key)")?;
+    if !keys.iter().any(|k| k == key) {
+        return Err(format!("unknown API key _k={key:?}"));
+    }
+    let at = match (get("_t"), get("_d")) {
+        (Some(t), d) => {
+            let t: Timestamp = t
+                .trim()
+                .parse()
+                .map_err(|_| format!("_t={t:?} is not a Unix time in whole seconds"))?;
+            if d == Some("1") { t } else { now }
+        }
+        (None, Some("1")) => return Err("_d=1 needs _t (the time to apply)".into()),
+        (None, _) => now,
+    };
+    let id = |name: &str, what: &str| -> Result<Identity, String> {
+        let v = get(name).ok_or_else(|| format!("missing {name} ({what})"))?;
+        Identity::new(v).map_err(|e| format!("{name}: {e}"))
+    };
+    let p = id("_p", "the ID")?;
+    let props = || -> Result<Properties, String> {
+        let mut out = Properties::new();
+        for (k, v) in params {
+            if !k.starts_with('_') {
+                out.insert(k.as_str(), v.as_str())
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(out)
+    };
+    let op = match endpoint {
+        Endpoint::Event => {
+            let name = get("_n").ok_or("missing _n (the event name)")?;
+            Op::record(p, name, props()?, at)
+        }
+        Endpoint::Set => {
+            let props = props()?;
+            if props.is_empty() {
+                return Err("a /s request needs at least one property".into());
+            }
+            Op::set(p, props, at)
+        }
+        Endpoint::Alias => {
+            let n = id("_n", "the other ID")?;
+            Op::Alias {
+                a: n,
+                b: p,
+                at,
+                cause: Cause::Api,
+                source: Some(source()),
+            }
+        }
+    };
+    op.validate().map_err(|e| e.to_string())?;
+    Ok(op)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(s: &str) -> Vec<(String, String)> {
+        form_urlencoded::parse(s.as_bytes()).into_owned().collect()
+    }
+    fn keys() -> Vec<String> {
+        vec!["k1".into()]
+    }
+    fn p(e: Endpoint, s: &str) -> Result<Op, String> {
+        parse(e, &q(s), &keys(), 1000, || "test".into())
+    }
+
+    #[test]
+    fn event_with_properties_uses_receive_time_without_d() {
+        let op = p(
+            Endpoint::Event,
+            "_k=k1&_p=bob&_n=Signed+Up&plan=pro&_t=5&_c=x",
+        )
+        .unwrap();
+        let Op::Record {
+            id,
+            event,
+            properties,
+            at,
+        } = op
+        else {
+            panic!("not a record")
+        };
+        assert_eq!(
+            (id.as_str(), event.as_str(), at),
+            ("bob", "Signed Up", 1000)
+        );
+        assert_eq!(properties.iter().count(), 1);
+        assert_eq!(properties.get("plan").unwrap().to_string(), "pro");
+    }
+
+    #[test]
+    fn d1_applies_t() {
+        let Op::Set { at, .. } = p(Endpoint::Set, "_k=k1&_p=bob&a=1&_d=1&_t=77").unwrap() else {
+            panic!()
+        };
+        assert_eq!(at, 77);
+    }
+
+    #[test]
+    fn alias_takes_both_ids_in_any_order() {
+        let Op::Alias { a, b, cause, .. } = p(Endpoint::Alias, "_k=k1&_p=x&_n=y").unwrap() else {
+            panic!()
+        };
+        assert_eq!((a.as_str(), b.as_str(), cause), ("y", "x", Cause::Api));
+    }
+
+    #[test]
+    fn every_bad_input_has_a_reason() {
+        let long = "x".repeat(256);
+        for (e, s, why) in [
+            (Endpoint::Event, "_p=a&_n=b", "missing _k"),
+            (Endpoint::Event, "_k=nope&_p=a&_n=b", "unknown API key"),
+            (Endpoint::Event, "_k=k1&_n=b", "missing _p"),
+            (Endpoint::Event, "_k=k1&_p=a", "missing _n"),
+            (Endpoint::Alias, "_k=k1&_p=a", "missing _n"),
+            (Endpoint::Alias, "_k=k1&_p=a&_n=", "_n: invalid ID"),
+            (
+                Endpoint::Event,
+                &format!("_k=k1&_p={long}&_n=b"),
+                "_p: invalid ID",
+            ),
+            (Endpoint::Event, "_k=k1&_p=a&_n=b&_t=soon", "_t=\"soon\""),
+            (Endpoint::Event, "_k=k1&_p=a&_n=b&_d=1", "_d=1 needs _t"),
+            (Endpoint::Set, "_k=k1&_p=a&_t=3", "at least one property"),
+            (Endpoint::Event, "_k=k1&_p=a&_n=", "event name"),
+            (Endpoint::Event, "_k=k1&_p=a&_n=%01", "event name"),
+        ] {
+            let err = p(e, s).expect_err(s);
+            assert!(err.contains(why), "{s}: {err}");
+            assert!(!err.contains('\n'));
+        }
+    }
+}
