@@ -45,14 +45,20 @@ struct Pending {
     stop: bool,
 }
 
-/// Handle to the writer (and, with `sync`, the flusher) thread.
+/// Sends ops to the writer thread; cheap to clone.
+#[derive(Clone)]
 pub(crate) struct Ingest {
+    tx: mpsc::Sender<Msg>,
+}
+
+/// The writer (and, with `sync`, the flusher) thread, to stop at shutdown.
+pub(crate) struct Threads {
     tx: mpsc::Sender<Msg>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Ingest {
-    pub(crate) fn start(store: Arc<Store>, metrics: Arc<Metrics>, sync: bool) -> Ingest {
+    pub(crate) fn start(store: Arc<Store>, metrics: Arc<Metrics>, sync: bool) -> (Ingest, Threads) {
         let (tx, mut rx) = mpsc::channel::<Msg>(65_536);
         let pending = Arc::new((Mutex::new(Pending::default()), Condvar::new()));
         let mut threads = Vec::new();
@@ -112,7 +118,7 @@ impl Ingest {
                 })
                 .expect("spawn the writer thread"),
         );
-        Ingest { tx, threads }
+        (Ingest { tx: tx.clone() }, Threads { tx, threads })
     }
 
     /// Queues `op`; the answer comes once it is applied (and, with `sync`, flushed).
@@ -124,8 +130,11 @@ impl Ingest {
             .map_err(|_| Failed::ShuttingDown)?;
         answer.await.map_err(|_| Failed::ShuttingDown)?
     }
+}
 
+impl Threads {
     /// Applies (and, with `sync`, flushes) everything queued before, then stops the threads.
+    /// Ops queued later are answered [`Failed::ShuttingDown`].
     pub(crate) async fn stop(self) {
         let _ = self.tx.send(Msg::Stop).await;
         let threads = self.threads;

@@ -139,7 +139,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let ingest = Ingest::start(store.clone(), metrics.clone(), cfg.sync);
+    let (ingest, threads) = Ingest::start(store.clone(), metrics.clone(), cfg.sync);
     let state = Arc::new(AppState {
         store: store.clone(),
         cfg,
@@ -147,15 +147,11 @@ pub async fn serve(
         metrics,
         log: Mutex::new(RequestLog::default()),
     });
-    let app = router(state.clone());
-    let served = axum::serve(listener, app)
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
-    // Every handler has returned: this is the last reference but ours.
-    let state = Arc::into_inner(state).ok_or_else(|| {
-        Error::Input("the server stopped with requests still holding its state".into())
-    })?;
-    state.ingest.stop().await;
+    // Every request in flight has been answered: the writer applies (and flushes) the rest.
+    threads.stop().await;
     let flushed = tokio::task::spawn_blocking(move || store.flush())
         .await
         .map_err(|e| Error::Input(format!("the final flush panicked: {e}")))?;

@@ -1,0 +1,386 @@
+//! The browser tracker (`assets/km.js`) in a real headless Chromium, driven over WebDriver
+//! (chromedriver): every identity-rule vector of `tests/vectors/identity-rules.json` is played
+//! through km.js, and each step is checked on the cookies, `KM.i()`, the requests km.js sent,
+//! the requests that reached the server, and at the end the persons (and events) in the store.
+//!
+//! Browser `b1` lives on `http://127.0.0.1:<page port>`, browser `b2` on
+//! `http://localhost:<page port>`: two origins, so the cross-domain `kmi` case is real. The test
+//! pages come from a small page server in this test; km.js and the tracking API from
+//! `idgraph serve` (a fresh store per case, so cases do not share persons).
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Set
+//! `IDGRAPH_SKIP_BROWSER=1` to skip on a machine without them.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::server::{Server, api_json, seg};
+use fantoccini::{Client, ClientBuilder};
+use serde_json::{Value, json};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The page every step loads. `#` carries the test's hooks (time, anonymous IDs, km.js host),
+/// set by a queued function before km.js runs its URL API.
+const PAGE: &str = r#"<!doctype html><html><head><meta charset="utf-8">
+<script>
+var _kmq = _kmq || []; var _kmk = 'demo';
+var H = JSON.parse(decodeURIComponent(location.hash.slice(1)) || '{}');
+_kmq.push(function () {
+  KM.now = function () { return H.t; };
+  KM.newId = function () { return H.ids.shift(); };
+});
+document.write('<script src="http://127.0.0.1:' + H.srv + '/km.js"><\/script>');
+</script></head><body><iframe name="sink" style="display:none"></iframe></body></html>"#;
+
+struct Driver(Child);
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_browser() -> (Driver, Client, tempfile::TempDir) {
+    let port = free_port();
+    let driver = Driver(
+        Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver"),
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync",
+                     "--disable-dev-shm-usage",
+                     format!("--user-data-dir={}", profile.path().display())],
+        }),
+    );
+    let t = Instant::now();
+    let client = loop {
+        let mut b = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+        b.capabilities(caps.clone());
+        match b.connect(&format!("http://127.0.0.1:{port}")).await {
+            Ok(c) => break c,
+            Err(e) if t.elapsed() > Duration::from_secs(30) => panic!("chromedriver: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    (driver, client, profile)
+}
+
+/// Serves the test page at any path (the URL API reads the query) and `/sink` for forms.
+async fn start_pages() -> u16 {
+    use axum::response::Html;
+    let app = axum::Router::new()
+        .route("/sink", axum::routing::get(|| async { "ok" }))
+        .fallback(|| async { Html(PAGE) });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    port
+}
+
+/// What the browser shows after a step.
+async fn state(c: &Client) -> Value {
+    c.execute(
+        "function ck(n){var m=document.cookie.match(new RegExp('(?:^|; )'+n+'=([^;]*)'));\
+         return m?decodeURIComponent(m[1]):null}\
+         return {km_ai: ck('km_ai'), km_ni: ck('km_ni'), current: window.KM ? KM.i() : null,\
+                 sent: window.KM ? KM.sent.slice() : []};",
+        vec![],
+    )
+    .await
+    .unwrap()
+}
+
+struct Browser {
+    origin: String,
+    ids: Vec<String>,
+    used: usize,
+}
+
+impl Browser {
+    fn hooks(&self, at: i64, srv: u16) -> String {
+        let h = json!({"t": at, "ids": self.ids[self.used..], "srv": srv});
+        percent_encoding::utf8_percent_encode(&h.to_string(), percent_encoding::NON_ALPHANUMERIC)
+            .to_string()
+    }
+}
+
+async fn wait_for_km(c: &Client) {
+    let t = Instant::now();
+    while c
+        .execute("return !!(window.KM && KM._loaded);", vec![])
+        .await
+        .unwrap()
+        != json!(true)
+    {
+        assert!(t.elapsed() < Duration::from_secs(10), "km.js did not load");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Builds a form from a vector's field list, tracks it, and submits it.
+const SUBMIT: &str = r#"
+var s = arguments[0], f = document.createElement('form');
+f.action = '/sink'; f.target = 'sink'; f.method = 'get'; f.noValidate = true;
+s.fields.forEach(function (x) {
+  var tag = x.tag || 'input', el = document.createElement(tag);
+  if (tag === 'input') el.type = x.type || 'text';
+  if (x.name) el.setAttribute('name', x.name);
+  if (tag === 'select') { var o = document.createElement('option'); o.value = o.text = x.value; o.selected = true; el.appendChild(o); }
+  else el.value = x.value;
+  if (x.classes) el.className = x.classes.join(' ');
+  if (x.checked) el.checked = true;
+  f.appendChild(el);
+});
+document.body.appendChild(f);
+KM.now = function () { return s.t; };
+KM.newId = function () { return s.ids.shift(); };
+_kmq.push(['trackSubmit', f, s.event, s.properties || {}]);
+f.requestSubmit();
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_rule_vectors_in_chromium() {
+    if std::env::var_os("IDGRAPH_SKIP_BROWSER").is_some() {
+        eprintln!("IDGRAPH_SKIP_BROWSER set: skipped");
+        return;
+    }
+    assert!(
+        std::path::Path::new(CHROMEDRIVER).exists(),
+        "{CHROMEDRIVER} is missing: `apt-get install chromium chromium-driver` (what .ci/run \
+         does), or set IDGRAPH_SKIP_BROWSER=1"
+    );
+    let vectors: Value = serde_json::from_str(include_str!("vectors/identity-rules.json")).unwrap();
+    let pages = start_pages().await;
+    let (_driver, c, _profile) = start_browser().await;
+    let http = reqwest::Client::new();
+    let origins: HashMap<&str, String> = [
+        ("b1", format!("http://127.0.0.1:{pages}")),
+        ("b2", format!("http://localhost:{pages}")),
+    ]
+    .into();
+
+    for case in vectors["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(&dir.path().join("db"), &[]);
+        let srv = server.port();
+        let mut browsers: HashMap<String, Browser> = HashMap::new();
+        for (b, origin) in &origins {
+            c.goto(&format!("{origin}/blank")).await.unwrap();
+            c.delete_all_cookies().await.unwrap();
+            let ids = vectors["anon_ids"][*b].as_array().unwrap();
+            browsers.insert(
+                b.to_string(),
+                Browser {
+                    origin: origin.clone(),
+                    ids: ids
+                        .iter()
+                        .map(|v| v.as_str().unwrap().to_string())
+                        .collect(),
+                    used: 0,
+                },
+            );
+        }
+        let mut on: Option<String> = None; // the browser whose page is loaded
+        let mut seen = 0u64; // server request log position
+        let mut all_expected = 0usize;
+        for (i, step) in case["steps"].as_array().unwrap().iter().enumerate() {
+            let what = format!("{name}, step {}: {}", i + 1, step["do"]);
+            let d = &step["do"];
+            let b = d["browser"].as_str().unwrap().to_string();
+            let at = d["at"].as_i64().unwrap();
+            let br = browsers.get_mut(&b).unwrap();
+            let page = |br: &Browser, query: &str| {
+                format!("{}/page{}#{}", br.origin, query, br.hooks(at, srv))
+            };
+            if on.as_deref() != Some(b.as_str()) || d.get("cookies").is_some() {
+                c.goto(&format!("{}/blank", br.origin)).await.unwrap();
+                if let Some(ck) = d.get("cookies") {
+                    c.delete_all_cookies().await.unwrap();
+                    for k in ["km_ai", "km_ni"] {
+                        if let Some(v) = ck[k].as_str() {
+                            c.execute(
+                                "document.cookie = arguments[0] + '=' + \
+                                 encodeURIComponent(arguments[1]) + '; path=/';",
+                                vec![json!(k), json!(v)],
+                            )
+                            .await
+                            .unwrap();
+                        }
+                    }
+                }
+                if d.get("visit").is_none() {
+                    c.goto(&page(br, "")).await.unwrap();
+                    wait_for_km(&c).await;
+                }
+                on = Some(b.clone());
+            }
+            let mut before = state(&c).await["sent"].as_array().map_or(0, Vec::len);
+            if let Some(url) = d.get("visit").and_then(Value::as_str) {
+                let query = url.find('?').map_or("", |q| &url[q..]);
+                let query = query.split('#').next().unwrap();
+                // Through a blank page: a URL that differs only after `#` would not reload.
+                c.goto(&format!("{}/blank", br.origin)).await.unwrap();
+                c.goto(&page(br, query)).await.unwrap();
+                wait_for_km(&c).await;
+                before = 0;
+            } else if d.get("clear_cookies").is_some() {
+                c.delete_all_cookies().await.unwrap();
+                c.goto(&format!("{}/blank", br.origin)).await.unwrap();
+                c.goto(&page(br, "")).await.unwrap();
+                wait_for_km(&c).await;
+                before = 0;
+            } else if let Some(cmd) = d.get("kmq") {
+                c.execute(
+                    "var h = arguments[1]; KM.now = function () { return h.t; }; \
+                     KM.newId = function () { return h.ids.shift(); }; _kmq.push(arguments[0]);",
+                    vec![cmd.clone(), json!({"t": at, "ids": br.ids[br.used..]})],
+                )
+                .await
+                .unwrap();
+            } else if let Some(s) = d.get("submit") {
+                let mut s = s.clone();
+                s["t"] = json!(at);
+                s["ids"] = json!(br.ids[br.used..]);
+                c.execute(SUBMIT, vec![s]).await.unwrap();
+            } else {
+                panic!("{what}: unknown step");
+            }
+            let got = state(&c).await;
+            let exp = &step["expect"];
+            for k in ["km_ai", "km_ni", "current"] {
+                assert_eq!(got[k], exp[k], "{what}: {k}");
+            }
+            let sent: Vec<&str> = got["sent"].as_array().unwrap()[before..]
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            let want: Vec<&str> = exp["requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            assert_eq!(sent, want, "{what}: requests km.js sent");
+            // ... and exactly those reached the server, each accepted.
+            all_expected += want.len();
+            let mut arrived: Vec<String> = Vec::new();
+            let t = Instant::now();
+            while arrived.len() < want.len() {
+                let log = api_json(&http, &format!("{}/api/requests", server.base)).await;
+                for r in log["requests"].as_array().unwrap() {
+                    if r["seq"].as_u64().unwrap() >= seen {
+                        assert_eq!(r["status"], 200, "{what}: {r}");
+                        arrived.push(format!(
+                            "{}?{}",
+                            r["path"].as_str().unwrap(),
+                            r["query"].as_str().unwrap()
+                        ));
+                        seen = r["seq"].as_u64().unwrap() + 1;
+                    }
+                }
+                assert!(
+                    t.elapsed() < Duration::from_secs(10),
+                    "{what}: only {arrived:?} reached the server, want {want:?}"
+                );
+                if arrived.len() < want.len() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            let mut want_sorted: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+            want_sorted.sort();
+            arrived.sort();
+            assert_eq!(arrived, want_sorted, "{what}: requests at the server");
+            if let Some(ai) = got["km_ai"].as_str() {
+                br.used = br
+                    .ids
+                    .iter()
+                    .position(|x| x == ai)
+                    .map_or(br.used, |p| p + 1);
+            }
+        }
+        // Nothing more than the expected requests arrived.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let log = api_json(&http, &format!("{}/api/requests", server.base)).await;
+        assert_eq!(
+            log["requests"].as_array().unwrap().len(),
+            all_expected,
+            "{name}: extra requests reached the server: {log}"
+        );
+        // The persons in the store.
+        for person in case["persons"].as_array().unwrap() {
+            let mut want: Vec<&str> = person
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            want.sort();
+            let p = api_json(
+                &http,
+                &format!("{}/api/people/{}", server.base, seg(want[0])),
+            )
+            .await;
+            let mut ids: Vec<&str> = p["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            ids.sort();
+            assert_eq!(ids, want, "{name}: person of {}", want[0]);
+        }
+        if let Some(events) = case.get("events").and_then(Value::as_object) {
+            for (id, names) in events {
+                let got = api_json(
+                    &http,
+                    &format!("{}/api/people/{}/events", server.base, seg(id)),
+                )
+                .await;
+                // The server stamps browser requests with their receive time (no `_d=1`), so
+                // events of one second come back in name order: compare as multisets.
+                let mut got: Vec<&str> = got["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["event"].as_str().unwrap())
+                    .collect();
+                let mut want: Vec<&str> = names
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap())
+                    .collect();
+                got.sort();
+                want.sort();
+                assert_eq!(got, want, "{name}: events of {id}");
+            }
+        }
+        assert!(server.terminate().success(), "{name}: server exit status");
+    }
+    c.close().await.unwrap();
+}
