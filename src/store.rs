@@ -422,12 +422,18 @@ impl Store {
     /// [`Error::Storage`] or [`Error::Corrupt`] when stored values cannot be read.
     pub fn properties(&self, id: &str) -> Result<Vec<Property>> {
         let mut best: BTreeMap<String, (StoredProp, String)> = BTreeMap::new();
+        // The spelling shown: the one of the earliest-seen ID holding the name (members come
+        // in first-seen order).
+        let mut spelling: FxHashMap<String, String> = FxHashMap::default();
         for (_, ident) in self.member_nodes(id) {
             let Some(v) = self.db.get(codec::id_key(&ident))? else {
                 continue;
             };
             for p in IdRecord::decode(&v)?.props.0 {
                 let lname = p.name.to_lowercase();
+                spelling
+                    .entry(lname.clone())
+                    .or_insert_with(|| p.name.clone());
                 match best.get(&lname) {
                     Some((q, _)) if (q.at, q.seq) >= (p.at, p.seq) => {}
                     _ => {
@@ -437,9 +443,9 @@ impl Store {
             }
         }
         Ok(best
-            .into_values()
-            .map(|(p, id)| Property {
-                name: p.name,
+            .into_iter()
+            .map(|(lname, (p, id))| Property {
+                name: spelling.remove(&lname).unwrap_or(p.name),
                 value: p.value.into(),
                 at: p.at,
                 id,

@@ -1,0 +1,417 @@
+//! `idgraph serve` over HTTP: every endpoint, both methods, every kind of bad input, the query
+//! API's auth, metrics, graceful shutdown (data flushed, store reopens) and `--sync`
+//! durability under kill -9.
+
+mod common;
+
+use std::time::Duration;
+
+use common::server::{Server, TOKEN, api, api_json, seg};
+use idgraph::Store;
+
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn get(c: &reqwest::Client, url: &str) -> reqwest::Response {
+    c.get(url).send().await.expect("request")
+}
+
+async fn metric(c: &reqwest::Client, base: &str, line_prefix: &str) -> u64 {
+    let m = get(c, &format!("{base}/metrics"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    m.lines()
+        .find_map(|l| l.strip_prefix(line_prefix)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn tracking_endpoints_accept_get_and_post_in_every_client_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("db"), &["--key", "k1", "--key", "k2"]);
+    let c = http();
+    let b = &s.base;
+    // Browser tracker: `_t` without `_d` is ignored (receive time).
+    let r = get(
+        &c,
+        &format!("{b}/e?plan=pro&_n=Viewed%20Pricing&_k=k1&_p=anon%2B1%3D&_t=5"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/gif");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), idgraph::server::GIF);
+    // Python py-KISSmetrics: `_d=1&_t` applies the time; POST with a form body.
+    let r = c
+        .post(format!("{b}/e"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("_k=k2&_p=bob&_n=Signed+Up&source=ad&_d=1&_t=1234567890")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Ruby km: `/a?_n=alias_to&_p=name&_d=1&_t`.
+    let r = get(
+        &c,
+        &format!("{b}/a?_n=anon%2B1%3D&_p=bob&_k=k1&_d=1&_t=1234567891"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let r = c
+        .post(format!("{b}/s?_k=k1"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("_p=bob&city=Oslo&_t=9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = get(
+        &c,
+        &format!("{b}/s?_k=k1&_p=bob&Plan=max&_d=1&_t=2000000000"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+
+    let p = api_json(&c, &format!("{b}/api/people/{}", seg("anon+1="))).await;
+    assert_eq!(p["person"], "anon+1=");
+    assert_eq!(p["ids"], serde_json::json!(["anon+1=", "bob"]));
+    assert_eq!(p["properties"]["plan"], "max", "{p}"); // latest set wins, first spelling
+    assert_eq!(p["properties"]["city"], "Oslo");
+    assert_eq!(p["properties"]["source"], "ad");
+    let ev = api_json(&c, &format!("{b}/api/people/bob/events")).await;
+    let names: Vec<(&str, i64)> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap(), e["at"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(names[0], ("Signed Up", 1_234_567_890));
+    assert_eq!(names[1].0, "Viewed Pricing");
+    assert!(names[1].1 > 1_700_000_000, "receive time, not _t=5");
+    let links = api_json(&c, &format!("{b}/api/people/bob/links")).await;
+    assert_eq!(links["links"][0]["cause"], "api");
+    assert_eq!(links["links"][0]["at"], 1_234_567_891);
+    assert!(
+        links["links"][0]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("GET /a?")
+    );
+
+    assert_eq!(
+        metric(
+            &c,
+            b,
+            "idgraph_requests_total{endpoint=\"e\",status=\"200\"}"
+        )
+        .await,
+        2
+    );
+    assert_eq!(metric(&c, b, "idgraph_ops_applied_total").await, 5);
+    assert_eq!(metric(&c, b, "idgraph_merges_total").await, 1);
+    assert!(s.terminate().success());
+}
+
+#[tokio::test]
+async fn bad_requests_get_400_with_a_reason_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("db"), &["--key", "k1"]);
+    let c = http();
+    let b = &s.base;
+    let long = "x".repeat(256);
+    let cases: Vec<(String, &str)> = vec![
+        (format!("/e?_p=a1&_n=E"), "missing _k"),
+        (format!("/e?_k=demo&_p=a2&_n=E"), "unknown API key"),
+        (format!("/e?_k=k1&_n=E"), "missing _p"),
+        (format!("/e?_k=k1&_p=a3"), "missing _n"),
+        (format!("/a?_k=k1&_p=a4"), "missing _n"),
+        (format!("/a?_k=k1&_p=a5&_n="), "_n: invalid ID"),
+        (format!("/e?_k=k1&_p={long}&_n=E"), "_p: invalid ID"),
+        (
+            format!("/e?_k=k1&_p=a6&_n=E&_t=yesterday"),
+            "_t=\"yesterday\"",
+        ),
+        (format!("/e?_k=k1&_p=a7&_n=E&_d=1"), "_d=1 needs _t"),
+        (format!("/s?_k=k1&_p=a8"), "at least one property"),
+        (format!("/e?_k=k1&_p=a9&_n=%07bell"), "event name"),
+        (format!("/s?_k=k1&_p=a10&%00=x"), "property name"),
+    ];
+    for (path, why) in &cases {
+        let r = get(&c, &format!("{b}{path}")).await;
+        assert_eq!(r.status(), 400, "{path}");
+        let body = r.text().await.unwrap();
+        assert!(body.contains(why), "{path}: {body}");
+        assert_eq!(body.trim_end().lines().count(), 1, "{path}: one line");
+    }
+    let r = c
+        .post(format!("{b}/e"))
+        .header("content-type", "application/json")
+        .body(r#"{"_k":"k1","_p":"a11","_n":"E"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("x-www-form-urlencoded"));
+    for i in 1..=11 {
+        let (st, _) = api(&c, &format!("{b}/api/people/a{i}")).await;
+        assert_eq!(st, 404, "a{i} must not be stored");
+    }
+    let e400 = metric(
+        &c,
+        b,
+        "idgraph_requests_total{endpoint=\"e\",status=\"400\"}",
+    )
+    .await;
+    let s400 = metric(
+        &c,
+        b,
+        "idgraph_requests_total{endpoint=\"s\",status=\"400\"}",
+    )
+    .await;
+    let a400 = metric(
+        &c,
+        b,
+        "idgraph_requests_total{endpoint=\"a\",status=\"400\"}",
+    )
+    .await;
+    assert_eq!((e400, s400, a400), (9, 2, 2)); // 8 GET + the JSON POST to /e
+    assert_eq!(metric(&c, b, "idgraph_ops_applied_total").await, 0);
+    let log = api_json(&c, &format!("{b}/api/requests")).await;
+    assert_eq!(log["requests"].as_array().unwrap().len(), 13);
+    assert!(
+        log["requests"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("missing _k")
+    );
+    assert!(s.terminate().success());
+}
+
+#[tokio::test]
+async fn query_api_needs_the_token_and_404s_unknown_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("db"), &[]);
+    let c = http();
+    let b = &s.base;
+    assert_eq!(
+        get(&c, &format!("{b}/e?_k=demo&_p=u1&_n=E")).await.status(),
+        200
+    );
+    let url = format!("{b}/api/people/u1");
+    let r = get(&c, &url).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let r = c
+        .get(&url)
+        .header("Authorization", "Bearer wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    for u in [
+        format!("{b}/api/people/u1/events"),
+        format!("{b}/api/people/u1/links"),
+        format!("{b}/api/requests"),
+    ] {
+        assert_eq!(get(&c, &u).await.status(), 401, "{u}");
+    }
+    assert_eq!(api(&c, &url).await.0, 200);
+    assert_eq!(api(&c, &format!("{b}/api/people/nobody")).await.0, 404);
+    assert_eq!(
+        api(&c, &format!("{b}/api/people/nobody/events")).await.0,
+        404
+    );
+    assert_eq!(get(&c, &format!("{b}/nope")).await.status(), 404);
+    // healthz, km.js, and the demo page: loopback, so it holds the token.
+    assert_eq!(get(&c, &format!("{b}/healthz")).await.status(), 200);
+    let js = get(&c, &format!("{b}/km.js")).await;
+    assert!(
+        js.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/javascript")
+    );
+    assert!(js.text().await.unwrap().contains("trackSubmit"));
+    let demo = get(&c, &format!("{b}/")).await.text().await.unwrap();
+    assert!(demo.contains("src=\"/km.js\""));
+    assert!(
+        demo.contains(&format!("var READ_TOKEN = \"{TOKEN}\"")),
+        "{demo}"
+    );
+    assert!(demo.contains("var _kmk = _kmk || \"demo\""));
+    assert!(
+        s.banner
+            .iter()
+            .any(|l| l.contains("accepting the API key \"demo\"")),
+        "{:?}",
+        s.banner
+    );
+    assert!(s.terminate().success());
+
+    // Without a token and without the demo, the query API is off.
+    let s = Server::start(&dir.path().join("db"), &["--read-token", "", "--no-demo"]);
+    let r = get(&c, &format!("{}/api/people/u1", s.base)).await;
+    assert_eq!(r.status(), 401); // an empty token is still a token: nobody can present it
+    assert_eq!(get(&c, &format!("{}/", s.base)).await.status(), 404);
+    assert!(s.terminate().success());
+}
+
+#[tokio::test]
+async fn query_api_is_off_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_idgraph"));
+    // `Server::start` always passes a token; run this one by hand on a port of our own.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = cmd
+        .arg("--db")
+        .arg(dir.path().join("db"))
+        .args(["serve", "--no-demo", "--addr", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let c = http();
+    let url = format!("http://127.0.0.1:{port}/api/people/x");
+    let mut status = 0;
+    for _ in 0..100 {
+        if let Ok(r) = c.get(&url).send().await {
+            status = r.status().as_u16();
+            assert!(r.text().await.unwrap().contains("--read-token"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 403);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn blocked_ids_are_refused_but_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("db"), &[]);
+    let c = http();
+    let b = &s.base;
+    for who in ["ann", "ben"] {
+        let r = get(&c, &format!("{b}/e?_k=demo&_p={who}&_n=Visited")).await;
+        assert_eq!(r.status(), 200);
+        let r = get(&c, &format!("{b}/a?_k=demo&_p={who}&_n=guest")).await;
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers()["x-idgraph-refused"]
+                .to_str()
+                .unwrap()
+                .contains("blocked")
+        );
+    }
+    let p = api_json(&c, &format!("{b}/api/people/ann")).await;
+    assert_eq!(p["ids"], serde_json::json!(["ann"]));
+    assert_eq!(metric(&c, b, "idgraph_merges_refused_total").await, 2);
+    assert!(s.terminate().success());
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests_flushes_and_releases_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let s = Server::start(&db, &[]);
+    let c = http();
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let (c, b) = (c.clone(), s.base.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let r = get(&c, &format!("{b}/e?_k=demo&_p=p{t}&_n=E{i}")).await;
+                assert_eq!(r.status(), 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let status = s.terminate();
+    assert!(status.success(), "{status}");
+    let store = Store::open(&db).expect("the store is released and reopens");
+    for t in 0..8 {
+        assert_eq!(store.events(&format!("p{t}")).unwrap().len(), 50);
+    }
+    assert!(store.verify().unwrap().is_ok());
+}
+
+/// With `--sync`, everything acknowledged survives a kill -9.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_mode_loses_nothing_acknowledged_under_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    for round in 0..3 {
+        let s = Server::start(&db, &["--sync"]);
+        let c = http();
+        let acked = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<(String, String)>::new()));
+        let mut tasks = Vec::new();
+        for t in 0..16 {
+            let (c, b, acked) = (c.clone(), s.base.clone(), acked.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0.. {
+                    let (id, ev) = (format!("r{round}t{t}"), format!("E{i}"));
+                    let url = if i % 5 == 4 {
+                        format!("{b}/a?_k=demo&_p={id}&_n={id}-alias{i}")
+                    } else {
+                        format!("{b}/e?_k=demo&_p={id}&_n={ev}")
+                    };
+                    match c.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            let what = if i % 5 == 4 {
+                                format!("{id}-alias{i}")
+                            } else {
+                                ev
+                            };
+                            acked.lock().push((id, what));
+                        }
+                        _ => break,
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(700 + 200 * round)).await;
+        s.kill9();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let acked = acked.lock().clone();
+        assert!(
+            acked.len() > 16,
+            "round {round}: only {} acknowledged",
+            acked.len()
+        );
+        let store = Store::open(&db).expect("reopen after kill -9");
+        for (id, what) in &acked {
+            if what.contains("-alias") {
+                assert_eq!(
+                    store.canonical(what),
+                    store.canonical(id),
+                    "round {round}: {what}"
+                );
+            } else {
+                assert!(
+                    store.events(id).unwrap().iter().any(|e| &e.event == what),
+                    "round {round}: acknowledged {id} {what} is missing"
+                );
+            }
+        }
+        assert!(store.verify().unwrap().is_ok(), "round {round}");
+    }
+}
+
+#[test]
+fn demo_page_token_only_on_loopback() {
+    use idgraph::server::demo_may_hold_token;
+    assert!(demo_may_hold_token("127.0.0.1:80".parse().unwrap()));
+    assert!(demo_may_hold_token("[::1]:80".parse().unwrap()));
+    assert!(!demo_may_hold_token("0.0.0.0:80".parse().unwrap()));
+    assert!(!demo_may_hold_token("192.168.1.5:80".parse().unwrap()));
+}
