@@ -772,6 +772,14 @@ fn export(db: &Db, what: ExportWhat) -> Result<(), Fail> {
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `println!` that does not panic when stdout is gone (a server outlives its terminal).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 fn serve(
     db: &Db,
     addr: std::net::SocketAddr,
@@ -815,30 +823,30 @@ fn serve(
         let local = listener
             .local_addr()
             .map_err(|e| Fail(3, format!("cannot read the listening address: {e}")))?;
-        println!(
+        say!(
             "idgraph listening on http://{local} (store {})",
             db.display()
         );
         if demo_key {
-            println!("no --key given: accepting the API key \"demo\"");
+            say!("no --key given: accepting the API key \"demo\"");
         }
         match (&read_token, made_token) {
-            (Some(t), true) => println!("query API read token (made for the demo page): {t}"),
-            (Some(_), false) => println!("query API on (bearer token from --read-token)"),
-            (None, _) => println!("query API off (start with --read-token to turn it on)"),
+            (Some(t), true) => say!("query API read token (made for the demo page): {t}"),
+            (Some(_), false) => say!("query API on (bearer token from --read-token)"),
+            (None, _) => say!("query API off (start with --read-token to turn it on)"),
         }
         if demo {
-            println!("demo page: http://{local}/");
+            say!("demo page: http://{local}/");
         }
         if sync {
-            println!("--sync: each request is acknowledged once flushed to disk");
+            say!("--sync: each request is acknowledged once flushed to disk");
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();
         idgraph::server::serve(store, listener, cfg, shutdown_signal())
             .await
             .map_err(Fail::from)?;
-        println!("idgraph stopped: everything acknowledged is flushed");
+        say!("idgraph stopped: everything acknowledged is flushed");
         Ok(())
     })
 }

@@ -63,11 +63,11 @@ impl Ingest {
         let pending = Arc::new((Mutex::new(Pending::default()), Condvar::new()));
         let mut threads = Vec::new();
         if sync {
-            let (store, pending) = (store.clone(), pending.clone());
+            let (store, pending, metrics) = (store.clone(), pending.clone(), metrics.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name("idgraph-flush".into())
-                    .spawn(move || flusher(&store, &pending))
+                    .spawn(move || flusher(&store, &pending, &metrics))
                     .expect("spawn the flusher thread"),
             );
         }
@@ -147,7 +147,7 @@ impl Threads {
     }
 }
 
-fn flusher(store: &Store, pending: &(Mutex<Pending>, Condvar)) {
+fn flusher(store: &Store, pending: &(Mutex<Pending>, Condvar), metrics: &Metrics) {
     let (lock, cv) = pending;
     loop {
         let replies = {
@@ -160,7 +160,11 @@ fn flusher(store: &Store, pending: &(Mutex<Pending>, Condvar)) {
             }
             std::mem::take(&mut p.replies)
         };
-        match store.flush() {
+        let flushed = store.flush();
+        metrics
+            .flushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match flushed {
             Ok(_) => {
                 for (reply, outcome) in replies {
                     let _ = reply.send(Ok(outcome));

@@ -88,6 +88,7 @@ pub(crate) struct Metrics {
     ops_applied: AtomicU64,
     merges: AtomicU64,
     merges_refused: AtomicU64,
+    flushes: AtomicU64,
 }
 
 impl Metrics {
@@ -360,6 +361,12 @@ async fn metrics(State(s): St) -> Response {
             "Aliases refused by a guardrail (blocked ID, person too large).",
             "counter",
             s.metrics.merges_refused.load(Relaxed),
+        ),
+        (
+            "idgraph_sync_flushes_total",
+            "Flushes by --sync group commit (acknowledged requests share them).",
+            "counter",
+            s.metrics.flushes.load(Relaxed),
         ),
         ("idgraph_ids", "IDs in the store.", "gauge", stats.ids),
         (
