@@ -790,6 +790,12 @@ fn serve(
 ) -> Result<(), Fail> {
     use idgraph::server::{ServeConfig, demo_may_hold_token};
     use rand::RngCore;
+    if read_token.as_deref() == Some("") {
+        return Err(Fail(
+            2,
+            "--read-token must not be empty (anybody could present an empty token)".into(),
+        ));
+    }
     let store = std::sync::Arc::new(open_rw(db)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

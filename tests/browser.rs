@@ -384,3 +384,99 @@ async fn identity_rule_vectors_in_chromium() {
     }
     c.close().await.unwrap();
 }
+
+/// The demo page at `/`: it loads km.js, its buttons and tracked form reach the store, and it
+/// shows the person from the query API with the token it was given (loopback).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_page_drives_the_tracker_and_shows_the_store() {
+    if std::env::var_os("IDGRAPH_SKIP_BROWSER").is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // No --read-token: on loopback the server makes one for the demo page.
+    let server = Server::start_with(&dir.path().join("db"), &[], false);
+    assert!(
+        server
+            .banner
+            .iter()
+            .any(|l| l.contains("made for the demo page")),
+        "{:?}",
+        server.banner
+    );
+    let base = server.base.clone();
+    let (_driver, c, _profile) = start_browser().await;
+    let t = Instant::now();
+    while c.goto(&format!("{base}/")).await.is_err() || c.title().await.unwrap().is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "demo page did not load"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for_km(&c).await;
+    let anon: String = c
+        .execute("return KM.i();", vec![])
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .into();
+    assert_eq!(anon.len(), 28, "{anon}");
+    assert!(idgraph::is_kissmetrics_anonymous(&anon), "{anon}");
+    let click = |id: &'static str| {
+        let c = c.clone();
+        async move {
+            c.find(fantoccini::Locator::Id(id))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+        }
+    };
+    click("b-record").await;
+    click("b-identify").await;
+    // The tracked form: email identifies nobody now (already identified), password never sent.
+    c.find(fantoccini::Locator::Css("#signup button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // The page shows the store's person: both IDs and the events.
+    let t = Instant::now();
+    loop {
+        let text = c
+            .find(fantoccini::Locator::Id("store"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains(&anon) && text.contains("Signed Up") && text.contains("Viewed Pricing") {
+            assert!(text.contains("bob@example.com"), "{text}");
+            assert!(
+                !text.contains("hunter2"),
+                "the password must never be sent: {text}"
+            );
+            assert!(!text.contains("SECRET"), "km_ignore: {text}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "demo did not show the person: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let sent = c
+        .execute("return KM.sent.join('\\n');", vec![])
+        .await
+        .unwrap();
+    let sent = sent.as_str().unwrap();
+    assert!(sent.contains("/a?_n=bob%40example.com&_p="), "{sent}");
+    assert!(
+        sent.contains("email=carol%40example.com") && !sent.contains("password"),
+        "{sent}"
+    );
+    c.close().await.unwrap();
+}

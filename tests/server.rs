@@ -250,10 +250,17 @@ async fn query_api_needs_the_token_and_404s_unknown_ids() {
     );
     assert!(s.terminate().success());
 
-    // Without a token and without the demo, the query API is off.
-    let s = Server::start(&dir.path().join("db"), &["--read-token", "", "--no-demo"]);
-    let r = get(&c, &format!("{}/api/people/u1", s.base)).await;
-    assert_eq!(r.status(), 401); // an empty token is still a token: nobody can present it
+    // An empty token is refused at start (anybody could present it).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_idgraph"))
+        .arg("--db")
+        .arg(dir.path().join("db"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--read-token", ""])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--read-token must not be empty"));
+    // --no-demo: no page at /.
+    let s = Server::start(&dir.path().join("db"), &["--no-demo"]);
     assert_eq!(get(&c, &format!("{}/", s.base)).await.status(), 404);
     assert!(s.terminate().success());
 }
@@ -261,34 +268,18 @@ async fn query_api_needs_the_token_and_404s_unknown_ids() {
 #[tokio::test]
 async fn query_api_is_off_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_idgraph"));
-    // `Server::start` always passes a token; run this one by hand on a port of our own.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = cmd
-        .arg("--db")
-        .arg(dir.path().join("db"))
-        .args(["serve", "--no-demo", "--addr", &format!("127.0.0.1:{port}")])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let s = Server::start_with(&dir.path().join("db"), &["--no-demo"], false);
     let c = http();
-    let url = format!("http://127.0.0.1:{port}/api/people/x");
-    let mut status = 0;
-    for _ in 0..100 {
-        if let Ok(r) = c.get(&url).send().await {
-            status = r.status().as_u16();
-            assert!(r.text().await.unwrap().contains("--read-token"));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let r = get(&c, &format!("{}/api/people/x", s.base)).await;
+    let status = r.status().as_u16();
+    assert!(r.text().await.unwrap().contains("--read-token"));
+    assert!(
+        s.banner.iter().any(|l| l.contains("query API off")),
+        "{:?}",
+        s.banner
+    );
     assert_eq!(status, 403);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    assert!(s.terminate().success());
 }
 
 #[tokio::test]

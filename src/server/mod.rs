@@ -55,7 +55,7 @@ pub const MAX_LINKED_IDS: usize = 500;
 pub struct ServeConfig {
     /// Accepted API keys (`_k`).
     pub keys: Vec<String>,
-    /// The bearer token of the query API; `None` turns the query API off.
+    /// The bearer token of the query API; `None` (or an empty token) turns the query API off.
     pub read_token: Option<String>,
     /// Acknowledge a tracking request only once its data is flushed to disk (group commit).
     pub sync: bool,
@@ -387,7 +387,7 @@ async fn metrics(State(s): St) -> Response {
 impl AppState {
     /// `Ok` when the request carries the read token.
     fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
-        let Some(token) = &self.cfg.read_token else {
+        let Some(token) = self.cfg.read_token.as_ref().filter(|t| !t.is_empty()) else {
             return Err(text(
                 StatusCode::FORBIDDEN,
                 "the query API is off: start the server with --read-token TOKEN",

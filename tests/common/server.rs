@@ -20,11 +20,17 @@ pub struct Server {
 impl Server {
     /// Starts `idgraph --db DB serve --addr 127.0.0.1:0 --read-token TOKEN ARGS...`.
     pub fn start(db: &Path, args: &[&str]) -> Server {
+        Server::start_with(db, args, true)
+    }
+
+    /// As [`start`](Self::start); without `token`, no `--read-token` is passed.
+    pub fn start_with(db: &Path, args: &[&str], token: bool) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_idgraph"));
-        cmd.arg("--db")
+        cmd.env_remove("IDGRAPH_READ_TOKEN")
+            .arg("--db")
             .arg(db)
             .args(["serve", "--addr", "127.0.0.1:0"]);
-        if !args.contains(&"--read-token") {
+        if token {
             cmd.args(["--read-token", TOKEN]);
         }
         let mut child = cmd
