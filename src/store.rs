@@ -492,12 +492,11 @@ impl Store {
                 None => {
                     let mut hit = None;
                     for n in [x, y] {
-                        if let Some(v) = self.db.get(codec::id_key(&names[&(n as u64)]))? {
-                            if let Some((s, e)) = IdRecord::decode_head(&v)?.intro {
-                                if s == seq {
-                                    hit = Some(e);
-                                }
-                            }
+                        if let Some(v) = self.db.get(codec::id_key(&names[&(n as u64)]))?
+                            && let Some((s, e)) = IdRecord::decode_head(&v)?.intro
+                            && s == seq
+                        {
+                            hit = Some(e);
                         }
                     }
                     hit

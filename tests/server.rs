@@ -122,21 +122,21 @@ async fn bad_requests_get_400_with_a_reason_and_store_nothing() {
     let b = &s.base;
     let long = "x".repeat(256);
     let cases: Vec<(String, &str)> = vec![
-        (format!("/e?_p=a1&_n=E"), "missing _k"),
-        (format!("/e?_k=demo&_p=a2&_n=E"), "unknown API key"),
-        (format!("/e?_k=k1&_n=E"), "missing _p"),
-        (format!("/e?_k=k1&_p=a3"), "missing _n"),
-        (format!("/a?_k=k1&_p=a4"), "missing _n"),
-        (format!("/a?_k=k1&_p=a5&_n="), "_n: invalid ID"),
+        ("/e?_p=a1&_n=E".to_string(), "missing _k"),
+        ("/e?_k=demo&_p=a2&_n=E".to_string(), "unknown API key"),
+        ("/e?_k=k1&_n=E".to_string(), "missing _p"),
+        ("/e?_k=k1&_p=a3".to_string(), "missing _n"),
+        ("/a?_k=k1&_p=a4".to_string(), "missing _n"),
+        ("/a?_k=k1&_p=a5&_n=".to_string(), "_n: invalid ID"),
         (format!("/e?_k=k1&_p={long}&_n=E"), "_p: invalid ID"),
         (
-            format!("/e?_k=k1&_p=a6&_n=E&_t=yesterday"),
+            "/e?_k=k1&_p=a6&_n=E&_t=yesterday".to_string(),
             "_t=\"yesterday\"",
         ),
-        (format!("/e?_k=k1&_p=a7&_n=E&_d=1"), "_d=1 needs _t"),
-        (format!("/s?_k=k1&_p=a8"), "at least one property"),
-        (format!("/e?_k=k1&_p=a9&_n=%07bell"), "event name"),
-        (format!("/s?_k=k1&_p=a10&%00=x"), "property name"),
+        ("/e?_k=k1&_p=a7&_n=E&_d=1".to_string(), "_d=1 needs _t"),
+        ("/s?_k=k1&_p=a8".to_string(), "at least one property"),
+        ("/e?_k=k1&_p=a9&_n=%07bell".to_string(), "event name"),
+        ("/s?_k=k1&_p=a10&%00=x".to_string(), "property name"),
     ];
     for (path, why) in &cases {
         let r = get(&c, &format!("{b}{path}")).await;

@@ -385,10 +385,10 @@ async fn metrics(State(s): St) -> Response {
 }
 
 impl AppState {
-    /// `Ok` when the request carries the read token.
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
+    /// The refusal to send, unless the request carries the read token.
+    fn deny(&self, headers: &HeaderMap) -> Option<Response> {
         let Some(token) = self.cfg.read_token.as_ref().filter(|t| !t.is_empty()) else {
-            return Err(text(
+            return Some(text(
                 StatusCode::FORBIDDEN,
                 "the query API is off: start the server with --read-token TOKEN",
             ));
@@ -398,7 +398,7 @@ impl AppState {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            Ok(())
+            None
         } else {
             let mut r = text(
                 StatusCode::UNAUTHORIZED,
@@ -406,7 +406,7 @@ impl AppState {
             );
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Err(r)
+            Some(r)
         }
     }
 
@@ -417,9 +417,9 @@ impl AppState {
         id: String,
         read: impl FnOnce(&Store, &str) -> Result<Option<serde_json::Value>> + Send + 'static,
     ) -> Response {
-        let r = match self.authorize(headers) {
-            Err(r) => r,
-            Ok(()) => {
+        let r = match self.deny(headers) {
+            Some(r) => r,
+            None => {
                 let store = self.store.clone();
                 let shown = id.clone();
                 match tokio::task::spawn_blocking(move || read(&store, &id)).await {
@@ -498,7 +498,7 @@ struct After {
 }
 
 async fn requests(State(s): St, headers: HeaderMap, Query(q): Query<After>) -> Response {
-    if let Err(r) = s.authorize(&headers) {
+    if let Some(r) = s.deny(&headers) {
         s.metrics.count("api", r.status());
         return r;
     }
