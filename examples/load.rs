@@ -51,6 +51,10 @@ struct Args {
     /// that `--sync` pays real flushes).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Also run the same clients against `/healthz` first (no store work): the HTTP stack's
+    /// ceiling on this machine, as a baseline in the same run.
+    #[arg(long)]
+    baseline: bool,
 }
 
 /// What a client had acknowledged.
@@ -105,6 +109,7 @@ fn start_server(db: &std::path::Path, sync: bool) -> (Child, String) {
 
 async fn client(
     n: usize,
+    baseline: bool,
     addr: String,
     budget: Arc<AtomicU64>,
     deadline: Instant,
@@ -181,7 +186,8 @@ async fn client(
             {
                 break 'visitors;
             }
-            let req = hyper::Request::get(path.as_str())
+            let path = if baseline { "/healthz" } else { path.as_str() };
+            let req = hyper::Request::get(path)
                 .header("host", addr.as_str())
                 .body(Empty::<Bytes>::new())
                 .unwrap();
@@ -202,6 +208,9 @@ async fn client(
             acked
                 .latencies_us
                 .push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            if baseline {
+                continue;
+            }
             let who = if path.contains(&anon) && kind == b'e' {
                 &anon
             } else {
@@ -215,6 +224,30 @@ async fn client(
         }
     }
     acked
+}
+
+/// Prints requests/s and latency percentiles; returns the number of requests acknowledged.
+fn report(what: &str, results: &[Acked], elapsed: Duration) -> usize {
+    let mut lat: Vec<u32> = results
+        .iter()
+        .flat_map(|a| a.latencies_us.iter().copied())
+        .collect();
+    lat.sort_unstable();
+    let n = lat.len();
+    println!(
+        "{what}: {n} requests acknowledged in {:.2} s: {:.0} requests/s",
+        elapsed.as_secs_f64(),
+        n as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        pct(&lat, 0.5),
+        pct(&lat, 0.9),
+        pct(&lat, 0.99),
+        pct(&lat, 0.999),
+        pct(&lat, 1.0)
+    );
+    n
 }
 
 /// One counter from the server's `/metrics`.
@@ -275,6 +308,26 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if args.baseline {
+        let budget = Arc::new(AtomicU64::new(args.requests));
+        let stop = Arc::new(AtomicBool::new(false));
+        let deadline = Instant::now() + Duration::from_secs(args.seconds);
+        let t = Instant::now();
+        let res: Vec<Acked> = rt.block_on(async {
+            let tasks: Vec<_> = (0..args.clients)
+                .map(|n| {
+                    let (a, b, s) = (addr.clone(), budget.clone(), stop.clone());
+                    tokio::spawn(client(n, true, a, b, deadline, s))
+                })
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        });
+        report("baseline /healthz", &res, t.elapsed());
+    }
     let budget = Arc::new(AtomicU64::new(args.requests));
     let stop = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
@@ -294,13 +347,8 @@ fn main() {
         });
         let tasks: Vec<_> = (0..args.clients)
             .map(|n| {
-                tokio::spawn(client(
-                    n,
-                    addr.clone(),
-                    budget.clone(),
-                    deadline,
-                    stop.clone(),
-                ))
+                let (a, b, s) = (addr.clone(), budget.clone(), stop.clone());
+                tokio::spawn(client(n, false, a, b, deadline, s))
             })
             .collect();
         let mut out = Vec::new();
@@ -318,25 +366,7 @@ fn main() {
     } else {
         rt.block_on(metric(&addr, "idgraph_sync_flushes_total"))
     };
-    let mut lat: Vec<u32> = results
-        .iter()
-        .flat_map(|a| a.latencies_us.iter().copied())
-        .collect();
-    lat.sort_unstable();
-    let n = lat.len();
-    println!(
-        "{n} requests acknowledged in {:.2} s: {:.0} requests/s",
-        elapsed.as_secs_f64(),
-        n as f64 / elapsed.as_secs_f64()
-    );
-    println!(
-        "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-        pct(&lat, 0.5),
-        pct(&lat, 0.9),
-        pct(&lat, 0.99),
-        pct(&lat, 0.999),
-        pct(&lat, 1.0)
-    );
+    let n = report("tracking /e /s /a", &results, elapsed);
     if let Some(f) = flushes.filter(|&f| f > 0) {
         println!(
             "group commit: {f} flushes, {:.1} requests per flush",

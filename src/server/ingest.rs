@@ -1,8 +1,9 @@
 //! The one writer thread of the server, and group commit for `--sync`.
 //!
 //! HTTP handlers run on the async runtime and must not block it on sled, so every tracking op
-//! goes through a channel to one writer thread, which applies ops in arrival order (one plain
-//! `Store::apply` each: the cheapest sled write for a single op) and answers each request.
+//! goes through a channel to one writer thread, which applies ops in arrival order and answers
+//! each request: alone, an op is one plain `Store::apply`; when requests queue up (load), all
+//! those waiting go into one `Store::apply_batch`, one sled batch instead of a write per op.
 //!
 //! With `sync`, an applied op is not answered yet: the writer hands its reply to the flusher
 //! thread, which takes every reply waiting, calls one `flush`, and then answers them all. While
@@ -36,8 +37,9 @@ enum Msg {
     Stop,
 }
 
-/// Most ops the writer takes from the channel before it hands a group to the flusher.
-const GROUP: usize = 4096;
+/// Most ops the writer takes from the channel at once (one sled batch; larger sled batches get
+/// slower per key and use more memory while they run).
+const GROUP: usize = 256;
 
 #[derive(Default)]
 struct Pending {
@@ -88,22 +90,30 @@ impl Ingest {
                                 Err(_) => break,
                             }
                         }
+                        let mut ops = Vec::with_capacity(msgs.len());
+                        let mut replies = Vec::with_capacity(msgs.len());
                         for m in msgs {
                             match m {
                                 Msg::Stop => stop = true,
-                                Msg::Apply(op, reply) => match store.apply(op) {
-                                    Ok(outcome) => {
-                                        metrics.applied(&outcome);
-                                        if sync {
-                                            group.push((reply, outcome));
-                                        } else {
-                                            let _ = reply.send(Ok(outcome));
-                                        }
+                                Msg::Apply(op, reply) => {
+                                    ops.push(op);
+                                    replies.push(reply);
+                                }
+                            }
+                        }
+                        for (reply, result) in replies.into_iter().zip(apply_group(&store, ops)) {
+                            match result {
+                                Ok(outcome) => {
+                                    metrics.applied(&outcome);
+                                    if sync {
+                                        group.push((reply, outcome));
+                                    } else {
+                                        let _ = reply.send(Ok(outcome));
                                     }
-                                    Err(e) => {
-                                        let _ = reply.send(Err(Failed::Store(e.to_string())));
-                                    }
-                                },
+                                }
+                                Err(e) => {
+                                    let _ = reply.send(Err(Failed::Store(e.to_string())));
+                                }
                             }
                         }
                         if !group.is_empty() {
@@ -145,6 +155,19 @@ impl Threads {
         })
         .await;
     }
+}
+
+/// Applies the ops queued together: one op with a plain `apply` (one sled key for the common
+/// ops), several as one `apply_batch` (one sled batch instead of one write, or read-and-batch,
+/// per op). A batch is all or nothing, so when it fails the ops are retried one by one and only
+/// the failing ones fail.
+fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<crate::Result<Outcome>> {
+    if ops.len() > 1
+        && let Ok(outcomes) = store.apply_batch(&ops)
+    {
+        return outcomes.into_iter().map(Ok).collect();
+    }
+    ops.into_iter().map(|op| store.apply(op)).collect()
 }
 
 fn flusher(store: &Store, pending: &(Mutex<Pending>, Condvar), metrics: &Metrics) {
