@@ -34,6 +34,7 @@ _kmq.push(function () {
   KM.now = function () { return H.t; };
   KM.newId = function () { return H.ids.shift(); };
 });
+(H.pre || []).forEach(function (c) { _kmq.push(c); });
 document.write('<script src="http://127.0.0.1:' + H.srv + '/km.js"><\/script>');
 </script></head><body><iframe name="sink" style="display:none"></iframe></body></html>"#;
 
@@ -479,4 +480,120 @@ async fn demo_page_drives_the_tracker_and_shows_the_store() {
         "{sent}"
     );
     c.close().await.unwrap();
+}
+
+/// The rest of km.js's API: commands queued before it loads run in order, then pushed
+/// functions; `trackClick` on a button and on a link (the page follows the link once the
+/// request is sent); invalid input sends nothing and breaks nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_track_click_and_bad_input() {
+    if std::env::var_os("IDGRAPH_SKIP_BROWSER").is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("db"), &[]);
+    let pages = start_pages().await;
+    let (_driver, c, _profile) = start_browser().await;
+    let http = reqwest::Client::new();
+    let anon = "AQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    let hooks = json!({"t": 7, "ids": [anon], "srv": server.port(), "pre": [
+        ["record", "A", {"n": 1}],
+        ["identify", "u1"],
+        ["bogus", 1],
+        ["identify", "x".repeat(256)],
+        ["record", ""],
+        ["alias", "u1", "u1"],
+        ["record", "B"],
+    ]});
+    let hash = percent_encoding::utf8_percent_encode(
+        &hooks.to_string(),
+        percent_encoding::NON_ALPHANUMERIC,
+    )
+    .to_string();
+    c.goto(&format!("http://127.0.0.1:{pages}/page#{hash}"))
+        .await
+        .unwrap();
+    wait_for_km(&c).await;
+    let sent = c.execute("return KM.sent;", vec![]).await.unwrap();
+    assert_eq!(
+        sent,
+        json!([
+            "/e?n=1&_n=A&_k=demo&_p=AQEBAQEBAQEBAQEBAQEBAQEBAQE%3D&_t=7",
+            "/a?_n=u1&_p=AQEBAQEBAQEBAQEBAQEBAQEBAQE%3D&_k=demo&_t=7",
+            "/e?_n=B&_k=demo&_p=u1&_t=7",
+        ])
+    );
+    // A function pushed after load runs at once.
+    let v = c
+        .execute(
+            "var r = null; _kmq.push(function () { r = KM.i(); }); return r;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(v, json!("u1"));
+    // trackClick on a button: one event per click.
+    c.execute(
+        "var b = document.createElement('button'); b.id = 'buy'; b.textContent = 'buy'; \
+         document.body.appendChild(b); _kmq.push(['trackClick', 'buy', 'Clicked Buy', {where: 'top'}]);",
+        vec![],
+    )
+    .await
+    .unwrap();
+    c.find(fantoccini::Locator::Id("buy"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let last = c
+        .execute("return KM.sent[KM.sent.length - 1];", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        last,
+        json!("/e?where=top&_n=Clicked%20Buy&_k=demo&_p=u1&_t=7")
+    );
+    // trackClick on a link: the request goes out, then the page follows the link.
+    c.execute(
+        "var a = document.createElement('a'); a.href = '/blank?followed'; a.className = 'out'; \
+         a.textContent = 'out'; document.body.appendChild(a); \
+         _kmq.push(['trackClick', '.out', 'Left Site']);",
+        vec![],
+    )
+    .await
+    .unwrap();
+    c.find(fantoccini::Locator::Css("a.out"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let t = Instant::now();
+    while !c
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .ends_with("/blank?followed")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the link was not followed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ev = api_json(&http, &format!("{}/api/people/u1/events", server.base)).await;
+    let names: Vec<&str> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for want in ["A", "B", "Clicked Buy", "Left Site"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    assert_eq!(names.len(), 4, "{names:?}");
+    c.close().await.unwrap();
+    assert!(server.terminate().success());
 }
