@@ -51,10 +51,18 @@ pub(crate) struct Graph {
     hasher: FxBuildHasher,
     /// Alias edges by their (smaller, larger) endpoints → edge sequence number.
     edges: FxHashMap<(u32, u32), u64>,
+    /// Adjacency lists, linked through `adj`: per node the index of its first entry ([`NIL`]
+    /// for none). 4 bytes per node plus 16 per edge; walks touch one person only.
+    adj_head: Vec<u32>,
+    /// Adjacency entries: (neighbour, next entry of the same node's list).
+    adj: Vec<(u32, u32)>,
     next_edge: u64,
     refused: u64,
     live: usize,
 }
+
+/// No adjacency entry.
+const NIL: u32 = u32::MAX;
 
 /// Edge endpoints in canonical order.
 pub(crate) fn pair(a: u32, b: u32) -> (u32, u32) {
@@ -78,6 +86,7 @@ impl Graph {
         }
         let len = len as usize;
         g.slots = (0..len as u32).map(|n| Slot::single(n, 0)).collect();
+        g.adj_head = vec![NIL; len];
         g.idents = vec![Box::from(""); len];
         for (node, ident, flags) in ids {
             let n = node as usize;
@@ -103,6 +112,7 @@ impl Graph {
                 )));
             }
             g.edges.insert(pair(a, b), seq);
+            g.link(a, b);
             g.next_edge = g.next_edge.max(seq + 1);
             let (ra, rb) = (forest::find(&g, a), forest::find(&g, b));
             if ra != rb {
@@ -169,6 +179,7 @@ impl Graph {
         for (ident, slot) in d.new_ids.into_iter().zip(d.new_slots) {
             let n = self.slots.len() as u32;
             self.slots.push(slot);
+            self.adj_head.push(NIL);
             self.idents.push(ident);
             let h = self.hasher.hash_one(&*self.idents[n as usize]);
             let idents = &self.idents;
@@ -180,9 +191,143 @@ impl Graph {
         for (n, s) in d.slots {
             self.slots[n as usize] = s;
         }
-        self.edges.extend(d.edges);
+        for (p, seq) in d.edges {
+            self.edges.insert(p, seq);
+            self.link(p.0, p.1);
+        }
         self.next_edge = d.next_edge;
         self.refused += d.refused;
+    }
+}
+
+impl Graph {
+    fn link(&mut self, a: u32, b: u32) {
+        if a == b {
+            return;
+        }
+        for (x, y) in [(a, b), (b, a)] {
+            let i = self.adj.len() as u32;
+            self.adj.push((y, self.adj_head[x as usize]));
+            self.adj_head[x as usize] = i;
+        }
+    }
+
+    /// Takes `b` off `a`'s adjacency list (the entry stays in `adj`, unused).
+    fn unlink_half(&mut self, a: u32, b: u32) {
+        let mut prev = NIL;
+        let mut i = self.adj_head[a as usize];
+        while i != NIL {
+            let (to, next) = self.adj[i as usize];
+            if to == b {
+                if prev == NIL {
+                    self.adj_head[a as usize] = next;
+                } else {
+                    self.adj[prev as usize].1 = next;
+                }
+                return;
+            }
+            prev = i;
+            i = next;
+        }
+    }
+
+    /// The IDs linked to `n` by an alias edge.
+    pub fn neighbors(&self, n: u32) -> impl Iterator<Item = u32> + '_ {
+        let mut i = self.adj_head[n as usize];
+        std::iter::from_fn(move || {
+            if i == NIL {
+                return None;
+            }
+            let (to, next) = self.adj[i as usize];
+            i = next;
+            Some(to)
+        })
+    }
+
+    /// Removes the edge `a`-`b` and splits its person into the components the remaining edges
+    /// connect (each gets a fresh forest: flat, its canonical ID re-decided). Returns the roots
+    /// of the resulting persons (one when the person stays connected). Touches only that person.
+    pub fn remove_edge_and_split(&mut self, a: u32, b: u32) -> Vec<u32> {
+        self.edges.remove(&pair(a, b));
+        self.unlink_half(a, b);
+        self.unlink_half(b, a);
+        let members: Vec<u32> = forest::members(self, self.root(a)).collect();
+        let mut comp: FxHashMap<u32, u32> = FxHashMap::default(); // node → component root
+        let mut roots = Vec::new();
+        let mut sorted = members.clone();
+        sorted.sort_unstable();
+        for &start in &sorted {
+            if comp.contains_key(&start) {
+                continue;
+            }
+            // Breadth-first over the remaining edges; `start` is the component's smallest node.
+            let mut nodes = vec![start];
+            comp.insert(start, start);
+            let mut k = 0;
+            while k < nodes.len() {
+                let x = nodes[k];
+                k += 1;
+                let next: Vec<u32> = self.neighbors(x).collect();
+                for y in next {
+                    if let std::collections::hash_map::Entry::Vacant(e) = comp.entry(y) {
+                        e.insert(start);
+                        nodes.push(y);
+                    }
+                }
+            }
+            nodes.sort_unstable();
+            let mut canon = start;
+            for (i, &m) in nodes.iter().enumerate() {
+                canon = better(self, canon, m);
+                let s = &mut self.slots[m as usize];
+                s.parent = start;
+                s.next = nodes[(i + 1) % nodes.len()];
+                s.size = 1;
+            }
+            let r = &mut self.slots[start as usize];
+            r.size = nodes.len() as u32;
+            r.canon = canon;
+            roots.push(start);
+        }
+        roots
+    }
+
+    /// Removes `n`'s whole person: its IDs leave the index (their node numbers stay unused),
+    /// its edges and adjacency go. Returns the person's nodes and the removed edges with their
+    /// sequence numbers.
+    pub fn forget(&mut self, n: u32) -> (Vec<u32>, Vec<((u32, u32), u64)>) {
+        let members: Vec<u32> = forest::members(self, self.root(n)).collect();
+        let mut edges = Vec::new();
+        for &m in &members {
+            let next: Vec<u32> = self.neighbors(m).collect();
+            for y in next {
+                if m < y
+                    && let Some(seq) = self.edges.remove(&(m, y))
+                {
+                    edges.push(((m, y), seq));
+                }
+            }
+        }
+        for &m in &members {
+            self.adj_head[m as usize] = NIL;
+            let h = self.hasher.hash_one(&*self.idents[m as usize]);
+            let idents = &self.idents;
+            if let Ok(e) = self
+                .index
+                .find_entry(h, |&x| x == m && !idents[m as usize].is_empty())
+            {
+                e.remove();
+            }
+            self.idents[m as usize] = Box::from("");
+            self.slots[m as usize] = Slot::single(m, 0);
+            self.live -= 1;
+        }
+        (members, edges)
+    }
+
+    /// Refusal records removed from the log.
+    pub fn uncount_refusals(&mut self, n: u64) {
+        self.refused = self.refused.saturating_sub(n);
     }
 }
 

@@ -46,6 +46,7 @@ mod graph;
 mod id;
 pub mod ingest;
 mod op;
+mod repair;
 pub mod rules;
 pub mod server;
 mod store;
@@ -58,6 +59,7 @@ pub use op::{
     AliasOutcome, Cause, Event, Link, Op, Outcome, Person, Properties, Property, RefusalReason,
     Timestamp, Value,
 };
+pub use repair::{Explanation, Forgotten, Hubs};
 pub use store::{Config, Refusal, Stats, Store, VerifyReport};
 
 /// The README's examples, compiled and run as doc-tests so they stay true.

@@ -2,7 +2,7 @@
 //! demo page, on axum over tokio.
 //!
 //! - `/e`, `/s`, `/a` (GET, or POST with a form body): parsed by [`track::parse`], applied by the
-//!   one writer thread ([`ingest`]), answered with the 1x1 GIF once applied (with
+//!   one writer thread (`ingest.rs`), answered with the 1x1 GIF once applied (with
 //!   [`ServeConfig::sync`]: once flushed to disk); `400` with a one-line reason otherwise.
 //! - `/api/people/{id}`, `/api/people/{id}/events`, `/api/people/{id}/links`,
 //!   `/api/requests`: JSON, only with `Authorization: Bearer <read token>`.
@@ -46,9 +46,6 @@ pub const GIF: [u8; 43] = [
     0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
     0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
-
-/// Largest person the demo and `/api/people/{id}/links` draw (see [`Store::links`]).
-pub const MAX_LINKED_IDS: usize = 500;
 
 /// How the server behaves.
 #[derive(Clone, Debug)]
@@ -475,7 +472,7 @@ async fn person_links(State(s): St, headers: HeaderMap, Path(id): Path<String>) 
         let Some(person) = store.resolve(id)? else {
             return Ok(None);
         };
-        let links = store.links(id, MAX_LINKED_IDS)?;
+        let links = store.links(id)?;
         let anon: Vec<bool> = person
             .ids
             .iter()
@@ -486,7 +483,6 @@ async fn person_links(State(s): St, headers: HeaderMap, Path(id): Path<String>) 
             "ids": person.ids,
             "anonymous": anon,
             "links": links,
-            "too_large": links.is_none(),
         })))
     })
     .await
