@@ -40,6 +40,7 @@
 
 mod bulk;
 mod codec;
+pub mod dot;
 mod error;
 pub mod forest;
 mod graph;

@@ -139,6 +139,65 @@ enum Cmd {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Why two IDs are one person: the shortest chain of alias links between them, each with
+    /// its cause, time and source.
+    Explain {
+        /// One ID.
+        a: String,
+        /// The other ID.
+        b: String,
+        /// Print `{"same_person": bool, "edges": [{"a", "b", "cause", "at", "source"}]}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the direct link between two IDs and split their person along the links that
+    /// remain; events and properties follow their IDs.
+    Unalias {
+        /// One ID.
+        a: String,
+        /// The other ID.
+        b: String,
+        /// Print the resulting persons as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a whole person: every ID, link, event and property (privacy requests).
+    Forget {
+        /// Any ID of the person.
+        id: String,
+        /// Do not ask for confirmation (required when not on a terminal).
+        #[arg(long)]
+        yes: bool,
+        /// Print what was deleted as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the merges the guardrails refused (blocked IDs, persons too large).
+    Refused {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The largest persons and the IDs with the most links: where squished identities show up.
+    Hubs {
+        /// How many of each.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a person's alias graph: Graphviz DOT, or SVG drawn in-process.
+    Graph {
+        /// Any ID of the person.
+        id: String,
+        /// `dot` or `svg`.
+        #[arg(long, default_value = "dot", value_parser = ["dot", "svg"])]
+        format: String,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Run the tracking server: the KISSmetrics HTTP API (/e /s /a), the browser tracker
     /// (/km.js), a JSON query API (/api/...), /healthz, /metrics and a demo page (/).
     Serve {
@@ -303,6 +362,16 @@ fn run(cli: Cli) -> Result<(), Fail> {
             key,
             seed,
         } => simulate(db, &file, dry_run, skip_invalid, json, &key, seed)?,
+        Cmd::Explain { a, b, json } => explain(db, &a, &b, json)?,
+        Cmd::Unalias { a, b, json } => unalias(db, &a, &b, json)?,
+        Cmd::Forget { id: who, yes, json } => forget(db, &who, yes, json)?,
+        Cmd::Refused { json } => refused(db, json)?,
+        Cmd::Hubs { top, json } => hubs(db, top, json)?,
+        Cmd::Graph {
+            id: who,
+            format,
+            output,
+        } => graph(db, &who, &format, output.as_deref())?,
         Cmd::Serve {
             addr,
             keys,
@@ -877,4 +946,202 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+}
+
+/// Opens the store for a query about `ids`; unknown IDs (or no store) exit 1.
+fn open_known(db: &Db, ids: &[&str]) -> Result<Store, Fail> {
+    for i in ids {
+        id(i)?;
+    }
+    let store = open_ro(db)?.ok_or_else(|| unknown(ids[0]))?;
+    if let Some(u) = ids.iter().find(|i| !store.contains(i)) {
+        return Err(unknown(u));
+    }
+    Ok(store)
+}
+
+/// `on 2023-11-14 (t=1700000000)`.
+fn when(at: i64) -> String {
+    format!("on {} (t={at})", idgraph::dot::date(at))
+}
+
+/// `1 ID`, `2 IDs`.
+fn ids(n: usize) -> String {
+    format!("{n} ID{}", if n == 1 { "" } else { "s" })
+}
+
+fn explain(db: &Db, a: &str, b: &str, json: bool) -> Result<(), Fail> {
+    let store = open_known(db, &[a, b])?;
+    let e = store.explain(a, b)?;
+    if json {
+        print_json(&e);
+    } else if !e.same_person {
+        println!("different persons: {a} and {b} are not linked");
+    } else if e.edges.is_empty() {
+        println!("the same ID: {a}");
+    } else {
+        println!(
+            "one person: {a} and {b} are joined by {} link{}:",
+            e.edges.len(),
+            if e.edges.len() == 1 { "" } else { "s" }
+        );
+        for (i, l) in e.edges.iter().enumerate() {
+            let source = l
+                .source
+                .as_deref()
+                .map(|s| format!(", from {s}"))
+                .unwrap_or_default();
+            println!(
+                "  {}. {} ~ {}  ({} {}{source})",
+                i + 1,
+                l.a,
+                l.b,
+                l.cause,
+                when(l.at)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn unalias(db: &Db, a: &str, b: &str, json: bool) -> Result<(), Fail> {
+    let store = open_known(db, &[a, b])?;
+    let Some(persons) = store.unalias(a, b)? else {
+        return Err(Fail(
+            1,
+            format!(
+                "no direct link between {a} and {b}; nothing changed (`idgraph explain {a} {b}` \
+                 shows what joins them)"
+            ),
+        ));
+    };
+    store.flush()?;
+    if json {
+        print_json(&persons);
+    } else if persons.len() == 1 {
+        println!(
+            "unlinked {a} and {b}; other links still make them one person ({})",
+            ids(persons[0].ids.len())
+        );
+    } else {
+        println!("unlinked {a} and {b}; now {} persons:", persons.len());
+        for p in &persons {
+            println!("  {} ({})", p.person, ids(p.ids.len()));
+        }
+    }
+    Ok(())
+}
+
+fn forget(db: &Db, who: &str, yes: bool, json: bool) -> Result<(), Fail> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let store = open_known(db, &[who])?;
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Fail(
+                2,
+                format!("refusing to forget {who} without confirmation: pass --yes"),
+            ));
+        }
+        let p = store.resolve(who)?.ok_or_else(|| unknown(who))?;
+        let events = store.events(who)?.len();
+        eprint!(
+            "forget {} for good: {} and {events} events? This cannot be undone. Type yes: ",
+            p.person,
+            ids(p.ids.len())
+        );
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .map_err(|e| Fail(2, format!("cannot read the answer: {e}")))?;
+        if answer.trim() != "yes" {
+            return Err(Fail(2, "not confirmed; nothing changed".into()));
+        }
+    }
+    let f = store.forget(who)?.ok_or_else(|| unknown(who))?;
+    store.flush()?;
+    if json {
+        print_json(&f);
+    } else {
+        println!(
+            "forgot {}, {} links, {} events and {} refused merges of {who}'s person",
+            ids(f.ids.len()),
+            f.links,
+            f.events,
+            f.refusals
+        );
+    }
+    Ok(())
+}
+
+fn refused(db: &Db, json: bool) -> Result<(), Fail> {
+    let list = match open_ro(db)? {
+        Some(s) => s.refusals()?,
+        None => Vec::new(),
+    };
+    if json {
+        let rows: Vec<serde_json::Value> = list
+            .iter()
+            .map(|r| {
+                let kind = match r.reason {
+                    idgraph::RefusalReason::BlockedId { .. } => "blocked_id",
+                    idgraph::RefusalReason::TooLarge { .. } => "too_large",
+                };
+                json!({"a": r.a, "b": r.b, "reason": kind, "why": r.reason.to_string(),
+                       "cause": r.cause, "at": r.at})
+            })
+            .collect();
+        print_json(&rows);
+    } else if list.is_empty() {
+        println!("no refused merges");
+    } else {
+        for r in &list {
+            println!(
+                "{} ~ {}  {}  ({} {})",
+                r.a,
+                r.b,
+                r.reason,
+                r.cause,
+                when(r.at)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn hubs(db: &Db, top: usize, json: bool) -> Result<(), Fail> {
+    let h = match open_ro(db)? {
+        Some(s) => s.hubs(top),
+        None => idgraph::Hubs::default(),
+    };
+    if json {
+        print_json(&h);
+    } else {
+        println!("largest persons (IDs, canonical ID):");
+        for (p, n) in &h.largest {
+            println!("  {n:>8}  {p}");
+        }
+        println!("most linked IDs (links, ID):");
+        for (i, n) in &h.most_linked {
+            println!("  {n:>8}  {i}");
+        }
+    }
+    Ok(())
+}
+
+fn graph(db: &Db, who: &str, format: &str, output: Option<&std::path::Path>) -> Result<(), Fail> {
+    let store = open_known(db, &[who])?;
+    let g = store.person_graph(who)?.ok_or_else(|| unknown(who))?;
+    let text = if format == "svg" {
+        g.to_svg()?
+    } else {
+        g.to_dot()
+    };
+    match output {
+        Some(path) => std::fs::write(path, text)
+            .map_err(|e| Fail(3, format!("cannot write {}: {e}", path.display())))?,
+        None => print!("{text}"),
+    }
+    Ok(())
 }

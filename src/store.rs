@@ -677,6 +677,24 @@ impl Store {
             forest::union(&mut replay, a, b);
             edge_count += 1;
         }
+        // The adjacency lists mirror the edge map, both directions.
+        let mut half = 0u64;
+        for n in 0..len as u32 {
+            for y in g.neighbors(n) {
+                half += 1;
+                if !g.edges().contains_key(&crate::graph::pair(n, y)) {
+                    rep.problem(format!(
+                        "node {n} lists node {y} as linked, but no edge joins them"
+                    ));
+                }
+            }
+        }
+        if half != 2 * g.edges().len() as u64 {
+            rep.problem(format!(
+                "{half} adjacency entries for {} edges (want two per edge)",
+                g.edges().len()
+            ));
+        }
         if edge_count != g.edges().len() as u64 {
             rep.problem(format!(
                 "{edge_count} edges on disk, {} in memory",

@@ -286,3 +286,146 @@ fn simulate_can_skip_bad_lines() {
         json!(["x", "y", "z"])
     );
 }
+
+/// `explain`, `unalias`, `forget`, `refused`, `hubs`, `graph`.
+#[test]
+fn explain_unalias_forget_and_friends() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store");
+    let anon = "y75Fe33597qBqkR4obZZYV+wF3Y=";
+    for (a, b, at) in [
+        ("bob@x.example", anon, "100"),
+        ("bob@x.example", "bob@work.example", "200"),
+        ("carol", "carol2", "300"),
+        ("bob@work.example", "guest", "400"),
+    ] {
+        assert!(run(&db, &["alias", a, b, "--at", at]).status.success());
+    }
+    let e = ok_json(&db, &["explain", anon, "bob@work.example", "--json"]);
+    assert_eq!(
+        e,
+        json!({"same_person": true, "edges": [
+            {"a": anon, "b": "bob@x.example", "cause": "api", "at": 100, "source": null},
+            {"a": "bob@x.example", "b": "bob@work.example", "cause": "api", "at": 200, "source": null},
+        ]})
+    );
+    let text = stdout(&run(&db, &["explain", "bob@work.example", anon]));
+    assert!(text.contains("joined by 2 links"), "{text}");
+    assert!(
+        text.contains("1. bob@work.example ~ bob@x.example  (api on 1970-01-01 (t=200))"),
+        "{text}"
+    );
+    let e = ok_json(&db, &["explain", anon, "carol", "--json"]);
+    assert_eq!(e, json!({"same_person": false, "edges": []}));
+    assert_eq!(
+        run(&db, &["explain", anon, "nobody"]).status.code(),
+        Some(1)
+    );
+
+    let r = ok_json(&db, &["refused", "--json"]);
+    assert_eq!(r[0]["reason"], "blocked_id");
+    assert_eq!(
+        (r[0]["a"].as_str(), r[0]["b"].as_str()),
+        (Some("bob@work.example"), Some("guest"))
+    );
+    let h = ok_json(&db, &["hubs", "--top", "1", "--json"]);
+    assert_eq!(
+        h,
+        json!({"largest": [["bob@x.example", 3]], "most_linked": [["bob@x.example", 2]]})
+    );
+
+    let dot = stdout(&run(&db, &["graph", anon]));
+    assert!(dot.starts_with("graph \"person bob@x.example\" {"), "{dot}");
+    assert!(
+        dot.contains(&format!("\"{anon}\" [shape=ellipse, style=dashed];")),
+        "{dot}"
+    );
+    assert!(dot.contains("[label=\"api 1970-01-01\"]"), "{dot}");
+    let svg_path = dir.path().join("p.svg");
+    assert!(
+        run(
+            &db,
+            &[
+                "graph",
+                anon,
+                "--format",
+                "svg",
+                "-o",
+                svg_path.to_str().unwrap()
+            ]
+        )
+        .status
+        .success()
+    );
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("bob@work.example"));
+
+    // unalias: no direct link → exit 1, nothing changed.
+    let out = run(&db, &["unalias", anon, "bob@work.example"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no direct link"), "{}", stderr(&out));
+    assert_eq!(
+        ok_json(&db, &["resolve", anon, "--json"])["ids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let p = ok_json(
+        &db,
+        &["unalias", "bob@work.example", "bob@x.example", "--json"],
+    );
+    assert_eq!(p.as_array().unwrap().len(), 2);
+    assert_eq!(
+        ok_json(&db, &["resolve", "bob@work.example", "--json"])["ids"],
+        json!(["bob@work.example"])
+    );
+
+    // forget: no terminal and no --yes → exit 2, nothing changed.
+    let out = run(&db, &["forget", "carol"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--yes"));
+    assert!(run(&db, &["resolve", "carol"]).status.success());
+    let f = ok_json(&db, &["forget", "carol2", "--yes", "--json"]);
+    assert_eq!(f["ids"], json!(["carol", "carol2"]));
+    assert_eq!(run(&db, &["resolve", "carol"]).status.code(), Some(1));
+    assert_eq!(
+        run(&db, &["forget", "carol", "--yes"]).status.code(),
+        Some(1)
+    );
+    assert!(run(&db, &["verify"]).status.success());
+}
+
+/// On a terminal, `forget` asks and only `yes` goes ahead (a pseudo-terminal via `script`).
+#[test]
+fn forget_asks_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("no `script` (util-linux): skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("store");
+    assert!(run(&db, &["alias", "dan", "dan2"]).status.success());
+    let bin = env!("CARGO_BIN_EXE_idgraph");
+    for (answer, gone) in [("no", false), ("yes", true)] {
+        let cmd = format!("{bin} --db {} forget dan", db.display());
+        let mut child = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        writeln!(child.stdin.as_mut().unwrap(), "{answer}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Type yes:"), "{text}");
+        assert_eq!(out.status.success(), gone, "{answer}: {text}");
+        assert_eq!(
+            run(&db, &["resolve", "dan"]).status.success(),
+            !gone,
+            "{answer}"
+        );
+    }
+}
