@@ -211,6 +211,10 @@ enum Cmd {
         /// address with the demo on, a random token is made for the demo page and printed.
         #[arg(long, env = "IDGRAPH_READ_TOKEN")]
         read_token: Option<String>,
+        /// Bearer token of the endpoints that change the store (POST /api/unalias, DELETE
+        /// /api/people/ID). Without it they are off.
+        #[arg(long, env = "IDGRAPH_ADMIN_TOKEN")]
+        admin_token: Option<String>,
         /// Acknowledge a request only once its data is flushed to disk (group commit).
         #[arg(long)]
         sync: bool,
@@ -376,9 +380,10 @@ fn run(cli: Cli) -> Result<(), Fail> {
             addr,
             keys,
             read_token,
+            admin_token,
             sync,
             no_demo,
-        } => serve(db, addr, keys, read_token, sync, !no_demo)?,
+        } => serve(db, addr, keys, read_token, admin_token, sync, !no_demo)?,
         Cmd::Alias { a, b, at, json } => {
             let (ia, ib) = (id(&a)?, id(&b)?);
             let op = Op::alias(ia, ib, at.unwrap_or_else(now), Cause::Api);
@@ -854,15 +859,28 @@ fn serve(
     addr: std::net::SocketAddr,
     mut keys: Vec<String>,
     read_token: Option<String>,
+    admin_token: Option<String>,
     sync: bool,
     demo: bool,
 ) -> Result<(), Fail> {
     use idgraph::server::{ServeConfig, demo_may_hold_token};
     use rand::RngCore;
-    if read_token.as_deref() == Some("") {
+    for (flag, t) in [
+        ("--read-token", &read_token),
+        ("--admin-token", &admin_token),
+    ] {
+        if t.as_deref() == Some("") {
+            return Err(Fail(
+                2,
+                format!("{flag} must not be empty (anybody could present an empty token)"),
+            ));
+        }
+    }
+    if admin_token.is_some() && admin_token == read_token {
         return Err(Fail(
             2,
-            "--read-token must not be empty (anybody could present an empty token)".into(),
+            "--admin-token must differ from --read-token (the demo page may hold the read token)"
+                .into(),
         ));
     }
     let store = std::sync::Arc::new(open_rw(db)?);
@@ -886,6 +904,7 @@ fn serve(
     let cfg = ServeConfig {
         keys,
         read_token: read_token.clone(),
+        admin_token: admin_token.clone(),
         sync,
         demo,
         demo_token: demo && loopback,
@@ -909,6 +928,9 @@ fn serve(
             (Some(t), true) => say!("query API read token (made for the demo page): {t}"),
             (Some(_), false) => say!("query API on (bearer token from --read-token)"),
             (None, _) => say!("query API off (start with --read-token to turn it on)"),
+        }
+        if admin_token.is_some() {
+            say!("admin API on (unalias, forget; bearer token from --admin-token)");
         }
         if demo {
             say!("demo page: http://{local}/");

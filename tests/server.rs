@@ -406,3 +406,90 @@ fn demo_page_token_only_on_loopback() {
     assert!(!demo_may_hold_token("0.0.0.0:80".parse().unwrap()));
     assert!(!demo_may_hold_token("192.168.1.5:80".parse().unwrap()));
 }
+
+/// `/api/explain` and `/api/people/{id}/graph` with the read token; `POST /api/unalias` and
+/// `DELETE /api/people/{id}` only with the admin token.
+#[tokio::test]
+async fn explain_graph_unalias_and_forget_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("db"), &["--admin-token", "admin-secret"]);
+    let c = http();
+    let b = &s.base;
+    for q in [
+        "/a?_k=demo&_p=anon1&_n=bob&_d=1&_t=100",
+        "/a?_k=demo&_p=bob&_n=bob%40work&_d=1&_t=200",
+        "/e?_k=demo&_p=bob%40work&_n=Paid",
+    ] {
+        assert_eq!(get(&c, &format!("{b}{q}")).await.status(), 200);
+    }
+    let e = api_json(
+        &c,
+        &format!("{b}/api/explain?a=anon1&b={}", seg("bob@work")),
+    )
+    .await;
+    assert_eq!(e["same_person"], true);
+    assert_eq!(e["edges"][0]["a"], "anon1");
+    assert_eq!(e["edges"][1]["b"], "bob@work");
+    assert_eq!(e["edges"][1]["at"], 200);
+    assert_eq!(
+        api(&c, &format!("{b}/api/explain?a=anon1&b=nobody"))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(api(&c, &format!("{b}/api/explain?a=anon1")).await.0, 400);
+    let (st, dot) = api(&c, &format!("{b}/api/people/bob/graph?format=dot")).await;
+    assert_eq!(st, 200);
+    assert!(dot.contains("\"bob@work\" -- \"bob\""), "{dot}");
+    let (st, svg) = api(&c, &format!("{b}/api/people/bob/graph")).await;
+    assert_eq!(st, 200);
+    assert!(svg.contains("<svg"));
+
+    // Changes need the admin token: the read token is not enough.
+    let url = format!("{b}/api/unalias?a=bob&b={}", seg("bob@work"));
+    let with = |tok: &str| {
+        c.post(&url)
+            .header("Authorization", format!("Bearer {tok}"))
+    };
+    assert_eq!(with(TOKEN).send().await.unwrap().status(), 401);
+    let r = with("admin-secret").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["persons"].as_array().unwrap().len(), 2);
+    assert_eq!(with("admin-secret").send().await.unwrap().status(), 404);
+    let p = api_json(&c, &format!("{b}/api/people/{}", seg("bob@work"))).await;
+    assert_eq!(p["ids"], serde_json::json!(["bob@work"]));
+
+    let del = |tok: &str| {
+        c.delete(format!("{b}/api/people/anon1"))
+            .header("Authorization", format!("Bearer {tok}"))
+            .send()
+    };
+    assert_eq!(del(TOKEN).await.unwrap().status(), 401);
+    let r = del("admin-secret").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let f: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(f["ids"], serde_json::json!(["bob", "anon1"]));
+    assert_eq!(api(&c, &format!("{b}/api/people/bob")).await.0, 404);
+    assert_eq!(del("admin-secret").await.unwrap().status(), 404);
+    assert!(s.terminate().success());
+
+    // Without --admin-token the change endpoints are off.
+    let s = Server::start(&dir.path().join("db"), &[]);
+    let r = c
+        .post(format!("{}/api/unalias?a=x&b=y", s.base))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("--admin-token"));
+    let store_ok = s.terminate().success();
+    assert!(store_ok);
+    let store = Store::open(dir.path().join("db")).unwrap();
+    assert!(
+        store.resolve("anon1").unwrap().is_none(),
+        "forget is durable"
+    );
+    assert!(store.verify().unwrap().is_ok());
+}

@@ -5,7 +5,9 @@
 //!   one writer thread (`ingest.rs`), answered with the 1x1 GIF once applied (with
 //!   [`ServeConfig::sync`]: once flushed to disk); `400` with a one-line reason otherwise.
 //! - `/api/people/{id}`, `/api/people/{id}/events`, `/api/people/{id}/links`,
-//!   `/api/requests`: JSON, only with `Authorization: Bearer <read token>`.
+//!   `/api/people/{id}/graph`, `/api/explain`, `/api/requests`: only with
+//!   `Authorization: Bearer <read token>`; `POST /api/unalias` and `DELETE /api/people/{id}`
+//!   only with the admin token.
 //! - `/km.js` (the tracker), `/healthz`, `/metrics` (Prometheus text), `/` (the demo page).
 //!
 //! Store reads of the query API run on tokio's blocking pool; writes go through the writer
@@ -56,6 +58,9 @@ pub struct ServeConfig {
     pub read_token: Option<String>,
     /// Acknowledge a tracking request only once its data is flushed to disk (group commit).
     pub sync: bool,
+    /// The bearer token of the endpoints that change the store (`POST /api/unalias`,
+    /// `DELETE /api/people/{id}`); `None` (or empty) turns them off.
+    pub admin_token: Option<String>,
     /// Serve the demo page at `/`.
     pub demo: bool,
     /// Give the read token to the demo page (only do this when the server listens on
@@ -70,6 +75,7 @@ impl Default for ServeConfig {
         ServeConfig {
             keys: vec!["demo".into()],
             read_token: None,
+            admin_token: None,
             sync: false,
             demo: true,
             demo_token: false,
@@ -165,9 +171,12 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/km.js", get(km_js))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/api/people/{id}", get(person))
+        .route("/api/people/{id}", get(person).delete(forget))
         .route("/api/people/{id}/events", get(person_events))
         .route("/api/people/{id}/links", get(person_links))
+        .route("/api/people/{id}/graph", get(person_graph))
+        .route("/api/explain", get(explain))
+        .route("/api/unalias", axum::routing::post(unalias))
         .route("/api/requests", get(requests));
     if state.cfg.demo {
         r = r.route("/", get(demo));
@@ -381,13 +390,26 @@ async fn metrics(State(s): St) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
+/// Which token an `/api/` endpoint needs.
+#[derive(Clone, Copy)]
+enum Access {
+    /// The read token: queries.
+    Read,
+    /// The admin token: changes (unalias, forget).
+    Admin,
+}
+
 impl AppState {
-    /// The refusal to send, unless the request carries the read token.
-    fn deny(&self, headers: &HeaderMap) -> Option<Response> {
-        let Some(token) = self.cfg.read_token.as_ref().filter(|t| !t.is_empty()) else {
+    /// The refusal to send, unless the request carries the token `access` needs.
+    fn deny(&self, headers: &HeaderMap, access: Access) -> Option<Response> {
+        let (token, flag, what) = match access {
+            Access::Read => (&self.cfg.read_token, "--read-token", "read token"),
+            Access::Admin => (&self.cfg.admin_token, "--admin-token", "admin token"),
+        };
+        let Some(token) = token.as_ref().filter(|t| !t.is_empty()) else {
             return Some(text(
                 StatusCode::FORBIDDEN,
-                "the query API is off: start the server with --read-token TOKEN",
+                format!("this endpoint is off: start the server with {flag} TOKEN"),
             ));
         };
         let given = headers
@@ -399,7 +421,7 @@ impl AppState {
         } else {
             let mut r = text(
                 StatusCode::UNAUTHORIZED,
-                "the query API needs the header Authorization: Bearer <read token>",
+                format!("this endpoint needs the header Authorization: Bearer <{what}>"),
             );
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -407,24 +429,20 @@ impl AppState {
         }
     }
 
-    /// Runs a store read on the blocking pool, behind the read token; `None` → 404.
-    async fn query(
+    /// Runs `f` on the blocking pool (sled must not stall the async workers), behind the
+    /// token `access` needs, and counts the answer.
+    async fn call(
         self: &Arc<Self>,
         headers: &HeaderMap,
-        id: String,
-        read: impl FnOnce(&Store, &str) -> Result<Option<serde_json::Value>> + Send + 'static,
+        access: Access,
+        f: impl FnOnce(&Store) -> Result<Response> + Send + 'static,
     ) -> Response {
-        let r = match self.deny(headers) {
+        let r = match self.deny(headers, access) {
             Some(r) => r,
             None => {
                 let store = self.store.clone();
-                let shown = id.clone();
-                match tokio::task::spawn_blocking(move || read(&store, &id)).await {
-                    Ok(Ok(Some(v))) => axum::Json(v).into_response(),
-                    Ok(Ok(None)) => text(
-                        StatusCode::NOT_FOUND,
-                        format!("unknown ID {}", crate::error::shown(&shown)),
-                    ),
+                match tokio::task::spawn_blocking(move || f(&store)).await {
+                    Ok(Ok(r)) => r,
                     Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
                     Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
                 }
@@ -435,21 +453,32 @@ impl AppState {
     }
 }
 
+fn unknown(id: &str) -> Response {
+    text(
+        StatusCode::NOT_FOUND,
+        format!("unknown ID {}", crate::error::shown(id)),
+    )
+}
+
+fn json_response(v: impl Serialize) -> Response {
+    axum::Json(v).into_response()
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn person(State(s): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    s.query(&headers, id, |store, id| {
-        let Some(p) = store.resolve(id)? else {
-            return Ok(None);
+    s.call(&headers, Access::Read, move |store| {
+        let Some(p) = store.resolve(&id)? else {
+            return Ok(unknown(&id));
         };
         let props: serde_json::Map<String, serde_json::Value> = store
-            .properties(id)?
+            .properties(&id)?
             .into_iter()
             .map(|p| (p.name, serde_json::to_value(p.value).unwrap_or_default()))
             .collect();
-        Ok(Some(
+        Ok(json_response(
             json!({"person": p.person, "ids": p.ids, "properties": props}),
         ))
     })
@@ -457,33 +486,126 @@ async fn person(State(s): St, headers: HeaderMap, Path(id): Path<String>) -> Res
 }
 
 async fn person_events(State(s): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    s.query(&headers, id, |store, id| {
-        let Some(person) = store.canonical(id) else {
-            return Ok(None);
+    s.call(&headers, Access::Read, move |store| {
+        let Some(person) = store.canonical(&id) else {
+            return Ok(unknown(&id));
         };
-        let events = store.events(id)?;
-        Ok(Some(json!({"person": person, "events": events})))
+        let events = store.events(&id)?;
+        Ok(json_response(json!({"person": person, "events": events})))
     })
     .await
 }
 
 async fn person_links(State(s): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    s.query(&headers, id, |store, id| {
-        let Some(person) = store.resolve(id)? else {
-            return Ok(None);
+    s.call(&headers, Access::Read, move |store| {
+        let Some(g) = store.person_graph(&id)? else {
+            return Ok(unknown(&id));
         };
-        let links = store.links(id)?;
-        let anon: Vec<bool> = person
-            .ids
-            .iter()
-            .map(|i| crate::is_kissmetrics_anonymous(i))
-            .collect();
-        Ok(Some(json!({
-            "person": person.person,
-            "ids": person.ids,
-            "anonymous": anon,
-            "links": links,
+        Ok(json_response(json!({
+            "person": g.person,
+            "ids": g.ids.iter().map(|i| &i.id).collect::<Vec<_>>(),
+            "anonymous": g.ids.iter().map(|i| i.anonymous).collect::<Vec<_>>(),
+            "links": g.links,
         })))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct GraphFormat {
+    format: Option<String>,
+}
+
+async fn person_graph(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<GraphFormat>,
+) -> Response {
+    s.call(&headers, Access::Read, move |store| {
+        let Some(g) = store.person_graph(&id)? else {
+            return Ok(unknown(&id));
+        };
+        Ok(match q.format.as_deref().unwrap_or("svg") {
+            "dot" => (
+                [(header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")],
+                g.to_dot(),
+            )
+                .into_response(),
+            "svg" => match g.to_svg() {
+                Ok(svg) => ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response(),
+                Err(e) => text(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+            },
+            other => text(
+                StatusCode::BAD_REQUEST,
+                format!("format={other:?}: use dot or svg"),
+            ),
+        })
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct Pair {
+    a: Option<String>,
+    b: Option<String>,
+}
+
+impl Pair {
+    fn both(self) -> Result<(String, String), Response> {
+        match (self.a, self.b) {
+            (Some(a), Some(b)) => Ok((a, b)),
+            _ => Err(text(
+                StatusCode::BAD_REQUEST,
+                "give both IDs: ?a=<ID>&b=<ID>",
+            )),
+        }
+    }
+}
+
+async fn explain(State(s): St, headers: HeaderMap, Query(q): Query<Pair>) -> Response {
+    let (a, b) = match q.both() {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    s.call(&headers, Access::Read, move |store| {
+        if let Some(u) = [&a, &b].into_iter().find(|i| !store.contains(i)) {
+            return Ok(unknown(u));
+        }
+        Ok(json_response(store.explain(&a, &b)?))
+    })
+    .await
+}
+
+async fn unalias(State(s): St, headers: HeaderMap, Query(q): Query<Pair>) -> Response {
+    let (a, b) = match q.both() {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    s.call(&headers, Access::Admin, move |store| {
+        match store.unalias(&a, &b)? {
+            None => Ok(text(
+                StatusCode::NOT_FOUND,
+                format!("no direct link between {a:?} and {b:?}; nothing changed"),
+            )),
+            Some(persons) => {
+                store.flush()?;
+                Ok(json_response(json!({ "persons": persons })))
+            }
+        }
+    })
+    .await
+}
+
+async fn forget(State(s): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    s.call(&headers, Access::Admin, move |store| {
+        match store.forget(&id)? {
+            None => Ok(unknown(&id)),
+            Some(f) => {
+                store.flush()?;
+                Ok(json_response(f))
+            }
+        }
     })
     .await
 }
@@ -494,7 +616,7 @@ struct After {
 }
 
 async fn requests(State(s): St, headers: HeaderMap, Query(q): Query<After>) -> Response {
-    if let Some(r) = s.deny(&headers) {
+    if let Some(r) = s.deny(&headers, Access::Read) {
         s.metrics.count("api", r.status());
         return r;
     }
