@@ -293,19 +293,13 @@ impl Graph {
     }
 
     /// Removes `n`'s whole person: its IDs leave the index (their node numbers stay unused),
-    /// its edges and adjacency go. Returns the person's nodes and the removed edges with their
-    /// sequence numbers.
-    pub fn forget(&mut self, n: u32) -> (Vec<u32>, Vec<((u32, u32), u64)>) {
+    /// its edges and adjacency go.
+    pub fn forget(&mut self, n: u32) {
         let members: Vec<u32> = forest::members(self, self.root(n)).collect();
-        let mut edges = Vec::new();
         for &m in &members {
             let next: Vec<u32> = self.neighbors(m).collect();
             for y in next {
-                if m < y
-                    && let Some(seq) = self.edges.remove(&(m, y))
-                {
-                    edges.push(((m, y), seq));
-                }
+                self.edges.remove(&pair(m, y));
             }
         }
         for &m in &members {
@@ -322,7 +316,6 @@ impl Graph {
             self.slots[m as usize] = Slot::single(m, 0);
             self.live -= 1;
         }
-        (members, edges)
     }
 
     /// Refusal records removed from the log.

@@ -552,21 +552,18 @@ struct Pair {
 }
 
 impl Pair {
-    fn both(self) -> Result<(String, String), Response> {
-        match (self.a, self.b) {
-            (Some(a), Some(b)) => Ok((a, b)),
-            _ => Err(text(
-                StatusCode::BAD_REQUEST,
-                "give both IDs: ?a=<ID>&b=<ID>",
-            )),
-        }
+    fn both(self) -> Option<(String, String)> {
+        self.a.zip(self.b)
     }
 }
 
+fn need_both() -> Response {
+    text(StatusCode::BAD_REQUEST, "give both IDs: ?a=<ID>&b=<ID>")
+}
+
 async fn explain(State(s): St, headers: HeaderMap, Query(q): Query<Pair>) -> Response {
-    let (a, b) = match q.both() {
-        Ok(p) => p,
-        Err(r) => return r,
+    let Some((a, b)) = q.both() else {
+        return need_both();
     };
     s.call(&headers, Access::Read, move |store| {
         if let Some(u) = [&a, &b].into_iter().find(|i| !store.contains(i)) {
@@ -578,9 +575,8 @@ async fn explain(State(s): St, headers: HeaderMap, Query(q): Query<Pair>) -> Res
 }
 
 async fn unalias(State(s): St, headers: HeaderMap, Query(q): Query<Pair>) -> Response {
-    let (a, b) = match q.both() {
-        Ok(p) => p,
-        Err(r) => return r,
+    let Some((a, b)) = q.both() else {
+        return need_both();
     };
     s.call(&headers, Access::Admin, move |store| {
         match store.unalias(&a, &b)? {
