@@ -1,13 +1,18 @@
-//! The store's hot paths, each in one group with its baselines so ratios come from one run:
-//! raw sled (the storage floor) and the in-memory union-find (the algorithmic floor).
+//! The store's hot paths — resolve, alias, record, set, events of persons of 1/100/10,000 IDs,
+//! import per line — each in one group with its baselines so ratios come from one run: raw
+//! sled (the storage floor) and the in-memory union-find (the algorithmic floor).
 //!
 //! `cargo bench --bench store`; CI smoke-runs it with `cargo bench -- --test`.
 
 use std::hint::black_box;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use idgraph::forest::{self, MemForest};
-use idgraph::{Cause, Config, Identity, Op, Properties, Store};
+use idgraph::{BulkOptions, Cause, Config, Identity, Op, Properties, Store};
+
+#[path = "../examples/common/km_gen.rs"]
+mod km_gen;
+use km_gen::KmGen;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 const IDS: usize = 100_000;
@@ -160,6 +165,118 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // `set`: the ID's record is read, its properties merged, and rewritten (one key).
+    let mut g = c.benchmark_group("set");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("idgraph set (known ID, 1 property)", |b| {
+        b.iter(|| {
+            n += 1;
+            let who = &names[(n as usize * 7919) % names.len()];
+            let op = Op::set(
+                Identity::new(who.as_str()).unwrap(),
+                Properties::new().with("plan", n as i64).unwrap(),
+                n as i64,
+            );
+            black_box(store.apply(op).unwrap())
+        })
+    });
+    g.bench_function("raw sled get + insert (same key)", |b| {
+        b.iter(|| {
+            n += 1;
+            let k = format!("iuser{}", (n as usize * 7919) % IDS);
+            let v = raw.get(&k).unwrap();
+            black_box(raw.insert(k, v.unwrap_or_default()).unwrap())
+        })
+    });
+    g.finish();
+
+    // `events` of persons of 1, 100 and 10,000 IDs, two events per ID; the baseline scans
+    // the same number of event-shaped keys in raw sled.
+    let mut g = c.benchmark_group("events");
+    for size in [1usize, 100, 10_000] {
+        let hub = format!("events-hub-{size}");
+        let mut ops = Vec::new();
+        for k in 0..size {
+            let who = if k == 0 {
+                hub.clone()
+            } else {
+                format!("events-{size}-{k}")
+            };
+            if k > 0 {
+                ops.push(Op::alias(
+                    id(hub.clone()),
+                    id(who.clone()),
+                    1,
+                    Cause::Identify,
+                ));
+            }
+            for t in 0..2 {
+                ops.push(Op::record(id(who.clone()), "Viewed", Properties::new(), t));
+            }
+        }
+        for chunk in ops.chunks(1_000) {
+            store.apply_batch(chunk).unwrap();
+        }
+        let raw_prefix = format!("ev{size}/");
+        for k in 0..size * 2 {
+            raw.insert(format!("{raw_prefix}{k:08}"), &[0u8; 12])
+                .unwrap();
+        }
+        g.throughput(Throughput::Elements(size as u64 * 2));
+        g.bench_function(format!("idgraph events (person of {size} IDs)"), |b| {
+            b.iter(|| black_box(store.events(&hub).unwrap().len()))
+        });
+        g.bench_function(format!("raw sled scan ({} keys)", size * 2), |b| {
+            b.iter(|| black_box(raw.scan_prefix(&raw_prefix).count()))
+        });
+    }
+    g.finish();
+
+    // Import per line: `bulk_apply` of 10,000 parsed KISSmetrics lines into a new store,
+    // against raw sled inserting one key per line into a new tree.
+    let mut g = c.benchmark_group("import");
+    g.sample_size(10);
+    let lines = km_lines(10_000);
+    g.throughput(Throughput::Elements(lines.len() as u64));
+    g.bench_function("idgraph bulk_apply (10,000 KISSmetrics lines)", |b| {
+        b.iter_batched(
+            || (Config::temporary().open().unwrap(), lines.clone()),
+            |(s, mut ops)| black_box(s.bulk_apply(&mut ops, BulkOptions::default()).unwrap()),
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("raw sled insert (10,000 keys)", |b| {
+        b.iter_batched(
+            || sled::Config::new().temporary(true).open().unwrap(),
+            |db| {
+                for (i, op) in lines.iter().enumerate() {
+                    let who = match op {
+                        Op::Alias { a, .. } => a.as_str(),
+                        Op::Record { id, .. } | Op::Set { id, .. } => id.as_str(),
+                    };
+                    let mut k = who.as_bytes().to_vec();
+                    k.extend_from_slice(&(i as u64).to_be_bytes());
+                    db.insert(k, &[0u8; 17][..]).unwrap();
+                }
+                black_box(db)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+/// `n` ops of the KISSmetrics export mix, parsed as `idgraph import` parses them.
+fn km_lines(n: u64) -> Vec<Op> {
+    let mut g = KmGen::new(1, n, 3);
+    let mut line = String::new();
+    let mut ops = Vec::new();
+    for _ in 0..n {
+        g.next_line(&mut line);
+        ops.extend(idgraph::ingest::km_json::parse_line(line.trim_end(), None).unwrap());
+    }
+    ops
 }
 
 criterion_group!(benches, bench);
