@@ -579,7 +579,7 @@ impl Sqlite {
         let mut q = tx
             .prepare_cached("SELECT person FROM ids WHERE id = ?1")
             .unwrap();
-        if let Some(p) = q.query_row([id], |r| r.get::<_, i64>(0)).ok() {
+        if let Ok(p) = q.query_row([id], |r| r.get::<_, i64>(0)) {
             return p;
         }
         let mut ins = tx
