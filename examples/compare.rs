@@ -58,9 +58,19 @@ struct Args {
     /// Print the results as JSON lines instead of the table.
     #[arg(long)]
     json: bool,
-    /// sled cache for idgraph and raw sled, MiB.
+    /// sled cache for idgraph and raw sled, MiB (`Config::cache_capacity`).
     #[arg(long, default_value_t = 256)]
     cache_mb: u64,
+    /// sled's background flush interval for idgraph, ms; 0 = only explicit flushes
+    /// (`Config::flush_every_ms`).
+    #[arg(long, default_value_t = 500)]
+    flush_ms: u64,
+    /// Memory for sorting events in `bulk_apply`, MiB (`BulkOptions::memory_budget`).
+    #[arg(long, default_value_t = 128)]
+    budget_mb: usize,
+    /// Only the systems whose name starts with one of these (comma-separated), e.g. `idgraph`.
+    #[arg(long)]
+    systems: Option<String>,
     /// Internal: run one measurement (`WORKLOAD SYSTEM`) and print it as JSON.
     #[arg(long, num_args = 2, hide = true)]
     child: Option<Vec<String>>,
@@ -135,12 +145,19 @@ fn main() {
             continue;
         }
         for system in *systems {
+            if let Some(only) = &args.systems
+                && !only.split(',').any(|p| system.starts_with(p.trim()))
+            {
+                continue;
+            }
             let mut cmd = Command::new(&exe);
             cmd.args(["--child", workload, system])
                 .args(["--ops", &args.ops.to_string()])
                 .args(["--batch", &args.batch.to_string()])
                 .args(["--seed", &args.seed.to_string()])
-                .args(["--cache-mb", &args.cache_mb.to_string()]);
+                .args(["--cache-mb", &args.cache_mb.to_string()])
+                .args(["--flush-ms", &args.flush_ms.to_string()])
+                .args(["--budget-mb", &args.budget_mb.to_string()]);
             if let Some(n) = args.single_ops {
                 cmd.args(["--single-ops", &n.to_string()]);
             }
@@ -171,8 +188,15 @@ fn main() {
 
 fn table(args: &Args, rows: &[Row]) {
     println!(
-        "\n{} ops per workload, batches/transactions of {}, seed {}\n",
-        args.ops, args.batch, args.seed
+        "\n{} ops per workload (one-at-a-time modes: {}), batches/transactions of {}, seed {}; \
+         idgraph: cache {} MiB, flush every {} ms, bulk budget {} MiB\n",
+        args.ops,
+        args.single_ops.unwrap_or(args.ops),
+        args.batch,
+        args.seed,
+        args.cache_mb,
+        args.flush_ms,
+        args.budget_mb
     );
     println!(
         "| workload | system | ops | ops/s | vs SQLite | vs in-memory UF | vs raw sled | peak RSS MiB | disk bytes/ID |"
@@ -323,6 +347,7 @@ fn child(args: &Args, workload: &str, system: &str) -> Row {
     let config = || {
         Config::new(&path)
             .cache_capacity(args.cache_mb << 20)
+            .flush_every_ms((args.flush_ms > 0).then_some(args.flush_ms))
             .max_person_size(1 << 20)
     };
     let (secs, ids, disk) = match (workload, system) {
@@ -330,7 +355,7 @@ fn child(args: &Args, workload: &str, system: &str) -> Row {
         (_, "idgraph bulk") => {
             let store = config().open().unwrap();
             let t = Instant::now();
-            store.bulk_apply(&mut ops, BulkOptions::default()).unwrap();
+            store.bulk_apply(&mut ops, bulk_options(args)).unwrap();
             store.flush().unwrap();
             finish_idgraph(store, t, &path)
         }
@@ -403,6 +428,13 @@ fn child(args: &Args, workload: &str, system: &str) -> Row {
         ids,
         peak_rss_mib: peak_rss_mib(),
         disk_bytes: disk,
+    }
+}
+
+fn bulk_options(args: &Args) -> BulkOptions {
+    BulkOptions {
+        memory_budget: args.budget_mb << 20,
+        ..BulkOptions::default()
     }
 }
 

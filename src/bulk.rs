@@ -329,6 +329,7 @@ impl Store {
     /// What `source` reports ([`Error::Input`](crate::Error::Input)); [`Error::Storage`](crate::Error::Storage).
     pub fn bulk_apply(&self, source: &mut dyn OpSource, opts: BulkOptions) -> Result<BulkReport> {
         let _w = self.writer.lock();
+        self.check_writable()?;
         let mut rep = BulkReport::default();
         // Pass 1: plan the graph.
         let graph = self.graph.read();

@@ -10,6 +10,7 @@
 //! | `e` + seq u64 BE | [`StoredEdge`] (bincode) |
 //! | `r` + ID a + `0x00` + ID b (a < b) | [`StoredRefusal`] (bincode) |
 //! | `v` + node u64 BE + time (i64, sign bit flipped) BE + lower-cased event name | [`StoredEvent`] |
+//! | `wintent` (at most one) | the keys and values of one op being written ([`encode_intent`]): a redo record, see `Store::apply_batch` |
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +18,15 @@ use crate::error::{Error, Result};
 use crate::op::{Cause, RefusalReason, Timestamp, Value};
 
 /// The format this build reads and writes. Bump on any change to the layouts above.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added the intent record; a version 1 store is upgraded in place at open (its
+/// marker rewritten), so that an older build, which would ignore a pending intent, refuses it.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The format versions this build opens.
+pub const READABLE_VERSIONS: [u32; 2] = [1, 2];
+
+/// The key of the redo record of the op being written (see `Store::apply_batch`).
+pub const INTENT_KEY: &[u8] = b"wintent";
 
 pub const ID: u8 = b'i';
 pub const EDGE: u8 = b'e';
@@ -31,6 +40,46 @@ pub const FLAG_ANON: u8 = 1;
 
 pub fn format_value() -> [u8; 4] {
     FORMAT_VERSION.to_be_bytes()
+}
+
+/// The redo record of one op's writes: count u32 BE, then per write key length u32 BE, key,
+/// value length u32 BE, value.
+pub fn encode_intent(writes: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let size: usize = writes.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    let mut b = Vec::with_capacity(4 + size);
+    b.extend_from_slice(&(writes.len() as u32).to_be_bytes());
+    for (k, v) in writes {
+        for part in [k, v] {
+            b.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            b.extend_from_slice(part);
+        }
+    }
+    b
+}
+
+/// The writes of a redo record.
+pub fn decode_intent(b: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let bad = || Error::Corrupt("the pending write record is damaged".into());
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Result<&[u8]> {
+        let part = b.get(at..at + n).ok_or_else(bad)?;
+        at += n;
+        Ok(part)
+    };
+    let u32_at = |x: &[u8]| u32::from_be_bytes(x.try_into().expect("4 bytes")) as usize;
+    let count = u32_at(take(4)?);
+    let mut out = Vec::with_capacity(count.min(1 << 16));
+    for _ in 0..count {
+        let kl = u32_at(take(4)?);
+        let k = take(kl)?.to_vec();
+        let vl = u32_at(take(4)?);
+        let v = take(vl)?.to_vec();
+        out.push((k, v));
+    }
+    if at != b.len() {
+        return Err(bad());
+    }
+    Ok(out)
 }
 
 pub fn decode_format(v: &[u8]) -> Option<u32> {
@@ -347,6 +396,21 @@ pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn intents_round_trip_and_reject_damage() {
+        let w = vec![
+            (b"ia".to_vec(), vec![1, 2, 3]),
+            (b"v\0x".to_vec(), Vec::new()),
+        ];
+        let e = encode_intent(&w);
+        assert_eq!(decode_intent(&e).unwrap(), w);
+        assert!(decode_intent(&e[..e.len() - 1]).is_err());
+        let mut longer = e.clone();
+        longer.push(0);
+        assert!(decode_intent(&longer).is_err());
+        assert!(decode_intent(&[]).is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -52,6 +52,13 @@ pub enum Error {
     /// The store holds as many IDs as one store can address.
     #[error("the store is full: at most {0} IDs fit in one store")]
     Full(u64),
+    /// A write failed halfway (a storage failure between the keys of one op): this handle
+    /// takes no more writes. Reopening the store finishes the op from its redo record.
+    #[error(
+        "a write was interrupted by a storage failure ({0}); reopen the store (opening \
+         finishes the interrupted write)"
+    )]
+    Interrupted(String),
     /// Input data could not be read: the message says where (`FILE:LINE`) and why.
     #[error("{0}")]
     Input(String),

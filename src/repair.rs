@@ -215,6 +215,7 @@ impl Store {
     /// [`Error::Storage`] or [`Error::Corrupt`] when the store cannot be read or written.
     pub fn unalias(&self, a: &str, b: &str) -> Result<Option<Vec<Person>>> {
         let _w = self.writer.lock();
+        self.check_writable()?;
         let (na, nb, seq) = {
             let g = self.graph.read();
             let (Some(na), Some(nb)) = (g.lookup(a), g.lookup(b)) else {
@@ -280,6 +281,7 @@ impl Store {
     /// [`Error::Storage`] or [`Error::Corrupt`] when the store cannot be read or written.
     pub fn forget(&self, id: &str) -> Result<Option<Forgotten>> {
         let _w = self.writer.lock();
+        self.check_writable()?;
         let (members, edges) = {
             let g = self.graph.read();
             let Some(n) = g.lookup(id) else {

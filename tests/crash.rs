@@ -162,3 +162,78 @@ fn killed_writer_leaves_a_consistent_prefix() {
     }
     assert!(next > 0, "the child never wrote anything");
 }
+
+const FAULT_CHILD_ENV: &str = "IDGRAPH_FAULT_CHILD_DIR";
+
+/// Child mode of the test below: one alias of two new IDs (two keys) and one event with a
+/// property on a known ID (two keys), each a single op on the redo-record path.
+#[test]
+fn fault_child() {
+    let Ok(dir) = std::env::var(FAULT_CHILD_ENV) else {
+        return; // only runs as the child of the test below
+    };
+    let s = Store::open(&dir).unwrap();
+    let step: u32 = std::env::var("IDGRAPH_FAULT_STEP")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let op = if step == 0 {
+        Op::alias(id("new-a".into()), id("new-b".into()), 5, Cause::Alias)
+    } else {
+        Op::record(
+            id("new-a".into()),
+            "Paid",
+            Properties::new().with("plan", "pro").unwrap(),
+            6,
+        )
+    };
+    s.apply(op).unwrap(); // aborts inside when the fault point is set
+    s.flush().unwrap();
+}
+
+/// A crash between the keys of one op: reopening finishes the op from its redo record.
+#[test]
+fn a_crash_inside_a_multi_key_op_is_finished_at_open() {
+    if !cfg!(debug_assertions) {
+        return; // the fault point exists in debug builds only
+    }
+    for (step, after) in [(0, "0"), (0, "1"), (1, "0"), (1, "1"), (0, "9")] {
+        let dir = tempfile::tempdir().unwrap();
+        if step == 1 {
+            let s = Store::open(dir.path()).unwrap();
+            s.apply(Op::alias(
+                id("new-a".into()),
+                id("new-b".into()),
+                5,
+                Cause::Alias,
+            ))
+            .unwrap();
+            s.flush().unwrap();
+        }
+        let status = Command::new(std::env::current_exe().unwrap())
+            .args(["fault_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env(FAULT_CHILD_ENV, dir.path())
+            .env("IDGRAPH_FAULT_STEP", step.to_string())
+            .env("IDGRAPH_FAULT_AFTER_WRITES", after)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        // "9" is past the op's keys: it completes normally.
+        assert_eq!(
+            status.success(),
+            after == "9",
+            "step {step}, fault {after}: {status}"
+        );
+        let s = Store::open(dir.path()).unwrap();
+        let report = s.verify().unwrap();
+        assert!(report.is_ok(), "step {step}, fault {after}: {report:?}");
+        let p = s.resolve("new-a").unwrap().expect("the alias is whole");
+        assert_eq!(p.ids, ["new-a", "new-b"], "step {step}, fault {after}");
+        if step == 1 {
+            let e = s.events("new-a").unwrap();
+            assert_eq!(e.len(), 1, "step {step}, fault {after}: the event");
+            assert_eq!(s.properties("new-b").unwrap()[0].name, "plan");
+        }
+    }
+}
