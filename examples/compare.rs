@@ -66,7 +66,7 @@ struct Args {
     #[arg(long, default_value_t = 500)]
     flush_ms: u64,
     /// Memory for sorting events in `bulk_apply`, MiB (`BulkOptions::memory_budget`).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = BulkOptions::default().memory_budget >> 20)]
     budget_mb: usize,
     /// Only the systems whose name starts with one of these (comma-separated), e.g. `idgraph`.
     #[arg(long)]
