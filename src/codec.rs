@@ -10,7 +10,7 @@
 //! | `e` + seq u64 BE | [`StoredEdge`] (bincode) |
 //! | `r` + ID a + `0x00` + ID b (a < b) | [`StoredRefusal`] (bincode) |
 //! | `v` + node u64 BE + time (i64, sign bit flipped) BE + lower-cased event name | [`StoredEvent`] |
-//! | `wintent` (at most one) | the keys and values of one op being written ([`encode_intent`]): a redo record, see `Store::apply_batch` |
+//! | `wintent` (at most one) | the keys and values (or removals) of one op being written ([`encode_intent`]): a redo record, see `Store::apply_batch` and `Store::forget` |
 
 use serde::{Deserialize, Serialize};
 
@@ -42,38 +42,58 @@ pub fn format_value() -> [u8; 4] {
     FORMAT_VERSION.to_be_bytes()
 }
 
+/// One write of a redo record: a key and its new value, or `None` to remove the key.
+pub type Write = (Vec<u8>, Option<Vec<u8>>);
+
+/// Value length that marks a removal in a redo record.
+const REMOVED: u32 = u32::MAX;
+
 /// The redo record of one op's writes: count u32 BE, then per write key length u32 BE, key,
-/// value length u32 BE, value.
-pub fn encode_intent(writes: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
-    let size: usize = writes.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+/// and value length u32 BE + value (`u32::MAX` and no value for a removal).
+pub fn encode_intent(writes: &[Write]) -> Vec<u8> {
+    let size: usize = writes
+        .iter()
+        .map(|(k, v)| 8 + k.len() + v.as_ref().map_or(0, Vec::len))
+        .sum();
     let mut b = Vec::with_capacity(4 + size);
     b.extend_from_slice(&(writes.len() as u32).to_be_bytes());
     for (k, v) in writes {
-        for part in [k, v] {
-            b.extend_from_slice(&(part.len() as u32).to_be_bytes());
-            b.extend_from_slice(part);
+        b.extend_from_slice(&(k.len() as u32).to_be_bytes());
+        b.extend_from_slice(k);
+        match v {
+            Some(v) => {
+                b.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                b.extend_from_slice(v);
+            }
+            None => b.extend_from_slice(&REMOVED.to_be_bytes()),
         }
     }
     b
 }
 
 /// The writes of a redo record.
-pub fn decode_intent(b: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+pub fn decode_intent(b: &[u8]) -> Result<Vec<Write>> {
     let bad = || Error::Corrupt("the pending write record is damaged".into());
     let mut at = 0usize;
     let mut take = |n: usize| -> Result<&[u8]> {
-        let part = b.get(at..at + n).ok_or_else(bad)?;
+        let part = b
+            .get(at..at.checked_add(n).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
         at += n;
         Ok(part)
     };
-    let u32_at = |x: &[u8]| u32::from_be_bytes(x.try_into().expect("4 bytes")) as usize;
-    let count = u32_at(take(4)?);
+    let u32_of = |x: &[u8]| u32::from_be_bytes(x.try_into().expect("4 bytes"));
+    let count = u32_of(take(4)?) as usize;
     let mut out = Vec::with_capacity(count.min(1 << 16));
     for _ in 0..count {
-        let kl = u32_at(take(4)?);
+        let kl = u32_of(take(4)?) as usize;
         let k = take(kl)?.to_vec();
-        let vl = u32_at(take(4)?);
-        let v = take(vl)?.to_vec();
+        let vl = u32_of(take(4)?);
+        let v = if vl == REMOVED {
+            None
+        } else {
+            Some(take(vl as usize)?.to_vec())
+        };
         out.push((k, v));
     }
     if at != b.len() {
@@ -399,8 +419,9 @@ mod tests {
     #[test]
     fn intents_round_trip_and_reject_damage() {
         let w = vec![
-            (b"ia".to_vec(), vec![1, 2, 3]),
-            (b"v\0x".to_vec(), Vec::new()),
+            (b"ia".to_vec(), Some(vec![1, 2, 3])),
+            (b"v\0x".to_vec(), Some(Vec::new())),
+            (b"ib".to_vec(), None),
         ];
         let e = encode_intent(&w);
         assert_eq!(decode_intent(&e).unwrap(), w);

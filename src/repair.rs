@@ -266,7 +266,8 @@ impl Store {
     }
 
     /// Deletes `id`'s whole person — every ID, alias link, event and property, and the
-    /// refused-merge records that name one of its IDs — in one atomic sled batch. Afterwards
+    /// refused-merge records that name one of its IDs — atomically across a crash (a redo
+    /// record of the removals, finished at open if a crash interrupts it). Afterwards
     /// no query or export finds any of it. `None` for an unknown ID.
     ///
     /// Durable at the next [`flush`](Store::flush). sled is log-structured: the deleted bytes
@@ -304,36 +305,37 @@ impl Store {
             }
             (members, edges)
         };
-        let mut batch = sled::Batch::default();
+        let mut writes: Vec<codec::Write> = Vec::new();
         let mut out = Forgotten {
             ids: members.iter().map(|(_, s)| s.clone()).collect(),
             links: edges.len() as u64,
             ..Forgotten::default()
         };
         for &(m, ref ident) in &members {
-            batch.remove(codec::id_key(ident));
+            writes.push((codec::id_key(ident), None));
             for kv in self
                 .db
                 .scan_prefix(codec::node_prefix(codec::EVENT, m as u64))
             {
                 let (k, _) = kv?;
-                batch.remove(k);
+                writes.push((k.to_vec(), None));
                 out.events += 1;
             }
         }
         for seq in &edges {
-            batch.remove(&codec::edge_key(*seq)[..]); // a no-op for edges held in ID records
+            // A no-op for edges held in ID records.
+            writes.push((codec::edge_key(*seq).to_vec(), None));
         }
         let names: FxHashSet<&str> = members.iter().map(|(_, s)| s.as_str()).collect();
         for kv in self.db.scan_prefix([codec::REFUSAL]) {
             let (k, v) = kv?;
             let r: StoredRefusal = codec::decode(&v, "a refusal")?;
             if names.contains(r.a.as_str()) || names.contains(r.b.as_str()) {
-                batch.remove(k);
+                writes.push((k.to_vec(), None));
                 out.refusals += 1;
             }
         }
-        self.db.apply_batch(batch)?;
+        self.write_redo(writes)?;
         let mut g = self.graph.write();
         g.forget(members[0].0);
         g.uncount_refusals(out.refusals);

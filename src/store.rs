@@ -258,7 +258,10 @@ impl Store {
         // An op interrupted by a crash between its redo record and its writes: finish it.
         if let Some(v) = db.get(codec::INTENT_KEY)? {
             for (k, v) in codec::decode_intent(&v)? {
-                db.insert(k, v)?;
+                match v {
+                    Some(v) => db.insert(k, v)?,
+                    None => db.remove(k)?,
+                };
             }
             db.remove(codec::INTENT_KEY)?;
             db.flush()?;
@@ -338,24 +341,7 @@ impl Store {
             let (k, v) = writes.into_iter().next().expect("one write");
             self.db.insert(k, v)?;
         } else if ops.len() == 1 && !writes.is_empty() {
-            let writes: Vec<(Vec<u8>, Vec<u8>)> = writes.into_iter().collect();
-            self.db
-                .insert(codec::INTENT_KEY, codec::encode_intent(&writes))?;
-            let rest = || -> Result<()> {
-                for (i, (k, v)) in writes.into_iter().enumerate() {
-                    fault_point(&self.db, i)?;
-                    self.db.insert(k, v)?;
-                }
-                self.db.remove(codec::INTENT_KEY)?;
-                Ok(())
-            };
-            if let Err(e) = rest() {
-                // Part of the op is in sled, none of it in memory: writing on would reuse node
-                // numbers. Refuse further writes; reopening finishes the op from its record.
-                self.poisoned
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
-                return Err(Error::Interrupted(e.to_string()));
-            }
+            self.write_redo(writes.into_iter().map(|(k, v)| (k, Some(v))).collect())?;
         } else if !writes.is_empty() {
             let mut batch = sled::Batch::default();
             for (k, v) in writes {
@@ -365,6 +351,33 @@ impl Store {
         }
         self.graph.write().commit(delta);
         Ok(out)
+    }
+
+    /// Writes several keys so that a crash leaves all or none of them: a redo record holding
+    /// them all, then plain inserts and removals, then the record's removal; opening finishes
+    /// a record that survived a crash. Plain writes cost ~5 µs against 80-100 µs and memory in
+    /// proportion for a sled batch here (DESIGN.md). The caller holds the writer lock.
+    pub(crate) fn write_redo(&self, writes: Vec<codec::Write>) -> Result<()> {
+        self.db
+            .insert(codec::INTENT_KEY, codec::encode_intent(&writes))?;
+        let rest = || -> Result<()> {
+            for (i, (k, v)) in writes.into_iter().enumerate() {
+                fault_point(&self.db, i)?;
+                match v {
+                    Some(v) => self.db.insert(k, v)?,
+                    None => self.db.remove(k)?,
+                };
+            }
+            self.db.remove(codec::INTENT_KEY)?;
+            Ok(())
+        };
+        rest().map_err(|e| {
+            // Part of the op is in sled, none of it in memory: writing on could reuse node
+            // numbers. Refuse further writes; reopening finishes the op from its record.
+            self.poisoned
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            Error::Interrupted(e.to_string())
+        })
     }
 
     /// `Err` once a write was interrupted halfway (see [`Error::Interrupted`]).

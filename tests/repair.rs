@@ -531,3 +531,65 @@ fn unalias_and_forget_survive_kill_9() {
         }
     }
 }
+
+const FORGET_CHILD_ENV: &str = "IDGRAPH_FORGET_FAULT_DIR";
+
+/// Child mode of the test below: forgets `f0`'s person (aborting at the fault point).
+#[test]
+fn forget_fault_child() {
+    let Ok(dir) = std::env::var(FORGET_CHILD_ENV) else {
+        return;
+    };
+    let s = Store::open(&dir).unwrap();
+    s.forget("f0").unwrap();
+    s.flush().unwrap();
+}
+
+/// A crash in the middle of `forget`'s removals: opening finishes them.
+#[test]
+fn a_crash_inside_forget_is_finished_at_open() {
+    if !cfg!(debug_assertions) {
+        return; // the fault point exists in debug builds only
+    }
+    for after in ["0", "3", "7"] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            for i in 1..4 {
+                s.apply(Op::alias(id("f0"), id(&format!("f{i}")), i, Cause::Alias))
+                    .unwrap();
+                s.apply(Op::record(id(&format!("f{i}")), "E", Properties::new(), i))
+                    .unwrap();
+            }
+            s.apply(Op::record(id("keep"), "E", Properties::new(), 1))
+                .unwrap();
+            s.flush().unwrap();
+        }
+        let status = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "forget_fault_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(FORGET_CHILD_ENV, dir.path())
+            .env("IDGRAPH_FAULT_AFTER_WRITES", after)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(
+            !status.success(),
+            "fault {after}: the child should have aborted"
+        );
+        let s = Store::open(dir.path()).unwrap();
+        assert!(s.verify().unwrap().is_ok(), "fault {after}");
+        for i in 0..4 {
+            assert!(
+                s.resolve(&format!("f{i}")).unwrap().is_none(),
+                "fault {after}: f{i}"
+            );
+        }
+        assert_eq!(s.events("keep").unwrap().len(), 1);
+    }
+}

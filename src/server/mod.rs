@@ -563,6 +563,7 @@ fn need_both() -> Response {
 
 async fn explain(State(s): St, headers: HeaderMap, Query(q): Query<Pair>) -> Response {
     let Some((a, b)) = q.both() else {
+        s.metrics.count("api", StatusCode::BAD_REQUEST);
         return need_both();
     };
     s.call(&headers, Access::Read, move |store| {
@@ -576,6 +577,7 @@ async fn explain(State(s): St, headers: HeaderMap, Query(q): Query<Pair>) -> Res
 
 async fn unalias(State(s): St, headers: HeaderMap, Query(q): Query<Pair>) -> Response {
     let Some((a, b)) = q.both() else {
+        s.metrics.count("api", StatusCode::BAD_REQUEST);
         return need_both();
     };
     s.call(&headers, Access::Admin, move |store| {
