@@ -23,6 +23,8 @@
 
 #[path = "common/km_gen.rs"]
 mod km_gen;
+#[path = "common/measure.rs"]
+mod measure;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,6 +34,7 @@ use clap::Parser;
 use idgraph::forest::{self, MemForest};
 use idgraph::{BulkOptions, Cause, Config, Identity, Op, Store};
 use km_gen::{KmGen, Rng, anon_id};
+use measure::{dir_size, peak_rss_mib};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -300,29 +303,6 @@ fn op_ids(op: &Op) -> (&str, Option<&str>) {
 }
 
 // ---------------------------------------------------------------- one measurement
-
-fn peak_rss_mib() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn dir_size(p: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let m = e.metadata().unwrap();
-            total += if m.is_dir() {
-                dir_size(&e.path())
-            } else {
-                m.len()
-            };
-        }
-    }
-    total
-}
 
 fn child(args: &Args, workload: &str, system: &str) -> Row {
     let tmp = match &args.dir {

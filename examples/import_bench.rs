@@ -13,13 +13,9 @@ use std::time::Instant;
 use idgraph::ingest::files::{FileSource, expand};
 use idgraph::{BulkOptions, Config, OpSource, Pass};
 
-fn peak_rss_mib() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
+#[path = "common/measure.rs"]
+mod measure;
+use measure::peak_rss_mib;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
