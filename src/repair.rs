@@ -91,7 +91,8 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] or [`Error::Corrupt`] when a stored link cannot be read.
     pub fn links(&self, id: &str) -> Result<Vec<Link>> {
-        let mut found: Vec<(u64, String, String)> = Vec::new();
+        // (seq, node of x, x, y) for each link x-y of the person.
+        let mut found: Vec<(u64, u32, String, String)> = Vec::new();
         {
             let g = self.graph.read();
             let Some(n) = g.lookup(id) else {
@@ -102,21 +103,17 @@ impl Store {
                     if m < y
                         && let Some(&seq) = g.edges().get(&(m, y))
                     {
-                        found.push((seq, g.ident(m).to_owned(), g.ident(y).to_owned()));
+                        found.push((seq, m, g.ident(m).to_owned(), g.ident(y).to_owned()));
                     }
                 }
             }
         }
         found.sort_unstable();
         let mut out = Vec::with_capacity(found.len());
-        for (seq, x, y) in found {
+        for (seq, xn, x, y) in found {
             let e = self.edge_detail(seq, &x, &y)?;
             // The stored orientation: `a` is the first ID of the alias that made the link.
-            let (a, b) = {
-                let g = self.graph.read();
-                let a_is_x = g.lookup(&x).is_some_and(|n| n as u64 == e.a);
-                if a_is_x { (x, y) } else { (y, x) }
-            };
+            let (a, b) = if e.a == xn as u64 { (x, y) } else { (y, x) };
             out.push(Link {
                 a,
                 b,
