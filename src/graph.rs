@@ -244,6 +244,21 @@ impl Graph {
         })
     }
 
+    /// The links among the IDs of `n`'s person: `(seq, x, y)` with `x < y`, in member order.
+    pub fn person_links(&self, n: u32) -> Vec<(u64, u32, u32)> {
+        let mut out = Vec::new();
+        for m in self.members_sorted(n) {
+            for y in self.neighbors(m) {
+                if m < y
+                    && let Some(&seq) = self.edges.get(&(m, y))
+                {
+                    out.push((seq, m, y));
+                }
+            }
+        }
+        out
+    }
+
     /// Removes the edge `a`-`b` and splits its person into the components the remaining edges
     /// connect (each gets a fresh forest: flat, its canonical ID re-decided). Returns the roots
     /// of the resulting persons (one when the person stays connected). Touches only that person.
@@ -267,8 +282,7 @@ impl Graph {
             while k < nodes.len() {
                 let x = nodes[k];
                 k += 1;
-                let next: Vec<u32> = self.neighbors(x).collect();
-                for y in next {
+                for y in self.neighbors(x) {
                     if let std::collections::hash_map::Entry::Vacant(e) = comp.entry(y) {
                         e.insert(start);
                         nodes.push(y);

@@ -98,14 +98,8 @@ impl Store {
             let Some(n) = g.lookup(id) else {
                 return Ok(Vec::new());
             };
-            for m in g.members_sorted(n) {
-                for y in g.neighbors(m) {
-                    if m < y
-                        && let Some(&seq) = g.edges().get(&(m, y))
-                    {
-                        found.push((seq, m, g.ident(m).to_owned(), g.ident(y).to_owned()));
-                    }
-                }
+            for (seq, x, y) in g.person_links(n) {
+                found.push((seq, x, g.ident(x).to_owned(), g.ident(y).to_owned()));
             }
         }
         found.sort_unstable();
@@ -290,16 +284,7 @@ impl Store {
                 .into_iter()
                 .map(|m| (m, g.ident(m).to_owned()))
                 .collect();
-            let mut edges = Vec::new();
-            for &(m, _) in &members {
-                for y in g.neighbors(m) {
-                    if m < y
-                        && let Some(&seq) = g.edges().get(&(m, y))
-                    {
-                        edges.push(seq);
-                    }
-                }
-            }
+            let edges: Vec<u64> = g.person_links(n).into_iter().map(|l| l.0).collect();
             (members, edges)
         };
         let mut writes: Vec<codec::Write> = Vec::new();

@@ -348,7 +348,11 @@ async fn metrics(State(s): St) -> Response {
             "idgraph_requests_total{{endpoint=\"{ep}\",status=\"{st}\"}} {n}"
         );
     }
-    let stats = s.store.stats_quick();
+    // O(IDs) over the graph: off the async workers.
+    let store = s.store.clone();
+    let stats = tokio::task::spawn_blocking(move || store.stats_quick())
+        .await
+        .unwrap_or_default();
     for (name, help, kind, v) in [
         (
             "idgraph_ops_applied_total",
