@@ -14,7 +14,7 @@ use crate::codec::{self, IdRecord, PropMap, StoredEvent};
 use crate::error::Result;
 use crate::graph::Graph;
 use crate::op::{AliasOutcome, Op, Outcome, Properties, Timestamp};
-use crate::store::{NewId, Planner, Store};
+use crate::store::{NewId, Planner, Store, read_id_record};
 use parking_lot::RwLock;
 
 /// Which pass an [`OpSource`] is asked for.
@@ -239,17 +239,31 @@ struct Ids {
 }
 
 impl Ids {
-    /// Writes the new IDs' records in key order, then the known IDs' changed records.
+    /// Writes the new IDs' records packed in blocks, in node order (so that an edge inside one
+    /// names a node whose record is already on disk), then the known IDs' changed records.
     fn write(self, db: &sled::Db, graph: &RwLock<Graph>, w: &mut BatchWriter) -> Result<()> {
         let g = graph.read();
         let base = self.base;
-        let mut order: Vec<u32> = (0..self.new.len() as u32).collect();
-        order.sort_unstable_by(|a, b| g.ident(base + a).cmp(g.ident(base + b)));
-        for i in order {
-            let n = base + i;
-            let mut rec = self.new[i as usize].record(n);
+        let mut block = Vec::with_capacity(codec::PACKED_BLOCK_BYTES + 1024);
+        let mut first = base;
+        for (i, new) in self.new.iter().enumerate() {
+            let n = base + i as u32;
+            if block.is_empty() {
+                first = n;
+            }
+            let mut rec = new.record(n);
             self.props.merge_into(n, &mut rec.props)?;
-            w.put(codec::id_key(g.ident(n)), rec.encode()?)?;
+            codec::push_packed(&mut block, g.ident(n), &rec.encode()?);
+            if block.len() >= codec::PACKED_BLOCK_BYTES {
+                let key = codec::node_prefix(codec::PACKED, first as u64).to_vec();
+                w.put(key, std::mem::take(&mut block))?;
+            }
+        }
+        if !block.is_empty() {
+            w.put(
+                codec::node_prefix(codec::PACKED, first as u64).to_vec(),
+                block,
+            )?;
         }
         let mut old: FxHashMap<String, IdRecord> = self.old.into_iter().collect();
         let mut idents: Vec<String> = old.keys().cloned().collect();
@@ -265,8 +279,13 @@ impl Ids {
             let key = codec::id_key(&id);
             let (mut rec, mut changed) = match old.remove(&id) {
                 Some(r) => (r, true),
-                None => match db.get(&key)? {
-                    Some(v) => (IdRecord::decode(&v)?, false),
+                None => match g
+                    .lookup(&id)
+                    .map(|n| read_id_record(db, &id, n))
+                    .transpose()?
+                    .flatten()
+                {
+                    Some(rec) => (rec, false),
                     None => {
                         return Err(crate::Error::Corrupt(format!(
                             "ID {id:?} is in memory but has no record on disk"
@@ -473,14 +492,36 @@ impl Store {
     ) -> Result<()> {
         let _w = self.writer.lock();
         let g = self.graph.read();
+        // Nodes come in increasing order, so do the blocks of packed records: keep the current
+        // block's entries (node, first seen) and move on through the blocks as nodes pass them.
+        let mut blocks = self.db.scan_prefix([codec::PACKED]).peekable();
+        let mut block: Vec<(u64, Timestamp)> = Vec::new();
         for n in 0..g.len() as u32 {
             if !g.is_live(n) {
                 continue;
             }
             let id = g.ident(n);
             let first_seen = match self.db.get(codec::id_key(id))? {
-                Some(v) => codec::IdRecord::decode(&v)?.first_seen,
-                None => 0,
+                Some(v) => codec::IdRecord::decode_head(&v)?.first_seen,
+                None => {
+                    while let Some(Ok((k, _))) = blocks.peek()
+                        && codec::key_node(k)? <= n as u64
+                    {
+                        let (_, v) = blocks.next().expect("peeked")?;
+                        block.clear();
+                        for (_, rec) in codec::packed_entries(&v)? {
+                            let head = codec::IdRecord::decode_head(rec)?;
+                            block.push((head.node, head.first_seen));
+                        }
+                    }
+                    if let Some(Err(_)) = blocks.peek() {
+                        blocks.next().expect("peeked")?;
+                    }
+                    match block.binary_search_by_key(&(n as u64), |e| e.0) {
+                        Ok(i) => block[i].1,
+                        Err(_) => 0,
+                    }
+                }
             };
             f(id, g.ident(g.slot(g.root(n)).canon), first_seen)?;
         }

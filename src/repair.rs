@@ -10,14 +10,16 @@
 //! unalias only deletes one edge on disk (one key) and re-splits the person in memory; events
 //! and properties are stored per ID and follow their IDs by themselves.
 
+use std::collections::BTreeMap;
+
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
-use crate::codec::{self, IdRecord, StoredEdge, StoredRefusal};
+use crate::codec::{self, StoredEdge, StoredRefusal};
 use crate::error::{Error, Result};
 use crate::graph::pair;
 use crate::op::{Link, Person};
-use crate::store::Store;
+use crate::store::{Store, packed_block_of, read_id_record};
 
 /// Why two IDs are one person, as [`Store::explain`] answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -58,9 +60,14 @@ impl Store {
         if let Some(v) = self.db.get(codec::edge_key(seq))? {
             return codec::decode(&v, "an edge");
         }
-        for id in [x, y] {
-            if let Some(v) = self.db.get(codec::id_key(id))?
-                && let Some((s, e)) = IdRecord::decode_head(&v)?.intro
+        let nodes = {
+            let g = self.graph.read();
+            [g.lookup(x), g.lookup(y)]
+        };
+        for (id, n) in [x, y].into_iter().zip(nodes) {
+            if let Some(n) = n
+                && let Some(rec) = read_id_record(&self.db, id, n)?
+                && let Some((s, e)) = rec.intro
                 && s == seq
             {
                 return Ok(e);
@@ -220,17 +227,16 @@ impl Store {
         let ek = codec::edge_key(seq);
         if self.db.remove(ek)?.is_none() {
             // The edge rides in the record of the endpoint it introduced.
+            // An ID's own key replaces its entry in a block of packed records.
             let mut done = false;
-            for id in [a, b] {
-                let key = codec::id_key(id);
-                if let Some(v) = self.db.get(&key)? {
-                    let mut rec = IdRecord::decode(&v)?;
-                    if rec.intro.as_ref().is_some_and(|(s, _)| *s == seq) {
-                        rec.intro = None;
-                        self.db.insert(key, rec.encode()?)?;
-                        done = true;
-                        break;
-                    }
+            for (id, n) in [(a, na), (b, nb)] {
+                if let Some(mut rec) = read_id_record(&self.db, id, n)?
+                    && rec.intro.as_ref().is_some_and(|(s, _)| *s == seq)
+                {
+                    rec.intro = None;
+                    self.db.insert(codec::id_key(id), rec.encode()?)?;
+                    done = true;
+                    break;
                 }
             }
             if !done {
@@ -293,6 +299,31 @@ impl Store {
             links: edges.len() as u64,
             ..Forgotten::default()
         };
+        // Blocks of packed records holding members: rewritten without them (or removed).
+        let mut blocks: BTreeMap<Vec<u8>, (sled::IVec, FxHashSet<&str>)> = BTreeMap::new();
+        for &(m, ref ident) in &members {
+            if let Some((k, v)) = packed_block_of(&self.db, m)? {
+                blocks
+                    .entry(k.to_vec())
+                    .or_insert_with(|| (v, FxHashSet::default()))
+                    .1
+                    .insert(ident);
+            }
+        }
+        for (k, (v, gone)) in &blocks {
+            let mut kept = Vec::with_capacity(v.len());
+            let mut removed = false;
+            for (id, rec) in codec::packed_entries(v)? {
+                if gone.contains(id) {
+                    removed = true;
+                } else {
+                    codec::push_packed(&mut kept, id, rec);
+                }
+            }
+            if removed {
+                writes.push((k.clone(), (!kept.is_empty()).then_some(kept)));
+            }
+        }
         for &(m, ref ident) in &members {
             writes.push((codec::id_key(ident), None));
             for kv in self

@@ -492,11 +492,11 @@ impl Store {
         // The spelling shown: the one of the earliest-seen ID holding the name (members come
         // in first-seen order).
         let mut spelling: FxHashMap<String, String> = FxHashMap::default();
-        for (_, ident) in self.member_nodes(id) {
-            let Some(v) = self.db.get(codec::id_key(&ident))? else {
+        for (n, ident) in self.member_nodes(id) {
+            let Some(rec) = read_id_record(&self.db, &ident, n)? else {
                 continue;
             };
-            for p in IdRecord::decode(&v)?.props.0 {
+            for p in rec.props.0 {
                 let lname = p.name.to_lowercase();
                 spelling
                     .entry(lname.clone())
@@ -575,10 +575,12 @@ impl Store {
     pub fn stats(&self) -> Result<Stats> {
         let mut s = self.stats_quick();
         s.events = count_prefix(&self.db, codec::EVENT)?;
-        for kv in self.db.scan_prefix([codec::ID]) {
-            let (_, v) = kv?;
-            s.properties += IdRecord::decode(&v)?.props.0.len() as u64;
-        }
+        scan_id_records(&self.db, |_, v, at| {
+            if !matches!(at, RecordAt::Shadowed(_)) {
+                s.properties += IdRecord::decode(v)?.props.0.len() as u64;
+            }
+            Ok(())
+        })?;
         s.disk_bytes = self.db.size_on_disk()?;
         Ok(s)
     }
@@ -608,17 +610,40 @@ impl Store {
         // 1. ID records on disk match the in-memory index one to one.
         let mut seen = vec![false; g.len()];
         let mut disk_edges: Vec<(u64, StoredEdge)> = Vec::new();
-        for kv in self.db.scan_prefix([codec::ID]) {
-            let (k, v) = kv?;
-            rep.ids += 1;
-            let id = String::from_utf8_lossy(&k[1..]).into_owned();
-            let mut rec = match IdRecord::decode(&v) {
+        let mut last_packed: Option<(u64, u64)> = None; // (block, node of the last entry)
+        let scanned = scan_id_records(&self.db, |id, v, at| {
+            let mut rec = match IdRecord::decode(v) {
                 Ok(r) => r,
                 Err(e) => {
                     rep.problem(format!("ID {id:?}: {e}"));
-                    continue;
+                    return Ok(());
                 }
             };
+            if let RecordAt::Packed(block) | RecordAt::Shadowed(block) = at {
+                // Entries of a block: nodes from the block's key on, increasing.
+                let floor = match last_packed {
+                    Some((b, last)) if b == block => last + 1,
+                    _ => block,
+                };
+                if rec.node < floor {
+                    rep.problem(format!(
+                        "packed ID {id:?} (node {}) is out of order in block {block}",
+                        rec.node
+                    ));
+                }
+                last_packed = Some((block, rec.node));
+            }
+            if let RecordAt::Shadowed(_) = at {
+                // A stale copy: the ID's own key replaced it; it must still be the same ID.
+                if g.lookup(id) != Some(rec.node as u32) {
+                    rep.problem(format!(
+                        "packed ID {id:?} (node {}) is replaced by the own key of another ID",
+                        rec.node
+                    ));
+                }
+                return Ok(());
+            }
+            rep.ids += 1;
             rep.properties += rec.props.0.len() as u64;
             if let Some(intro) = rec.intro.take() {
                 if intro.1.a != rec.node && intro.1.b != rec.node {
@@ -626,10 +651,10 @@ impl Store {
                 }
                 disk_edges.push(intro);
             }
-            if crate::id::check_id(&id).is_err() {
+            if crate::id::check_id(id).is_err() {
                 rep.problem(format!("stored ID {id:?} is not a valid ID"));
             }
-            match g.lookup(&id) {
+            match g.lookup(id) {
                 Some(n) if n as u64 == rec.node => {
                     if std::mem::replace(&mut seen[n as usize], true) {
                         rep.problem(format!("node {n} has two ID records"));
@@ -643,6 +668,12 @@ impl Store {
                     rec.node
                 )),
             }
+            Ok(())
+        });
+        match scanned {
+            Err(e @ Error::Storage(_)) => return Err(e),
+            Err(e) => rep.problem(format!("the ID records cannot be read: {e}")),
+            Ok(()) => {}
         }
         if rep.ids != g.live() as u64 {
             rep.problem(format!(
@@ -842,16 +873,17 @@ fn count_prefix(db: &sled::Db, prefix: u8) -> Result<u64> {
 fn load_graph(db: &sled::Db) -> Result<Graph> {
     let mut ids = Vec::new();
     let mut edges = Vec::new();
-    for kv in db.scan_prefix([codec::ID]) {
-        let (k, v) = kv?;
-        let rec = IdRecord::decode_head(&v)?;
-        let id = std::str::from_utf8(&k[1..])
-            .map_err(|_| Error::Corrupt("a stored ID is not UTF-8".into()))?;
+    scan_id_records(db, |id, v, at| {
+        if matches!(at, RecordAt::Shadowed(_)) {
+            return Ok(());
+        }
+        let rec = IdRecord::decode_head(v)?;
         if let Some((seq, e)) = rec.intro {
             edges.push((seq, e.a, e.b));
         }
         ids.push((rec.node, Box::<str>::from(id), rec.flags));
-    }
+        Ok(())
+    })?;
     for kv in db.scan_prefix([codec::EDGE]) {
         let (k, v) = kv?;
         let e: StoredEdge = codec::decode(&v, "an edge")?;
@@ -866,6 +898,89 @@ fn load_graph(db: &sled::Db) -> Result<Graph> {
     }
     let refused = count_prefix(db, codec::REFUSAL)?;
     Graph::load(ids, edges, refused)
+}
+
+/// Where [`scan_id_records`] found an ID record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RecordAt {
+    /// Under the ID's own `i` key.
+    Own,
+    /// In the block of packed records whose key names node `.0`.
+    Packed(u64),
+    /// In the block of packed records whose key names node `.0`, but replaced by the ID's own
+    /// key (a stale copy, ignored).
+    Shadowed(u64),
+}
+
+/// Calls `f` with every stored ID record: the IDs' own keys, then the blocks of packed records
+/// in node order (an entry whose node also has an own key is [`RecordAt::Shadowed`]).
+pub(crate) fn scan_id_records(
+    db: &sled::Db,
+    mut f: impl FnMut(&str, &[u8], RecordAt) -> Result<()>,
+) -> Result<()> {
+    let mut own: Vec<u64> = Vec::new(); // a bit per node
+    let not_utf8 = || Error::Corrupt("a stored ID is not UTF-8".into());
+    for kv in db.scan_prefix([codec::ID]) {
+        let (k, v) = kv?;
+        let id = std::str::from_utf8(&k[1..]).map_err(|_| not_utf8())?;
+        let node = codec::record_node(&v)?;
+        if node > crate::graph::MAX_NODES {
+            return Err(Error::Corrupt(format!(
+                "ID {id:?} has node {node}, out of range"
+            )));
+        }
+        let word = (node / 64) as usize;
+        if own.len() <= word {
+            own.resize(word + 1, 0);
+        }
+        own[word] |= 1 << (node % 64);
+        f(id, &v, RecordAt::Own)?;
+    }
+    for kv in db.scan_prefix([codec::PACKED]) {
+        let (k, v) = kv?;
+        let block = codec::key_node(&k)?;
+        for (id, rec) in codec::packed_entries(&v)? {
+            let node = codec::record_node(rec)?;
+            let shadowed = own
+                .get((node / 64) as usize)
+                .is_some_and(|w| w & (1 << (node % 64)) != 0);
+            let at = if shadowed {
+                RecordAt::Shadowed(block)
+            } else {
+                RecordAt::Packed(block)
+            };
+            f(id, rec, at)?;
+        }
+    }
+    Ok(())
+}
+
+/// The block of packed ID records that would hold node `node`: the one with the greatest key
+/// not above it.
+pub(crate) fn packed_block_of(
+    db: &sled::Db,
+    node: u32,
+) -> Result<Option<(sled::IVec, sled::IVec)>> {
+    let lo: &[u8] = &[codec::PACKED];
+    let hi = codec::node_prefix(codec::PACKED, node as u64);
+    Ok(db.range(lo..=&hi[..]).next_back().transpose()?)
+}
+
+/// The record of `ident`, node `node`: under its own key, else its entry in a block of packed
+/// records. `None` when neither holds it.
+pub(crate) fn read_id_record(db: &sled::Db, ident: &str, node: u32) -> Result<Option<IdRecord>> {
+    if let Some(v) = db.get(codec::id_key(ident))? {
+        return IdRecord::decode(&v).map(Some);
+    }
+    let Some((_, block)) = packed_block_of(db, node)? else {
+        return Ok(None);
+    };
+    for (id, rec) in codec::packed_entries(&block)? {
+        if id == ident {
+            return IdRecord::decode(rec).map(Some);
+        }
+    }
+    Ok(None)
 }
 
 /// Crash-test hook (debug builds only): with `IDGRAPH_FAULT_AFTER_WRITES=N`, the process
@@ -1053,10 +1168,10 @@ impl<'a, 'g> Planner<'a, 'g> {
     fn pending_id(&mut self, n: u32) -> Result<&mut IdRecord> {
         if !self.ids.contains_key(&n) {
             let id = self.st.ident(n);
-            let v = self.db.get(codec::id_key(id))?.ok_or_else(|| {
+            let rec = read_id_record(self.db, id, n)?.ok_or_else(|| {
                 Error::Corrupt(format!("ID {id:?} is in memory but has no record on disk"))
             })?;
-            self.ids.insert(n, IdRecord::decode(&v)?);
+            self.ids.insert(n, rec);
         }
         Ok(self.ids.get_mut(&n).expect("inserted above"))
     }
@@ -1120,12 +1235,11 @@ impl<'a, 'g> Planner<'a, 'g> {
         };
         // The edge may ride in the record of a new endpoint only if the record it points to is
         // on disk first: an old node's always is; of two new ones, the bulk path writes records
-        // in key order, so the later ID holds the edge.
+        // in node order, so the later node holds the edge.
         let holder = match (self.st.is_new(a), self.st.is_new(b)) {
             (true, false) => Some(a),
             (false, true) => Some(b),
-            (true, true) if self.st.ident(a) > self.st.ident(b) => Some(a),
-            (true, true) => Some(b),
+            (true, true) => Some(a.max(b)),
             (false, false) => None,
         };
         if let Some(h) = holder {

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use idgraph::{Cause, Config, Identity, Op, Properties, Store};
+use idgraph::{BulkOptions, Cause, Config, Identity, Op, Properties, Store};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 
@@ -127,17 +127,39 @@ fn touch(s: &Store, m: &mut Model, i: usize, t: i64) {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// After any sequence of alias / unalias / forget (with reopens), the partition is the
-    /// connected components of the remaining links; explain gives a valid chain of minimal
-    /// length.
+    /// After a bulk import of some links, then any sequence of alias / unalias / forget (with
+    /// reopens), the partition is the connected components of the remaining links; explain
+    /// gives a valid chain of minimal length.
     #[test]
     fn unalias_recomputes_components_and_explain_is_minimal(
+        initial in proptest::collection::vec((0..N, 0..N), 0..8),
         steps in proptest::collection::vec(step(), 1..60)
     ) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let mut s = Some(Config::new(&path).open().unwrap());
         let mut m = Model::default();
+        // The bulk path packs the records of the IDs it adds (and the links that introduced
+        // them) in blocks: everything below must work on those as on records of their own.
+        let mut ops = Vec::new();
+        for &(a, b) in &initial {
+            for i in [a, b] {
+                if m.seen.insert(i) {
+                    ops.push(Op::record(id(&name(i)), "Seen", Properties::new(), -1));
+                    ops.push(Op::set(
+                        id(&name(i)),
+                        Properties::new().with(format!("p{i}"), 1).unwrap(),
+                        -1,
+                    ));
+                }
+            }
+            ops.push(Op::alias(id(&name(a)), id(&name(b)), -1, Cause::Alias));
+            if a != b {
+                m.edges.insert((a.min(b), a.max(b)));
+            }
+        }
+        s.as_ref().unwrap().bulk_apply(&mut ops, BulkOptions::default()).unwrap();
+        check(s.as_ref().unwrap(), &m);
         for (t, st) in steps.iter().enumerate() {
             let store = s.as_ref().unwrap();
             let t = t as i64;
@@ -338,6 +360,17 @@ fn hubs_list_the_largest_persons_and_most_linked_ids() {
 /// query or export finds them.
 #[test]
 fn forget_leaves_no_trace() {
+    forget_leaves_no_trace_when(false);
+}
+
+/// The same with the IDs imported in bulk: their records are packed in blocks with the
+/// records of IDs that stay, and the blocks are rewritten without them.
+#[test]
+fn forget_leaves_no_trace_of_bulk_imported_ids() {
+    forget_leaves_no_trace_when(true);
+}
+
+fn forget_leaves_no_trace_when(bulk: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let secret = [
@@ -347,42 +380,41 @@ fn forget_leaves_no_trace() {
     ];
     {
         let s = Config::new(&path).max_person_size(3).open().unwrap();
+        let mut ops = vec![Op::record(id("keep0"), "Visited", Properties::new(), 0)];
         for (i, who) in secret.iter().enumerate() {
-            s.apply(Op::record(
+            ops.push(Op::record(
                 id(who),
                 "Visited",
                 Properties::new().with("zz", *who).unwrap(),
                 i as i64,
-            ))
-            .unwrap();
-            s.apply(Op::set(
+            ));
+            ops.push(Op::set(
                 id(who),
                 Properties::new().with("email", *who).unwrap(),
                 5,
-            ))
-            .unwrap();
+            ));
         }
-        s.apply(Op::alias(id(secret[1]), id(secret[0]), 10, Cause::Identify))
-            .unwrap();
-        s.apply(Op::Alias {
+        ops.push(Op::alias(id(secret[1]), id(secret[0]), 10, Cause::Identify));
+        ops.push(Op::Alias {
             a: id(secret[1]),
             b: id(secret[2]),
             at: 11,
             cause: Cause::Import,
             source: Some("zz-secret-file.csv:1".into()),
-        })
-        .unwrap();
+        });
         // Refusals naming it: a blocked ID, and a merge over the size limit.
-        s.apply(Op::alias(id(secret[1]), id("guest"), 12, Cause::Alias))
-            .unwrap();
-        s.apply(Op::alias(id("other"), id("other2"), 12, Cause::Alias))
-            .unwrap();
-        s.apply(Op::alias(id(secret[2]), id("other"), 13, Cause::Alias))
-            .unwrap();
-        s.apply(Op::alias(id("keep1"), id("guest"), 12, Cause::Alias))
-            .unwrap();
-        s.apply(Op::record(id("keep1"), "Visited", Properties::new(), 1))
-            .unwrap();
+        ops.push(Op::alias(id(secret[1]), id("guest"), 12, Cause::Alias));
+        ops.push(Op::alias(id("other"), id("other2"), 12, Cause::Alias));
+        ops.push(Op::alias(id(secret[2]), id("other"), 13, Cause::Alias));
+        ops.push(Op::alias(id("keep1"), id("guest"), 12, Cause::Alias));
+        ops.push(Op::record(id("keep1"), "Visited", Properties::new(), 1));
+        if bulk {
+            s.bulk_apply(&mut ops, BulkOptions::default()).unwrap();
+        } else {
+            for op in ops {
+                s.apply(op).unwrap();
+            }
+        }
         assert_eq!(s.refusals().unwrap().len(), 3);
         let f = s.forget(secret[2]).unwrap().unwrap();
         assert_eq!(f.ids.len(), 3);
@@ -412,15 +444,22 @@ fn forget_leaves_no_trace() {
     assert!(s.verify().unwrap().is_ok());
     assert_eq!(s.resolve("other").unwrap().unwrap().ids.len(), 2);
     assert_eq!(s.events("keep1").unwrap().len(), 1);
+    assert_eq!(s.events("keep0").unwrap().len(), 1);
     drop(s);
     std::thread::sleep(Duration::from_millis(50));
     let db = sled::open(&path).unwrap();
-    let mut keys = 0;
+    let stay = [&b"keep0"[..], b"other2", b"keep1"];
+    let (mut keys, mut kept) = (0, [false; 3]);
     for name in db.tree_names() {
         let t = db.open_tree(&name).unwrap();
         for kv in t.iter() {
             let (k, v) = kv.unwrap();
             keys += 1;
+            for (who, found) in stay.iter().zip(&mut kept) {
+                *found |= [&k[..], &v[..]]
+                    .iter()
+                    .any(|b| b.windows(who.len()).any(|w| w == *who));
+            }
             for bytes in [&k[..], &v[..], &name[..]] {
                 assert!(
                     !bytes.windows(9).any(|w| w == b"zz-secret"),
@@ -429,7 +468,10 @@ fn forget_leaves_no_trace() {
             }
         }
     }
-    assert!(keys > 5, "the scan saw the store ({keys} keys)");
+    assert!(
+        keys >= 4 && kept.iter().all(|f| *f),
+        "the scan saw the store ({keys} keys; IDs that stay found: {kept:?})"
+    );
 }
 
 // ---- crash tests: kill -9 while unalias / forget run in a loop

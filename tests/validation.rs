@@ -184,26 +184,28 @@ fn another_format_version_is_refused() {
     }
     let e = Store::open(dir.path()).unwrap_err();
     assert!(
-        matches!(e, Error::IncompatibleFormat { expected: 2, .. }),
+        matches!(e, Error::IncompatibleFormat { expected: 3, .. }),
         "{e:?}"
     );
     assert!(e.to_string().contains("format version 99"), "{e}");
 
-    // Version 1 (before the redo record) opens and is upgraded in place to 2, so that an
-    // older build refuses it from then on.
-    {
-        let db = sled::open(dir.path()).unwrap();
-        db.insert(b"mformat_version", &1u32.to_be_bytes()).unwrap();
-        db.flush().unwrap();
-    }
-    drop(Store::open(dir.path()).unwrap());
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    {
-        let db = sled::open(dir.path()).unwrap();
-        assert_eq!(
-            db.get(b"mformat_version").unwrap().unwrap().as_ref(),
-            idgraph::FORMAT_VERSION.to_be_bytes()
-        );
+    // Versions 1 (before the redo record) and 2 (before packed ID records) open and are
+    // upgraded in place, so that an older build refuses the store from then on.
+    for old in [1u32, 2] {
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.insert(b"mformat_version", &old.to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        drop(Store::open(dir.path()).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        {
+            let db = sled::open(dir.path()).unwrap();
+            assert_eq!(
+                db.get(b"mformat_version").unwrap().unwrap().as_ref(),
+                idgraph::FORMAT_VERSION.to_be_bytes()
+            );
+        }
     }
 
     let other = tempfile::tempdir().unwrap();
