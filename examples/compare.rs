@@ -168,11 +168,10 @@ fn main() {
                 cmd.arg("--dir").arg(d);
             }
             let out = cmd.output().expect("run a measurement");
+            // The child's notes (what it wrote), shown with its row.
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
             if !out.status.success() {
-                eprintln!(
-                    "{workload} / {system} failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                eprintln!("{workload} / {system} failed");
                 std::process::exit(1);
             }
             let row: Row = serde_json::from_slice(&out.stdout).expect("a measurement");
@@ -335,8 +334,13 @@ fn child(args: &Args, workload: &str, system: &str) -> Row {
         (_, "idgraph bulk") => {
             let store = config().open().unwrap();
             let t = Instant::now();
-            store.bulk_apply(&mut ops, bulk_options(args)).unwrap();
+            let rep = store.bulk_apply(&mut ops, bulk_options(args)).unwrap();
             store.flush().unwrap();
+            eprintln!(
+                "  ({workload}: idgraph bulk wrote {} sled keys, {:.3} per op)",
+                rep.keys_written,
+                rep.keys_written as f64 / rep.ops.max(1) as f64
+            );
             finish_idgraph(store, t, &path)
         }
         (_, "idgraph batch") => {
