@@ -21,8 +21,14 @@ fn id(s: String) -> Identity {
     Identity::new(s).unwrap()
 }
 
-/// A store of `IDS` IDs in persons of 1-5 IDs: named `user{p}` plus anonymous `anon{p}_{k}`.
+/// A store of `IDS` IDs in persons of 1-5 IDs: named `user{p}` plus anonymous `anon{p}_{k}`,
+/// applied in batches of ~100 ops (each ID under a key of its own).
 fn populated() -> (Store, Vec<String>) {
+    populated_by(false)
+}
+
+/// The same, through `bulk_apply` when `bulk` (the ID records packed in blocks).
+fn populated_by(bulk: bool) -> (Store, Vec<String>) {
     let store = Config::temporary().open().unwrap();
     let mut rng = StdRng::seed_from_u64(7);
     let mut names = Vec::with_capacity(IDS);
@@ -43,12 +49,16 @@ fn populated() -> (Store, Vec<String>) {
             ops.push(Op::alias(id(named.clone()), id(anon), 1, Cause::Identify));
         }
         p += 1;
-        if ops.len() >= 100 {
+        if ops.len() >= 100 && !bulk {
             store.apply_batch(&ops).unwrap();
             ops.clear();
         }
     }
-    store.apply_batch(&ops).unwrap();
+    if bulk {
+        store.bulk_apply(&mut ops, BulkOptions::default()).unwrap();
+    } else {
+        store.apply_batch(&ops).unwrap();
+    }
     (store, names)
 }
 
@@ -89,6 +99,37 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(forest::find(&forest, rng.random_range(0..IDS as u32))))
     });
     g.finish();
+
+    // Reading an ID's record (`properties` reads one per ID of the person): under its own key
+    // (applied one batch at a time) or packed in a block by a bulk import (an own-key miss, a
+    // range read and a scan of the block's ~60 entries). Same persons, same lookups.
+    // Before the groups below add to `store`.
+    let (bulk_store, _) = populated_by(true);
+    let mut m = 0u64;
+    let mut g = c.benchmark_group("properties");
+    g.throughput(Throughput::Elements(1));
+    for (what, s) in [("own keys", &store), ("packed by bulk import", &bulk_store)] {
+        g.bench_function(format!("idgraph properties ({what})"), |b| {
+            b.iter(|| {
+                m += 1;
+                black_box(
+                    s.properties(&names[(m as usize * 7919) % names.len()])
+                        .unwrap(),
+                )
+            })
+        });
+    }
+    g.bench_function("raw sled get", |b| {
+        b.iter(|| {
+            m += 1;
+            black_box(
+                raw.get(format!("iuser{}", (m as usize * 7919) % IDS))
+                    .unwrap(),
+            )
+        })
+    });
+    g.finish();
+    drop(bulk_store);
 
     let mut g = c.benchmark_group("alias");
     g.throughput(Throughput::Elements(1));

@@ -241,6 +241,27 @@ pub fn packed_entries(block: &[u8]) -> Result<Vec<(&str, &[u8])>> {
     Ok(out)
 }
 
+/// The record of node `node` in a block of packed ID records, without collecting the others
+/// (the read path of one ID: a scan over lengths and 8-byte node numbers).
+pub fn find_packed(block: &[u8], node: u64) -> Result<Option<(&[u8], &[u8])>> {
+    let bad = || Error::Corrupt("a block of packed ID records is cut short".into());
+    let mut rest = block;
+    while !rest.is_empty() {
+        let len = u16::from_be_bytes(rest.get(..2).ok_or_else(bad)?.try_into().expect("2"));
+        let id = rest.get(2..2 + len as usize).ok_or_else(bad)?;
+        rest = &rest[2 + len as usize..];
+        let rlen = u32::from_be_bytes(rest.get(..4).ok_or_else(bad)?.try_into().expect("4"));
+        let rec = rest.get(4..4 + rlen as usize).ok_or_else(bad)?;
+        rest = &rest[4 + rlen as usize..];
+        match record_node(rec)?.cmp(&node) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => return Ok(Some((id, rec))),
+            std::cmp::Ordering::Greater => break, // entries are in node order
+        }
+    }
+    Ok(None)
+}
+
 /// The node of an encoded ID record, without decoding the rest.
 pub fn record_node(record: &[u8]) -> Result<u64> {
     record
@@ -489,6 +510,38 @@ mod tests {
         for (t, k) in ts.iter().zip(&keys) {
             assert_eq!(event_key_parts(k).unwrap(), (3, *t));
         }
+    }
+
+    #[test]
+    fn packed_blocks_round_trip_and_reject_damage() {
+        let recs: Vec<(String, Vec<u8>)> = [3u64, 4, 9]
+            .iter()
+            .map(|&n| {
+                let r = IdRecord {
+                    node: n,
+                    first_seen: n as i64 * 10,
+                    ..IdRecord::default()
+                };
+                (format!("id-é{n}"), r.encode().unwrap())
+            })
+            .collect();
+        let mut block = Vec::new();
+        for (id, rec) in &recs {
+            push_packed(&mut block, id, rec);
+        }
+        let got = packed_entries(&block).unwrap();
+        assert_eq!(got.len(), 3);
+        for ((id, rec), (gid, grec)) in recs.iter().zip(&got) {
+            assert_eq!((id.as_str(), rec.as_slice()), (*gid, *grec));
+        }
+        let (id, rec) = find_packed(&block, 4).unwrap().unwrap();
+        assert_eq!(id, "id-é4".as_bytes());
+        assert_eq!(IdRecord::decode(rec).unwrap().first_seen, 40);
+        assert!(find_packed(&block, 5).unwrap().is_none());
+        assert!(find_packed(&block, 10).unwrap().is_none());
+        assert!(packed_entries(&block[..block.len() - 1]).is_err());
+        assert!(find_packed(&block[..block.len() - 1], 9).is_err());
+        assert!(packed_entries(&[0, 5, b'a']).is_err());
     }
 
     #[test]

@@ -975,12 +975,10 @@ pub(crate) fn read_id_record(db: &sled::Db, ident: &str, node: u32) -> Result<Op
     let Some((_, block)) = packed_block_of(db, node)? else {
         return Ok(None);
     };
-    for (id, rec) in codec::packed_entries(&block)? {
-        if id == ident {
-            return IdRecord::decode(rec).map(Some);
-        }
+    match codec::find_packed(&block, node as u64)? {
+        Some((id, rec)) if id == ident.as_bytes() => IdRecord::decode(rec).map(Some),
+        _ => Ok(None),
     }
-    Ok(None)
 }
 
 /// Crash-test hook (debug builds only): with `IDGRAPH_FAULT_AFTER_WRITES=N`, the process
