@@ -222,37 +222,48 @@ pub fn push_packed(block: &mut Vec<u8>, id: &str, record: &[u8]) {
     block.extend_from_slice(record);
 }
 
+/// The entries of a block of packed ID records as raw `(ID bytes, encoded record)`, in node
+/// order; an error for a block cut short.
+fn packed_iter(block: &[u8]) -> impl Iterator<Item = Result<(&[u8], &[u8])>> {
+    let bad = || Error::Corrupt("a block of packed ID records is cut short".into());
+    let mut rest = block;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let entry = (|| {
+            let len = u16::from_be_bytes(rest.get(..2).ok_or_else(bad)?.try_into().expect("2"));
+            let id = rest.get(2..2 + len as usize).ok_or_else(bad)?;
+            let after = &rest[2 + len as usize..];
+            let rlen = u32::from_be_bytes(after.get(..4).ok_or_else(bad)?.try_into().expect("4"));
+            let rec = after.get(4..4 + rlen as usize).ok_or_else(bad)?;
+            rest = &after[4 + rlen as usize..];
+            Ok((id, rec))
+        })();
+        if entry.is_err() {
+            rest = &[]; // stop after reporting
+        }
+        Some(entry)
+    })
+}
+
 /// The entries of a block of packed ID records: `(ID, encoded record)` in node order.
 pub fn packed_entries(block: &[u8]) -> Result<Vec<(&str, &[u8])>> {
-    let bad = || Error::Corrupt("a block of packed ID records is cut short".into());
-    let mut out = Vec::new();
-    let mut rest = block;
-    while !rest.is_empty() {
-        let len = u16::from_be_bytes(rest.get(..2).ok_or_else(bad)?.try_into().expect("2"));
-        let id = rest.get(2..2 + len as usize).ok_or_else(bad)?;
-        let id = std::str::from_utf8(id)
-            .map_err(|_| Error::Corrupt("a packed ID is not UTF-8".into()))?;
-        rest = &rest[2 + len as usize..];
-        let rlen = u32::from_be_bytes(rest.get(..4).ok_or_else(bad)?.try_into().expect("4"));
-        let rec = rest.get(4..4 + rlen as usize).ok_or_else(bad)?;
-        rest = &rest[4 + rlen as usize..];
-        out.push((id, rec));
-    }
-    Ok(out)
+    packed_iter(block)
+        .map(|e| {
+            let (id, rec) = e?;
+            let id = std::str::from_utf8(id)
+                .map_err(|_| Error::Corrupt("a packed ID is not UTF-8".into()))?;
+            Ok((id, rec))
+        })
+        .collect()
 }
 
 /// The record of node `node` in a block of packed ID records, without collecting the others
 /// (the read path of one ID: a scan over lengths and 8-byte node numbers).
 pub fn find_packed(block: &[u8], node: u64) -> Result<Option<(&[u8], &[u8])>> {
-    let bad = || Error::Corrupt("a block of packed ID records is cut short".into());
-    let mut rest = block;
-    while !rest.is_empty() {
-        let len = u16::from_be_bytes(rest.get(..2).ok_or_else(bad)?.try_into().expect("2"));
-        let id = rest.get(2..2 + len as usize).ok_or_else(bad)?;
-        rest = &rest[2 + len as usize..];
-        let rlen = u32::from_be_bytes(rest.get(..4).ok_or_else(bad)?.try_into().expect("4"));
-        let rec = rest.get(4..4 + rlen as usize).ok_or_else(bad)?;
-        rest = &rest[4 + rlen as usize..];
+    for entry in packed_iter(block) {
+        let (id, rec) = entry?;
         match record_node(rec)?.cmp(&node) {
             std::cmp::Ordering::Less => {}
             std::cmp::Ordering::Equal => return Ok(Some((id, rec))),
