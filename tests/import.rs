@@ -59,6 +59,13 @@ fn observe(s: &Store) -> Vec<String> {
             .collect();
         out.push(format!("{pr:?}"));
     }
+    // The mapping export: every ID, its person, and when the store first saw it (read from
+    // packed blocks for bulk-imported IDs).
+    s.for_each_id(|id, person, first_seen| {
+        out.push(format!("{id} -> {person} since {first_seen}"));
+        Ok(())
+    })
+    .unwrap();
     let mut st = s.stats().unwrap();
     st.disk_bytes = 0;
     out.push(format!("{st:?}"));
