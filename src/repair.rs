@@ -53,20 +53,18 @@ pub struct Hubs {
     pub most_linked: Vec<(String, u64)>,
 }
 
+/// One end of a link: an ID with its node.
+type End = (u32, String);
+
 impl Store {
-    /// The stored detail of edge `seq` between nodes `x` and `y`: under its own `e` key, or
-    /// inside the record of the endpoint it introduced.
-    fn edge_detail(&self, seq: u64, x: &str, y: &str) -> Result<StoredEdge> {
+    /// The stored detail of edge `seq` between the IDs `x` and `y` (with their nodes): under
+    /// its own `e` key, or inside the record of the endpoint it introduced.
+    fn edge_detail(&self, seq: u64, x: (u32, &str), y: (u32, &str)) -> Result<StoredEdge> {
         if let Some(v) = self.db.get(codec::edge_key(seq))? {
             return codec::decode(&v, "an edge");
         }
-        let nodes = {
-            let g = self.graph.read();
-            [g.lookup(x), g.lookup(y)]
-        };
-        for (id, n) in [x, y].into_iter().zip(nodes) {
-            if let Some(n) = n
-                && let Some(rec) = read_id_record(&self.db, id, n)?
+        for (n, id) in [x, y] {
+            if let Some(rec) = read_id_record(&self.db, id, n)?
                 && let Some((s, e)) = rec.intro
                 && s == seq
             {
@@ -74,15 +72,16 @@ impl Store {
             }
         }
         Err(Error::Corrupt(format!(
-            "alias edge {seq} between {x:?} and {y:?} is missing"
+            "alias edge {seq} between {:?} and {:?} is missing",
+            x.1, y.1
         )))
     }
 
-    fn link_of(&self, seq: u64, from: &str, to: &str) -> Result<Link> {
-        let e = self.edge_detail(seq, from, to)?;
+    fn link_of(&self, seq: u64, from: End, to: End) -> Result<Link> {
+        let e = self.edge_detail(seq, (from.0, &from.1), (to.0, &to.1))?;
         Ok(Link {
-            a: from.to_owned(),
-            b: to.to_owned(),
+            a: from.1,
+            b: to.1,
             cause: e.cause,
             at: e.at,
             source: e.source,
@@ -98,21 +97,21 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] or [`Error::Corrupt`] when a stored link cannot be read.
     pub fn links(&self, id: &str) -> Result<Vec<Link>> {
-        // (seq, node of x, x, y) for each link x-y of the person.
-        let mut found: Vec<(u64, u32, String, String)> = Vec::new();
+        // (seq, node of x, x, node of y, y) for each link x-y of the person.
+        let mut found: Vec<(u64, u32, String, u32, String)> = Vec::new();
         {
             let g = self.graph.read();
             let Some(n) = g.lookup(id) else {
                 return Ok(Vec::new());
             };
             for (seq, x, y) in g.person_links(n) {
-                found.push((seq, x, g.ident(x).to_owned(), g.ident(y).to_owned()));
+                found.push((seq, x, g.ident(x).to_owned(), y, g.ident(y).to_owned()));
             }
         }
         found.sort_unstable();
         let mut out = Vec::with_capacity(found.len());
-        for (seq, xn, x, y) in found {
-            let e = self.edge_detail(seq, &x, &y)?;
+        for (seq, xn, x, yn, y) in found {
+            let e = self.edge_detail(seq, (xn, &x), (yn, &y))?;
             // The stored orientation: `a` is the first ID of the alias that made the link.
             let (a, b) = if e.a == xn as u64 { (x, y) } else { (y, x) };
             out.push(Link {
@@ -137,7 +136,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] or [`Error::Corrupt`] when a stored link cannot be read.
     pub fn explain(&self, a: &str, b: &str) -> Result<Explanation> {
-        let chain: Vec<(u64, String, String)> = {
+        let chain: Vec<(u64, End, End)> = {
             let g = self.graph.read();
             let (Some(na), Some(nb)) = (g.lookup(a), g.lookup(b)) else {
                 return Ok(Explanation {
@@ -182,13 +181,17 @@ impl Store {
                     .edges()
                     .get(&pair(w[0], w[1]))
                     .ok_or_else(|| Error::Corrupt("an adjacency entry has no alias edge".into()))?;
-                chain.push((seq, g.ident(w[0]).to_owned(), g.ident(w[1]).to_owned()));
+                chain.push((
+                    seq,
+                    (w[0], g.ident(w[0]).to_owned()),
+                    (w[1], g.ident(w[1]).to_owned()),
+                ));
             }
             chain
         };
         let edges = chain
             .into_iter()
-            .map(|(seq, x, y)| self.link_of(seq, &x, &y))
+            .map(|(seq, x, y)| self.link_of(seq, x, y))
             .collect::<Result<Vec<_>>>()?;
         Ok(Explanation {
             same_person: true,
