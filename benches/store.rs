@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use idgraph::forest::{self, MemForest};
+use idgraph::forest::{self, MemForest, Node};
 use idgraph::{BulkOptions, Cause, Config, Identity, Op, Properties, Store};
 
 #[path = "../examples/common/km_gen.rs"]
@@ -76,7 +76,7 @@ fn bench(c: &mut Criterion) {
     let mut forest = MemForest::with_len(IDS);
     for i in 1..IDS as u32 {
         if i % 3 != 0 {
-            forest::union(&mut forest, i, i - 1);
+            forest::union(&mut forest, Node::from_index(i), Node::from_index(i - 1));
         }
     }
 
@@ -96,7 +96,10 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("in-memory find", |b| {
-        b.iter(|| black_box(forest::find(&forest, rng.random_range(0..IDS as u32))))
+        b.iter(|| {
+            let n = Node::from_index(rng.random_range(0..IDS as u32));
+            black_box(forest::find(&forest, n))
+        })
     });
     g.finish();
 
@@ -156,7 +159,11 @@ fn bench(c: &mut Criterion) {
     g.bench_function("in-memory union", |b| {
         b.iter(|| {
             let x = forest.push();
-            black_box(forest::union(&mut forest, x, x / 2))
+            black_box(forest::union(
+                &mut forest,
+                x,
+                Node::from_index(x.index() / 2),
+            ))
         })
     });
     g.finish();

@@ -31,7 +31,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use clap::Parser;
-use idgraph::forest::{self, MemForest};
+use idgraph::forest::{self, MemForest, Node};
 use idgraph::{BulkOptions, Cause, Config, Identity, Op, Store};
 use km_gen::{KmGen, Rng, anon_id};
 use measure::{dir_size, peak_rss_mib};
@@ -504,7 +504,7 @@ fn reads(
             let t = Instant::now();
             for k in &picks {
                 let n = uf.ids[*k];
-                hits += (forest::find(&uf.forest, n) < u32::MAX) as u64;
+                hits += (forest::find(&uf.forest, n) <= Node::MAX) as u64;
             }
             let secs = t.elapsed().as_secs_f64();
             assert_eq!(hits, args.ops);
@@ -534,18 +534,17 @@ fn reads(
 
 #[derive(Default)]
 struct MemUf {
-    ids: FxHashMap<String, u32>,
+    ids: FxHashMap<String, Node>,
     forest: MemForest,
 }
 
 impl MemUf {
-    fn intern(&mut self, s: &str) -> u32 {
+    fn intern(&mut self, s: &str) -> Node {
         if let Some(&n) = self.ids.get(s) {
             return n;
         }
-        let n = self.ids.len() as u32;
+        let n = self.forest.push();
         self.ids.insert(s.to_owned(), n);
-        self.forest.push();
         n
     }
     fn union(&mut self, a: &str, b: &str) {

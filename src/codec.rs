@@ -16,7 +16,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::op::{Cause, RefusalReason, Timestamp, Value};
+use crate::forest::Node;
+use crate::graph::Flags;
+use crate::op::{Cause, Properties, RefusalReason, Timestamp, Value};
 
 /// The format this build reads and writes. Bump on any change to the layouts above.
 /// Version 2 added the intent record; a version 1 store is upgraded in place at open (its
@@ -39,9 +41,6 @@ pub const REFUSAL: u8 = b'r';
 pub const EVENT: u8 = b'v';
 
 pub const FORMAT_KEY: &[u8] = b"mformat_version";
-
-/// Flag bit: the ID is anonymous (KISSmetrics format, or marked so by its source).
-pub const FLAG_ANON: u8 = 1;
 
 pub fn format_value() -> [u8; 4] {
     FORMAT_VERSION.to_be_bytes()
@@ -133,9 +132,9 @@ pub fn id_key(id: &str) -> Vec<u8> {
 /// (seq u64 BE + bincode [`StoredEdge`]), and the rest a bincode [`PropMap`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct IdRecord {
-    pub node: u64,
+    pub node: Node,
     pub first_seen: Timestamp,
-    pub flags: u8,
+    pub flags: Flags,
     /// (edge sequence number, edge)
     pub intro: Option<(u64, StoredEdge)>,
     /// The latest value of each property set under this ID.
@@ -145,9 +144,9 @@ pub struct IdRecord {
 impl IdRecord {
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut b = Vec::with_capacity(17);
-        b.extend_from_slice(&self.node.to_be_bytes());
+        b.extend_from_slice(&self.node.as_u64().to_be_bytes());
         b.extend_from_slice(&self.first_seen.to_be_bytes());
-        b.push(self.flags);
+        b.push(self.flags.bits());
         if self.intro.is_none() && self.props.0.is_empty() {
             return Ok(b);
         }
@@ -186,9 +185,9 @@ impl IdRecord {
             return Err(bad());
         }
         let mut rec = IdRecord {
-            node: u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+            node: record_node(b)?,
             first_seen: i64::from_be_bytes(b[8..16].try_into().expect("8 bytes")),
-            flags: b[16],
+            flags: Flags::from_bits(b[16]),
             ..IdRecord::default()
         };
         if b.len() == 17 {
@@ -262,7 +261,7 @@ pub fn packed_entries(block: &[u8]) -> Result<Vec<(&str, &[u8])>> {
 
 /// The record of node `node` in a block of packed ID records, without collecting the others
 /// (the read path of one ID: a scan over lengths and 8-byte node numbers).
-pub fn find_packed(block: &[u8], node: u64) -> Result<Option<(&[u8], &[u8])>> {
+pub fn find_packed(block: &[u8], node: Node) -> Result<Option<(&[u8], &[u8])>> {
     for entry in packed_iter(block) {
         let (id, rec) = entry?;
         match record_node(rec)?.cmp(&node) {
@@ -275,32 +274,56 @@ pub fn find_packed(block: &[u8], node: u64) -> Result<Option<(&[u8], &[u8])>> {
 }
 
 /// The node of an encoded ID record, without decoding the rest.
-pub fn record_node(record: &[u8]) -> Result<u64> {
-    record
+pub fn record_node(record: &[u8]) -> Result<Node> {
+    let n = record
         .get(..8)
         .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
-        .ok_or_else(|| Error::Corrupt("an ID record is cut short".into()))
+        .ok_or_else(|| Error::Corrupt("an ID record is cut short".into()))?;
+    node_of(n, "an ID record")
 }
 
-pub fn edge_key(seq: u64) -> [u8; 9] {
+/// The node numbered `n` on disk; corrupt past the node space.
+fn node_of(n: u64, what: &str) -> Result<Node> {
+    Node::from_u64(n).ok_or_else(|| Error::Corrupt(format!("{what} names node {n}, out of range")))
+}
+
+/// A key of `prefix` and a u64 BE: an edge (`e` + seq), the start of a node's events (`v` +
+/// node) or a block of packed records (`p` + first node).
+pub fn u64_key(prefix: u8, x: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
-    k[0] = EDGE;
-    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k[0] = prefix;
+    k[1..].copy_from_slice(&x.to_be_bytes());
     k
 }
 
-pub fn edge_seq(key: &[u8]) -> Result<u64> {
+/// The u64 after the prefix of a [`u64_key`] (or of a longer key that starts like one).
+pub fn key_u64(key: &[u8]) -> Result<u64> {
     key.get(1..9)
         .and_then(|b| b.try_into().ok())
         .map(u64::from_be_bytes)
-        .ok_or_else(|| Error::Corrupt("an edge key is not 9 bytes".into()))
+        .ok_or_else(|| Error::Corrupt(format!("a key of {} bytes is cut short", key.len())))
 }
 
-/// One alias edge of the log.
+/// The key of alias edge `seq`.
+pub fn edge_key(seq: u64) -> [u8; 9] {
+    u64_key(EDGE, seq)
+}
+
+/// The key under `prefix` that starts node `node`'s range (events) or block (packed records).
+pub fn node_key(prefix: u8, node: Node) -> [u8; 9] {
+    u64_key(prefix, node.as_u64())
+}
+
+/// The node of a per-node key (an event, a block of packed records).
+pub fn key_node(key: &[u8]) -> Result<Node> {
+    node_of(key_u64(key)?, "a key")
+}
+
+/// One alias edge of the log. Nodes are bincode integers (u64 on disk, range-checked).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StoredEdge {
-    pub a: u64,
-    pub b: u64,
+    pub a: Node,
+    pub b: Node,
     pub at: Timestamp,
     pub cause: Cause,
     pub source: Option<String>,
@@ -333,39 +356,29 @@ fn time_from(b: &[u8]) -> Timestamp {
     (u64::from_be_bytes(b.try_into().expect("8 bytes")) ^ (1 << 63)) as i64
 }
 
-pub fn node_prefix(prefix: u8, node: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = prefix;
-    k[1..].copy_from_slice(&node.to_be_bytes());
-    k
-}
-
-pub fn event_key(node: u64, at: Timestamp, lower_name: &str) -> Vec<u8> {
+pub fn event_key(node: Node, at: Timestamp, lower_name: &str) -> Vec<u8> {
     let mut k = with_prefix(EVENT, 16 + lower_name.len());
-    k.extend_from_slice(&node.to_be_bytes());
+    k.extend_from_slice(&node.as_u64().to_be_bytes());
     k.extend_from_slice(&time_bytes(at));
     k.extend_from_slice(lower_name.as_bytes());
     k
 }
 
 /// The node and time of an event key.
-pub fn event_key_parts(key: &[u8]) -> Result<(u64, Timestamp)> {
+pub fn event_key_parts(key: &[u8]) -> Result<(Node, Timestamp)> {
     if key.len() < 17 || key[0] != EVENT {
         return Err(Error::Corrupt(
             "an event key is shorter than 17 bytes".into(),
         ));
     }
-    Ok((
-        u64::from_be_bytes(key[1..9].try_into().expect("8 bytes")),
-        time_from(&key[9..17]),
-    ))
+    Ok((key_node(key)?, time_from(&key[9..17])))
 }
 
 /// The key and value of an event of `node`.
 pub fn event_entry(
-    node: u64,
+    node: Node,
     event: &str,
-    properties: &crate::op::Properties,
+    properties: &Properties,
     at: Timestamp,
 ) -> Result<(Vec<u8>, Vec<u8>)> {
     let value = StoredEvent {
@@ -385,12 +398,15 @@ pub struct StoredEvent {
     pub properties: Vec<(String, StoredValue)>,
 }
 
-/// The node of an event key.
-pub fn key_node(key: &[u8]) -> Result<u64> {
-    key.get(1..9)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_be_bytes)
-        .ok_or_else(|| Error::Corrupt("a per-node key is shorter than 9 bytes".into()))
+/// The name and properties of a stored event (the value under its key).
+pub fn decode_event(v: &[u8]) -> Result<(String, Properties)> {
+    let e: StoredEvent = decode(v, "an event")?;
+    let props = e
+        .properties
+        .into_iter()
+        .map(|(n, v)| (n, v.into()))
+        .collect();
+    Ok((e.name, Properties::from_vec_unchecked(props)))
 }
 
 /// All properties of one ID: the latest value of each name, sorted by lower-cased name. Kept in
@@ -517,10 +533,11 @@ mod tests {
     #[test]
     fn times_sort_as_bytes() {
         let ts = [i64::MIN, -5, -1, 0, 1, 1_700_000_000, i64::MAX];
-        let keys: Vec<_> = ts.iter().map(|t| event_key(3, *t, "x")).collect();
+        let three = Node::from_index(3);
+        let keys: Vec<_> = ts.iter().map(|t| event_key(three, *t, "x")).collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
         for (t, k) in ts.iter().zip(&keys) {
-            assert_eq!(event_key_parts(k).unwrap(), (3, *t));
+            assert_eq!(event_key_parts(k).unwrap(), (three, *t));
         }
     }
 
@@ -530,7 +547,7 @@ mod tests {
             .iter()
             .map(|&n| {
                 let r = IdRecord {
-                    node: n,
+                    node: Node::from_u64(n).unwrap(),
                     first_seen: n as i64 * 10,
                     ..IdRecord::default()
                 };
@@ -546,22 +563,24 @@ mod tests {
         for ((id, rec), (gid, grec)) in recs.iter().zip(&got) {
             assert_eq!((id.as_str(), rec.as_slice()), (*gid, *grec));
         }
-        let (id, rec) = find_packed(&block, 4).unwrap().unwrap();
+        let n = Node::from_index;
+        let (id, rec) = find_packed(&block, n(4)).unwrap().unwrap();
         assert_eq!(id, "id-é4".as_bytes());
         assert_eq!(IdRecord::decode(rec).unwrap().first_seen, 40);
-        assert!(find_packed(&block, 5).unwrap().is_none());
-        assert!(find_packed(&block, 10).unwrap().is_none());
+        assert!(find_packed(&block, n(5)).unwrap().is_none());
+        assert!(find_packed(&block, n(10)).unwrap().is_none());
         assert!(packed_entries(&block[..block.len() - 1]).is_err());
-        assert!(find_packed(&block[..block.len() - 1], 9).is_err());
+        assert!(find_packed(&block[..block.len() - 1], n(9)).is_err());
         assert!(packed_entries(&[0, 5, b'a']).is_err());
     }
 
     #[test]
     fn records_round_trip() {
+        let n = Node::from_index;
         let mut r = IdRecord {
-            node: 42,
+            node: n(42),
             first_seen: -7,
-            flags: FLAG_ANON,
+            flags: Flags::ANON,
             ..IdRecord::default()
         };
         assert_eq!(r.encode().unwrap().len(), 17);
@@ -569,8 +588,8 @@ mod tests {
         r.intro = Some((
             9,
             StoredEdge {
-                a: 42,
-                b: 1,
+                a: n(42),
+                b: n(1),
                 at: 5,
                 cause: Cause::Identify,
                 source: None,
@@ -585,6 +604,12 @@ mod tests {
         assert_eq!(IdRecord::decode(&r.encode().unwrap()).unwrap(), r);
         assert!(IdRecord::decode(&[1, 2]).is_err());
         assert!(IdRecord::decode(&[0; 19]).is_err());
+        let mut far = r.encode().unwrap();
+        far[..8].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert!(
+            IdRecord::decode(&far).is_err(),
+            "a node past the node space is corrupt"
+        );
         let p = StoredProp {
             name: "Plan".into(),
             value: StoredValue::Float(1.5),
@@ -604,8 +629,8 @@ mod tests {
         assert_eq!(m.0[1].value, StoredValue::Int(4));
         assert_eq!(decode::<PropMap>(&encode(&m).unwrap(), "m").unwrap(), m);
         let e = StoredEdge {
-            a: 1,
-            b: 2,
+            a: n(1),
+            b: n(2),
             at: 3,
             cause: Cause::Form,
             source: Some("f:1".into()),

@@ -3,10 +3,8 @@
 
 use serde::Serialize;
 
-use crate::codec::FLAG_ANON;
 use crate::error::{Error, Result};
 use crate::op::{Link, Timestamp};
-use crate::store::Store;
 
 /// Largest person [`PersonGraph::to_svg`] lays out (the layout is super-linear; use DOT and
 /// Graphviz for larger ones).
@@ -30,36 +28,6 @@ pub struct PersonGraph {
     pub ids: Vec<GraphId>,
     /// The links, in the order they were made.
     pub links: Vec<Link>,
-}
-
-impl Store {
-    /// `id`'s person as a graph; `None` for an unknown ID.
-    ///
-    /// # Cost
-    /// As [`Store::links`].
-    ///
-    /// # Errors
-    /// As [`Store::links`].
-    pub fn person_graph(&self, id: &str) -> Result<Option<PersonGraph>> {
-        let (person, ids) = {
-            let g = self.graph.read();
-            let Some(n) = g.lookup(id) else {
-                return Ok(None);
-            };
-            let person = g.ident(g.slot(g.root(n)).canon).to_owned();
-            let ids: Vec<GraphId> = g
-                .members_sorted(n)
-                .into_iter()
-                .map(|m| GraphId {
-                    id: g.ident(m).to_owned(),
-                    anonymous: g.slot(m).flags & FLAG_ANON != 0,
-                })
-                .collect();
-            (person, ids)
-        };
-        let links = self.links(id)?;
-        Ok(Some(PersonGraph { person, ids, links }))
-    }
 }
 
 /// `"…"` with `"` and `\` escaped, as DOT wants.
@@ -125,8 +93,8 @@ impl PersonGraph {
     /// The graph laid out and drawn as SVG, in-process.
     ///
     /// # Errors
-    /// [`Error::Input`] for a person of more than [`MAX_SVG_IDS`] IDs, or when the layout
-    /// fails.
+    /// [`Error::Input`] for a person of more than [`MAX_SVG_IDS`] IDs; [`Error::Internal`] when
+    /// the layout fails.
     pub fn to_svg(&self) -> Result<String> {
         use layout::backends::svg::SVGWriter;
         use layout::gv::{DotParser, GraphBuilder};
@@ -139,9 +107,9 @@ impl PersonGraph {
             )));
         }
         let dot = self.to_dot();
-        let ast = DotParser::new(&dot)
-            .process()
-            .map_err(|e| Error::Input(format!("the DOT of {} did not parse: {e}", self.person)))?;
+        let ast = DotParser::new(&dot).process().map_err(|e| {
+            Error::Internal(format!("the DOT of {} did not parse: {e}", self.person))
+        })?;
         // layout-rs panics on some inputs; keep that from taking the caller down.
         std::panic::catch_unwind(move || {
             let mut gb = GraphBuilder::new();
@@ -151,7 +119,7 @@ impl PersonGraph {
             vg.do_it(false, false, false, &mut svg);
             svg.finalize()
         })
-        .map_err(|_| Error::Input(format!("the layout of {}'s graph failed", self.person)))
+        .map_err(|_| Error::Internal(format!("the layout of {}'s graph failed", self.person)))
     }
 }
 

@@ -53,21 +53,47 @@ pub enum Error {
     #[error("the store is full: at most {0} IDs fit in one store")]
     Full(u64),
     /// A write failed halfway (a storage failure between the keys of one op): this handle
-    /// takes no more writes. Reopening the store finishes the op from its redo record.
+    /// takes no more writes. Reopening the store finishes the op from its redo record. The
+    /// source is the failure itself (`None` when an earlier write of this handle failed).
     #[error(
-        "a write was interrupted by a storage failure ({0}); reopen the store (opening \
-         finishes the interrupted write)"
+        "a write was interrupted by a storage failure ({}); reopen the store (opening \
+         finishes the interrupted write)",
+        .0.as_ref().map_or_else(|| "an earlier write of this handle failed halfway".to_string(), |e| e.to_string())
     )]
-    Interrupted(String),
-    /// Input data could not be read: the message says where (`FILE:LINE`) and why.
+    Interrupted(#[source] Option<Box<Error>>),
+    /// Input data could not be used: the message says where (`FILE:LINE`) and why.
     #[error("{0}")]
     Input(String),
+    /// A file or stream outside the store could not be read or written (an input file, the
+    /// spool of standard input, an export's output).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being read or written (a file name, `FILE:LINE`, `writing the export`).
+        context: String,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A failure inside idgraph rather than in its input or storage: a worker thread or task
+    /// that stopped, a drawing that could not be laid out. The message says which.
+    #[error("internal failure: {0}")]
+    Internal(String),
     /// The storage engine failed (I/O error, disk full, another process holds the lock, ...).
     #[error("storage error: {0}")]
     Storage(#[from] sled::Error),
     /// A value could not be encoded for storage.
     #[error("encoding error: {0}")]
     Encode(#[from] bincode::error::EncodeError),
+}
+
+impl Error {
+    /// An [`Error::Io`] with its context.
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
 }
 
 /// `Result` with the crate's [`Error`].

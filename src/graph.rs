@@ -6,56 +6,120 @@
 //! (changes in a small overlay, reads falling through to the committed graph), writes the batch
 //! to sled, and only then commits the overlay under the write lock, so a reader sees a union
 //! entirely or not at all.
+//!
+//! This module knows nothing of bytes: `codec` encodes its [`Node`]s and [`Flags`].
 
 use hashbrown::HashTable;
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use std::hash::BuildHasher;
 
-use crate::codec::FLAG_ANON;
 use crate::error::{Error, Result};
-use crate::forest::{self, ForestStorage};
+use crate::forest::{self, ForestStorage, Node};
 
-/// Per-node state of the forest plus what decides the canonical ID.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Slot {
-    pub parent: u32,
-    pub next: u32,
-    pub size: u32,
-    /// At a root: the member shown as the person (see [`better`]).
-    pub canon: u32,
-    pub flags: u8,
+/// What the store knows of an ID besides its links: bit flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Flags(u8);
+
+impl Flags {
+    /// No flag.
+    pub const NONE: Flags = Flags(0);
+    /// The ID is anonymous (KISSmetrics format, or marked so by its source). Sticky.
+    pub const ANON: Flags = Flags(1);
+
+    pub const fn from_bits(b: u8) -> Flags {
+        Flags(b)
+    }
+
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    pub const fn contains(self, f: Flags) -> bool {
+        self.0 & f.0 == f.0
+    }
+
+    #[must_use]
+    pub const fn with(self, f: Flags) -> Flags {
+        Flags(self.0 | f.0)
+    }
+
+    pub const fn is_anonymous(self) -> bool {
+        self.contains(Flags::ANON)
+    }
 }
 
-impl Slot {
-    fn single(n: u32, flags: u8) -> Slot {
-        Slot {
-            parent: n,
-            next: n,
-            size: 1,
-            canon: n,
+/// What a slot of the graph's forest carries: the ID's flags, and at a root the member that
+/// shows the person (its canonical ID) with that member's anonymity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IdState {
+    pub flags: Flags,
+    canon: Node,
+    canon_anon: bool,
+}
+
+impl IdState {
+    /// The state of `n` alone in its person.
+    fn alone(n: Node, flags: Flags) -> IdState {
+        IdState {
             flags,
+            canon: n,
+            canon_anon: flags.is_anonymous(),
+        }
+    }
+
+    /// At a root: the node whose ID shows the person.
+    pub fn canon(&self) -> Node {
+        self.canon
+    }
+}
+
+impl forest::Value for IdState {
+    /// The one rule for the canonical ID: a named ID before an anonymous one, then the one the
+    /// store saw first (the smaller node).
+    fn absorb(&mut self, other: &IdState) {
+        if (other.canon_anon, other.canon) < (self.canon_anon, self.canon) {
+            self.canon = other.canon;
+            self.canon_anon = other.canon_anon;
         }
     }
 }
 
-/// Largest node number the graph hands out.
-pub(crate) const MAX_NODES: u64 = u32::MAX as u64 - 1;
+/// A slot of the graph's forest.
+pub(crate) type Slot = forest::Slot<IdState>;
+
+fn single(n: Node, flags: Flags) -> Slot {
+    Slot::single(n, IdState::alone(n, flags))
+}
+
+/// Re-decides the canonical ID of the person rooted at `r` from its members `ms` (each alone,
+/// absorbed in turn: the same rule as a union).
+fn redecide<S: ForestStorage<Value = IdState>>(s: &mut S, r: Node, ms: &[Node]) {
+    let alone = |m: Node| IdState::alone(m, s.get(m).value.flags);
+    let mut v = alone(ms[0]);
+    for &m in &ms[1..] {
+        forest::Value::absorb(&mut v, &alone(m));
+    }
+    s.update(r, |x| {
+        x.value.canon = v.canon;
+        x.value.canon_anon = v.canon_anon;
+    });
+}
 
 /// The committed graph.
 #[derive(Default)]
 pub(crate) struct Graph {
     slots: Vec<Slot>,
-    /// The ID of each node; empty for a node number that is not in use.
+    /// The ID of each node; empty for a node that is not in use.
     idents: Vec<Box<str>>,
-    index: HashTable<u32>,
+    index: HashTable<Node>,
     hasher: FxBuildHasher,
     /// Alias edges by their (smaller, larger) endpoints → edge sequence number.
-    edges: FxHashMap<(u32, u32), u64>,
+    edges: FxHashMap<(Node, Node), u64>,
     /// Adjacency lists, linked through `adj`: per node the index of its first entry ([`NIL`]
-    /// for none). 4 bytes per node plus 16 per edge; walks touch one person only.
+    /// for none). 4 bytes per node plus 8 per edge end; walks touch one person only.
     adj_head: Vec<u32>,
     /// Adjacency entries: (neighbour, next entry of the same node's list).
-    adj: Vec<(u32, u32)>,
+    adj: Vec<(Node, u32)>,
     next_edge: u64,
     refused: u64,
     live: usize,
@@ -65,48 +129,37 @@ pub(crate) struct Graph {
 const NIL: u32 = u32::MAX;
 
 /// Edge endpoints in canonical order.
-pub(crate) fn pair(a: u32, b: u32) -> (u32, u32) {
+pub(crate) fn pair(a: Node, b: Node) -> (Node, Node) {
     if a <= b { (a, b) } else { (b, a) }
 }
 
 impl Graph {
-    /// Builds the graph from the stored IDs and replays the alias log (in sequence order).
+    /// Builds the graph from the stored IDs and replays the alias log `(seq, a, b)` in sequence
+    /// order.
     pub fn load(
-        ids: Vec<(u64, Box<str>, u8)>,
-        edges: impl IntoIterator<Item = (u64, u64, u64)>,
+        ids: Vec<(Node, Box<str>, Flags)>,
+        edges: impl IntoIterator<Item = (u64, Node, Node)>,
         refused: u64,
     ) -> Result<Graph> {
         let mut g = Graph::default();
-        let len = ids.iter().map(|r| r.0 + 1).max().unwrap_or(0);
-        if len > MAX_NODES {
-            return Err(Error::Corrupt(format!(
-                "node number {} out of range",
-                len - 1
-            )));
-        }
-        let len = len as usize;
-        g.slots = (0..len as u32).map(|n| Slot::single(n, 0)).collect();
+        let len = ids.iter().map(|r| r.0.slot() + 1).max().unwrap_or(0);
+        g.slots = Node::all(len).map(|n| single(n, Flags::NONE)).collect();
         g.adj_head = vec![NIL; len];
         g.idents = vec![Box::from(""); len];
-        for (node, ident, flags) in ids {
-            let n = node as usize;
-            if !g.idents[n].is_empty() {
+        for (n, ident, flags) in ids {
+            if !g.idents[n.slot()].is_empty() {
                 return Err(Error::Corrupt(format!(
-                    "node {node} belongs to both {:?} and {ident:?}",
-                    g.idents[n]
+                    "node {n} belongs to both {:?} and {ident:?}",
+                    g.idents[n.slot()]
                 )));
             }
-            g.slots[n].flags = flags;
-            g.idents[n] = ident;
-            let h = g.hasher.hash_one(&*g.idents[n]);
-            let idents = &g.idents;
-            g.index
-                .insert_unique(h, n as u32, |&m| g.hasher.hash_one(&*idents[m as usize]));
+            g.slots[n.slot()] = single(n, flags);
+            g.idents[n.slot()] = ident;
+            g.index_insert(n);
             g.live += 1;
         }
         for (seq, a, b) in edges {
-            let (a, b) = (node_u32(a, len)?, node_u32(b, len)?);
-            if g.idents[a as usize].is_empty() || g.idents[b as usize].is_empty() {
+            if a.slot() >= len || b.slot() >= len || !g.is_live(a) || !g.is_live(b) {
                 return Err(Error::Corrupt(format!(
                     "alias edge {seq} links node {a} or {b}, which has no ID"
                 )));
@@ -114,36 +167,48 @@ impl Graph {
             g.edges.insert(pair(a, b), seq);
             g.link(a, b);
             g.next_edge = g.next_edge.max(seq + 1);
-            let (ra, rb) = (forest::find(&g, a), forest::find(&g, b));
-            if ra != rb {
-                let canon = better(&g, g.slots[ra as usize].canon, g.slots[rb as usize].canon);
-                let w = forest::union_roots(&mut g, ra, rb);
-                g.slots[w as usize].canon = canon;
-            }
+            forest::union(&mut g, a, b);
         }
         g.refused = refused;
         Ok(g)
     }
 
+    fn index_insert(&mut self, n: Node) {
+        let (idents, hasher) = (&self.idents, &self.hasher);
+        self.index
+            .insert_unique(hasher.hash_one(&*idents[n.slot()]), n, |&m| {
+                hasher.hash_one(&*idents[m.slot()])
+            });
+    }
+
     /// The node of `id`, if the store has seen it.
-    pub fn lookup(&self, id: &str) -> Option<u32> {
+    pub fn lookup(&self, id: &str) -> Option<Node> {
         let h = self.hasher.hash_one(id);
         self.index
-            .find(h, |&n| &*self.idents[n as usize] == id)
+            .find(h, |&n| &*self.idents[n.slot()] == id)
             .copied()
     }
 
-    pub fn ident(&self, n: u32) -> &str {
-        &self.idents[n as usize]
+    pub fn ident(&self, n: Node) -> &str {
+        &self.idents[n.slot()]
     }
 
-    pub fn slot(&self, n: u32) -> Slot {
-        self.slots[n as usize]
+    pub fn slot(&self, n: Node) -> &Slot {
+        &self.slots[n.slot()]
     }
 
-    /// Node numbers handed out so far (including unused ones).
+    pub fn flags(&self, n: Node) -> Flags {
+        self.slot(n).value.flags
+    }
+
+    /// Nodes handed out so far (including unused ones).
     pub fn len(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Every node handed out so far, in order (including unused ones).
+    pub fn nodes(&self) -> impl DoubleEndedIterator<Item = Node> + ExactSizeIterator + use<> {
+        Node::all(self.len())
     }
 
     /// IDs in the graph.
@@ -151,22 +216,32 @@ impl Graph {
         self.live
     }
 
-    pub fn is_live(&self, n: u32) -> bool {
-        !self.idents[n as usize].is_empty()
+    pub fn is_live(&self, n: Node) -> bool {
+        !self.idents[n.slot()].is_empty()
     }
 
-    pub fn root(&self, n: u32) -> u32 {
+    /// Whether `n` is in use and the root of its person.
+    pub fn is_person_root(&self, n: Node) -> bool {
+        self.is_live(n) && self.slot(n).parent == n
+    }
+
+    pub fn root(&self, n: Node) -> Node {
         forest::find(self, n)
     }
 
+    /// The canonical ID of `n`'s person: the ID that shows it.
+    pub fn person_id(&self, n: Node) -> &str {
+        self.ident(self.slot(self.root(n)).value.canon())
+    }
+
     /// The members of `n`'s person, in the order the store first saw them.
-    pub fn members_sorted(&self, n: u32) -> Vec<u32> {
-        let mut m: Vec<u32> = forest::members(self, self.root(n)).collect();
+    pub fn members_sorted(&self, n: Node) -> Vec<Node> {
+        let mut m: Vec<Node> = forest::members(self, self.root(n)).collect();
         m.sort_unstable();
         m
     }
 
-    pub fn edges(&self) -> &FxHashMap<(u32, u32), u64> {
+    pub fn edges(&self) -> &FxHashMap<(Node, Node), u64> {
         &self.edges
     }
 
@@ -177,19 +252,15 @@ impl Graph {
     /// Applies what a [`Staged`] view planned (after it was written to sled).
     pub fn commit(&mut self, d: Delta) {
         for (ident, slot) in d.new_ids.into_iter().zip(d.new_slots) {
-            let n = self.slots.len() as u32;
+            let n = Node::from_usize(self.slots.len()).expect("the staged view checked the range");
             self.slots.push(slot);
             self.adj_head.push(NIL);
             self.idents.push(ident);
-            let h = self.hasher.hash_one(&*self.idents[n as usize]);
-            let idents = &self.idents;
-            let hasher = &self.hasher;
-            self.index
-                .insert_unique(h, n, |&m| hasher.hash_one(&*idents[m as usize]));
+            self.index_insert(n);
             self.live += 1;
         }
         for (n, s) in d.slots {
-            self.slots[n as usize] = s;
+            self.slots[n.slot()] = s;
         }
         for (p, seq) in d.edges {
             self.edges.insert(p, seq);
@@ -198,29 +269,27 @@ impl Graph {
         self.next_edge = d.next_edge;
         self.refused += d.refused;
     }
-}
 
-impl Graph {
-    fn link(&mut self, a: u32, b: u32) {
+    fn link(&mut self, a: Node, b: Node) {
         if a == b {
             return;
         }
         for (x, y) in [(a, b), (b, a)] {
-            let i = self.adj.len() as u32;
-            self.adj.push((y, self.adj_head[x as usize]));
-            self.adj_head[x as usize] = i;
+            let i = u32::try_from(self.adj.len()).expect("fewer than 2^31 alias edges");
+            self.adj.push((y, self.adj_head[x.slot()]));
+            self.adj_head[x.slot()] = i;
         }
     }
 
     /// Takes `b` off `a`'s adjacency list (the entry stays in `adj`, unused).
-    fn unlink_half(&mut self, a: u32, b: u32) {
+    fn unlink_half(&mut self, a: Node, b: Node) {
         let mut prev = NIL;
-        let mut i = self.adj_head[a as usize];
+        let mut i = self.adj_head[a.slot()];
         while i != NIL {
             let (to, next) = self.adj[i as usize];
             if to == b {
                 if prev == NIL {
-                    self.adj_head[a as usize] = next;
+                    self.adj_head[a.slot()] = next;
                 } else {
                     self.adj[prev as usize].1 = next;
                 }
@@ -232,8 +301,8 @@ impl Graph {
     }
 
     /// The IDs linked to `n` by an alias edge.
-    pub fn neighbors(&self, n: u32) -> impl Iterator<Item = u32> + '_ {
-        let mut i = self.adj_head[n as usize];
+    pub fn neighbors(&self, n: Node) -> impl Iterator<Item = Node> + '_ {
+        let mut i = self.adj_head[n.slot()];
         std::iter::from_fn(move || {
             if i == NIL {
                 return None;
@@ -245,7 +314,7 @@ impl Graph {
     }
 
     /// The links among the IDs of `n`'s person: `(seq, x, y)` with `x < y`, in member order.
-    pub fn person_links(&self, n: u32) -> Vec<(u64, u32, u32)> {
+    pub fn person_links(&self, n: Node) -> Vec<(u64, Node, Node)> {
         let mut out = Vec::new();
         for m in self.members_sorted(n) {
             for y in self.neighbors(m) {
@@ -262,16 +331,14 @@ impl Graph {
     /// Removes the edge `a`-`b` and splits its person into the components the remaining edges
     /// connect (each gets a fresh forest: flat, its canonical ID re-decided). Returns the roots
     /// of the resulting persons (one when the person stays connected). Touches only that person.
-    pub fn remove_edge_and_split(&mut self, a: u32, b: u32) -> Vec<u32> {
+    pub fn remove_edge_and_split(&mut self, a: Node, b: Node) -> Vec<Node> {
         self.edges.remove(&pair(a, b));
         self.unlink_half(a, b);
         self.unlink_half(b, a);
-        let members: Vec<u32> = forest::members(self, self.root(a)).collect();
-        let mut comp: FxHashMap<u32, u32> = FxHashMap::default(); // node → component root
+        let mut sorted = self.members_sorted(a);
+        let mut comp: FxHashMap<Node, Node> = FxHashMap::default(); // node → component root
         let mut roots = Vec::new();
-        let mut sorted = members.clone();
-        sorted.sort_unstable();
-        for &start in &sorted {
+        for start in std::mem::take(&mut sorted) {
             if comp.contains_key(&start) {
                 continue;
             }
@@ -290,44 +357,38 @@ impl Graph {
                 }
             }
             nodes.sort_unstable();
-            let mut canon = start;
             for (i, &m) in nodes.iter().enumerate() {
-                canon = better(self, canon, m);
-                let s = &mut self.slots[m as usize];
+                let s = &mut self.slots[m.slot()];
                 s.parent = start;
                 s.next = nodes[(i + 1) % nodes.len()];
                 s.size = 1;
             }
-            let r = &mut self.slots[start as usize];
-            r.size = nodes.len() as u32;
-            r.canon = canon;
+            self.slots[start.slot()].size =
+                u32::try_from(nodes.len()).expect("a person is smaller than the node space");
+            redecide(self, start, &nodes);
             roots.push(start);
         }
         roots
     }
 
-    /// Removes `n`'s whole person: its IDs leave the index (their node numbers stay unused),
-    /// its edges and adjacency go.
-    pub fn forget(&mut self, n: u32) {
-        let members: Vec<u32> = forest::members(self, self.root(n)).collect();
+    /// Removes `n`'s whole person: its IDs leave the index (their nodes stay unused), its edges
+    /// and adjacency go.
+    pub fn forget(&mut self, n: Node) {
+        let members: Vec<Node> = forest::members(self, self.root(n)).collect();
         for &m in &members {
-            let next: Vec<u32> = self.neighbors(m).collect();
+            let next: Vec<Node> = self.neighbors(m).collect();
             for y in next {
                 self.edges.remove(&pair(m, y));
             }
         }
         for &m in &members {
-            self.adj_head[m as usize] = NIL;
-            let h = self.hasher.hash_one(&*self.idents[m as usize]);
-            let idents = &self.idents;
-            if let Ok(e) = self
-                .index
-                .find_entry(h, |&x| x == m && !idents[m as usize].is_empty())
-            {
+            self.adj_head[m.slot()] = NIL;
+            let h = self.hasher.hash_one(&*self.idents[m.slot()]);
+            if let Ok(e) = self.index.find_entry(h, |&x| x == m) {
                 e.remove();
             }
-            self.idents[m as usize] = Box::from("");
-            self.slots[m as usize] = Slot::single(m, 0);
+            self.idents[m.slot()] = Box::from("");
+            self.slots[m.slot()] = single(m, Flags::NONE);
             self.live -= 1;
         }
     }
@@ -338,90 +399,55 @@ impl Graph {
     }
 }
 
-fn node_u32(n: u64, len: usize) -> Result<u32> {
-    if (n as usize) < len {
-        Ok(n as u32)
-    } else {
-        Err(Error::Corrupt(format!(
-            "alias edge names node {n}, which does not exist"
-        )))
-    }
-}
-
-/// Which of two nodes shows the person: a named ID before an anonymous one, then the one the
-/// store saw first (the smaller node number).
-fn better<S: Flags + ?Sized>(s: &S, x: u32, y: u32) -> u32 {
-    let kx = (s.flags(x) & FLAG_ANON, x);
-    let ky = (s.flags(y) & FLAG_ANON, y);
-    if kx <= ky { x } else { y }
-}
-
-trait Flags {
-    fn flags(&self, n: u32) -> u8;
-}
-
-impl Flags for Graph {
-    fn flags(&self, n: u32) -> u8 {
-        self.slots[n as usize].flags
-    }
-}
-
 impl ForestStorage for Graph {
-    fn parent(&self, n: u32) -> u32 {
-        self.slots[n as usize].parent
+    type Value = IdState;
+    fn get(&self, n: Node) -> &Slot {
+        &self.slots[n.slot()]
     }
-    fn set_parent(&mut self, n: u32, p: u32) {
-        self.slots[n as usize].parent = p;
-    }
-    fn size(&self, n: u32) -> u32 {
-        self.slots[n as usize].size
-    }
-    fn set_size(&mut self, n: u32, s: u32) {
-        self.slots[n as usize].size = s;
-    }
-    fn next(&self, n: u32) -> u32 {
-        self.slots[n as usize].next
-    }
-    fn set_next(&mut self, n: u32, x: u32) {
-        self.slots[n as usize].next = x;
-    }
-}
-
-impl Delta {
-    /// The first new node.
-    pub fn base(&self) -> u32 {
-        self.base
-    }
-
-    /// The IDs of the new nodes, in node order.
-    pub fn new_idents(&self) -> &[Box<str>] {
-        &self.new_ids
+    fn update(&mut self, n: Node, f: impl FnOnce(&mut Slot)) {
+        f(&mut self.slots[n.slot()]);
     }
 }
 
 /// The changes a [`Staged`] view planned, detached from the graph it read.
 pub(crate) struct Delta {
-    base: u32,
-    slots: FxHashMap<u32, Slot>,
+    base: Node,
+    slots: FxHashMap<Node, Slot>,
     new_slots: Vec<Slot>,
     new_ids: Vec<Box<str>>,
-    edges: Vec<((u32, u32), u64)>,
+    edges: Vec<((Node, Node), u64)>,
     next_edge: u64,
     refused: u64,
+}
+
+impl Delta {
+    /// The first new node.
+    pub fn base(&self) -> Node {
+        self.base
+    }
+
+    /// The new nodes with their IDs, in node order.
+    pub fn new_nodes(&self) -> impl Iterator<Item = (Node, &str)> {
+        let base = self.base.index();
+        self.new_ids
+            .iter()
+            .enumerate()
+            .map(move |(i, id)| (Node::from_index(base + i as u32), &**id))
+    }
 }
 
 /// A writable view of the graph: changes go to an overlay, reads fall through.
 pub(crate) struct Staged<'g> {
     g: &'g Graph,
     /// Changed slots of committed nodes.
-    slots: FxHashMap<u32, Slot>,
+    slots: FxHashMap<Node, Slot>,
     /// Slots of the nodes this view adds (node = committed length + index).
     new_slots: Vec<Slot>,
     new_ids: Vec<Box<str>>,
     /// Index of `new_ids` (each string stored once).
-    new_index: HashTable<u32>,
-    edges: Vec<((u32, u32), u64)>,
-    edge_set: FxHashSet<(u32, u32)>,
+    new_index: HashTable<Node>,
+    edges: Vec<((Node, Node), u64)>,
+    edge_set: FxHashSet<(Node, Node)>,
     next_edge: u64,
     refused: u64,
 }
@@ -443,7 +469,7 @@ impl<'g> Staged<'g> {
 
     pub fn into_delta(self) -> Delta {
         Delta {
-            base: self.g.len() as u32,
+            base: self.base(),
             slots: self.slots,
             new_slots: self.new_slots,
             new_ids: self.new_ids,
@@ -453,109 +479,86 @@ impl<'g> Staged<'g> {
         }
     }
 
-    fn slot(&self, n: u32) -> Slot {
-        match (n as usize).checked_sub(self.g.len()) {
-            Some(i) => self.new_slots[i],
-            None => match self.slots.get(&n) {
-                Some(s) => *s,
-                None => self.g.slots[n as usize],
-            },
-        }
+    /// Position of a new node in `new_slots` / `new_ids`; `None` for a committed node.
+    fn new_pos(&self, n: Node) -> Option<usize> {
+        n.slot().checked_sub(self.g.len())
     }
 
-    fn slot_mut(&mut self, n: u32) -> &mut Slot {
-        let g = self.g;
-        match (n as usize).checked_sub(g.len()) {
-            Some(i) => &mut self.new_slots[i],
-            None => self.slots.entry(n).or_insert_with(|| g.slots[n as usize]),
-        }
-    }
-
-    pub fn lookup(&self, id: &str) -> Option<u32> {
+    pub fn lookup(&self, id: &str) -> Option<Node> {
         self.g.lookup(id).or_else(|| {
-            let base = self.g.len() as u32;
+            let base = self.g.len();
             self.new_index
                 .find(self.g.hasher.hash_one(id), |&n| {
-                    &*self.new_ids[(n - base) as usize] == id
+                    &*self.new_ids[n.slot() - base] == id
                 })
                 .copied()
         })
     }
 
     /// The ID of a node.
-    pub fn ident(&self, n: u32) -> &str {
-        match (n as usize).checked_sub(self.g.len()) {
+    pub fn ident(&self, n: Node) -> &str {
+        match self.new_pos(n) {
             Some(i) => &self.new_ids[i],
             None => self.g.ident(n),
         }
     }
 
     /// Adds a new ID as a singleton person and returns its node.
-    pub fn add(&mut self, id: &str, flags: u8) -> Result<u32> {
-        let n = (self.g.len() + self.new_ids.len()) as u64;
-        if n > MAX_NODES {
-            return Err(Error::Full(MAX_NODES));
-        }
-        let n = n as u32;
+    pub fn add(&mut self, id: &str, flags: Flags) -> Result<Node> {
+        let n = Node::from_usize(self.g.len() + self.new_ids.len())
+            .ok_or(Error::Full(Node::MAX.as_u64()))?;
         self.new_ids.push(id.into());
-        let base = self.g.len() as u32;
+        let base = self.g.len();
         let (ids, hasher) = (&self.new_ids, &self.g.hasher);
         self.new_index.insert_unique(hasher.hash_one(id), n, |&m| {
-            hasher.hash_one(&*ids[(m - base) as usize])
+            hasher.hash_one(&*ids[m.slot() - base])
         });
-        self.new_slots.push(Slot::single(n, flags));
+        self.new_slots.push(single(n, flags));
         Ok(n)
     }
 
-    pub fn flags(&self, n: u32) -> u8 {
-        self.slot(n).flags
+    pub fn flags(&self, n: Node) -> Flags {
+        self.get(n).value.flags
     }
 
-    /// The first node number this view hands out.
-    pub fn base(&self) -> u32 {
-        self.g.len() as u32
+    /// The first node this view hands out.
+    pub fn base(&self) -> Node {
+        Node::from_usize(self.g.len()).expect("a committed graph is within the node space")
     }
 
     /// Whether this view created node `n`.
-    pub fn is_new(&self, n: u32) -> bool {
-        n as usize >= self.g.len()
+    pub fn is_new(&self, n: Node) -> bool {
+        self.new_pos(n).is_some()
     }
 
     /// Sets a node's flags and re-decides its person's canonical ID.
-    pub fn set_flags(&mut self, n: u32, flags: u8) {
-        self.slot_mut(n).flags = flags;
-        let r = forest::find(self, n);
-        let mut canon = r;
-        let ms: Vec<u32> = forest::members(self, r).collect();
-        for m in ms {
-            canon = better(self, canon, m);
-        }
-        self.slot_mut(r).canon = canon;
+    pub fn set_flags(&mut self, n: Node, flags: Flags) {
+        self.update(n, |s| s.value.flags = flags);
+        let r = self.root(n);
+        let ms: Vec<Node> = forest::members(self, r).collect();
+        redecide(self, r, &ms);
     }
 
-    pub fn root(&self, n: u32) -> u32 {
+    pub fn root(&self, n: Node) -> Node {
         forest::find(self, n)
     }
 
-    pub fn size_of_root(&self, r: u32) -> u32 {
-        self.slot(r).size
+    pub fn size_of_root(&self, r: Node) -> u32 {
+        self.get(r).size
     }
 
     /// Joins two different roots; returns the new root.
-    pub fn union_roots(&mut self, ra: u32, rb: u32) -> u32 {
-        let canon = better(self, self.slot(ra).canon, self.slot(rb).canon);
-        let w = forest::union_roots(self, ra, rb);
-        self.slot_mut(w).canon = canon;
-        w
+    pub fn union_roots(&mut self, ra: Node, rb: Node) -> Node {
+        forest::union_roots(self, ra, rb)
     }
 
-    pub fn has_edge(&self, a: u32, b: u32) -> bool {
+    pub fn has_edge(&self, a: Node, b: Node) -> bool {
         let p = pair(a, b);
         self.g.edges.contains_key(&p) || self.edge_set.contains(&p)
     }
 
     /// Registers a new edge and returns its sequence number.
-    pub fn add_edge(&mut self, a: u32, b: u32) -> u64 {
+    pub fn add_edge(&mut self, a: Node, b: Node) -> u64 {
         let seq = self.next_edge;
         self.next_edge += 1;
         let p = pair(a, b);
@@ -569,29 +572,20 @@ impl<'g> Staged<'g> {
     }
 }
 
-impl Flags for Staged<'_> {
-    fn flags(&self, n: u32) -> u8 {
-        self.slot(n).flags
-    }
-}
-
 impl ForestStorage for Staged<'_> {
-    fn parent(&self, n: u32) -> u32 {
-        self.slot(n).parent
+    type Value = IdState;
+    fn get(&self, n: Node) -> &Slot {
+        match self.new_pos(n) {
+            Some(i) => &self.new_slots[i],
+            None => self.slots.get(&n).unwrap_or_else(|| self.g.slot(n)),
+        }
     }
-    fn set_parent(&mut self, n: u32, p: u32) {
-        self.slot_mut(n).parent = p;
-    }
-    fn size(&self, n: u32) -> u32 {
-        self.slot(n).size
-    }
-    fn set_size(&mut self, n: u32, s: u32) {
-        self.slot_mut(n).size = s;
-    }
-    fn next(&self, n: u32) -> u32 {
-        self.slot(n).next
-    }
-    fn set_next(&mut self, n: u32, x: u32) {
-        self.slot_mut(n).next = x;
+    fn update(&mut self, n: Node, f: impl FnOnce(&mut Slot)) {
+        let g = self.g;
+        let s = match self.new_pos(n) {
+            Some(i) => &mut self.new_slots[i],
+            None => self.slots.entry(n).or_insert_with(|| *g.slot(n)),
+        };
+        f(s);
     }
 }

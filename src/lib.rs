@@ -38,7 +38,6 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod bulk;
 mod codec;
 pub mod dot;
 mod error;
@@ -47,21 +46,21 @@ mod graph;
 mod id;
 pub mod ingest;
 mod op;
-mod repair;
 pub mod rules;
 pub mod server;
 mod store;
 
-pub use bulk::{BulkOptions, BulkReport, ExportedEvent, OpSource, Pass};
 pub use codec::FORMAT_VERSION;
 pub use error::{Error, Result};
 pub use id::{DEFAULT_BLOCKED_IDS, Identity, MAX_ID_CHARS, is_kissmetrics_anonymous};
 pub use op::{
     AliasOutcome, Cause, Event, Link, Op, Outcome, Person, Properties, Property, RefusalReason,
-    Timestamp, Value,
+    Timestamp, Value, now,
 };
-pub use repair::{Explanation, Forgotten, Hubs};
-pub use store::{Config, Refusal, Stats, Store, VerifyReport};
+pub use store::{
+    BulkOptions, BulkReport, Config, Explanation, ExportedEvent, Forgotten, Hubs, OpSource, Pass,
+    Refusal, Stats, Store, VerifyReport,
+};
 
 /// The README's examples, compiled and run as doc-tests so they stay true.
 #[doc = include_str!("../README.md")]

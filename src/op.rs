@@ -10,6 +10,16 @@ use crate::id::Identity;
 /// Unix time in whole seconds.
 pub type Timestamp = i64;
 
+/// The current Unix time in whole seconds (0 for a clock set before 1970): the time of an op
+/// that does not carry one.
+pub fn now() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| {
+            Timestamp::try_from(d.as_secs()).unwrap_or(Timestamp::MAX)
+        })
+}
+
 /// Where an alias link came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -4,9 +4,9 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::bulk::{OpSource, Pass};
 use crate::error::{Error, Result};
 use crate::op::{Op, Timestamp};
+use crate::store::{OpSource, Pass};
 
 /// A file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,7 +202,7 @@ impl FileSource {
 
     fn open(&mut self, i: usize, pass: Pass) -> Result<Box<dyn BufRead>> {
         let input = &self.inputs[i];
-        let io = |e: std::io::Error| Error::Input(format!("{}: {e}", input.name));
+        let io = |e: std::io::Error| Error::io(&input.name, e);
         Ok(match (&input.path, pass) {
             (Some(p), _) => Box::new(BufReader::with_capacity(
                 1 << 20,
@@ -232,8 +232,10 @@ impl OpSource for FileSource {
             let mut spool = match (&self.inputs[i].path, pass) {
                 (None, Pass::Check) => {
                     let t = tempfile::NamedTempFile::new()
-                        .map_err(|e| Error::Input(format!("cannot spool standard input: {e}")))?;
-                    let w = t.reopen().map_err(|e| Error::Input(e.to_string()))?;
+                        .map_err(|e| Error::io("spooling standard input", e))?;
+                    let w = t
+                        .reopen()
+                        .map_err(|e| Error::io("spooling standard input", e))?;
                     self.spool = Some(t);
                     Some(std::io::BufWriter::new(w))
                 }
@@ -270,13 +272,13 @@ impl OpSource for FileSource {
                         buf.clear();
                         let n = reader
                             .read_until(b'\n', &mut buf)
-                            .map_err(|e| Error::Input(format!("{name}:{}: {e}", line + 1)))?;
+                            .map_err(|e| Error::io(format!("{name}:{}", line + 1), e))?;
                         if n == 0 {
                             break;
                         }
                         if let Some(s) = spool.as_mut() {
                             s.write_all(&buf)
-                                .map_err(|e| Error::Input(format!("spooling: {e}")))?;
+                                .map_err(|e| Error::io("spooling standard input", e))?;
                         }
                         line += 1;
                         done += n as u64;
@@ -308,11 +310,14 @@ impl OpSource for FileSource {
                         Some(s) => {
                             let mut r = reader;
                             std::io::copy(&mut r, s)
-                                .map_err(|e| Error::Input(format!("spooling: {e}")))?;
+                                .map_err(|e| Error::io("spooling standard input", e))?;
                             s.flush()
-                                .map_err(|e| Error::Input(format!("spooling: {e}")))?;
+                                .map_err(|e| Error::io("spooling standard input", e))?;
                             let t = self.spool.as_ref().expect("spool");
-                            Box::new(t.reopen().map_err(|e| Error::Input(e.to_string()))?)
+                            Box::new(
+                                t.reopen()
+                                    .map_err(|e| Error::io("spooling standard input", e))?,
+                            )
                         }
                         None => reader,
                     };
@@ -366,7 +371,7 @@ impl OpSource for FileSource {
             }
             if let Some(mut s) = spool {
                 s.flush()
-                    .map_err(|e| Error::Input(format!("spooling: {e}")))?;
+                    .map_err(|e| Error::io("spooling standard input", e))?;
             }
             (self.on_progress)(pass, done, lines_before);
         }

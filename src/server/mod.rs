@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::op::{Outcome, Timestamp};
+use crate::op::Outcome;
 use crate::store::Store;
 use ingest::{Failed, Ingest};
 use track::Endpoint;
@@ -135,7 +135,8 @@ struct AppState {
 /// the requests in flight, applies and flushes everything acknowledged, and returns.
 ///
 /// # Errors
-/// [`Error::Input`] when the listener fails; [`Error::Storage`] when the final flush fails.
+/// [`Error::Io`] when the listener fails; [`Error::Storage`] when the final flush fails;
+/// [`Error::Internal`] when the final flush panicked.
 pub async fn serve(
     store: Arc<Store>,
     listener: tokio::net::TcpListener,
@@ -158,8 +159,8 @@ pub async fn serve(
     threads.stop().await;
     let flushed = tokio::task::spawn_blocking(move || store.flush())
         .await
-        .map_err(|e| Error::Input(format!("the final flush panicked: {e}")))?;
-    served.map_err(|e| Error::Input(format!("the server failed: {e}")))?;
+        .map_err(|e| Error::Internal(format!("the final flush panicked: {e}")))?;
+    served.map_err(|e| Error::io("serving HTTP", e))?;
     flushed.map(|_| ())
 }
 
@@ -194,13 +195,6 @@ async fn track_s(s: St, m: Method, h: HeaderMap, q: RawQuery, b: Bytes) -> Respo
 }
 async fn track_a(s: St, m: Method, h: HeaderMap, q: RawQuery, b: Bytes) -> Response {
     track(Endpoint::Alias, s, m, h, q, b).await
-}
-
-fn now() -> Timestamp {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as Timestamp)
-        .unwrap_or(0)
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response {
@@ -245,7 +239,7 @@ async fn track(
         let params: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
             .into_owned()
             .collect();
-        let op = track::parse(ep, &params, &s.cfg.keys, now(), || {
+        let op = track::parse(ep, &params, &s.cfg.keys, crate::op::now(), || {
             let mut src = format!("{method} /{}?{raw}", ep.as_str());
             if src.len() > 300 {
                 let mut cut = 300;

@@ -1,0 +1,331 @@
+//! What the command line accepts: clap definitions only, one argument struct per command,
+//! `ValueEnum`s for formats. Nothing here runs anything.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// An identity graph: which visitor IDs are one person, what each person did.
+#[derive(Parser)]
+#[command(version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The store's directory.
+    #[arg(long, global = true, env = "IDGRAPH_DB", default_value = "idgraph.db")]
+    pub db: PathBuf,
+    /// sled's page cache in MiB (more is faster for large imports, and uses more memory).
+    #[arg(long, global = true, env = "IDGRAPH_CACHE_MB", default_value_t = 256)]
+    pub cache_mb: u64,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Link two IDs: they become one person.
+    Alias(AliasArgs),
+    /// Record an event done by an ID.
+    Record(RecordArgs),
+    /// Set properties on an ID's person.
+    Set(SetArgs),
+    /// Show the person an ID belongs to.
+    Resolve(ResolveArgs),
+    /// List a person's events, from all its IDs, in time order.
+    Events(EventsArgs),
+    /// Show a person's properties (latest value of each).
+    Props(PropsArgs),
+    /// Check every invariant of the store.
+    Verify(VerifyArgs),
+    /// Count IDs, persons, edges, events, properties, bytes on disk.
+    Stats(StatsArgs),
+    /// Import KISSmetrics exports (JSON lines) and CSV files fast.
+    Import(ImportArgs),
+    /// Export the store: every ID with its person, or every event de-aliased.
+    Export {
+        #[command(subcommand)]
+        what: ExportWhat,
+    },
+    /// Replay tracker commands (one JSON object per line) through the identity rules and apply
+    /// the resulting ops to the store.
+    Simulate(SimulateArgs),
+    /// Why two IDs are one person: the shortest chain of alias links between them, each with
+    /// its cause, time and source.
+    Explain(ExplainArgs),
+    /// Remove the direct link between two IDs and split their person along the links that
+    /// remain; events and properties follow their IDs.
+    Unalias(UnaliasArgs),
+    /// Delete a whole person: every ID, link, event and property (privacy requests).
+    Forget(ForgetArgs),
+    /// List the merges the guardrails refused (blocked IDs, persons too large).
+    Refused(RefusedArgs),
+    /// The largest persons and the IDs with the most links: where squished identities show up.
+    Hubs(HubsArgs),
+    /// Write a person's alias graph: Graphviz DOT, or SVG drawn in-process.
+    Graph(GraphArgs),
+    /// Run the tracking server: the KISSmetrics HTTP API (/e /s /a), the browser tracker
+    /// (/km.js), a JSON query API (/api/...), /healthz, /metrics and a demo page (/).
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct StatsArgs {
+    /// Print the counts as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct RefusedArgs {
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct AliasArgs {
+    /// One ID.
+    pub a: String,
+    /// The other ID.
+    pub b: String,
+    /// When, in Unix seconds (default: now).
+    #[arg(long)]
+    pub at: Option<i64>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct RecordArgs {
+    /// Who did it.
+    pub id: String,
+    /// The event name.
+    pub event: String,
+    /// Properties of the event, as name=value.
+    pub props: Vec<String>,
+    /// When, in Unix seconds (default: now).
+    #[arg(long)]
+    pub at: Option<i64>,
+}
+
+#[derive(Args)]
+pub struct SetArgs {
+    /// On whom.
+    pub id: String,
+    /// Properties, as name=value (at least one).
+    #[arg(required = true)]
+    pub props: Vec<String>,
+    /// When, in Unix seconds (default: now).
+    #[arg(long)]
+    pub at: Option<i64>,
+}
+
+#[derive(Args)]
+pub struct ResolveArgs {
+    /// The ID.
+    pub id: String,
+    /// Print `{"person": ..., "ids": [...]}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct EventsArgs {
+    /// Any ID of the person.
+    pub id: String,
+    /// Print a JSON array of `{"id", "event", "at", "properties"}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct PropsArgs {
+    /// Any ID of the person.
+    pub id: String,
+    /// Print a JSON object name → value.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The format of input files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum InputFormat {
+    /// KISSmetrics JSON lines.
+    KmJson,
+    /// CSV with an Identity/Timestamp/Event header.
+    Csv,
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// Files, directories (their *.json and *.csv files and revisions/ folder) or `-`.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// The format, when the file names do not tell it.
+    #[arg(long, value_enum)]
+    pub format: Option<InputFormat>,
+    /// Skip bad lines (each reported on stderr, up to 20, then counted) instead of stopping.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Keys per sled batch while writing.
+    #[arg(long, default_value_t = idgraph::BulkOptions::default().batch_keys, hide = true)]
+    pub batch_keys: usize,
+}
+
+/// How `export mapping` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MappingFormat {
+    /// `id,person` rows.
+    Csv,
+    /// `{"id", "person"}` lines.
+    Jsonl,
+    /// Alias lines `_p`/`_p2`, importable with `idgraph import`.
+    KmJson,
+}
+
+/// How `export events` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EventsFormat {
+    /// One JSON object per line.
+    KmJson,
+    /// CSV with `Prop:` columns.
+    Csv,
+}
+
+#[derive(Subcommand)]
+pub enum ExportWhat {
+    /// Every ID with its person's canonical ID.
+    Mapping {
+        /// `csv` (id,person), `jsonl` ({"id", "person"}) or `km-json` (alias lines `_p`/`_p2`,
+        /// importable with `idgraph import`).
+        #[arg(long, value_enum, default_value = "csv")]
+        format: MappingFormat,
+    },
+    /// Every event, with `_p` replaced by its person's canonical ID and the original ID kept in
+    /// `_p_original`.
+    Events {
+        /// `km-json` (one JSON object per line) or `csv`.
+        #[arg(long, value_enum, default_value = "km-json")]
+        format: EventsFormat,
+    },
+}
+
+#[derive(Args)]
+pub struct SimulateArgs {
+    /// The file of commands; `-` reads standard input.
+    pub file: PathBuf,
+    /// Run the rules but leave the store untouched.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Skip bad lines (each reported on stderr) instead of stopping.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Print one JSON object per input line.
+    #[arg(long)]
+    pub json: bool,
+    /// The API key the requests carry.
+    #[arg(long, default_value = "demo")]
+    pub key: String,
+    /// Generate anonymous IDs from this seed (default: random).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Args)]
+pub struct ExplainArgs {
+    /// One ID.
+    pub a: String,
+    /// The other ID.
+    pub b: String,
+    /// Print `{"same_person": bool, "edges": [{"a", "b", "cause", "at", "source"}]}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct UnaliasArgs {
+    /// One ID.
+    pub a: String,
+    /// The other ID.
+    pub b: String,
+    /// Print the resulting persons as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ForgetArgs {
+    /// Any ID of the person.
+    pub id: String,
+    /// Do not ask for confirmation (required when not on a terminal).
+    #[arg(long)]
+    pub yes: bool,
+    /// Print what was deleted as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct HubsArgs {
+    /// How many of each.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How `graph` draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz DOT text.
+    Dot,
+    /// SVG, laid out in-process.
+    Svg,
+}
+
+#[derive(Args)]
+pub struct GraphArgs {
+    /// Any ID of the person.
+    pub id: String,
+    /// `dot` or `svg`.
+    #[arg(long, value_enum, default_value = "dot")]
+    pub format: GraphFormat,
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// An accepted API key (repeat for several). Without one, the key `demo` is accepted.
+    #[arg(long = "key")]
+    pub keys: Vec<String>,
+    /// Bearer token of the query API. Without it the API is off, except that on a loopback
+    /// address with the demo on, a random token is made for the demo page and printed.
+    #[arg(long, env = "IDGRAPH_READ_TOKEN")]
+    pub read_token: Option<String>,
+    /// Bearer token of the endpoints that change the store (POST /api/unalias, DELETE
+    /// /api/people/ID). Without it they are off.
+    #[arg(long, env = "IDGRAPH_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// Acknowledge a request only once its data is flushed to disk (group commit).
+    #[arg(long)]
+    pub sync: bool,
+    /// Do not serve the demo page at /.
+    #[arg(long)]
+    pub no_demo: bool,
+}

@@ -1,0 +1,50 @@
+//! The store the command line names (`--db`, `--cache-mb`), and how each kind of command opens
+//! it: writers create it, queries never do.
+
+use std::path::PathBuf;
+
+use idgraph::{Config, Identity, Store};
+
+use super::exit::{Fail, unknown};
+
+/// The store the command line names, and how to open it.
+pub struct Db {
+    pub path: PathBuf,
+    pub cache_mb: u64,
+}
+
+impl Db {
+    pub fn display(&self) -> std::path::Display<'_> {
+        self.path.display()
+    }
+
+    fn config(&self) -> Config {
+        Config::new(&self.path).cache_capacity(self.cache_mb.max(1) << 20)
+    }
+
+    /// Opens the store for writing (creating it when missing).
+    pub fn open_rw(&self) -> Result<Store, Fail> {
+        Ok(self.config().open()?)
+    }
+
+    /// Opens the store for a query; `None` when it does not exist (nothing is created).
+    pub fn open_ro(&self) -> Result<Option<Store>, Fail> {
+        if !self.path.exists() {
+            return Ok(None);
+        }
+        Ok(Some(self.config().open()?))
+    }
+
+    /// Opens the store for a query about `ids`: invalid IDs exit 2, unknown ones (or no store)
+    /// exit 1.
+    pub fn open_known(&self, ids: &[&str]) -> Result<Store, Fail> {
+        for i in ids {
+            Identity::new(*i)?;
+        }
+        let store = self.open_ro()?.ok_or_else(|| unknown(ids[0]))?;
+        if let Some(u) = ids.iter().find(|i| !store.contains(i)) {
+            return Err(unknown(u));
+        }
+        Ok(store)
+    }
+}

@@ -1,0 +1,461 @@
+//! The bulk path: applying millions of ops from files much faster than one at a time, with the
+//! same result (DESIGN.md, "Offline batch merging").
+//!
+//! Pass 1 reads every op, plans the whole identity graph in memory (the same planner as
+//! [`Store::apply_batch`], so guardrails decide exactly as they would one op at a time) and
+//! aggregates properties to the latest value per ID and name; a bad input stops it before
+//! anything is written. Then the graph is committed, and a writer thread writes the ID records
+//! (with their properties), edges and refusals, while pass 2 reads the ops again and hands it
+//! buffers of events, which it writes sorted by key.
+
+use rustc_hash::FxHashMap;
+
+use parking_lot::RwLock;
+
+use crate::codec::{self, IdRecord, PropMap};
+use crate::error::{Error, Result};
+use crate::forest::Node;
+use crate::graph::Graph;
+use crate::op::{AliasOutcome, Op, Outcome, Properties, Timestamp};
+use crate::store::Store;
+use crate::store::plan::{NewId, Planner, Writes};
+use crate::store::records::known_id_record;
+
+/// Which pass an [`OpSource`] is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// Check every op and plan the graph; report bad input here.
+    Check,
+    /// Write the events; the ops must be the same as in [`Pass::Check`].
+    Write,
+}
+
+/// A replayable stream of ops: [`Store::bulk_apply`] reads it twice.
+pub trait OpSource {
+    /// Calls `f` with every op, in order. Must give the same ops in both passes.
+    ///
+    /// # Errors
+    /// Bad input ([`Error::Input`], with its position), a file that cannot be read
+    /// ([`Error::Io`]), or whatever `f` returns.
+    fn for_each(&mut self, pass: Pass, f: &mut dyn FnMut(Op) -> Result<()>) -> Result<()>;
+}
+
+impl OpSource for Vec<Op> {
+    fn for_each(&mut self, _: Pass, f: &mut dyn FnMut(Op) -> Result<()>) -> Result<()> {
+        for op in self.iter() {
+            f(op.clone())?;
+        }
+        Ok(())
+    }
+}
+
+/// What a bulk apply did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BulkReport {
+    /// Ops read.
+    pub ops: u64,
+    /// Events recorded.
+    pub events: u64,
+    /// Property sets (without an event).
+    pub sets: u64,
+    /// Alias ops.
+    pub aliases: u64,
+    /// Aliases that joined two persons.
+    pub joined: u64,
+    /// Aliases refused by a guardrail.
+    pub refused: u64,
+    /// IDs the store had not seen.
+    pub new_ids: u64,
+    /// sled keys written.
+    pub keys_written: u64,
+}
+
+/// Tuning of the bulk path.
+#[derive(Clone, Copy, Debug)]
+pub struct BulkOptions {
+    /// Keys per sled batch when writing; 1 = plain inserts. Default = 1: sorted plain inserts
+    /// measured fastest (BENCHMARKS.md, "Bulk import").
+    pub batch_keys: usize,
+    /// Bytes of events held in memory, sorted by key before they are written (sled inserts in
+    /// key order cost less than random order). Two such buffers exist at a time (one being
+    /// filled, one being written). Default = 32 MiB: larger buffers measured no faster and
+    /// left a larger store (BENCHMARKS.md, "Knobs").
+    pub memory_budget: usize,
+}
+
+impl Default for BulkOptions {
+    fn default() -> Self {
+        BulkOptions {
+            batch_keys: 1,
+            memory_budget: 32 << 20,
+        }
+    }
+}
+
+/// Writes keys in sled batches of a fixed size (1 = plain inserts).
+struct BatchWriter<'a> {
+    db: &'a sled::Db,
+    batch: sled::Batch,
+    len: usize,
+    max: usize,
+    written: u64,
+}
+
+impl<'a> BatchWriter<'a> {
+    fn new(db: &'a sled::Db, max: usize) -> Self {
+        BatchWriter {
+            db,
+            batch: sled::Batch::default(),
+            len: 0,
+            max: max.max(1),
+            written: 0,
+        }
+    }
+
+    fn put(&mut self, k: Vec<u8>, v: Vec<u8>) -> Result<()> {
+        if self.max == 1 {
+            self.db.insert(k, v)?;
+        } else {
+            self.batch.insert(k, v);
+            self.len += 1;
+            if self.len >= self.max {
+                self.flush()?;
+            }
+        }
+        self.written += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.len > 0 {
+            self.db.apply_batch(std::mem::take(&mut self.batch))?;
+            self.len = 0;
+        }
+        Ok(())
+    }
+}
+
+/// The latest value of every property of every node, aggregated over the whole input in pass 1
+/// so that each ID's property map is written once. Names and values are interned: the same few
+/// names and many repeated values (`plan=pro`) cost 4 bytes per use.
+#[derive(Default)]
+struct PropAgg {
+    lnames: Interner<Box<str>>,
+    spellings: Interner<Box<str>>,
+    /// Encoded [`codec::StoredValue`]s.
+    values: Interner<Vec<u8>>,
+    /// (node, lower-cased name) → (first spelling, value, at, seq)
+    latest: FxHashMap<(Node, u32), (u32, u32, Timestamp, u64)>,
+}
+
+/// Numbers distinct values in the order first seen.
+struct Interner<K> {
+    ix: FxHashMap<K, u32>,
+    items: Vec<K>,
+}
+
+impl<K> Default for Interner<K> {
+    fn default() -> Self {
+        Interner {
+            ix: FxHashMap::default(),
+            items: Vec::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Interner<K> {
+    fn intern<Q>(&mut self, k: &Q) -> u32
+    where
+        K: std::borrow::Borrow<Q> + for<'q> From<&'q Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        if let Some(i) = self.ix.get(k) {
+            return *i;
+        }
+        let i = self.items.len() as u32;
+        self.items.push(K::from(k));
+        self.ix.insert(K::from(k), i);
+        i
+    }
+
+    fn get(&self, i: u32) -> &K {
+        &self.items[i as usize]
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+}
+
+impl PropAgg {
+    fn add(&mut self, n: Node, props: &Properties, at: Timestamp, seq: u64) -> Result<()> {
+        for (name, value) in props.iter() {
+            let lname = self.lnames.intern(name.to_lowercase().as_str());
+            let v = self
+                .values
+                .intern(codec::encode(&codec::StoredValue::from(value.clone()))?.as_slice());
+            match self.latest.get_mut(&(n, lname)) {
+                Some(e) if e.2 > at => {}
+                Some(e) => *e = (e.0, v, at, seq),
+                None => {
+                    let sp = self.spellings.intern(name);
+                    self.latest.insert((n, lname), (sp, v, at, seq));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges the aggregated values of node `n` into `map`; whether anything changed.
+    fn merge_into(&self, n: Node, map: &mut PropMap) -> Result<bool> {
+        let mut changed = false;
+        for l in 0..self.lnames.len() as u32 {
+            if let Some(&(sp, v, at, seq)) = self.latest.get(&(n, l)) {
+                let value = codec::decode(self.values.get(v), "a property value")?;
+                changed |= map.merge(self.spellings.get(sp), value, at, seq);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The nodes below `base` (known before the import) that have values.
+    fn old_nodes(&self, base: Node) -> Vec<Node> {
+        let mut v: Vec<Node> = self
+            .latest
+            .keys()
+            .map(|k| k.0)
+            .filter(|n| *n < base)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+/// The ID records the bulk path writes, with the properties aggregated in pass 1.
+struct Ids {
+    base: Node,
+    new: Vec<NewId>,
+    old: Vec<(String, IdRecord)>,
+    props: PropAgg,
+}
+
+impl Ids {
+    /// Writes the new IDs' records packed in blocks, in node order (so that an edge inside one
+    /// names a node whose record is already on disk), then the known IDs' changed records.
+    fn write(self, db: &sled::Db, graph: &RwLock<Graph>, w: &mut BatchWriter) -> Result<()> {
+        let g = graph.read();
+        let base = self.base;
+        let mut block = Vec::with_capacity(codec::PACKED_BLOCK_BYTES + 1024);
+        let mut first = base;
+        for (new, n) in self.new.iter().zip(Node::all(g.len()).skip(base.slot())) {
+            if block.is_empty() {
+                first = n;
+            }
+            let mut rec = new.record(n);
+            self.props.merge_into(n, &mut rec.props)?;
+            codec::push_packed(&mut block, g.ident(n), &rec.encode()?);
+            if block.len() >= codec::PACKED_BLOCK_BYTES {
+                let key = codec::node_key(codec::PACKED, first).to_vec();
+                w.put(key, std::mem::take(&mut block))?;
+            }
+        }
+        if !block.is_empty() {
+            w.put(codec::node_key(codec::PACKED, first).to_vec(), block)?;
+        }
+        let mut old: FxHashMap<String, IdRecord> = self.old.into_iter().collect();
+        let mut idents: Vec<String> = old.keys().cloned().collect();
+        idents.extend(
+            self.props
+                .old_nodes(base)
+                .into_iter()
+                .map(|n| g.ident(n).to_owned()),
+        );
+        idents.sort_unstable();
+        idents.dedup();
+        for id in idents {
+            let key = codec::id_key(&id);
+            let (mut rec, mut changed) = match old.remove(&id) {
+                Some(r) => (r, true),
+                None => {
+                    let n = g.lookup(&id).expect("a node of the committed graph");
+                    (known_id_record(db, &id, n)?, false)
+                }
+            };
+            changed |= self.props.merge_into(rec.node, &mut rec.props)?;
+            if changed {
+                w.put(key, rec.encode()?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Work for the writer thread.
+enum Job {
+    /// Keys in key order.
+    Keys(Writes),
+    /// The ID records planned in pass 1, with their properties (sent once; boxed).
+    Ids(Box<Ids>),
+    /// A buffer of pass 2.
+    Buffer(Buffer),
+}
+
+/// Events of pass 2, held until the memory budget is reached, then written in key order.
+#[derive(Default)]
+struct Buffer {
+    events: Vec<(Vec<u8>, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl Buffer {
+    /// Writes the events sorted by key (the last of equal keys wins, as it would one op at a
+    /// time).
+    fn flush(&mut self, w: &mut BatchWriter) -> Result<()> {
+        let mut events = std::mem::take(&mut self.events);
+        events.sort_by(|a, b| a.0.cmp(&b.0)); // stable: equal keys stay in arrival order
+        let mut it = events.into_iter().peekable();
+        while let Some((k, v)) = it.next() {
+            if it.peek().is_some_and(|(next, _)| *next == k) {
+                continue; // a later copy of the same event follows
+            }
+            w.put(k, v)?;
+        }
+        w.flush()?;
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
+/// See [`Store::bulk_apply`]. The caller holds the writer lock.
+pub(crate) fn apply(
+    store: &Store,
+    source: &mut dyn OpSource,
+    opts: BulkOptions,
+) -> Result<BulkReport> {
+    let mut rep = BulkReport::default();
+    // Pass 1: plan the graph.
+    let graph = store.graph.read();
+    let before = graph.len();
+    let mut planner = Planner::new(store, &graph);
+    planner.graph_only = true;
+    let mut props = PropAgg::default();
+    let db = &store.db;
+    source.for_each(Pass::Check, &mut |op| {
+        op.validate()?;
+        rep.ops += 1;
+        match &op {
+            Op::Alias { .. } => rep.aliases += 1,
+            Op::Record { .. } => rep.events += 1,
+            Op::Set { .. } => rep.sets += 1,
+        }
+        match planner.apply(&op)? {
+            Outcome::Alias(AliasOutcome::Joined { .. }) => rep.joined += 1,
+            Outcome::Alias(AliasOutcome::Refused(_)) => rep.refused += 1,
+            _ => {}
+        }
+        if let Op::Record {
+            id, properties, at, ..
+        }
+        | Op::Set { id, properties, at } = &op
+            && !properties.is_empty()
+        {
+            let n = planner.lookup(id.as_str()).expect("just planned");
+            // Store-wide apply order, as one op at a time would take it.
+            props.add(n, properties, *at, db.generate_id()?)?;
+        }
+        Ok(())
+    })?;
+    let (writes, old_ids, new_ids, delta) = planner.finish_bulk()?;
+    let new_base = delta.base();
+    drop(graph);
+    store.graph.write().commit(delta);
+
+    // Writing runs on its own thread, in order: first the graph's keys (so that after a
+    // crash no event is on disk before its ID), then each buffer of pass 2, while this
+    // thread parses the next one.
+    let graph = store.graph.read();
+    rep.new_ids = (graph.len() - before) as u64;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1);
+    let graph_lock = &store.graph;
+    let written = std::thread::scope(|scope| -> Result<u64> {
+        let writer = scope.spawn(move || -> Result<u64> {
+            let mut w = BatchWriter::new(db, opts.batch_keys);
+            for job in rx {
+                match job {
+                    Job::Keys(keys) => {
+                        for (k, v) in keys {
+                            w.put(k, v)?; // in key order: a BTreeMap
+                        }
+                        w.flush()?;
+                    }
+                    Job::Ids(ids) => ids.write(db, graph_lock, &mut w)?,
+                    Job::Buffer(mut buf) => buf.flush(&mut w)?,
+                }
+            }
+            Ok(w.written)
+        });
+        let send = |job: Job| -> Result<()> {
+            tx.send(job)
+                .map_err(|_| Error::Internal("the bulk writer thread stopped".into()))
+        };
+        let parsed = (|| -> Result<()> {
+            // Nearly in key order, and so that nothing on disk ever names a node whose
+            // record is not (a crash leaves a store that opens; rerun the import): new ID
+            // records (an edge inside one names an older record), changed ID records, the
+            // other edges and refusals, then the events.
+            send(Job::Ids(Box::new(Ids {
+                base: new_base,
+                new: new_ids,
+                old: old_ids,
+                props,
+            })))?;
+            send(Job::Keys(writes))?;
+            // Pass 2: the events.
+            let mut buf = Buffer::default();
+            source.for_each(Pass::Write, &mut |op| {
+                let Op::Record {
+                    id,
+                    event,
+                    properties,
+                    at,
+                } = &op
+                else {
+                    return Ok(());
+                };
+                let n = graph.lookup(id.as_str()).expect("planned in pass 1");
+                let (k, v) = codec::event_entry(n, event, properties, *at)?;
+                buf.bytes += k.len() + v.len() + 48;
+                buf.events.push((k, v));
+                if buf.bytes >= opts.memory_budget {
+                    send(Job::Buffer(std::mem::take(&mut buf)))?;
+                }
+                Ok(())
+            })?;
+            send(Job::Buffer(buf))
+        })();
+        drop(tx);
+        let written = writer.join().expect("the writer thread does not panic");
+        // A write error stops the writer first; report it rather than the closed channel.
+        let written = written?;
+        parsed?;
+        Ok(written)
+    })?;
+    rep.keys_written = written;
+    Ok(rep)
+}
+
+/// One event as an export sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportedEvent {
+    /// The ID it was recorded under.
+    pub id: String,
+    /// The canonical ID of its person now.
+    pub person: String,
+    /// The event name.
+    pub event: String,
+    /// When.
+    pub at: Timestamp,
+    /// Its properties.
+    pub properties: Properties,
+}

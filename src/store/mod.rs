@@ -1,0 +1,575 @@
+//! [`Store`], the public API of the identity graph: open, apply ops, answer queries, export,
+//! repair, flush, verify. Each method is a short entry point; the work lives by job in the
+//! submodules:
+//!
+//! | module | owns |
+//! |---|---|
+//! | `config` | [`Config`], the builder and its defaults |
+//! | `recovery` | opening: format check, finishing a redo record, loading the graph; writing redo records |
+//! | `plan` | the planner: ops → staged graph changes + the sled writes of one batch |
+//! | `records` | the record layer: the one place that knows own keys vs packed blocks, events, edges kept in records |
+//! | `bulk` | [`Store::bulk_apply`]: two passes over millions of ops |
+//! | `repair` | explain, unalias, forget, links, hubs |
+//! | `verify` | [`Store::verify`], one function per invariant family |
+
+mod bulk;
+mod config;
+mod plan;
+mod records;
+mod recovery;
+mod repair;
+mod verify;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use parking_lot::{Mutex, RwLock};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::codec::{self, IdRecord, StoredProp, StoredRefusal};
+use crate::dot::{GraphId, PersonGraph};
+use crate::error::Result;
+use crate::forest::Node;
+use crate::graph::Graph;
+use crate::id::{Identity, blocked_key};
+use crate::op::{
+    AliasOutcome, Cause, Event, Link, Op, Outcome, Person, Property, RefusalReason, Timestamp, now,
+};
+
+pub use bulk::{BulkOptions, BulkReport, ExportedEvent, OpSource, Pass};
+pub use config::Config;
+pub use repair::{Explanation, Forgotten, Hubs};
+pub use verify::VerifyReport;
+
+/// Counts that describe a store; see [`Store::stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// IDs known.
+    pub ids: u64,
+    /// Persons (sets of IDs).
+    pub persons: u64,
+    /// IDs of the largest person.
+    pub largest_person: u64,
+    /// Alias edges in the log.
+    pub edges: u64,
+    /// Merges refused by a guardrail (distinct ID pairs).
+    pub refused_merges: u64,
+    /// Stored events.
+    pub events: u64,
+    /// Stored property values (one per ID and property name).
+    pub properties: u64,
+    /// Bytes sled uses on disk.
+    pub disk_bytes: u64,
+}
+
+/// A refused merge, as [`Store::refusals`] lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// One ID.
+    pub a: String,
+    /// The other ID.
+    pub b: String,
+    /// Why.
+    pub reason: RefusalReason,
+    /// Where the link came from.
+    pub cause: Cause,
+    /// When it was asked for (the latest time, if asked several times).
+    pub at: Timestamp,
+}
+
+/// The identity graph: a persistent union-find of IDs on sled, with events and properties per
+/// person.
+///
+/// `Send + Sync`: share it with `Arc`. One writer at a time (a mutex); readers never wait for
+/// it and never see half of a batch.
+pub struct Store {
+    pub(crate) db: sled::Db,
+    pub(crate) writer: Mutex<()>,
+    pub(crate) graph: RwLock<Graph>,
+    /// Set when a write failed between the keys of one op (see
+    /// [`Error::Interrupted`](crate::Error::Interrupted)).
+    poisoned: AtomicBool,
+    blocked: FxHashSet<String>,
+    max_person_size: u64,
+    path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// The person of node `n`: its canonical ID and its IDs in first-seen order.
+fn person(g: &Graph, n: Node) -> Person {
+    Person {
+        person: g.person_id(n).to_owned(),
+        ids: g
+            .members_sorted(n)
+            .into_iter()
+            .map(|m| g.ident(m).to_owned())
+            .collect(),
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path` with default settings.
+    ///
+    /// # Errors
+    /// As [`Config::open`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        Config::new(path).open()
+    }
+
+    /// The store's directory (`None` for a temporary store).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    // ---- writing -------------------------------------------------------------------------
+
+    /// Applies one op; see [`apply_batch`](Self::apply_batch).
+    ///
+    /// # Cost
+    /// An op that writes one key is one plain sled insert; one that writes several (an alias
+    /// of two new IDs, an event with properties) goes through a redo record (DESIGN.md,
+    /// "Applying a batch").
+    ///
+    /// # Errors
+    /// As [`apply_batch`](Self::apply_batch).
+    pub fn apply(&self, op: Op) -> Result<Outcome> {
+        let mut v = self.apply_batch(std::slice::from_ref(&op))?;
+        Ok(v.pop().expect("one outcome per op"))
+    }
+
+    /// Links `a` and `b` now, with cause [`Cause::Api`].
+    ///
+    /// # Cost
+    /// As [`apply`](Self::apply): keys written are 1 per new ID (an edge that introduces a new
+    /// ID rides in its record) + 1 edge key when both IDs were known. No sled reads.
+    ///
+    /// # Errors
+    /// As [`apply_batch`](Self::apply_batch).
+    pub fn alias(&self, a: &Identity, b: &Identity) -> Result<AliasOutcome> {
+        match self.apply(Op::alias(a.clone(), b.clone(), now(), Cause::Api))? {
+            Outcome::Alias(o) => Ok(o),
+            Outcome::Stored => unreachable!("an alias op has an alias outcome"),
+        }
+    }
+
+    /// Applies ops in order, atomically: after a crash either all of them are in the store or
+    /// none. Returns one outcome per op (a refused merge is an outcome, not an error).
+    ///
+    /// # Cost
+    /// One op: as [`apply`](Self::apply). Several ops: one sled batch. Keys written: 1 per new
+    /// ID, 1 per new alias edge between known IDs, 1 per event, 1 per known ID whose record
+    /// (flags, properties) changes; 1 sled read per known ID whose record changes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad event or property name
+    /// (nothing is written); [`Error::Storage`](crate::Error::Storage) when sled fails (nothing
+    /// is written); [`Error::Interrupted`](crate::Error::Interrupted) when a write of several
+    /// keys failed halfway; [`Error::Full`](crate::Error::Full) past 4 billion IDs.
+    pub fn apply_batch(&self, ops: &[Op]) -> Result<Vec<Outcome>> {
+        for op in ops {
+            op.validate()?;
+        }
+        let _w = self.writer.lock();
+        self.check_writable()?;
+        let graph = self.graph.read();
+        let mut p = plan::Planner::new(self, &graph);
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(p.apply(op)?);
+        }
+        let (writes, delta) = p.finish()?;
+        drop(graph);
+        // One key is atomic on its own and a plain insert costs a fraction of a sled batch.
+        // Several keys of one op: a redo record, the plain inserts, and the record's removal;
+        // recovery at open finishes an op whose record survived a crash. Several ops: one sled
+        // batch, so that readers never see part of a batch.
+        if writes.len() == 1 {
+            let (k, v) = writes.into_iter().next().expect("one write");
+            self.db.insert(k, v)?;
+        } else if ops.len() == 1 && !writes.is_empty() {
+            recovery::write_redo(
+                self,
+                writes.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+            )?;
+        } else if !writes.is_empty() {
+            let mut batch = sled::Batch::default();
+            for (k, v) in writes {
+                batch.insert(k, v);
+            }
+            self.db.apply_batch(batch)?;
+        }
+        self.graph.write().commit(delta);
+        Ok(out)
+    }
+
+    /// Applies every op of `source`, with the same result as [`apply`](Self::apply) on each in
+    /// order, but far faster for large inputs. Holds the writer for its whole run.
+    ///
+    /// Nothing is written when `source` reports bad input in its check pass. The write pass
+    /// is not atomic across a crash: rerun the same import to complete it (re-applying the same
+    /// ops changes nothing).
+    ///
+    /// # Errors
+    /// What `source` reports ([`Error::Input`](crate::Error::Input) with its position,
+    /// [`Error::Io`](crate::Error::Io)); [`Error::Storage`](crate::Error::Storage).
+    pub fn bulk_apply(&self, source: &mut dyn OpSource, opts: BulkOptions) -> Result<BulkReport> {
+        let _w = self.writer.lock();
+        self.check_writable()?;
+        bulk::apply(self, source, opts)
+    }
+
+    /// `Err` once a write was interrupted halfway (see
+    /// [`Error::Interrupted`](crate::Error::Interrupted)).
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        recovery::check_writable(&self.poisoned)
+    }
+
+    pub(crate) fn is_blocked(&self, id: &str) -> bool {
+        self.blocked.contains(&blocked_key(id))
+    }
+
+    pub(crate) fn max_person_size(&self) -> u64 {
+        self.max_person_size
+    }
+
+    /// Makes everything applied so far durable; returns the bytes written.
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) when the write fails.
+    pub fn flush(&self) -> Result<usize> {
+        Ok(self.db.flush()?)
+    }
+
+    // ---- who is this? ----------------------------------------------------------------------
+
+    /// Whether the store has seen `id`.
+    pub fn contains(&self, id: &str) -> bool {
+        self.graph.read().lookup(id).is_some()
+    }
+
+    /// The person `id` belongs to: its canonical ID and all its IDs; `None` for an unknown ID.
+    ///
+    /// # Cost
+    /// No sled access: the graph is held in memory. O(IDs of the person).
+    ///
+    /// # Errors
+    /// None today; the `Result` leaves room for a store that pages its graph from disk.
+    pub fn resolve(&self, id: &str) -> Result<Option<Person>> {
+        let g = self.graph.read();
+        Ok(g.lookup(id).map(|n| person(&g, n)))
+    }
+
+    /// The canonical ID of `id`'s person, without listing its IDs.
+    ///
+    /// # Cost
+    /// No sled access; O(log size of the person).
+    pub fn canonical(&self, id: &str) -> Option<String> {
+        let g = self.graph.read();
+        g.lookup(id).map(|n| g.person_id(n).to_owned())
+    }
+
+    /// The members of `id`'s person with their IDs, in first-seen order (empty if unknown).
+    fn member_nodes(&self, id: &str) -> Vec<(Node, String)> {
+        let g = self.graph.read();
+        match g.lookup(id) {
+            None => Vec::new(),
+            Some(n) => g
+                .members_sorted(n)
+                .into_iter()
+                .map(|m| (m, g.ident(m).to_owned()))
+                .collect(),
+        }
+    }
+
+    // ---- what did this person do? ------------------------------------------------------------
+
+    /// Every event of `id`'s person, from all its IDs, in time order (equal times: by ID, then
+    /// name). Empty for an unknown ID.
+    ///
+    /// # Cost
+    /// One sled range scan per ID of the person.
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) or [`Error::Corrupt`](crate::Error::Corrupt)
+    /// when stored events cannot be read.
+    pub fn events(&self, id: &str) -> Result<Vec<Event>> {
+        let mut out = Vec::new();
+        for (n, ident) in self.member_nodes(id) {
+            records::events_of(&self.db, n, |at, event, properties| {
+                out.push(Event {
+                    id: ident.clone(),
+                    event,
+                    at,
+                    properties,
+                });
+            })?;
+        }
+        out.sort_by(|x, y| {
+            (x.at, &x.id, x.event.to_lowercase()).cmp(&(y.at, &y.id, y.event.to_lowercase()))
+        });
+        Ok(out)
+    }
+
+    /// The properties of `id`'s person: per name (case-insensitive), the value set latest
+    /// under any of its IDs (equal times: the one applied last). Sorted by lower-cased name.
+    /// Empty for an unknown ID.
+    ///
+    /// # Cost
+    /// One sled read per ID of the person (two for an ID whose record is packed and was
+    /// never rewritten).
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) or [`Error::Corrupt`](crate::Error::Corrupt)
+    /// when stored values cannot be read.
+    pub fn properties(&self, id: &str) -> Result<Vec<Property>> {
+        let mut best: BTreeMap<String, (StoredProp, String)> = BTreeMap::new();
+        // The spelling shown: the one of the earliest-seen ID holding the name (members come
+        // in first-seen order).
+        let mut spelling: FxHashMap<String, String> = FxHashMap::default();
+        for (n, ident) in self.member_nodes(id) {
+            let Some(rec) = records::read_id_record(&self.db, &ident, n)? else {
+                continue;
+            };
+            for p in rec.props.0 {
+                let lname = p.name.to_lowercase();
+                spelling
+                    .entry(lname.clone())
+                    .or_insert_with(|| p.name.clone());
+                match best.get(&lname) {
+                    Some((q, _)) if (q.at, q.seq) >= (p.at, p.seq) => {}
+                    _ => {
+                        best.insert(lname, (p, ident.clone()));
+                    }
+                }
+            }
+        }
+        Ok(best
+            .into_iter()
+            .map(|(lname, (p, id))| Property {
+                name: spelling.remove(&lname).unwrap_or(p.name),
+                value: p.value.into(),
+                at: p.at,
+                id,
+            })
+            .collect())
+    }
+
+    // ---- export ----------------------------------------------------------------------------
+
+    /// Calls `f` with every ID and its person's canonical ID, in the order the store first saw
+    /// the IDs, and the time it first saw each. Writers wait while it runs.
+    ///
+    /// # Errors
+    /// What `f` returns; [`Error::Storage`](crate::Error::Storage).
+    pub fn for_each_id(&self, f: impl FnMut(&str, &str, Timestamp) -> Result<()>) -> Result<()> {
+        let _w = self.writer.lock();
+        records::for_each_id(&self.db, &self.graph.read(), f)
+    }
+
+    /// Calls `f` with every event, ID by ID and in time order within an ID, with its person's
+    /// canonical ID. Streams: memory stays constant. Writers wait while it runs.
+    ///
+    /// # Errors
+    /// What `f` returns; [`Error::Storage`](crate::Error::Storage) or
+    /// [`Error::Corrupt`](crate::Error::Corrupt) when an event cannot be read.
+    pub fn for_each_event(&self, f: impl FnMut(ExportedEvent) -> Result<()>) -> Result<()> {
+        let _w = self.writer.lock();
+        records::for_each_event(&self.db, &self.graph.read(), f)
+    }
+
+    /// The refused merges, in key order.
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) or [`Error::Corrupt`](crate::Error::Corrupt)
+    /// when the log cannot be read.
+    pub fn refusals(&self) -> Result<Vec<Refusal>> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix([codec::REFUSAL]) {
+            let (_, v) = kv?;
+            let r: StoredRefusal = codec::decode(&v, "a refusal")?;
+            out.push(Refusal {
+                a: r.a,
+                b: r.b,
+                reason: r.reason,
+                cause: r.cause,
+                at: r.at,
+            });
+        }
+        Ok(out)
+    }
+
+    // ---- why are these one person? ------------------------------------------------------------
+
+    /// The alias links among the IDs of `id`'s person, in the order they were made (each with
+    /// the orientation it was made with). Empty for an unknown ID.
+    ///
+    /// # Cost
+    /// O(IDs + links of the person) in memory, then one or two sled reads per link.
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) or [`Error::Corrupt`](crate::Error::Corrupt)
+    /// when a stored link cannot be read.
+    pub fn links(&self, id: &str) -> Result<Vec<Link>> {
+        repair::links(self, id)
+    }
+
+    /// Why `a` and `b` are one person: the shortest chain of alias links between them, each
+    /// with its cause, time and source. Different persons (or an unknown ID): `same_person` is
+    /// false and there are no links.
+    ///
+    /// # Cost
+    /// A breadth-first search over the person's links in memory (O(IDs + links of the person)),
+    /// then one or two sled reads per link of the chain.
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) or [`Error::Corrupt`](crate::Error::Corrupt)
+    /// when a stored link cannot be read.
+    pub fn explain(&self, a: &str, b: &str) -> Result<Explanation> {
+        repair::explain(self, a, b)
+    }
+
+    /// `id`'s person as a graph to draw; `None` for an unknown ID.
+    ///
+    /// # Cost
+    /// As [`Store::links`].
+    ///
+    /// # Errors
+    /// As [`Store::links`].
+    pub fn person_graph(&self, id: &str) -> Result<Option<PersonGraph>> {
+        let (person, ids) = {
+            let g = self.graph.read();
+            let Some(n) = g.lookup(id) else {
+                return Ok(None);
+            };
+            let ids: Vec<GraphId> = g
+                .members_sorted(n)
+                .into_iter()
+                .map(|m| GraphId {
+                    id: g.ident(m).to_owned(),
+                    anonymous: g.flags(m).is_anonymous(),
+                })
+                .collect();
+            (g.person_id(n).to_owned(), ids)
+        };
+        let links = self.links(id)?;
+        Ok(Some(PersonGraph { person, ids, links }))
+    }
+
+    /// The `top` largest persons and the `top` IDs with the most alias links: where squished
+    /// identities (one person made of many strangers) show up first.
+    ///
+    /// # Cost
+    /// One pass over the graph in memory (O(IDs)); no sled access.
+    pub fn hubs(&self, top: usize) -> Hubs {
+        repair::hubs(&self.graph.read(), top)
+    }
+
+    // ---- repair ----------------------------------------------------------------------------
+
+    /// Removes the direct link between `a` and `b` and splits their person into the persons
+    /// that stay connected without it (recomputed from the remaining links). Events and
+    /// properties stay with their IDs, so they follow. `None` (nothing changed) when there is no
+    /// direct link between them; otherwise the resulting persons: one when other links still
+    /// join `a` and `b`, two when the person split.
+    ///
+    /// Atomic: on disk it is one write (the edge's key deleted, or the record that held the edge
+    /// rewritten without it), so after a crash the store holds the state before or after.
+    /// Durable at the next [`flush`](Store::flush).
+    ///
+    /// # Cost
+    /// O(IDs + links of the person) in memory, one or two sled reads and one write.
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) or [`Error::Corrupt`](crate::Error::Corrupt)
+    /// when the store cannot be read or written.
+    pub fn unalias(&self, a: &str, b: &str) -> Result<Option<Vec<Person>>> {
+        let _w = self.writer.lock();
+        self.check_writable()?;
+        let Some(roots) = repair::unalias(self, a, b)? else {
+            return Ok(None);
+        };
+        let g = self.graph.read();
+        Ok(Some(roots.into_iter().map(|r| person(&g, r)).collect()))
+    }
+
+    /// Deletes `id`'s whole person — every ID, alias link, event and property, and the
+    /// refused-merge records that name one of its IDs — atomically across a crash (a redo
+    /// record of the removals, finished at open if a crash interrupts it). Afterwards
+    /// no query or export finds any of it. `None` for an unknown ID.
+    ///
+    /// Durable at the next [`flush`](Store::flush). sled is log-structured: the deleted bytes
+    /// stay in its log files until sled rewrites those segments; for erasure from the disk
+    /// itself, export the store and import it into a new one.
+    ///
+    /// # Cost
+    /// O(IDs + links + events of the person), plus one scan of the refused-merge log (which
+    /// has one record per refused pair of IDs).
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) or [`Error::Corrupt`](crate::Error::Corrupt)
+    /// when the store cannot be read or written.
+    pub fn forget(&self, id: &str) -> Result<Option<Forgotten>> {
+        let _w = self.writer.lock();
+        self.check_writable()?;
+        repair::forget(self, id)
+    }
+
+    // ---- how is the store? -----------------------------------------------------------------
+
+    /// Counts of IDs, persons, edges and refusals from memory only (no scan of events and
+    /// properties; those counts are 0).
+    pub fn stats_quick(&self) -> Stats {
+        let g = self.graph.read();
+        let mut s = Stats {
+            ids: g.live() as u64,
+            edges: g.edges().len() as u64,
+            refused_merges: g.refused(),
+            ..Stats::default()
+        };
+        for n in g.nodes().filter(|&n| g.is_person_root(n)) {
+            s.persons += 1;
+            s.largest_person = s.largest_person.max(u64::from(g.slot(n).size));
+        }
+        s
+    }
+
+    /// Counts of IDs, persons, edges, events, properties and bytes on disk.
+    ///
+    /// # Cost
+    /// Scans the events and properties (O(stored data)).
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) when sled cannot be read.
+    pub fn stats(&self) -> Result<Stats> {
+        let mut s = self.stats_quick();
+        s.events = records::count_prefix(&self.db, codec::EVENT)?;
+        records::scan_id_records(&self.db, |_, v, at| {
+            if !matches!(at, records::RecordAt::Shadowed(_)) {
+                s.properties += IdRecord::decode(v)?.props.0.len() as u64;
+            }
+            Ok(())
+        })?;
+        s.disk_bytes = self.db.size_on_disk()?;
+        Ok(s)
+    }
+
+    /// Checks every invariant of the store (DESIGN.md, "Invariants") against what is on disk:
+    /// ID records, the forest, the alias log, events and properties.
+    ///
+    /// # Cost
+    /// Reads the whole store once and rebuilds the forest from the alias log.
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) when sled cannot be read. Broken invariants are
+    /// reported in the [`VerifyReport`], not as errors.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let _w = self.writer.lock(); // a stable snapshot: no writes while we look
+        verify::verify(&self.db, &self.graph.read())
+    }
+}

@@ -1,0 +1,308 @@
+//! The planner: turns ops into staged graph changes and the sled writes of one batch, deciding
+//! every alias exactly as the rules say (guardrails, canonical IDs, where an edge is kept).
+//! [`Store::apply_batch`] and the bulk path both plan through it, so they decide alike.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
+
+use crate::codec::{self, IdRecord, PropMap, StoredEdge, StoredRefusal};
+use crate::error::Result;
+use crate::forest::Node;
+use crate::graph::{Delta, Flags, Graph, Staged};
+use crate::id::{Identity, is_kissmetrics_anonymous};
+use crate::op::{AliasOutcome, Cause, Op, Outcome, Properties, RefusalReason, Timestamp};
+use crate::store::Store;
+use crate::store::records::known_id_record;
+
+/// Sled keys and values a batch writes, in key order.
+pub(crate) type Writes = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// The record of an ID that a batch adds, compact: the bulk path holds millions of them. Its
+/// node is its position; its ID and flags are in the staged graph.
+pub(crate) struct NewId {
+    pub(crate) first_seen: Timestamp,
+    pub(crate) flags: Flags,
+    /// The alias edge that introduced the ID, if one did (boxed: most IDs have none).
+    pub(crate) intro: Option<Box<(u64, StoredEdge)>>,
+    /// Its properties (empty in the bulk path, which aggregates them apart).
+    pub(crate) props: PropMap,
+}
+
+impl NewId {
+    pub(crate) fn record(&self, node: Node) -> IdRecord {
+        IdRecord {
+            node,
+            first_seen: self.first_seen,
+            flags: self.flags,
+            intro: self.intro.as_deref().cloned(),
+            props: self.props.clone(),
+        }
+    }
+}
+
+/// Plans one batch: stages graph changes and collects the sled writes.
+pub(crate) struct Planner<'a, 'g> {
+    st: Staged<'g>,
+    /// Keys to write, the later write of a key replacing the earlier.
+    writes: Writes,
+    /// Records of IDs known before this batch whose flags or properties change; encoded at
+    /// the end.
+    ids: FxHashMap<Node, IdRecord>,
+    /// Records of the IDs this batch adds (node = committed graph length + index).
+    new_ids: Vec<NewId>,
+    db: &'a sled::Db,
+    store: &'a Store,
+    /// Plan only the graph (IDs, edges, refusals): events and properties are written later by
+    /// the bulk path.
+    pub(crate) graph_only: bool,
+}
+
+impl<'a, 'g> Planner<'a, 'g> {
+    pub(crate) fn new(store: &'a Store, graph: &'g Graph) -> Self {
+        Planner {
+            st: Staged::new(graph),
+            writes: BTreeMap::new(),
+            ids: FxHashMap::default(),
+            new_ids: Vec::new(),
+            db: &store.db,
+            store,
+            graph_only: false,
+        }
+    }
+
+    /// The sled writes and the graph changes.
+    pub(crate) fn finish(self) -> Result<(Writes, Delta)> {
+        let (mut writes, old_ids, new_ids, delta) = self.finish_bulk()?;
+        for (ident, rec) in old_ids {
+            writes.insert(codec::id_key(&ident), rec.encode()?);
+        }
+        for (rec, (n, ident)) in new_ids.iter().zip(delta.new_nodes()) {
+            writes.insert(codec::id_key(ident), rec.record(n).encode()?);
+        }
+        Ok((writes, delta))
+    }
+
+    /// As [`finish`](Self::finish), but the ID records stay unencoded for the bulk path to
+    /// write: those of known IDs with their IDs, those of new IDs compact (in node order, their
+    /// IDs in the delta).
+    #[expect(
+        clippy::type_complexity,
+        reason = "private; destructured by its two callers"
+    )]
+    pub(crate) fn finish_bulk(
+        mut self,
+    ) -> Result<(Writes, Vec<(String, IdRecord)>, Vec<NewId>, Delta)> {
+        let old_ids = std::mem::take(&mut self.ids)
+            .into_iter()
+            .map(|(n, rec)| (self.st.ident(n).to_owned(), rec))
+            .collect();
+        let base = self.st.base().slot();
+        for (i, rec) in self.new_ids.iter_mut().enumerate() {
+            rec.flags = self
+                .st
+                .flags(Node::from_usize(base + i).expect("a planned node"));
+        }
+        Ok((self.writes, old_ids, self.new_ids, self.st.into_delta()))
+    }
+
+    pub(crate) fn apply(&mut self, op: &Op) -> Result<Outcome> {
+        match op {
+            Op::Alias {
+                a,
+                b,
+                at,
+                cause,
+                source,
+            } => self
+                .alias(a, b, *at, *cause, source.as_deref())
+                .map(Outcome::Alias),
+            Op::Record {
+                id,
+                event,
+                properties,
+                at,
+            } => {
+                let n = self.node(id, *at, false)?;
+                if self.graph_only {
+                    return Ok(Outcome::Stored);
+                }
+                let (k, v) = codec::event_entry(n, event, properties, *at)?;
+                self.writes.insert(k, v);
+                self.set_props(n, properties, *at)?;
+                Ok(Outcome::Stored)
+            }
+            Op::Set { id, properties, at } => {
+                let n = self.node(id, *at, false)?;
+                if !self.graph_only {
+                    self.set_props(n, properties, *at)?;
+                }
+                Ok(Outcome::Stored)
+            }
+        }
+    }
+
+    /// The node of `id` as planned so far.
+    pub(crate) fn lookup(&self, id: &str) -> Option<Node> {
+        self.st.lookup(id)
+    }
+
+    /// The node of `id`, registering it when new; `anon` marks it anonymous (sticky).
+    fn node(&mut self, id: &Identity, at: Timestamp, anon: bool) -> Result<Node> {
+        let want = if anon || is_kissmetrics_anonymous(id.as_str()) {
+            Flags::ANON
+        } else {
+            Flags::NONE
+        };
+        if let Some(n) = self.st.lookup(id.as_str()) {
+            let flags = self.st.flags(n);
+            if !flags.contains(want) {
+                self.st.set_flags(n, flags.with(want));
+                if !self.st.is_new(n) {
+                    self.pending_id(n)?.flags = flags.with(want);
+                }
+            }
+            return Ok(n);
+        }
+        let n = self.st.add(id.as_str(), want)?;
+        self.new_ids.push(NewId {
+            first_seen: at,
+            flags: want,
+            intro: None,
+            props: PropMap::default(),
+        });
+        Ok(n)
+    }
+
+    /// The ID record of a known node, to be rewritten by this batch (read once per batch).
+    fn pending_id(&mut self, n: Node) -> Result<&mut IdRecord> {
+        if !self.ids.contains_key(&n) {
+            let rec = known_id_record(self.db, self.st.ident(n), n)?;
+            self.ids.insert(n, rec);
+        }
+        Ok(self.ids.get_mut(&n).expect("inserted above"))
+    }
+
+    /// The pending record of a new node.
+    fn new_id(&mut self, n: Node) -> &mut NewId {
+        &mut self.new_ids[n.slot() - self.st.base().slot()]
+    }
+
+    fn alias(
+        &mut self,
+        a: &Identity,
+        b: &Identity,
+        at: Timestamp,
+        cause: Cause,
+        source: Option<&str>,
+    ) -> Result<AliasOutcome> {
+        for id in [a, b] {
+            if a != b && self.store.is_blocked(id.as_str()) {
+                let reason = RefusalReason::BlockedId { id: id.to_string() };
+                return self.refuse(a, b, reason, cause, at);
+            }
+        }
+        let na = self.node(a, at, false)?;
+        let nb = self.node(b, at, cause.marks_b_anonymous())?;
+        if na == nb {
+            return Ok(AliasOutcome::AlreadySame);
+        }
+        let (ra, rb) = (self.st.root(na), self.st.root(nb));
+        if ra == rb {
+            if !self.st.has_edge(na, nb) {
+                self.edge(na, nb, at, cause, source)?;
+            }
+            return Ok(AliasOutcome::AlreadySame);
+        }
+        let size = u64::from(self.st.size_of_root(ra)) + u64::from(self.st.size_of_root(rb));
+        let max = self.store.max_person_size();
+        if size > max {
+            let reason = RefusalReason::TooLarge { size, max };
+            return self.refuse(a, b, reason, cause, at);
+        }
+        self.edge(na, nb, at, cause, source)?;
+        self.st.union_roots(ra, rb);
+        Ok(AliasOutcome::Joined { size })
+    }
+
+    /// Logs an alias edge: inside the record of an endpoint this batch creates (one write less),
+    /// else under its own `e` key.
+    fn edge(
+        &mut self,
+        a: Node,
+        b: Node,
+        at: Timestamp,
+        cause: Cause,
+        source: Option<&str>,
+    ) -> Result<()> {
+        let seq = self.st.add_edge(a, b);
+        let e = StoredEdge {
+            a,
+            b,
+            at,
+            cause,
+            source: source.map(str::to_owned),
+        };
+        // The edge may ride in the record of a new endpoint only if the record it points to is
+        // on disk first: an old node's always is; of two new ones, the bulk path writes records
+        // in node order, so the later node holds the edge.
+        let holder = match (self.st.is_new(a), self.st.is_new(b)) {
+            (true, false) => Some(a),
+            (false, true) => Some(b),
+            (true, true) => Some(a.max(b)),
+            (false, false) => None,
+        };
+        if let Some(h) = holder {
+            let rec = self.new_id(h);
+            if rec.intro.is_none() {
+                rec.intro = Some(Box::new((seq, e)));
+                return Ok(());
+            }
+        }
+        self.writes
+            .insert(codec::edge_key(seq).to_vec(), codec::encode(&e)?);
+        Ok(())
+    }
+
+    fn refuse(
+        &mut self,
+        a: &Identity,
+        b: &Identity,
+        reason: RefusalReason,
+        cause: Cause,
+        at: Timestamp,
+    ) -> Result<AliasOutcome> {
+        let key = codec::refusal_key(a.as_str(), b.as_str());
+        // Already refused (earlier in this batch, or stored): count it once.
+        let known = self.writes.contains_key(&key) || self.db.contains_key(&key)?;
+        let r = StoredRefusal {
+            a: a.to_string(),
+            b: b.to_string(),
+            reason: reason.clone(),
+            cause,
+            at,
+        };
+        self.writes.insert(key, codec::encode(&r)?);
+        if !known {
+            self.st.count_refusal();
+        }
+        Ok(AliasOutcome::Refused(reason))
+    }
+
+    fn set_props(&mut self, n: Node, props: &Properties, at: Timestamp) -> Result<()> {
+        if props.is_empty() {
+            return Ok(());
+        }
+        // Store-wide apply order, monotonic across restarts (sled persists its ID generator).
+        let seq = self.db.generate_id()?;
+        let map = if self.st.is_new(n) {
+            &mut self.new_id(n).props
+        } else {
+            &mut self.pending_id(n)?.props
+        };
+        for (name, value) in props.iter() {
+            map.merge(name, value.clone().into(), at, seq);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! Opening a store and its crash story: the format check, the redo record (written by ops that
+//! touch several keys, finished at open when a crash interrupted it), and loading the graph.
+//!
+//! DESIGN.md, "Crash story", says what each step guarantees.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::codec::{self, IdRecord, StoredEdge};
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::id::blocked_key;
+use crate::store::records::{self, RecordAt};
+use crate::store::{Config, Store};
+
+/// Opens (or creates) the store `c` describes.
+pub(crate) fn open(c: Config) -> Result<Store> {
+    let mut sc = sled::Config::new()
+        .cache_capacity(c.cache_capacity)
+        .flush_every_ms(c.flush_every_ms);
+    sc = if c.temporary {
+        sc.temporary(true)
+    } else {
+        sc.path(c.path.clone().unwrap_or_default())
+    };
+    let display_path = c.path.clone().unwrap_or_default();
+    let db = open_sled(&sc, &display_path)?;
+    check_format(&db, &display_path)?;
+    finish_redo(&db)?;
+    let graph = load_graph(&db)?;
+    Ok(Store {
+        db,
+        writer: Mutex::new(()),
+        graph: RwLock::new(graph),
+        poisoned: AtomicBool::new(false),
+        blocked: c.blocked_ids.iter().map(|s| blocked_key(s)).collect(),
+        max_person_size: c.max_person_size,
+        path: c.path,
+    })
+}
+
+/// Opens sled, waiting a moment when the directory is still locked: sled's I/O threads can
+/// hold the lock for a few milliseconds after the previous handle in this process is dropped.
+fn open_sled(sc: &sled::Config, path: &Path) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match sc.open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(Error::Locked(path.to_path_buf()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Accepts this format, upgrades an older readable one in place (its marker rewritten, so that
+/// an older build refuses what it would misread), marks a new store, refuses anything else.
+fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
+    let refuse = |found: String| Error::IncompatibleFormat {
+        path: path.to_path_buf(),
+        found,
+        expected: codec::FORMAT_VERSION,
+    };
+    match db.get(codec::FORMAT_KEY)? {
+        Some(v) => match codec::decode_format(&v) {
+            Some(codec::FORMAT_VERSION) => {}
+            Some(old) if codec::READABLE_VERSIONS.contains(&old) => {
+                db.insert(codec::FORMAT_KEY, &codec::format_value())?;
+            }
+            other => {
+                return Err(refuse(
+                    other.map_or_else(|| "unreadable".into(), |v| v.to_string()),
+                ));
+            }
+        },
+        None if db.is_empty() => {
+            db.insert(codec::FORMAT_KEY, &codec::format_value())?;
+        }
+        None => {
+            return Err(refuse(
+                "none (not an idgraph store, or written before format versions)".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An op interrupted by a crash between its redo record and its writes: finish it.
+fn finish_redo(db: &sled::Db) -> Result<()> {
+    if let Some(v) = db.get(codec::INTENT_KEY)? {
+        for (k, v) in codec::decode_intent(&v)? {
+            match v {
+                Some(v) => db.insert(k, v)?,
+                None => db.remove(k)?,
+            };
+        }
+        db.remove(codec::INTENT_KEY)?;
+        db.flush()?;
+    }
+    Ok(())
+}
+
+/// The graph from every ID record and the alias log: the edges under `e` keys and those kept
+/// in ID records, replayed in sequence order.
+fn load_graph(db: &sled::Db) -> Result<Graph> {
+    let mut ids = Vec::new();
+    let mut edges = Vec::new();
+    records::scan_id_records(db, |id, v, at| {
+        if matches!(at, RecordAt::Shadowed(_)) {
+            return Ok(());
+        }
+        let rec = IdRecord::decode_head(v)?;
+        if let Some((seq, e)) = rec.intro {
+            edges.push((seq, e.a, e.b));
+        }
+        ids.push((rec.node, Box::<str>::from(id), rec.flags));
+        Ok(())
+    })?;
+    for kv in db.scan_prefix([codec::EDGE]) {
+        let (k, v) = kv?;
+        let e: StoredEdge = codec::decode(&v, "an edge")?;
+        edges.push((codec::key_u64(&k)?, e.a, e.b));
+    }
+    edges.sort_unstable();
+    if let Some(w) = edges.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(Error::Corrupt(format!(
+            "two alias edges have number {}",
+            w[0].0
+        )));
+    }
+    let refused = records::count_prefix(db, codec::REFUSAL)?;
+    Graph::load(ids, edges, refused)
+}
+
+/// Writes several keys so that a crash leaves all or none of them: a redo record holding them
+/// all, then plain inserts and removals, then the record's removal; opening finishes a record
+/// that survived a crash. Plain writes cost a fraction of a sled batch, whose memory also grows
+/// with its size (DESIGN.md, "Applying a batch"). The caller holds the writer lock.
+///
+/// # Errors
+/// [`Error::Storage`] when the redo record cannot be written (nothing changed);
+/// [`Error::Interrupted`] when a later write fails: the handle then refuses writes.
+pub(crate) fn write_redo(store: &Store, writes: Vec<codec::Write>) -> Result<()> {
+    let db = &store.db;
+    db.insert(codec::INTENT_KEY, codec::encode_intent(&writes))?;
+    let rest = || -> Result<()> {
+        for (i, (k, v)) in writes.into_iter().enumerate() {
+            fault_point(db, i)?;
+            match v {
+                Some(v) => db.insert(k, v)?,
+                None => db.remove(k)?,
+            };
+        }
+        db.remove(codec::INTENT_KEY)?;
+        Ok(())
+    };
+    rest().map_err(|e| {
+        // Part of the op is in sled, none of it in memory: writing on could reuse nodes.
+        // Refuse further writes; reopening finishes the op from its record.
+        store.poisoned.store(true, Ordering::SeqCst);
+        Error::Interrupted(Some(Box::new(e)))
+    })
+}
+
+/// `Err` once a write was interrupted halfway (see [`Error::Interrupted`]).
+pub(crate) fn check_writable(poisoned: &AtomicBool) -> Result<()> {
+    if poisoned.load(Ordering::SeqCst) {
+        return Err(Error::Interrupted(None));
+    }
+    Ok(())
+}
+
+/// Crash-test hook (debug builds only): with `IDGRAPH_FAULT_AFTER_WRITES=N`, the process
+/// flushes and aborts before the `N`-th key of a multi-key op (0 = right after its redo
+/// record), so that tests can check recovery at the exact point a kill would hit.
+fn fault_point(db: &sled::Db, i: usize) -> Result<()> {
+    #[cfg(debug_assertions)]
+    if let Some(n) = std::env::var_os("IDGRAPH_FAULT_AFTER_WRITES")
+        && n.to_str().and_then(|n| n.parse::<usize>().ok()) == Some(i)
+    {
+        db.flush()?;
+        std::process::abort();
+    }
+    let _ = (db, i);
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! [`Store::verify`](crate::Store::verify): every invariant of DESIGN.md ("Invariants") checked
+//! against what is on disk, one function per family. Broken invariants are reported, not
+//! returned as errors; only a failing read of sled is an error.
+
+use rustc_hash::FxHashMap;
+
+use crate::codec::{self, IdRecord, StoredEdge, StoredRefusal};
+use crate::error::{Error, Result};
+use crate::forest::{self, Node};
+use crate::graph::{Graph, pair};
+use crate::store::records::{self, RecordAt};
+
+/// What [`Store::verify`](crate::Store::verify) found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct VerifyReport {
+    /// IDs checked.
+    pub ids: u64,
+    /// Persons checked.
+    pub persons: u64,
+    /// Edges checked.
+    pub edges: u64,
+    /// Events checked.
+    pub events: u64,
+    /// Properties checked.
+    pub properties: u64,
+    /// Every broken invariant, described (at most 100; `problem_count` has the total).
+    pub problems: Vec<String>,
+    /// How many invariants were broken.
+    pub problem_count: u64,
+}
+
+impl VerifyReport {
+    /// Whether every invariant holds.
+    pub fn is_ok(&self) -> bool {
+        self.problem_count == 0
+    }
+
+    fn problem(&mut self, p: String) {
+        self.problem_count += 1;
+        if self.problems.len() < 100 {
+            self.problems.push(p);
+        }
+    }
+}
+
+/// Checks the store in `db` against the graph `g` loaded from it. The caller holds the writer
+/// lock, so nothing changes while it looks.
+pub(crate) fn verify(db: &sled::Db, g: &Graph) -> Result<VerifyReport> {
+    let mut rep = VerifyReport::default();
+    format_marker(db, &mut rep)?;
+    let mut disk_edges = id_records(db, g, &mut rep)?;
+    let root_of = forest_shape(g, &mut rep);
+    alias_log(db, g, &root_of, &mut disk_edges, &mut rep)?;
+    adjacency(g, &mut rep);
+    events_and_refusals(db, g, &mut rep)?;
+    Ok(rep)
+}
+
+/// 0. The format version marker is this build's.
+fn format_marker(db: &sled::Db, rep: &mut VerifyReport) -> Result<()> {
+    match db
+        .get(codec::FORMAT_KEY)?
+        .as_deref()
+        .and_then(codec::decode_format)
+    {
+        Some(codec::FORMAT_VERSION) => {}
+        other => rep.problem(format!("format version marker is {other:?}")),
+    }
+    Ok(())
+}
+
+/// 1. ID records on disk match the in-memory index one to one; entries of a block of packed
+///    records are in node order from the block's key; a shadowed entry belongs to the same ID
+///    as the own key that replaced it. Returns the edges kept in ID records.
+fn id_records(db: &sled::Db, g: &Graph, rep: &mut VerifyReport) -> Result<Vec<(u64, StoredEdge)>> {
+    let mut seen = vec![false; g.len()];
+    let mut disk_edges: Vec<(u64, StoredEdge)> = Vec::new();
+    let mut last_packed: Option<(Node, Node)> = None; // (block, node of the last entry)
+    let scanned = records::scan_id_records(db, |id, v, at| {
+        let mut rec = match IdRecord::decode(v) {
+            Ok(r) => r,
+            Err(e) => {
+                rep.problem(format!("ID {id:?}: {e}"));
+                return Ok(());
+            }
+        };
+        if let RecordAt::Packed(block) | RecordAt::Shadowed(block) = at {
+            // Entries of a block: nodes from the block's key on, increasing.
+            let floor = match last_packed {
+                Some((b, last)) if b == block => last.next(),
+                _ => block,
+            };
+            if rec.node < floor {
+                rep.problem(format!(
+                    "packed ID {id:?} (node {}) is out of order in block {block}",
+                    rec.node
+                ));
+            }
+            last_packed = Some((block, rec.node));
+        }
+        if let RecordAt::Shadowed(_) = at {
+            // A stale copy: the ID's own key replaced it; it must still be the same ID.
+            if g.lookup(id) != Some(rec.node) {
+                rep.problem(format!(
+                    "packed ID {id:?} (node {}) is replaced by the own key of another ID",
+                    rec.node
+                ));
+            }
+            return Ok(());
+        }
+        rep.ids += 1;
+        rep.properties += rec.props.0.len() as u64;
+        if let Some(intro) = rec.intro.take() {
+            if intro.1.a != rec.node && intro.1.b != rec.node {
+                rep.problem(format!("ID {id:?} holds an edge that does not touch it"));
+            }
+            disk_edges.push(intro);
+        }
+        if crate::id::check_id(id).is_err() {
+            rep.problem(format!("stored ID {id:?} is not a valid ID"));
+        }
+        match g.lookup(id) {
+            Some(n) if n == rec.node => {
+                if std::mem::replace(&mut seen[n.slot()], true) {
+                    rep.problem(format!("node {n} has two ID records"));
+                }
+                if g.flags(n) != rec.flags {
+                    rep.problem(format!("ID {id:?}: flags differ between disk and memory"));
+                }
+            }
+            other => rep.problem(format!(
+                "ID {id:?} is node {} on disk but {other:?} in memory",
+                rec.node
+            )),
+        }
+        Ok(())
+    });
+    match scanned {
+        Err(e @ Error::Storage(_)) => return Err(e),
+        Err(e) => rep.problem(format!("the ID records cannot be read: {e}")),
+        Ok(()) => {}
+    }
+    if rep.ids != g.live() as u64 {
+        rep.problem(format!(
+            "{} ID records on disk, {} IDs in memory",
+            rep.ids,
+            g.live()
+        ));
+    }
+    Ok(disk_edges)
+}
+
+/// 2. The forest: parent chains end at a root, member lists are disjoint cycles that hold
+///    exactly the nodes of their root, sizes match, the canonical node is a member. Returns each
+///    node's root.
+fn forest_shape(g: &Graph, rep: &mut VerifyReport) -> Vec<Node> {
+    let len = g.len();
+    let mut root_of: Vec<Node> = Vec::with_capacity(len);
+    for n in g.nodes() {
+        let mut x = n;
+        let mut steps = 0;
+        while g.slot(x).parent != x {
+            x = g.slot(x).parent;
+            steps += 1;
+            if x.slot() >= len || steps > 64 {
+                rep.problem(format!("node {n}: parent chain does not end at a root"));
+                break;
+            }
+        }
+        root_of.push(x);
+    }
+    let mut on_cycle = vec![false; len];
+    for r in g.nodes().filter(|&r| g.slot(r).parent == r) {
+        if g.is_live(r) {
+            rep.persons += 1;
+        }
+        let mut count = 0u64;
+        for m in forest::members(g, r).take(len + 1) {
+            count += 1;
+            if std::mem::replace(&mut on_cycle[m.slot()], true) {
+                rep.problem(format!("node {m} is on two member lists"));
+                break;
+            }
+            if root_of[m.slot()] != r {
+                rep.problem(format!(
+                    "node {m} is on root {r}'s list but has another root"
+                ));
+            }
+        }
+        let size = g.slot(r).size;
+        if count != u64::from(size) {
+            rep.problem(format!("root {r}: size {size} but {count} members"));
+        }
+        let c = g.slot(r).value.canon();
+        if c.slot() >= len || root_of[c.slot()] != r {
+            rep.problem(format!("root {r}: canonical node {c} is not a member"));
+        }
+    }
+    if let Some(n) = on_cycle.iter().position(|x| !x) {
+        rep.problem(format!("node {n} is on no member list"));
+    }
+    root_of
+}
+
+/// 3. The alias log: numbers are unique, endpoints exist and share a root, each edge is the one
+///    in memory, and replaying the log gives the same partition as the forest.
+fn alias_log(
+    db: &sled::Db,
+    g: &Graph,
+    root_of: &[Node],
+    disk_edges: &mut Vec<(u64, StoredEdge)>,
+    rep: &mut VerifyReport,
+) -> Result<()> {
+    for kv in db.scan_prefix([codec::EDGE]) {
+        let (k, v) = kv?;
+        let seq = codec::key_u64(&k)?;
+        match codec::decode::<StoredEdge>(&v, "an edge") {
+            Ok(e) => disk_edges.push((seq, e)),
+            Err(e) => rep.problem(format!("edge {seq}: {e}")),
+        }
+    }
+    disk_edges.sort_unstable_by_key(|(seq, _)| *seq);
+    let len = g.len();
+    let mut replay = forest::MemForest::with_len(len);
+    let mut edge_count = 0u64;
+    let mut last_seq = None;
+    for (seq, e) in disk_edges.iter() {
+        rep.edges += 1;
+        if last_seq == Some(*seq) {
+            rep.problem(format!("two edges have number {seq}"));
+        }
+        last_seq = Some(*seq);
+        let (a, b) = (e.a, e.b);
+        if a.slot() >= len || b.slot() >= len {
+            rep.problem(format!("edge {seq}: names a node that does not exist"));
+            continue;
+        }
+        if !g.is_live(a) || !g.is_live(b) {
+            rep.problem(format!("edge {seq}: names a node without an ID"));
+        }
+        if root_of[a.slot()] != root_of[b.slot()] {
+            rep.problem(format!(
+                "edge {seq}: {:?} and {:?} are linked but are different persons",
+                g.ident(a),
+                g.ident(b)
+            ));
+        }
+        if g.edges().get(&pair(a, b)) != Some(seq) {
+            rep.problem(format!("edge {seq} on disk is not the edge in memory"));
+        }
+        forest::union(&mut replay, a, b);
+        edge_count += 1;
+    }
+    if edge_count != g.edges().len() as u64 {
+        rep.problem(format!(
+            "{edge_count} edges on disk, {} in memory",
+            g.edges().len()
+        ));
+    }
+    // The same partition: each root of the forest maps to one root of the replay, and no two
+    // roots of the forest map to the same one.
+    let mut map: FxHashMap<Node, Node> = FxHashMap::default();
+    for n in g.nodes() {
+        let (mine, theirs) = (root_of[n.slot()], forest::find(&replay, n));
+        if *map.entry(mine).or_insert(theirs) != theirs {
+            rep.problem(format!(
+                "node {n}: the forest and the replayed alias log disagree on its person"
+            ));
+        }
+    }
+    let mut theirs: Vec<Node> = map.values().copied().collect();
+    theirs.sort_unstable();
+    theirs.dedup();
+    if theirs.len() != map.len() {
+        rep.problem("the forest joins persons that the alias log keeps apart".into());
+    }
+    Ok(())
+}
+
+/// 4. The adjacency lists mirror the edge map, both directions.
+fn adjacency(g: &Graph, rep: &mut VerifyReport) {
+    let mut half = 0u64;
+    for n in g.nodes() {
+        for y in g.neighbors(n) {
+            half += 1;
+            if !g.edges().contains_key(&pair(n, y)) {
+                rep.problem(format!(
+                    "node {n} lists node {y} as linked, but no edge joins them"
+                ));
+            }
+        }
+    }
+    if half != 2 * g.edges().len() as u64 {
+        rep.problem(format!(
+            "{half} adjacency entries for {} edges (want two per edge)",
+            g.edges().len()
+        ));
+    }
+}
+
+/// 5. Events belong to known IDs and decode; refusal records decode.
+fn events_and_refusals(db: &sled::Db, g: &Graph, rep: &mut VerifyReport) -> Result<()> {
+    for kv in db.scan_prefix([codec::EVENT]) {
+        let (k, v) = kv?;
+        rep.events += 1;
+        match codec::key_node(&k) {
+            Ok(n) if n.slot() < g.len() && g.is_live(n) => {}
+            Ok(n) => rep.problem(format!("a stored event belongs to no known ID: node {n}")),
+            Err(e) => rep.problem(format!("a stored event belongs to no known ID: {e}")),
+        }
+        if let Err(e) = codec::decode_event(&v) {
+            rep.problem(format!("{e}"));
+        }
+    }
+    for kv in db.scan_prefix([codec::REFUSAL]) {
+        let (_, v) = kv?;
+        if let Err(e) = codec::decode::<StoredRefusal>(&v, "a refusal") {
+            rep.problem(format!("{e}"));
+        }
+    }
+    Ok(())
+}
