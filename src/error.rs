@@ -109,3 +109,36 @@ pub(crate) fn shown(s: &str) -> String {
         format!("{s:?}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn interrupted_keeps_its_source() {
+        let cause = Error::Storage(sled::Error::Unsupported("disk gone".into()));
+        let e = Error::Interrupted(Some(Box::new(cause)));
+        assert!(e.to_string().contains("disk gone"), "{e}");
+        assert!(e.to_string().contains("reopen the store"), "{e}");
+        let source = e.source().expect("the storage failure");
+        assert!(source.to_string().contains("disk gone"));
+        let later = Error::Interrupted(None);
+        assert!(later.source().is_none());
+        assert!(later.to_string().contains("earlier write"), "{later}");
+    }
+
+    #[test]
+    fn io_says_what_was_read_and_keeps_the_failure() {
+        let e = Error::io(
+            "events.json:7",
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "cut short"),
+        );
+        assert_eq!(e.to_string(), "events.json:7: cut short");
+        let source = e.source().expect("the I/O error");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("an io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
+}

@@ -35,6 +35,18 @@ impl Db {
         Ok(Some(self.config().open()?))
     }
 
+    /// Answers `q` from the store; on a store that does not exist, what an empty store would
+    /// answer (`T::default()`), and nothing is created.
+    pub fn query<T: Default>(
+        &self,
+        q: impl FnOnce(&Store) -> idgraph::Result<T>,
+    ) -> Result<T, Fail> {
+        match self.open_ro()? {
+            Some(s) => Ok(q(&s)?),
+            None => Ok(T::default()),
+        }
+    }
+
     /// Opens the store for a query about `ids`: invalid IDs exit 2, unknown ones (or no store)
     /// exit 1.
     pub fn open_known(&self, ids: &[&str]) -> Result<Store, Fail> {

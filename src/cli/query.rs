@@ -1,7 +1,7 @@
 //! The questions: `resolve`, `events`, `props`, `refused`, `hubs`, `graph`, `stats`, `verify`.
 //! None of them creates a store.
 
-use idgraph::{Hubs, RefusalReason, Stats, VerifyReport};
+use idgraph::{RefusalReason, Store};
 use serde_json::json;
 
 use super::args::{
@@ -63,10 +63,7 @@ pub fn props(db: &Db, args: PropsArgs) -> Result<(), Fail> {
 }
 
 pub fn verify(db: &Db, args: VerifyArgs) -> Result<(), Fail> {
-    let rep = match db.open_ro()? {
-        Some(s) => s.verify()?,
-        None => VerifyReport::default(),
-    };
+    let rep = db.query(Store::verify)?;
     if args.json {
         print_json(&rep);
     } else {
@@ -91,10 +88,7 @@ pub fn verify(db: &Db, args: VerifyArgs) -> Result<(), Fail> {
 }
 
 pub fn stats(db: &Db, args: StatsArgs) -> Result<(), Fail> {
-    let st = match db.open_ro()? {
-        Some(s) => s.stats()?,
-        None => Stats::default(),
-    };
+    let st = db.query(Store::stats)?;
     if args.json {
         print_json(&st);
     } else {
@@ -111,10 +105,7 @@ pub fn stats(db: &Db, args: StatsArgs) -> Result<(), Fail> {
 }
 
 pub fn refused(db: &Db, args: RefusedArgs) -> Result<(), Fail> {
-    let list = match db.open_ro()? {
-        Some(s) => s.refusals()?,
-        None => Vec::new(),
-    };
+    let list = db.query(Store::refusals)?;
     if args.json {
         let rows: Vec<serde_json::Value> = list
             .iter()
@@ -146,10 +137,7 @@ pub fn refused(db: &Db, args: RefusedArgs) -> Result<(), Fail> {
 }
 
 pub fn hubs(db: &Db, args: HubsArgs) -> Result<(), Fail> {
-    let h = match db.open_ro()? {
-        Some(s) => s.hubs(args.top),
-        None => Hubs::default(),
-    };
+    let h = db.query(|s| Ok(s.hubs(args.top)))?;
     if args.json {
         print_json(&h);
     } else {

@@ -94,15 +94,25 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
 /// An op interrupted by a crash between its redo record and its writes: finish it.
 fn finish_redo(db: &sled::Db) -> Result<()> {
     if let Some(v) = db.get(codec::INTENT_KEY)? {
-        for (k, v) in codec::decode_intent(&v)? {
-            match v {
-                Some(v) => db.insert(k, v)?,
-                None => db.remove(k)?,
-            };
-        }
-        db.remove(codec::INTENT_KEY)?;
+        replay(db, codec::decode_intent(&v)?, false)?;
         db.flush()?;
     }
+    Ok(())
+}
+
+/// Writes (or removes) each key of a redo record in order, then removes the record. `faults`:
+/// honour the crash-test hook (the first run of an op, not its recovery).
+fn replay(db: &sled::Db, writes: Vec<codec::Write>, faults: bool) -> Result<()> {
+    for (i, (k, v)) in writes.into_iter().enumerate() {
+        if faults {
+            fault_point(db, i)?;
+        }
+        match v {
+            Some(v) => db.insert(k, v)?,
+            None => db.remove(k)?,
+        };
+    }
+    db.remove(codec::INTENT_KEY)?;
     Ok(())
 }
 
@@ -149,18 +159,7 @@ fn load_graph(db: &sled::Db) -> Result<Graph> {
 pub(crate) fn write_redo(store: &Store, writes: Vec<codec::Write>) -> Result<()> {
     let db = &store.db;
     db.insert(codec::INTENT_KEY, codec::encode_intent(&writes))?;
-    let rest = || -> Result<()> {
-        for (i, (k, v)) in writes.into_iter().enumerate() {
-            fault_point(db, i)?;
-            match v {
-                Some(v) => db.insert(k, v)?,
-                None => db.remove(k)?,
-            };
-        }
-        db.remove(codec::INTENT_KEY)?;
-        Ok(())
-    };
-    rest().map_err(|e| {
+    replay(db, writes, true).map_err(|e| {
         // Part of the op is in sled, none of it in memory: writing on could reuse nodes.
         // Refuse further writes; reopening finishes the op from its record.
         store.poisoned.store(true, Ordering::SeqCst);
