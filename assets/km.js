@@ -34,7 +34,7 @@
   if (!script) {
     var all = d.getElementsByTagName('script');
     for (var s = all.length - 1; s >= 0; s--) {
-      if (/\/km\.js(\?|$)/.test(all[s].src)) { script = all[s]; break; }
+      if (/\/(km|[^\/?#]+\.2)\.js(\?|$)/.test(all[s].src)) { script = all[s]; break; }
     }
   }
   var base = '';

@@ -597,3 +597,105 @@ async fn queue_track_click_and_bad_input() {
     c.close().await.unwrap();
     assert!(server.terminate().success());
 }
+
+/// The standard KISSmetrics snippet, verbatim but for its two host names (`i.kissmetrics.com`
+/// and `scripts.kissmetrics.com`, both pointed at idgraph), on a page of another origin.
+const SNIPPET: &str = r#"<!doctype html><html><head><meta charset="utf-8">
+<script type="text/javascript">var _kmq = _kmq || [];
+var _kmk = _kmk || 'demo';
+function _kms(u){
+  setTimeout(function(){
+    var d = document, f = d.getElementsByTagName('script')[0],
+    s = d.createElement('script');
+    s.type = 'text/javascript'; s.async = true; s.src = u;
+    f.parentNode.insertBefore(s, f);
+  }, 1);
+}
+_kms('//127.0.0.1:SRV/i.js');
+_kms('//127.0.0.1:SRV/' + _kmk + '.2.js');
+</script>
+<script>
+_kmq.push(['record', 'Viewed Snippet Page']);
+_kmq.push(['identify', 'snip@example.com']);
+_kmq.push(['alias', 'snip@example.com', 'snip-crm-42']);
+</script></head><body></body></html>"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verbatim_kissmetrics_snippet_tracks() {
+    if std::env::var_os("IDGRAPH_SKIP_BROWSER").is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("db"), &[]);
+    let page = SNIPPET.replace("SRV", &server.port().to_string());
+    let app = axum::Router::new().fallback(move || {
+        let page = page.clone();
+        async move { axum::response::Html(page) }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pages = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let (_driver, c, _profile) = start_browser().await;
+    // `localhost`: another origin than the tracking server's `127.0.0.1`.
+    c.goto(&format!("http://localhost:{pages}/shop"))
+        .await
+        .unwrap();
+    wait_for_km(&c).await;
+    let st = state(&c).await;
+    let anon = st["km_ai"].as_str().expect("an anonymous ID").to_owned();
+    assert_eq!(st["km_ni"], json!("snip@example.com"));
+    assert_eq!(st["current"], json!("snip@example.com"));
+    assert_eq!(st["sent"].as_array().unwrap().len(), 3, "{st}");
+    // The requests reached the server: one person of the three IDs, with the event.
+    let http = reqwest::Client::new();
+    let t = Instant::now();
+    loop {
+        let (status, body) = common::server::api(
+            &http,
+            &format!("{}/api/people/{}", server.base, seg("snip-crm-42")),
+        )
+        .await;
+        if status == 200 {
+            let p: Value = serde_json::from_str(&body).unwrap();
+            let mut ids: Vec<&str> = p["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            ids.sort_unstable();
+            if ids.len() == 3 {
+                let mut want = vec![anon.as_str(), "snip-crm-42", "snip@example.com"];
+                want.sort_unstable();
+                assert_eq!(ids, want);
+                break;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the snippet's requests did not reach the store: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ev = api_json(
+        &http,
+        &format!(
+            "{}/api/people/{}/events",
+            server.base,
+            seg("snip@example.com")
+        ),
+    )
+    .await;
+    assert_eq!(
+        ev["events"][0]["event"],
+        json!("Viewed Snippet Page"),
+        "{ev}"
+    );
+    assert_eq!(
+        ev["events"][0]["id"],
+        json!(anon),
+        "recorded before identify"
+    );
+    c.close().await.unwrap();
+    assert!(server.terminate().success());
+}

@@ -493,3 +493,58 @@ async fn explain_graph_unalias_and_forget_over_http() {
     );
     assert!(store.verify().unwrap().is_ok());
 }
+
+/// The standard KISSmetrics snippet loads `//HOST/i.js` and `//HOST/<KEY>.2.js`: with the host
+/// names pointed at idgraph, both answer with a script (the tracker for an accepted key), and an
+/// unknown key gets a script that warns in the console, counted as a refused script request.
+#[tokio::test]
+async fn the_kissmetrics_snippet_paths_serve_the_tracker() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("db"), &["--key", "k1", "--no-demo"]);
+    let c = reqwest::Client::new();
+    let b = &s.base;
+    let tracker = get(&c, &format!("{b}/k1.2.js")).await;
+    assert_eq!(tracker.status(), 200);
+    assert!(
+        tracker.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/javascript")
+    );
+    assert_eq!(tracker.text().await.unwrap(), idgraph::server::KM_JS);
+    let i = get(&c, &format!("{b}/i.js")).await;
+    assert_eq!(i.status(), 200);
+    assert!(i.text().await.unwrap().starts_with("/*"));
+    let other = get(&c, &format!("{b}/nope%22x.2.js")).await;
+    assert_eq!(
+        other.status(),
+        200,
+        "a script, so that the browser runs the warning"
+    );
+    let body = other.text().await.unwrap();
+    assert!(
+        body.contains("console.warn") && body.contains("not accepted"),
+        "{body}"
+    );
+    // The key is quoted twice (a JSON string inside a JS string): it cannot break out.
+    assert!(body.contains(r#"\"nope\\\"x\""#), "{body}");
+    assert_eq!(
+        metric(
+            &c,
+            b,
+            "idgraph_requests_total{endpoint=\"script\",status=\"403\"}"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        metric(
+            &c,
+            b,
+            "idgraph_requests_total{endpoint=\"script\",status=\"200\"}"
+        )
+        .await,
+        2
+    );
+    assert_eq!(get(&c, &format!("{b}/k1.3.js")).await.status(), 404);
+}

@@ -306,6 +306,11 @@ async fn track(
 }
 
 async fn km_js() -> Response {
+    km_js_response()
+}
+
+/// A script response (200, so that a browser runs it).
+fn script(body: String) -> Response {
     (
         [
             (
@@ -314,9 +319,44 @@ async fn km_js() -> Response {
             ),
             (header::CACHE_CONTROL, "public, max-age=300"),
         ],
-        KM_JS,
+        body,
     )
         .into_response()
+}
+
+/// What the standard KISSmetrics snippet loads, with its two host names pointed here:
+/// `//HOST/i.js` (KISSmetrics' cross-domain identity helper; km.js does that itself, so a stub)
+/// and `//HOST/<KEY>.2.js` (the tracker: km.js for an accepted key; for any other key a script
+/// that says so in the browser console, counted as a refused script request).
+fn snippet_script(s: &AppState, path: &str) -> Option<Response> {
+    if path == "/i.js" {
+        s.metrics.count("script", StatusCode::OK);
+        return Some(script(
+            "/* idgraph: identity is kept by the tracker (/<KEY>.2.js); nothing to do here */\n"
+                .to_owned(),
+        ));
+    }
+    let key = path.strip_prefix('/')?.strip_suffix(".2.js")?;
+    let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
+    if s.cfg.keys.iter().any(|k| *k == key) {
+        s.metrics.count("script", StatusCode::OK);
+        return Some(km_js_response());
+    }
+    s.metrics.count("script", StatusCode::FORBIDDEN);
+    let shown: String = key.chars().take(64).collect();
+    let msg = format!(
+        "idgraph: the API key {} is not accepted by this server (start it with --key); \
+         nothing will be tracked",
+        serde_json::to_string(&shown).expect("a string")
+    );
+    Some(script(format!(
+        "if (window.console && console.warn) console.warn({});\n",
+        serde_json::to_string(&msg).expect("a string")
+    )))
+}
+
+fn km_js_response() -> Response {
+    script(KM_JS.to_owned())
 }
 
 async fn healthz() -> Response {
@@ -324,6 +364,9 @@ async fn healthz() -> Response {
 }
 
 async fn not_found(State(s): St, uri: axum::http::Uri) -> Response {
+    if let Some(r) = snippet_script(&s, uri.path()) {
+        return r;
+    }
     s.metrics.count("other", StatusCode::NOT_FOUND);
     text(
         StatusCode::NOT_FOUND,
