@@ -511,3 +511,69 @@ fn a_killed_import_reopens_and_a_rerun_completes_it() {
         assert!(ok(&db, &["verify"]).contains("ok"));
     }
 }
+
+/// A KISSmetrics export bucket as delivered: `index.csv` lists the files in the order they were
+/// written, and that order (not the numeric one) decides which value is applied last.
+#[test]
+fn an_export_bucket_imports_in_the_order_of_its_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let rev = bucket.join("revisions");
+    std::fs::create_dir_all(&rev).unwrap();
+    // Equal times: the value applied last wins.
+    for n in [1, 2, 10] {
+        std::fs::write(
+            rev.join(format!("{n}.json")),
+            format!("{{\"_p\":\"bob\",\"_t\":5,\"plan\":\"from {n}\"}}\n"),
+        )
+        .unwrap();
+    }
+    // Numeric order would end on 10.json; the index ends on 2.json.
+    std::fs::write(
+        bucket.join("index.csv"),
+        "file,size,written\nrevisions/1.json,40,2024-01-01\nrevisions/10.json,41,2024-01-02\n./revisions/2.json,40,2024-01-03\n",
+    )
+    .unwrap();
+    let db = dir.path().join("s");
+    let out = idgraph(&db, &["import", bucket.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", err(&out));
+    assert!(ok(&db, &["props", "bob", "--json"]).contains("\"from 2\""));
+
+    // A data file the index does not list: a warning, and it is not imported.
+    std::fs::write(
+        rev.join("11.json"),
+        "{\"_p\":\"bob\",\"_t\":6,\"plan\":\"from 11\"}\n",
+    )
+    .unwrap();
+    let db2 = dir.path().join("s2");
+    let out = idgraph(&db2, &["import", bucket.to_str().unwrap()], None);
+    let e = err(&out);
+    assert!(out.status.success(), "{e}");
+    assert!(e.contains("11.json") && e.contains("does not list"), "{e}");
+    assert!(ok(&db2, &["props", "bob", "--json"]).contains("\"from 2\""));
+
+    // A listed file missing from disk: an error naming it, nothing imported.
+    std::fs::remove_file(rev.join("10.json")).unwrap();
+    let db3 = dir.path().join("s3");
+    let out = idgraph(&db3, &["import", bucket.to_str().unwrap()], None);
+    let e = err(&out);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("revisions/10.json") && e.contains("not on disk"),
+        "{e}"
+    );
+    assert!(
+        !db3.exists(),
+        "nothing was written: the store was not even created"
+    );
+
+    // A path that leaves the bucket is refused with its line.
+    std::fs::write(bucket.join("index.csv"), "file\n../elsewhere.json\n").unwrap();
+    let out = idgraph(&db3, &["import", bucket.to_str().unwrap()], None);
+    let e = err(&out);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("index.csv:2:") && e.contains("inside the export"),
+        "{e}"
+    );
+}

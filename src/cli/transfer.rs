@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::io::Write;
 use std::rc::Rc;
 
-use idgraph::ingest::files::{FileSource, Format, expand};
+use idgraph::ingest::files::{FileSource, Format, expand_reporting};
 use idgraph::{BulkOptions, Pass, now};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -26,7 +26,7 @@ pub fn import(db: &Db, args: ImportArgs) -> Result<(), Fail> {
         InputFormat::KmJson => Format::KmJson,
         InputFormat::Csv => Format::Csv,
     });
-    let inputs = expand(&paths, forced)?;
+    let inputs = expand_reporting(&paths, forced, &mut |w| eprintln!("warning: {w}"))?;
     let files = inputs.len();
     let started = std::time::Instant::now();
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());

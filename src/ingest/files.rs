@@ -76,7 +76,88 @@ fn order_key(p: &Path) -> (u8, u128, String) {
     (1, 0, name)
 }
 
-fn dir_files(dir: &Path) -> std::result::Result<Vec<PathBuf>, String> {
+/// The data files of a directory, in import order: the files its `index.csv` lists, in its
+/// order, when it has one (files it lists that are missing: an error naming them; data files it
+/// does not list: a warning each, not imported); else [`listed_files`] in numeric order.
+/// `index.csv` itself is never data.
+fn dir_files(
+    dir: &Path,
+    warn: &mut dyn FnMut(String),
+) -> std::result::Result<Vec<PathBuf>, String> {
+    let found = listed_files(dir)?;
+    let index = dir.join(INDEX);
+    if !index.is_file() {
+        return Ok(found);
+    }
+    let shown = index.display();
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_path(&index)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let mut out: Vec<PathBuf> = Vec::new();
+    let mut seen: std::collections::HashMap<PathBuf, u64> = std::collections::HashMap::new();
+    let mut missing = Vec::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line());
+            format!("{shown}:{line}: {e}")
+        })?;
+        let line = rec.position().map_or(0, |p| p.line());
+        let field = rec.get(0).unwrap_or("").trim();
+        if field.is_empty() {
+            return Err(format!("{shown}:{line}: no file path in the first column"));
+        }
+        let rel = Path::new(field);
+        let mut path = dir.to_path_buf();
+        for c in rel.components() {
+            match c {
+                std::path::Component::Normal(part) => path.push(part),
+                std::path::Component::CurDir => {}
+                _ => {
+                    return Err(format!(
+                        "{shown}:{line}: {field:?} is not a path inside the export directory"
+                    ));
+                }
+            }
+        }
+        if let Some(first) = seen.insert(path.clone(), line) {
+            return Err(format!(
+                "{shown}:{line}: {field:?} is listed twice (first on line {first})"
+            ));
+        }
+        if !path.is_file() {
+            missing.push(field.to_owned());
+        }
+        out.push(path);
+    }
+    if !missing.is_empty() {
+        let n = missing.len();
+        missing.truncate(10);
+        return Err(format!(
+            "{shown} lists {n} file{} that {} not on disk: {}{}",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "is" } else { "are" },
+            missing.join(", "),
+            if n > 10 { ", ..." } else { "" }
+        ));
+    }
+    for f in found.iter().filter(|f| !seen.contains_key(*f)) {
+        warn(format!(
+            "{}: a data file that {shown} does not list; not imported",
+            f.display()
+        ));
+    }
+    Ok(out)
+}
+
+/// The index of a KISSmetrics export bucket: a header line, then one line per file in the order
+/// the files were written, the file's path (relative to the bucket) in the first column.
+const INDEX: &str = "index.csv";
+
+/// The `*.json` and `*.csv` files of a directory and of its `revisions/` folder (not its
+/// `index.csv`), `N.json` in numeric order of N first, then the rest by name.
+fn listed_files(dir: &Path) -> std::result::Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     for d in [dir.to_path_buf(), dir.join("revisions")] {
         if d != dir && !d.is_dir() {
@@ -89,7 +170,8 @@ fn dir_files(dir: &Path) -> std::result::Result<Vec<PathBuf>, String> {
                 .extension()
                 .and_then(|e| e.to_str())
                 .map(str::to_ascii_lowercase);
-            if p.is_file() && matches!(ext.as_deref(), Some("json" | "csv")) {
+            let is_index = d == dir && p.file_name().is_some_and(|n| n == INDEX);
+            if p.is_file() && !is_index && matches!(ext.as_deref(), Some("json" | "csv")) {
                 out.push(p);
             }
         }
@@ -98,13 +180,29 @@ fn dir_files(dir: &Path) -> std::result::Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
-/// Turns the command line's paths into inputs: `-` is standard input; a directory gives its
+/// Turns the command line's paths into inputs: `-` is standard input; a directory gives the
+/// files its `index.csv` lists, in that order (a KISSmetrics export bucket), or without one its
 /// `*.json` and `*.csv` files and those of its `revisions/` folder (`N.json` in numeric order of
-/// N, then the rest by name).
+/// N, then the rest by name). Warnings (data files the index does not list) are dropped; see
+/// [`expand_reporting`].
 ///
 /// # Errors
-/// A path that does not exist, or whose format cannot be told.
+/// As [`expand_reporting`].
 pub fn expand(paths: &[PathBuf], forced: Option<Format>) -> Result<Vec<Input>> {
+    expand_reporting(paths, forced, &mut |_| {})
+}
+
+/// [`expand`], handing each warning to `warn`.
+///
+/// # Errors
+/// [`Error::Input`] for a path that does not exist, a format that cannot be told, or an
+/// `index.csv` that cannot be read, names a path outside its directory or twice, or lists files
+/// that are missing (all of them named).
+pub fn expand_reporting(
+    paths: &[PathBuf],
+    forced: Option<Format>,
+    warn: &mut dyn FnMut(String),
+) -> Result<Vec<Input>> {
     let mut out = Vec::new();
     for p in paths {
         if p.as_os_str() == "-" {
@@ -117,7 +215,7 @@ pub fn expand(paths: &[PathBuf], forced: Option<Format>) -> Result<Vec<Input>> {
             continue;
         }
         let files = if p.is_dir() {
-            let f = dir_files(p).map_err(Error::Input)?;
+            let f = dir_files(p, warn).map_err(Error::Input)?;
             if f.is_empty() {
                 return Err(Error::Input(format!(
                     "{}: no *.json or *.csv files",
