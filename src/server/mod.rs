@@ -306,11 +306,12 @@ async fn track(
 }
 
 async fn km_js() -> Response {
-    km_js_response()
+    script(KM_JS)
 }
 
-/// A script response (200, so that a browser runs it).
-fn script(body: String) -> Response {
+/// A script response (200, so that a browser runs it). km.js goes out as the `&'static str`
+/// compiled into the binary, without a copy per request.
+fn script(body: impl Into<axum::body::Body>) -> Response {
     (
         [
             (
@@ -319,7 +320,7 @@ fn script(body: String) -> Response {
             ),
             (header::CACHE_CONTROL, "public, max-age=300"),
         ],
-        body,
+        body.into(),
     )
         .into_response()
 }
@@ -332,15 +333,14 @@ fn snippet_script(s: &AppState, path: &str) -> Option<Response> {
     if path == "/i.js" {
         s.metrics.count("script", StatusCode::OK);
         return Some(script(
-            "/* idgraph: identity is kept by the tracker (/<KEY>.2.js); nothing to do here */\n"
-                .to_owned(),
+            "/* idgraph: identity is kept by the tracker (/<KEY>.2.js); nothing to do here */\n",
         ));
     }
     let key = path.strip_prefix('/')?.strip_suffix(".2.js")?;
     let key = percent_encoding::percent_decode_str(key).decode_utf8_lossy();
     if s.cfg.keys.iter().any(|k| *k == key) {
         s.metrics.count("script", StatusCode::OK);
-        return Some(km_js_response());
+        return Some(script(KM_JS));
     }
     s.metrics.count("script", StatusCode::FORBIDDEN);
     let shown: String = key.chars().take(64).collect();
@@ -353,10 +353,6 @@ fn snippet_script(s: &AppState, path: &str) -> Option<Response> {
         "if (window.console && console.warn) console.warn({});\n",
         serde_json::to_string(&msg).expect("a string")
     )))
-}
-
-fn km_js_response() -> Response {
-    script(KM_JS.to_owned())
 }
 
 async fn healthz() -> Response {
