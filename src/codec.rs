@@ -11,6 +11,7 @@
 //! | `e` + seq u64 BE | [`StoredEdge`] (bincode) |
 //! | `r` + ID a + `0x00` + ID b (a < b) | [`StoredRefusal`] (bincode) |
 //! | `v` + node u64 BE + time (i64, sign bit flipped) BE + lower-cased event name | [`StoredEvent`] |
+//! | `f` + a file's canonical path (its OS bytes) | [`FilePart`](crate::FilePart) (bincode): how much of that file imports have read; written after the file's events |
 //! | `wintent` (at most one) | the keys and values (or removals) of one op being written ([`encode_intent`]): a redo record, see `Store::apply_batch` and `Store::forget` |
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,7 @@ pub const PACKED: u8 = b'p';
 pub const EDGE: u8 = b'e';
 pub const REFUSAL: u8 = b'r';
 pub const EVENT: u8 = b'v';
+pub const FILE: u8 = b'f';
 
 pub const FORMAT_KEY: &[u8] = b"mformat_version";
 
@@ -317,6 +319,13 @@ pub fn node_key(prefix: u8, node: Node) -> [u8; 9] {
 /// The node of a per-node key (an event, a block of packed records).
 pub fn key_node(key: &[u8]) -> Result<Node> {
     node_of(key_u64(key)?, "a key")
+}
+
+/// The key of what imports have read of the file at canonical path `path` (its OS bytes).
+pub fn file_key(path: &[u8]) -> Vec<u8> {
+    let mut k = with_prefix(FILE, path.len());
+    k.extend_from_slice(path);
+    k
 }
 
 /// One alias edge of the log. Nodes are bincode integers (u64 on disk, range-checked).

@@ -577,3 +577,362 @@ fn an_export_bucket_imports_in_the_order_of_its_index() {
         "{e}"
     );
 }
+
+/// Everything a store holds, read with the library: every ID with its person and first-seen
+/// time; each person's properties (with the ID each was set under); every event; the
+/// refusals; the counters.
+fn state(db: &Path) -> Vec<String> {
+    let s = Store::open(db).unwrap();
+    let mut out = Vec::new();
+    let mut persons = BTreeSet::new();
+    s.for_each_id(|id, person, first| {
+        out.push(format!("{id} -> {person} since {first}"));
+        persons.insert(person.to_owned());
+        Ok(())
+    })
+    .unwrap();
+    for p in persons {
+        out.push(format!("{p}: {:?}", s.properties(&p).unwrap()));
+    }
+    s.for_each_event(|e| {
+        out.push(format!("{e:?}"));
+        Ok(())
+    })
+    .unwrap();
+    out.push(format!("{:?}", s.refusals().unwrap()));
+    let mut st = s.stats().unwrap();
+    st.disk_bytes = 0;
+    out.push(format!("{st:?}"));
+    out
+}
+
+fn json_ok(db: &Path, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(db, args)).unwrap()
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// A growing export bucket: a second import reads only the files added and the lines appended
+/// (and says so), ends as one import of everything would, and keeps line numbers true; a file
+/// whose imported part changed is refused by name, or read again in full with --reimport.
+#[test]
+fn a_second_import_reads_only_what_is_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let rev = bucket.join("revisions");
+    std::fs::create_dir_all(&rev).unwrap();
+    let data = sample();
+    let lines: Vec<&str> = data.lines().collect();
+    let part = |a: usize, b: usize| {
+        lines[a..b]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    std::fs::write(rev.join("1.json"), part(0, 300)).unwrap();
+    std::fs::write(rev.join("2.json"), part(300, 500)).unwrap();
+    std::fs::write(
+        bucket.join("index.csv"),
+        "file\nrevisions/1.json\nrevisions/2.json\n",
+    )
+    .unwrap();
+    let db = dir.path().join("s");
+    let b = bucket.to_str().unwrap();
+    let first = json_ok(&db, &["import", b, "--json"]);
+    assert_eq!(
+        (first["new_files"].as_u64(), first["lines"].as_u64()),
+        (Some(2), Some(500))
+    );
+
+    // Nothing new: nothing read.
+    let again = json_ok(&db, &["import", b, "--json"]);
+    assert_eq!(again["files"], 0);
+    assert_eq!(again["lines"], 0);
+    assert_eq!(again["unchanged_files"], 2);
+    let quiet = idgraph(&db, &["import", b], None);
+    assert!(
+        err(&quiet).contains("nothing new: 2 files unchanged"),
+        "{}",
+        err(&quiet)
+    );
+
+    // Lines appended to 2.json, a new 3.json listed in the index.
+    let appended = part(500, 700);
+    append(&rev.join("2.json"), &appended);
+    let added = part(700, lines.len());
+    std::fs::write(rev.join("3.json"), &added).unwrap();
+    append(&bucket.join("index.csv"), "revisions/3.json\n");
+    let second = json_ok(&db, &["import", b, "--json"]);
+    assert_eq!(second["new_files"], 1);
+    assert_eq!(second["grown_files"], 1);
+    assert_eq!(second["unchanged_files"], 1);
+    assert_eq!(second["lines"].as_u64(), Some((lines.len() - 500) as u64));
+    assert_eq!(
+        second["bytes"].as_u64(),
+        Some((appended.len() + added.len()) as u64),
+        "only the new bytes are read"
+    );
+    let text = err(&idgraph(&db, &["import", b], None));
+    assert!(text.contains("nothing new: 3 files unchanged"), "{text}");
+
+    // The same store as one import of everything.
+    let whole = dir.path().join("whole");
+    ok(&whole, &["import", b]);
+    assert_eq!(state(&db), state(&whole));
+
+    // An error in appended lines names the file's own line number.
+    append(
+        &rev.join("3.json"),
+        "{\"_p\":\"late\",\"_t\":1,\"_n\":\"L\"}\n{\"_p\":\n",
+    );
+    let bad_line = lines.len() - 700 + 2;
+    let out = idgraph(&db, &["import", b], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err(&out).contains(&format!("3.json:{bad_line}:")),
+        "{}",
+        err(&out)
+    );
+    assert!(err(&out).contains("nothing was imported"), "{}", err(&out));
+    let late = idgraph(&db, &["resolve", "late"], None);
+    assert_eq!(
+        late.status.code(),
+        Some(1),
+        "the good line before was not imported either"
+    );
+
+    // The imported part of 1.json changes: refused by name, nothing imported.
+    let one = rev.join("1.json");
+    let mut changed = std::fs::read_to_string(&one).unwrap();
+    changed = changed.replacen("Signed Up", "Signed_Up", 1);
+    std::fs::write(&one, &changed).unwrap();
+    std::fs::write(rev.join("3.json"), &added).unwrap(); // the bad lines gone again
+    let out = idgraph(&db, &["import", b], None);
+    let e = err(&out);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("1.json") && e.contains("have changed") && e.contains("--reimport"),
+        "{e}"
+    );
+    // With --reimport, 1.json is read again in full (and only it).
+    let re = json_ok(&db, &["import", b, "--reimport", "--json"]);
+    assert_eq!(re["reread_files"], 1);
+    assert_eq!(re["lines"], 300);
+    assert!(ok(&db, &["events", "user0@example.com"]).contains("Signed_Up"));
+
+    // Shorter than imported: refused.
+    std::fs::write(rev.join("2.json"), part(300, 301)).unwrap();
+    let e = err(&idgraph(&db, &["import", b], None));
+    assert!(e.contains("2.json") && e.contains("shorter"), "{e}");
+}
+
+/// A last line imported without its newline may not grow; lines after a newline may follow.
+#[test]
+fn a_last_line_without_newline_must_stay_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("a.json");
+    std::fs::write(
+        &f,
+        "{\"_p\":\"ann\",\"_t\":1,\"_n\":\"A\"}\n{\"_p\":\"ann\",\"_t\":2,\"_n\":\"B\"}",
+    )
+    .unwrap();
+    let db = dir.path().join("s");
+    let p = f.to_str().unwrap();
+    assert_eq!(json_ok(&db, &["import", p, "--json"])["lines"], 2);
+    append(&f, "\n{\"_p\":\"ann\",\"_t\":3,\"_n\":\"C\"}\n");
+    let second = json_ok(&db, &["import", p, "--json"]);
+    assert_eq!(
+        (second["grown_files"].as_u64(), second["lines"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let ev = ok(&db, &["events", "ann"]);
+    assert!(
+        ev.contains('A') && ev.contains('B') && ev.contains('C'),
+        "{ev}"
+    );
+    // Now the last line ends without newline again, and then grows in place.
+    append(&f, "{\"_p\":\"ann\",\"_t\":4,\"_n\":\"D\"}");
+    ok(&db, &["import", p]);
+    append(&f, "x\n");
+    let out = idgraph(&db, &["import", p], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err(&out).contains("line 4") && err(&out).contains("has grown"),
+        "{}",
+        err(&out)
+    );
+}
+
+/// CSV: appended rows are read with the columns of the file's header line, and a bad appended
+/// row is named by its line in the file.
+#[test]
+fn csv_files_resume_with_their_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("e.csv");
+    std::fs::write(
+        &f,
+        "Identity,Timestamp,Event,Prop:plan\nann,10,Paid,basic\n",
+    )
+    .unwrap();
+    let db = dir.path().join("s");
+    let p = f.to_str().unwrap();
+    ok(&db, &["import", p]);
+    append(&f, "bob,11,Paid,pro\n");
+    let second = json_ok(&db, &["import", p, "--json"]);
+    assert_eq!(
+        (second["grown_files"].as_u64(), second["lines"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(ok(&db, &["props", "bob", "--json"]).contains("\"pro\""));
+    append(&f, "cy,12,Paid\n");
+    let out = idgraph(&db, &["import", p], None);
+    assert!(err(&out).contains("e.csv:4:"), "{}", err(&out));
+}
+
+/// A killed incremental import, run again, ends exactly as an uninterrupted one.
+#[test]
+fn a_killed_incremental_import_reruns_to_the_same_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    std::fs::create_dir_all(&bucket).unwrap();
+    let grown = bucket.join("1.json");
+    std::fs::write(&grown, sample()).unwrap();
+    let base = dir.path().join("base");
+    let b = bucket.to_str().unwrap();
+    ok(&base, &["import", b]);
+    let mut more = String::new();
+    for r in 0..4 {
+        more += &sample()
+            .replace("user", &format!("r{r}user"))
+            .replace("anon-", &format!("r{r}anon-"));
+    }
+    let (appended, added) =
+        more.split_at(more.len() / 2 + more[more.len() / 2..].find('\n').unwrap() + 1);
+    append(&grown, appended);
+    std::fs::write(bucket.join("2.json"), added).unwrap();
+
+    let copy = |to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(&base).unwrap() {
+            let e = e.unwrap();
+            if e.path().is_dir() {
+                let sub = to.join(e.file_name());
+                std::fs::create_dir_all(&sub).unwrap();
+                for f in std::fs::read_dir(e.path()).unwrap() {
+                    let f = f.unwrap();
+                    std::fs::copy(f.path(), sub.join(f.file_name())).unwrap();
+                }
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    };
+    let clean = dir.path().join("clean");
+    copy(&clean);
+    let started = std::time::Instant::now();
+    ok(&clean, &["import", b]);
+    let full = started.elapsed().as_millis() as u64;
+    let want = state(&clean);
+    let mut x: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    for round in 0..3 {
+        let db = dir.path().join(format!("killed{round}"));
+        copy(&db);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_idgraph"))
+            .arg("--db")
+            .arg(&db)
+            .args(["import", b])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(std::time::Duration::from_millis(
+            5 + (x >> 33) % full.max(20),
+        ));
+        let _ = child.kill();
+        child.wait().unwrap();
+        let v = idgraph(&db, &["verify"], None);
+        assert!(v.status.success(), "round {round}: {}", err(&v));
+        ok(&db, &["import", b]);
+        assert_eq!(state(&db), want, "round {round}");
+    }
+}
+
+/// `idgraph sync` imports what is new on every run, one line each; a failed run says why and
+/// the command ends with exit status 2.
+#[test]
+fn sync_imports_what_arrives_between_runs() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    std::fs::create_dir_all(&bucket).unwrap();
+    std::fs::write(
+        bucket.join("1.json"),
+        "{\"_p\":\"ann\",\"_t\":1,\"_n\":\"A\"}\n",
+    )
+    .unwrap();
+    let db = dir.path().join("s");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_idgraph"))
+        .arg("--db")
+        .arg(&db)
+        .args([
+            "sync",
+            bucket.to_str().unwrap(),
+            "--every",
+            "400ms",
+            "--runs",
+            "5",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(
+        first.contains("imported 1 lines") && first.contains("(1 new)"),
+        "{first}"
+    );
+    std::fs::write(
+        bucket.join("2.json"),
+        "{\"_p\":\"ann\",\"_t\":2,\"_p2\":\"bob\"}\n",
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(rest.len(), 4, "{rest:?}");
+    assert_eq!(
+        rest.iter()
+            .filter(|l| l.contains("from 1 files (1 new; 1 unchanged"))
+            .count(),
+        1,
+        "{rest:?}"
+    );
+    assert!(
+        rest[3].contains("nothing new: 2 files unchanged"),
+        "{rest:?}"
+    );
+    assert!(ok(&db, &["resolve", "bob"]).contains("ann"));
+
+    std::fs::write(bucket.join("3.json"), "{\"_p\":\n").unwrap();
+    let out = idgraph(
+        &db,
+        &["sync", bucket.to_str().unwrap(), "--runs", "1"],
+        None,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("failed:") && text.contains("3.json:1:"),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(2));
+}

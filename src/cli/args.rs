@@ -40,6 +40,9 @@ pub enum Cmd {
     Stats(StatsArgs),
     /// Import KISSmetrics exports (JSON lines) and CSV files fast.
     Import(ImportArgs),
+    /// Import what is new in a directory now and then (a mirrored KISSmetrics export bucket):
+    /// one summary line per run; the store is free for other commands between runs.
+    Sync(SyncArgs),
     /// Export the store: every ID with its person, or every event de-aliased.
     Export {
         #[command(subcommand)]
@@ -165,7 +168,9 @@ pub enum InputFormat {
 
 #[derive(Args)]
 pub struct ImportArgs {
-    /// Files, directories (their *.json and *.csv files and revisions/ folder) or `-`.
+    /// Files, directories (a KISSmetrics export bucket: the files its index.csv lists, in
+    /// order; else its *.json and *.csv files and revisions/ folder) or `-`. Files imported
+    /// before are read only from where the last import stopped.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// The format, when the file names do not tell it.
@@ -174,12 +179,39 @@ pub struct ImportArgs {
     /// Skip bad lines (each reported on stderr, up to 20, then counted) instead of stopping.
     #[arg(long)]
     pub skip_invalid: bool,
+    /// Read again in full the files whose imported part changed since (without it, such a
+    /// file stops the import). What the old lines recorded stays.
+    #[arg(long)]
+    pub reimport: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
     /// Keys per sled batch while writing.
     #[arg(long, default_value_t = idgraph::BulkOptions::default().batch_keys, hide = true)]
     pub batch_keys: usize,
+}
+
+#[derive(Args)]
+pub struct SyncArgs {
+    /// What `import` would read: a bucket directory, or files.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Time between the start of one run and the next (`30s`, `5m`, `1h`).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub every: std::time::Duration,
+    /// Stop after this many runs (default: run until stopped).
+    #[arg(long)]
+    pub runs: Option<u64>,
+    /// The format, when the file names do not tell it.
+    #[arg(long, value_enum)]
+    pub format: Option<InputFormat>,
+    /// Skip bad lines (reported, then counted) instead of failing the run.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Read again in full the files whose imported part changed (else such a file fails the
+    /// run, and every run after it, until it is dealt with).
+    #[arg(long)]
+    pub reimport: bool,
 }
 
 /// How `export mapping` writes.

@@ -49,6 +49,7 @@ pub fn run(cli: Cli) -> Result<(), Fail> {
         Cmd::Hubs(a) => query::hubs(db, a),
         Cmd::Graph(a) => query::graph(db, a),
         Cmd::Import(a) => transfer::import(db, a),
+        Cmd::Sync(a) => transfer::sync(db, a),
         Cmd::Export { what } => transfer::export(db, what),
         Cmd::Simulate(a) => simulate::simulate(db, a),
         Cmd::Explain(a) => repair::explain(db, a),

@@ -4,31 +4,133 @@ use std::cell::Cell;
 use std::io::Write;
 use std::rc::Rc;
 
+use std::path::PathBuf;
+
 use idgraph::ingest::files::{FileSource, Format, expand_reporting};
-use idgraph::{BulkOptions, Pass, now};
+use idgraph::ingest::resume::Resumed;
+use idgraph::{BulkOptions, BulkReport, Pass, now};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use super::args::{EventsFormat, ExportWhat, ImportArgs, InputFormat, MappingFormat};
+use super::args::{EventsFormat, ExportWhat, ImportArgs, InputFormat, MappingFormat, SyncArgs};
 use super::db::Db;
 use super::exit::Fail;
 use super::output::print_json;
 
-pub fn import(db: &Db, args: ImportArgs) -> Result<(), Fail> {
-    let ImportArgs {
-        paths,
-        format,
-        skip_invalid,
-        json,
-        batch_keys,
-    } = args;
-    let forced = format.map(|f| match f {
-        InputFormat::KmJson => Format::KmJson,
-        InputFormat::Csv => Format::Csv,
-    });
-    let inputs = expand_reporting(&paths, forced, &mut |w| eprintln!("warning: {w}"))?;
-    let files = inputs.len();
-    let started = std::time::Instant::now();
+/// What one import is asked to read.
+struct Job<'a> {
+    paths: &'a [PathBuf],
+    forced: Option<Format>,
+    skip_invalid: bool,
+    reimport: bool,
+    batch_keys: usize,
+    /// Draw a progress bar on stderr.
+    progress: bool,
+}
+
+/// What one import did.
+struct Run {
+    files: usize,
+    lines: u64,
+    skipped: u64,
+    bytes: u64,
+    resumed: Resumed,
+    rep: BulkReport,
+    ids: u64,
+    persons: u64,
+    secs: f64,
+}
+
+impl Run {
+    fn json(&self) -> serde_json::Value {
+        let r = &self.rep;
+        let rate = self.lines as f64 / self.secs.max(1e-9);
+        json!({
+            "files": self.files, "lines": self.lines, "skipped": self.skipped,
+            "bytes": self.bytes, "new_files": self.resumed.new_files,
+            "grown_files": self.resumed.grown_files,
+            "unchanged_files": self.resumed.unchanged_files,
+            "reread_files": self.resumed.reread_files,
+            "known_bytes": self.resumed.known_bytes,
+            "events": r.events, "sets": r.sets, "aliases": r.aliases,
+            "joined": r.joined, "refused": r.refused, "new_ids": r.new_ids,
+            "ids": self.ids, "persons": self.persons, "keys_written": r.keys_written,
+            "seconds": self.secs, "lines_per_second": rate,
+        })
+    }
+
+    /// One line: what was read (and what was not read again), what it did, how fast.
+    fn line(&self) -> String {
+        let rs = &self.resumed;
+        let mut files = vec![];
+        for (n, what) in [
+            (rs.new_files, "new"),
+            (rs.grown_files, "grown"),
+            (rs.reread_files, "read again in full"),
+        ] {
+            if n > 0 {
+                files.push(format!("{n} {what}"));
+            }
+        }
+        let known = if rs.unchanged_files + rs.grown_files > 0 {
+            format!(
+                "; {} unchanged, {} imported before not read again",
+                rs.unchanged_files,
+                bytes(rs.known_bytes)
+            )
+        } else {
+            String::new()
+        };
+        if self.files == 0 {
+            return format!(
+                "nothing new: {} files unchanged since imported ({}); {} IDs in {} persons",
+                rs.unchanged_files,
+                bytes(rs.known_bytes),
+                self.ids,
+                self.persons
+            );
+        }
+        let r = &self.rep;
+        format!(
+            "imported {} lines ({}) from {} files ({}{known}){}: {} events, {} sets, {} aliases \
+             ({} merges, {} refused); {} new IDs, {} IDs in {} persons; {} keys written; \
+             {:.1} s ({:.0} lines/s)",
+            self.lines,
+            bytes(self.bytes),
+            self.files,
+            if files.is_empty() {
+                "standard input".into()
+            } else {
+                files.join(", ")
+            },
+            if self.skipped > 0 {
+                format!(" ({} bad lines skipped)", self.skipped)
+            } else {
+                String::new()
+            },
+            r.events,
+            r.sets,
+            r.aliases,
+            r.joined,
+            r.refused,
+            r.new_ids,
+            self.ids,
+            self.persons,
+            r.keys_written,
+            self.secs,
+            self.lines as f64 / self.secs.max(1e-9),
+        )
+    }
+}
+
+fn bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+fn progress_bar(show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template(
@@ -37,10 +139,19 @@ pub fn import(db: &Db, args: ImportArgs) -> Result<(), Fail> {
         .expect("a valid template")
         .progress_chars("=> "),
     );
+    bar
+}
+
+/// Imports what is new in `job.paths` (files imported before: only what follows their
+/// imported part).
+fn import_once(db: &Db, job: &Job) -> Result<Run, Fail> {
+    let inputs = expand_reporting(job.paths, job.forced, &mut |w| eprintln!("warning: {w}"))?;
+    let started = std::time::Instant::now();
+    let bar = progress_bar(job.progress);
     let reported = Rc::new(Cell::new(0u64));
     let shown = reported.clone();
     let progress = bar.clone();
-    let mut source = FileSource::new(inputs, skip_invalid, now())
+    let mut source = FileSource::new(inputs, job.skip_invalid, now())
         .on_skip(move |msg| {
             let n = shown.get() + 1;
             shown.set(n);
@@ -63,56 +174,108 @@ pub fn import(db: &Db, args: ImportArgs) -> Result<(), Fail> {
             progress.set_message(format!("{:.0} lines/s", lines as f64 / secs));
             progress.set_position(bytes);
         });
+    let nothing = |e: idgraph::Error| match e {
+        e @ (idgraph::Error::Input(_) | idgraph::Error::Io { .. }) => {
+            Fail::bad_input(format!("{e}; nothing was imported"))
+        }
+        e => e.into(),
+    };
+    let store = db.open_rw()?;
+    let resumed = source.resume(&store, job.reimport).map_err(nothing)?;
     let total = source.total_bytes();
     if total > 0 {
         bar.set_length(total);
     }
-    let store = db.open_rw()?;
-    let opts = BulkOptions {
-        batch_keys,
-        ..Default::default()
-    };
-    let rep = match store.bulk_apply(&mut source, opts) {
-        Ok(r) => r,
-        Err(e @ (idgraph::Error::Input(_) | idgraph::Error::Io { .. })) => {
-            bar.finish_and_clear();
-            return Err(Fail::bad_input(format!("{e}; nothing was imported")));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    store.flush()?;
-    bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
-    let stats = store.stats_quick();
-    let rate = source.lines as f64 / secs.max(1e-9);
-    if json {
-        print_json(&json!({
-            "files": files, "lines": source.lines, "skipped": source.skipped,
-            "events": rep.events, "sets": rep.sets, "aliases": rep.aliases,
-            "joined": rep.joined, "refused": rep.refused, "new_ids": rep.new_ids,
-            "ids": stats.ids, "persons": stats.persons, "keys_written": rep.keys_written,
-            "seconds": secs, "lines_per_second": rate,
-        }));
+    let files = source.files();
+    let rep = if files == 0 {
+        BulkReport::default()
     } else {
-        eprintln!(
-            "imported {} lines from {files} files{}: {} events, {} sets, {} aliases ({} merges, {} refused); \
-             {} new IDs, {} IDs in {} persons; {} keys written; {secs:.1} s ({rate:.0} lines/s)",
-            source.lines,
-            if source.skipped > 0 {
-                format!(" ({} bad lines skipped)", source.skipped)
-            } else {
-                String::new()
-            },
-            rep.events,
-            rep.sets,
-            rep.aliases,
-            rep.joined,
-            rep.refused,
-            rep.new_ids,
-            stats.ids,
-            stats.persons,
-            rep.keys_written,
-        );
+        let opts = BulkOptions {
+            batch_keys: job.batch_keys,
+            ..Default::default()
+        };
+        let rep = store.bulk_apply(&mut source, opts).map_err(|e| {
+            bar.finish_and_clear();
+            nothing(e)
+        })?;
+        store.flush()?;
+        rep
+    };
+    bar.finish_and_clear();
+    let stats = store.stats_quick();
+    Ok(Run {
+        files,
+        lines: source.lines,
+        skipped: source.skipped,
+        bytes: source.bytes,
+        resumed,
+        rep,
+        ids: stats.ids,
+        persons: stats.persons,
+        secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn forced(format: Option<InputFormat>) -> Option<Format> {
+    format.map(|f| match f {
+        InputFormat::KmJson => Format::KmJson,
+        InputFormat::Csv => Format::Csv,
+    })
+}
+
+pub fn import(db: &Db, args: ImportArgs) -> Result<(), Fail> {
+    let run = import_once(
+        db,
+        &Job {
+            paths: &args.paths,
+            forced: forced(args.format),
+            skip_invalid: args.skip_invalid,
+            reimport: args.reimport,
+            batch_keys: args.batch_keys,
+            progress: true,
+        },
+    )?;
+    if args.json {
+        print_json(&run.json());
+    } else {
+        eprintln!("{}", run.line());
+    }
+    Ok(())
+}
+
+/// `import` every `--every`, one line per run on stdout (a failed run: its error, and the next
+/// run tries again). The store is opened for each run only.
+pub fn sync(db: &Db, args: SyncArgs) -> Result<(), Fail> {
+    let job = Job {
+        paths: &args.paths,
+        forced: forced(args.format),
+        skip_invalid: args.skip_invalid,
+        reimport: args.reimport,
+        batch_keys: BulkOptions::default().batch_keys,
+        progress: false,
+    };
+    let mut out = std::io::stdout();
+    let mut failed = 0u64;
+    for run in 1u64.. {
+        let started = std::time::Instant::now();
+        let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+        let line = match import_once(db, &job) {
+            Ok(r) => r.line(),
+            Err(e) => {
+                failed += 1;
+                format!("failed: {}", e.message)
+            }
+        };
+        writeln!(out, "{stamp} {line}")
+            .and_then(|()| out.flush())
+            .map_err(|e| Fail::failure(format!("writing the summary: {e}")))?;
+        if args.runs.is_some_and(|n| run >= n) {
+            break;
+        }
+        std::thread::sleep(args.every.saturating_sub(started.elapsed()));
+    }
+    if failed > 0 {
+        return Err(Fail::bad_input(format!("{failed} runs failed")));
     }
     Ok(())
 }

@@ -1,12 +1,15 @@
 //! The inputs of `idgraph import`: files, directories (KISSmetrics' `revisions/N.json` in
 //! numeric order) and standard input, read as an [`OpSource`] with `FILE:LINE` on every error.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::cell::RefCell;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
+use super::resume::{self, Resumed, Tap, Tapped};
 use crate::error::{Error, Result};
 use crate::op::{Op, Timestamp};
-use crate::store::{OpSource, Pass};
+use crate::store::{FilePart, OpSource, Pass, Store};
 
 /// A file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,8 +40,13 @@ pub struct Input {
     pub name: String,
     /// Its format.
     pub format: Format,
-    /// Its size in bytes (0 when unknown).
+    /// Its size in bytes (0 when unknown): nothing past it is read, so a file that grows
+    /// while it is imported gives the same ops in both passes.
     pub size: u64,
+    /// Where reading starts (bytes imported before; see [`FileSource::resume`]).
+    pub start: u64,
+    /// Lines before `start`: the first line read is line `first_line + 1`.
+    pub first_line: u64,
 }
 
 fn format_of(path: &Path, forced: Option<Format>) -> std::result::Result<Format, String> {
@@ -211,6 +219,8 @@ pub fn expand_reporting(
                 name: "-".into(),
                 format: forced.unwrap_or(Format::KmJson),
                 size: 0,
+                start: 0,
+                first_line: 0,
             });
             continue;
         }
@@ -239,16 +249,22 @@ pub fn expand_reporting(
                 path: Some(f),
                 format,
                 size,
+                start: 0,
+                first_line: 0,
             });
         }
     }
     Ok(out)
 }
 
-/// Reads inputs as ops for [`Store::bulk_apply`](crate::Store::bulk_apply). Standard input is
-/// copied to a temporary file on the first pass so the second can read it again.
+/// Reads inputs as ops for [`Store::bulk_apply`]. Standard input is copied to a temporary file
+/// on the first pass so the second can read it again. Files are read up to the size they had
+/// when listed, and what was read of each is handed to the store to remember
+/// ([`OpSource::file_parts`]); [`FileSource::resume`] makes use of it.
 pub struct FileSource {
     inputs: Vec<Input>,
+    /// Per input, the hash of what is read of it (`None`: standard input).
+    taps: Vec<Option<Rc<RefCell<Tap>>>>,
     skip_invalid: bool,
     now: Timestamp,
     spool: Option<tempfile::NamedTempFile>,
@@ -262,12 +278,28 @@ pub struct FileSource {
     pub bytes: u64,
 }
 
+/// Bytes and lines read so far in a pass, for progress reports.
+#[derive(Default)]
+struct Progress {
+    bytes: u64,
+    lines_before: u64,
+}
+
 impl FileSource {
     /// Reads `inputs`; with `skip_invalid`, bad lines are passed to `on_skip` and skipped,
     /// otherwise the first one stops the run. `now` is the time of CSV alias rows without one.
     pub fn new(inputs: Vec<Input>, skip_invalid: bool, now: Timestamp) -> Self {
+        let taps = inputs
+            .iter()
+            .map(|i| {
+                let p = i.path.as_ref()?;
+                let canon = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+                Some(Rc::new(RefCell::new(Tap::new(canon))))
+            })
+            .collect();
         FileSource {
             inputs,
+            taps,
             skip_invalid,
             now,
             spool: None,
@@ -277,6 +309,29 @@ impl FileSource {
             skipped: 0,
             bytes: 0,
         }
+    }
+
+    /// Reads only what `store` has not imported yet: files it imported and that are unchanged
+    /// are dropped, files that grew are read from where their imported part ends.
+    ///
+    /// # Errors
+    /// [`Error::Input`] naming every file whose imported part changed since (shorter, other
+    /// bytes, or a last line without newline that grew), unless `reimport`: then such files
+    /// are read again in full. I/O errors reading the files or the store.
+    pub fn resume(&mut self, store: &Store, reimport: bool) -> Result<Resumed> {
+        let inputs = std::mem::take(&mut self.inputs);
+        let (inputs, taps, resumed) = resume::plan(store, inputs, reimport)?;
+        self.inputs = inputs;
+        self.taps = taps
+            .into_iter()
+            .map(|t| t.map(|t| Rc::new(RefCell::new(t))))
+            .collect();
+        Ok(resumed)
+    }
+
+    /// The number of inputs left to read.
+    pub fn files(&self) -> usize {
+        self.inputs.len()
     }
 
     /// Called with `FILE:LINE: reason` for each skipped line.
@@ -293,20 +348,42 @@ impl FileSource {
         self
     }
 
-    /// Total bytes of the inputs whose size is known.
+    /// Total bytes to read of the inputs whose size is known.
     pub fn total_bytes(&self) -> u64 {
-        self.inputs.iter().map(|i| i.size).sum()
+        self.inputs.iter().map(|i| i.size - i.start).sum()
     }
 
+    /// Input `i` from where reading starts to its listed size; in the check pass a file's
+    /// bytes also go to its tap, and standard input to the spool.
     fn open(&mut self, i: usize, pass: Pass) -> Result<Box<dyn BufRead>> {
         let input = &self.inputs[i];
         let io = |e: std::io::Error| Error::io(&input.name, e);
         Ok(match (&input.path, pass) {
-            (Some(p), _) => Box::new(BufReader::with_capacity(
-                1 << 20,
-                std::fs::File::open(p).map_err(io)?,
-            )),
-            (None, Pass::Check) => Box::new(BufReader::new(std::io::stdin())),
+            (Some(p), _) => {
+                let mut file = std::fs::File::open(p).map_err(io)?;
+                file.seek(SeekFrom::Start(input.start)).map_err(io)?;
+                let part = file.take(input.size - input.start);
+                match (&self.taps[i], pass) {
+                    (Some(tap), Pass::Check) => Box::new(BufReader::with_capacity(
+                        1 << 20,
+                        Tapped {
+                            inner: part,
+                            tap: tap.clone(),
+                        },
+                    )),
+                    _ => Box::new(BufReader::with_capacity(1 << 20, part)),
+                }
+            }
+            (None, Pass::Check) => {
+                let spool = |e| Error::io("spooling standard input", e);
+                let t = tempfile::NamedTempFile::new().map_err(spool)?;
+                let w = t.reopen().map_err(spool)?;
+                self.spool = Some(t);
+                Box::new(BufReader::new(Tee {
+                    inner: std::io::stdin(),
+                    copy: std::io::BufWriter::new(w),
+                }))
+            }
             (None, Pass::Write) => {
                 let spool = self
                     .spool
@@ -319,164 +396,204 @@ impl FileSource {
             }
         })
     }
+
+    /// Hands a parsed line's ops to `f`; a bad line stops the run, or is skipped (and
+    /// reported in the check pass) with `skip_invalid`.
+    fn emit(
+        &mut self,
+        pass: Pass,
+        at: &str,
+        parsed: std::result::Result<Vec<Op>, String>,
+        f: &mut dyn FnMut(Op) -> Result<()>,
+    ) -> Result<()> {
+        match parsed {
+            Ok(ops) => ops.into_iter().try_for_each(f),
+            Err(reason) if self.skip_invalid => {
+                if pass == Pass::Check {
+                    self.skipped += 1;
+                    (self.on_skip)(&format!("{at}: {reason}"));
+                }
+                Ok(())
+            }
+            Err(reason) => Err(Error::Input(format!("{at}: {reason}"))),
+        }
+    }
+
+    fn read_json(
+        &mut self,
+        i: usize,
+        pass: Pass,
+        mut reader: Box<dyn BufRead>,
+        progress: &mut Progress,
+        f: &mut dyn FnMut(Op) -> Result<()>,
+    ) -> Result<()> {
+        let name = self.inputs[i].name.clone();
+        let first = self.inputs[i].first_line;
+        let mut buf = Vec::with_capacity(512);
+        let mut line = first;
+        loop {
+            buf.clear();
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| Error::io(format!("{name}:{}", line + 1), e))?;
+            if n == 0 {
+                break;
+            }
+            line += 1;
+            progress.bytes += n as u64;
+            let at = format!("{name}:{line}");
+            let text = match std::str::from_utf8(&buf) {
+                Ok(t) => t.trim_end_matches(['\n', '\r']),
+                Err(_) => {
+                    self.emit(pass, &at, Err("not UTF-8".into()), f)?;
+                    continue;
+                }
+            };
+            if text.trim().is_empty() {
+                continue;
+            }
+            if pass == Pass::Check {
+                self.lines += 1;
+            }
+            let parsed = super::km_json::parse_line(text, Some(&at));
+            self.emit(pass, &at, parsed, f)?;
+            if line.is_multiple_of(8192) {
+                (self.on_progress)(pass, progress.bytes, progress.lines_before + line - first);
+            }
+        }
+        progress.lines_before += line - first;
+        Ok(())
+    }
+
+    fn read_csv(
+        &mut self,
+        i: usize,
+        pass: Pass,
+        reader: Box<dyn BufRead>,
+        progress: &mut Progress,
+        f: &mut dyn FnMut(Op) -> Result<()>,
+    ) -> Result<()> {
+        let input = &self.inputs[i];
+        let name = input.name.clone();
+        let first = input.first_line;
+        // A file read from the middle takes its columns from its first line (imported before,
+        // and checked unchanged).
+        let header = match (&input.path, input.start) {
+            (Some(p), start) if start > 0 => {
+                let file = std::fs::File::open(p).map_err(|e| Error::io(&name, e))?;
+                csv::Reader::from_reader(file).headers().cloned()
+            }
+            _ => Ok(csv::StringRecord::new()),
+        }
+        .map_err(|e| Error::Input(format!("{name}:1: {e}")))?;
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(header.is_empty())
+            .from_reader(reader);
+        let header = if header.is_empty() {
+            rdr.headers()
+                .map_err(|e| Error::Input(format!("{name}:1: {e}")))?
+                .clone()
+        } else {
+            header
+        };
+        let cols =
+            super::csv::columns(&header).map_err(|e| Error::Input(format!("{name}:1: {e}")))?;
+        let mut rec = csv::StringRecord::new();
+        let bytes_before = progress.bytes;
+        loop {
+            let local = rdr.position().line() + 1;
+            match rdr.read_record(&mut rec) {
+                Ok(false) => break,
+                Ok(true) if rec.len() != header.len() => {
+                    // A file read from the middle has no first row to set the length.
+                    let line = first + rec.position().map_or(local, |p| p.line());
+                    let reason = format!(
+                        "the row has {} fields, the header {}",
+                        rec.len(),
+                        header.len()
+                    );
+                    self.emit(pass, &format!("{name}:{line}"), Err(reason), f)?;
+                }
+                Ok(true) => {
+                    let pos = rec.position();
+                    let line = first + pos.map_or(local, |p| p.line());
+                    progress.bytes = pos.map_or(progress.bytes, |p| bytes_before + p.byte());
+                    if pass == Pass::Check {
+                        self.lines += 1;
+                    }
+                    let at = format!("{name}:{line}");
+                    let parsed = super::csv::parse_row(&cols, &rec, self.now, Some(&at));
+                    self.emit(pass, &at, parsed, f)?;
+                    if line.is_multiple_of(8192) {
+                        (self.on_progress)(
+                            pass,
+                            progress.bytes,
+                            progress.lines_before + line - first,
+                        );
+                    }
+                }
+                Err(e) => {
+                    let line = first + e.position().map_or(local, |p| p.line());
+                    let reason = match e.kind() {
+                        csv::ErrorKind::UnequalLengths {
+                            expected_len, len, ..
+                        } => format!("the row has {len} fields, the header {expected_len}"),
+                        _ => e.to_string(),
+                    };
+                    self.emit(pass, &format!("{name}:{line}"), Err(reason), f)?;
+                }
+            }
+        }
+        progress.bytes = bytes_before + rdr.position().byte();
+        progress.lines_before += rdr.position().line();
+        Ok(())
+    }
+}
+
+/// A reader that copies what it reads to a spool (standard input, for the second pass).
+struct Tee<R> {
+    inner: R,
+    copy: std::io::BufWriter<std::fs::File>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        if n == 0 {
+            self.copy.flush()?;
+        }
+        Ok(n)
+    }
 }
 
 impl OpSource for FileSource {
     fn for_each(&mut self, pass: Pass, f: &mut dyn FnMut(Op) -> Result<()>) -> Result<()> {
-        let mut done = 0u64;
-        let mut lines_before = 0u64;
+        let mut progress = Progress::default();
         for i in 0..self.inputs.len() {
             let reader = self.open(i, pass)?;
-            let mut spool = match (&self.inputs[i].path, pass) {
-                (None, Pass::Check) => {
-                    let t = tempfile::NamedTempFile::new()
-                        .map_err(|e| Error::io("spooling standard input", e))?;
-                    let w = t
-                        .reopen()
-                        .map_err(|e| Error::io("spooling standard input", e))?;
-                    self.spool = Some(t);
-                    Some(std::io::BufWriter::new(w))
-                }
-                _ => None,
-            };
-            let name = self.inputs[i].name.clone();
-            let mut emit = |line: u64,
-                            parsed: std::result::Result<Vec<Op>, String>,
-                            me: &mut FileSource|
-             -> Result<()> {
-                match parsed {
-                    Ok(ops) => {
-                        for op in ops {
-                            f(op)?;
-                        }
-                        Ok(())
-                    }
-                    Err(reason) if me.skip_invalid => {
-                        if pass == Pass::Check {
-                            me.skipped += 1;
-                            (me.on_skip)(&format!("{name}:{line}: {reason}"));
-                        }
-                        Ok(())
-                    }
-                    Err(reason) => Err(Error::Input(format!("{name}:{line}: {reason}"))),
-                }
-            };
             match self.inputs[i].format {
-                Format::KmJson => {
-                    let mut reader = reader;
-                    let mut buf = Vec::with_capacity(512);
-                    let mut line = 0u64;
-                    loop {
-                        buf.clear();
-                        let n = reader
-                            .read_until(b'\n', &mut buf)
-                            .map_err(|e| Error::io(format!("{name}:{}", line + 1), e))?;
-                        if n == 0 {
-                            break;
-                        }
-                        if let Some(s) = spool.as_mut() {
-                            s.write_all(&buf)
-                                .map_err(|e| Error::io("spooling standard input", e))?;
-                        }
-                        line += 1;
-                        done += n as u64;
-                        let text = match std::str::from_utf8(&buf) {
-                            Ok(t) => t.trim_end_matches(['\n', '\r']),
-                            Err(_) => {
-                                emit(line, Err("not UTF-8".into()), self)?;
-                                continue;
-                            }
-                        };
-                        if text.trim().is_empty() {
-                            continue;
-                        }
-                        if pass == Pass::Check {
-                            self.lines += 1;
-                        }
-                        let source = format!("{name}:{line}");
-                        let parsed = super::km_json::parse_line(text, Some(&source));
-                        emit(line, parsed, self)?;
-                        if line.is_multiple_of(8192) {
-                            (self.on_progress)(pass, done, lines_before + line);
-                        }
-                    }
-                    lines_before += line;
-                }
-                Format::Csv => {
-                    // Spool standard input first: the CSV reader owns its reader.
-                    let reader: Box<dyn Read> = match spool.as_mut() {
-                        Some(s) => {
-                            let mut r = reader;
-                            std::io::copy(&mut r, s)
-                                .map_err(|e| Error::io("spooling standard input", e))?;
-                            s.flush()
-                                .map_err(|e| Error::io("spooling standard input", e))?;
-                            let t = self.spool.as_ref().expect("spool");
-                            Box::new(
-                                t.reopen()
-                                    .map_err(|e| Error::io("spooling standard input", e))?,
-                            )
-                        }
-                        None => reader,
-                    };
-                    let mut rdr = csv::ReaderBuilder::new()
-                        .has_headers(true)
-                        .from_reader(reader);
-                    let header = rdr
-                        .headers()
-                        .map_err(|e| Error::Input(format!("{name}:1: {e}")))?
-                        .clone();
-                    let cols = super::csv::columns(&header)
-                        .map_err(|e| Error::Input(format!("{name}:1: {e}")))?;
-                    let mut rec = csv::StringRecord::new();
-                    let done_before = done;
-                    loop {
-                        let line = rdr.position().line() + 1;
-                        match rdr.read_record(&mut rec) {
-                            Ok(false) => break,
-                            Ok(true) => {
-                                let line = rec.position().map_or(line, |p| p.line());
-                                done = rec.position().map_or(done, |p| done_before + p.byte());
-                                if pass == Pass::Check {
-                                    self.lines += 1;
-                                }
-                                let source = format!("{name}:{line}");
-                                let parsed =
-                                    super::csv::parse_row(&cols, &rec, self.now, Some(&source));
-                                emit(line, parsed, self)?;
-                                if line.is_multiple_of(8192) {
-                                    (self.on_progress)(pass, done, lines_before + line);
-                                }
-                            }
-                            Err(e) => {
-                                let line = e.position().map_or(line, |p| p.line());
-                                let reason = match e.kind() {
-                                    csv::ErrorKind::UnequalLengths {
-                                        expected_len, len, ..
-                                    } => {
-                                        format!(
-                                            "the row has {len} fields, the header {expected_len}"
-                                        )
-                                    }
-                                    _ => e.to_string(),
-                                };
-                                emit(line, Err(reason), self)?;
-                            }
-                        }
-                    }
-                    lines_before += rdr.position().line();
-                }
+                Format::KmJson => self.read_json(i, pass, reader, &mut progress, f)?,
+                Format::Csv => self.read_csv(i, pass, reader, &mut progress, f)?,
             }
-            if let Some(mut s) = spool {
-                s.flush()
-                    .map_err(|e| Error::io("spooling standard input", e))?;
-            }
-            (self.on_progress)(pass, done, lines_before);
+            (self.on_progress)(pass, progress.bytes, progress.lines_before);
         }
         if pass == Pass::Check {
-            self.bytes = done;
+            self.bytes = progress.bytes;
         }
         Ok(())
+    }
+
+    fn file_parts(&mut self) -> Vec<(PathBuf, FilePart)> {
+        let at = crate::op::now();
+        self.taps
+            .iter()
+            .flatten()
+            .map(|t| {
+                let t = t.borrow();
+                (t.path.clone(), t.part(at))
+            })
+            .collect()
     }
 }
 

@@ -4,3 +4,4 @@
 pub mod csv;
 pub mod files;
 pub mod km_json;
+pub mod resume;

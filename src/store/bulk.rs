@@ -38,6 +38,28 @@ pub trait OpSource {
     /// Bad input ([`Error::Input`], with its position), a file that cannot be read
     /// ([`Error::Io`]), or whatever `f` returns.
     fn for_each(&mut self, pass: Pass, f: &mut dyn FnMut(Op) -> Result<()>) -> Result<()>;
+
+    /// What was read of each file, to remember once everything read is written (the last
+    /// thing an import writes, so a crash before it leaves the files to be read again). Asked
+    /// after [`Pass::Write`]; none by default.
+    fn file_parts(&mut self) -> Vec<(std::path::PathBuf, FilePart)> {
+        Vec::new()
+    }
+}
+
+/// What imports have read of one file: its first `size` bytes, which hold `lines` newlines and
+/// hash to `hash` (XXH3-128). An import that finds the file grown reads only what follows; one
+/// that finds those bytes changed refuses it (see `idgraph import --reimport`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FilePart {
+    /// Bytes read, from the start of the file.
+    pub size: u64,
+    /// Newlines in them: the next line read is line `lines + 1`.
+    pub lines: u64,
+    /// The XXH3-128 hash of those bytes.
+    pub hash: u128,
+    /// When they were imported (seconds since the epoch).
+    pub imported_at: Timestamp,
 }
 
 impl OpSource for Vec<Op> {
@@ -299,6 +321,8 @@ enum Job {
     Ids(Box<Ids>),
     /// A buffer of pass 2.
     Buffer(Buffer),
+    /// What was read of each file: written last.
+    Parts(Vec<(std::path::PathBuf, FilePart)>),
 }
 
 /// Events of pass 2, held until the memory budget is reached, then written in key order.
@@ -391,6 +415,13 @@ pub(crate) fn apply(
                     }
                     Job::Ids(ids) => ids.write(db, graph_lock, &mut w)?,
                     Job::Buffer(mut buf) => buf.flush(&mut w)?,
+                    Job::Parts(parts) => {
+                        for (path, part) in parts {
+                            let key = codec::file_key(path.as_os_str().as_encoded_bytes());
+                            w.put(key, codec::encode(&part)?)?;
+                        }
+                        w.flush()?;
+                    }
                 }
             }
             Ok(w.written)
@@ -423,7 +454,12 @@ pub(crate) fn apply(
                 else {
                     return Ok(());
                 };
-                let n = graph.lookup(id.as_str()).expect("planned in pass 1");
+                let n = graph.lookup(id.as_str()).ok_or_else(|| {
+                    Error::Input(format!(
+                        "an input changed while it was imported ({id} was not in it in the \
+                         first pass); run the import again"
+                    ))
+                })?;
                 let (k, v) = codec::event_entry(n, event, properties, *at)?;
                 buf.bytes += k.len() + v.len() + 48;
                 buf.events.push((k, v));
@@ -432,7 +468,8 @@ pub(crate) fn apply(
                 }
                 Ok(())
             })?;
-            send(Job::Buffer(buf))
+            send(Job::Buffer(buf))?;
+            send(Job::Parts(source.file_parts()))
         })();
         drop(tx);
         let written = writer.join().expect("the writer thread does not panic");

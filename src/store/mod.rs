@@ -37,7 +37,7 @@ use crate::op::{
     AliasOutcome, Cause, Event, Link, Op, Outcome, Person, Property, RefusalReason, Timestamp, now,
 };
 
-pub use bulk::{BulkOptions, BulkReport, ExportedEvent, OpSource, Pass};
+pub use bulk::{BulkOptions, BulkReport, ExportedEvent, FilePart, OpSource, Pass};
 pub use config::Config;
 pub use repair::{Explanation, Forgotten, Hubs};
 pub use verify::VerifyReport;
@@ -222,6 +222,23 @@ impl Store {
         let _w = self.writer.lock();
         self.check_writable()?;
         bulk::apply(self, source, opts)
+    }
+
+    /// What imports have read of the file at `path` (canonicalized here), if any.
+    ///
+    /// # Errors
+    /// A path that cannot be canonicalized ([`Error::Io`](crate::Error::Io)), or a record
+    /// that does not decode.
+    pub fn file_part(&self, path: &Path) -> Result<Option<FilePart>> {
+        let path = std::fs::canonicalize(path)
+            .map_err(|e| crate::Error::io(path.display().to_string(), e))?;
+        match self
+            .db
+            .get(codec::file_key(path.as_os_str().as_encoded_bytes()))?
+        {
+            Some(v) => Ok(Some(codec::decode(&v, "an imported file's record")?)),
+            None => Ok(None),
+        }
     }
 
     /// `Err` once a write was interrupted halfway (see

@@ -298,7 +298,8 @@ fn adjacency(g: &Graph, rep: &mut VerifyReport) {
     }
 }
 
-/// 5. Events belong to known IDs and decode; refusal records decode.
+/// 5. Events belong to known IDs and decode; refusal records and the records of imported
+/// files decode.
 fn events_and_refusals(db: &sled::Db, g: &Graph, rep: &mut VerifyReport) -> Result<()> {
     for kv in db.scan_prefix([codec::EVENT]) {
         let (k, v) = kv?;
@@ -316,6 +317,13 @@ fn events_and_refusals(db: &sled::Db, g: &Graph, rep: &mut VerifyReport) -> Resu
         let (_, v) = kv?;
         if let Err(e) = codec::decode::<StoredRefusal>(&v, "a refusal") {
             rep.problem(format!("{e}"));
+        }
+    }
+    for kv in db.scan_prefix([codec::FILE]) {
+        let (k, v) = kv?;
+        if let Err(e) = codec::decode::<crate::FilePart>(&v, "an imported file's record") {
+            let path = String::from_utf8_lossy(&k[1..]);
+            rep.problem(format!("{path}: {e}"));
         }
     }
     Ok(())

@@ -1,0 +1,204 @@
+//! Incremental import: what the store remembers of each file it imported (a [`FilePart`]:
+//! size, newlines, XXH3-128 of the bytes read) decides what a later import reads of it —
+//! nothing when it is unchanged, only the appended bytes when it grew, and an error naming it
+//! when the part already imported changed (or, asked to, all of it again).
+
+use std::cell::RefCell;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use xxhash_rust::xxh3::Xxh3;
+
+use super::files::Input;
+use crate::error::{Error, Result};
+use crate::op::Timestamp;
+use crate::store::{FilePart, Store};
+
+/// The running hash and newline count of the bytes read of one file, from its start.
+#[derive(Clone)]
+pub(crate) struct Tap {
+    /// The file's canonical path: the key of its [`FilePart`].
+    pub path: PathBuf,
+    hasher: Xxh3,
+    lines: u64,
+    size: u64,
+}
+
+impl Tap {
+    /// A tap at the start of the file at canonical path `path`.
+    pub fn new(path: PathBuf) -> Self {
+        Tap {
+            path,
+            hasher: Xxh3::new(),
+            lines: 0,
+            size: 0,
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.lines += memchr::memchr_iter(b'\n', bytes).count() as u64;
+        self.size += bytes.len() as u64;
+    }
+
+    /// The part read so far.
+    pub fn part(&self, imported_at: Timestamp) -> FilePart {
+        FilePart {
+            size: self.size,
+            lines: self.lines,
+            hash: self.hasher.digest128(),
+            imported_at,
+        }
+    }
+}
+
+/// A reader that feeds every byte it passes on to a shared [`Tap`].
+pub(crate) struct Tapped<R> {
+    pub inner: R,
+    pub tap: Rc<RefCell<Tap>>,
+}
+
+impl<R: Read> Read for Tapped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.tap.borrow_mut().feed(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// What an import found of the files it was given, against what the store remembers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Resumed {
+    /// Files the store had not seen (read in full).
+    pub new_files: u64,
+    /// Files that grew since they were imported (only the new bytes are read).
+    pub grown_files: u64,
+    /// Files imported before and unchanged (not read beyond the hash check).
+    pub unchanged_files: u64,
+    /// Files whose imported part changed, read again in full (`--reimport`).
+    pub reread_files: u64,
+    /// Bytes imported before and not read again (only hashed).
+    pub known_bytes: u64,
+}
+
+/// What the store knows of one file, compared with the file now.
+enum Found {
+    New,
+    Unchanged,
+    /// Grown: read from the end of the part, its tap carried over.
+    Grown(Box<Tap>, FilePart),
+    /// Changed, with the reason.
+    Changed(String),
+}
+
+/// Compares file `input` (at canonical path `canon`, `input.size` bytes now) with `part`.
+fn compare(input: &Input, canon: &Path, part: Option<FilePart>) -> Result<Found> {
+    let Some(part) = part else {
+        return Ok(Found::New);
+    };
+    if input.size < part.size {
+        return Ok(Found::Changed(format!(
+            "it is {} bytes, shorter than the {} bytes imported before",
+            input.size, part.size
+        )));
+    }
+    let io = |e: std::io::Error| Error::io(&input.name, e);
+    let mut file = std::fs::File::open(canon).map_err(io)?;
+    let mut tap = Tap::new(canon.to_path_buf());
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = part.size;
+    let mut last = b'\n';
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = file.read(&mut buf[..want]).map_err(io)?;
+        if n == 0 {
+            break; // shorter than its size a moment ago: the hash says so
+        }
+        tap.feed(&buf[..n]);
+        last = buf[n - 1];
+        left -= n as u64;
+    }
+    if tap.part(0).hash != part.hash || tap.size != part.size {
+        return Ok(Found::Changed(format!(
+            "the {} bytes imported before have changed",
+            part.size
+        )));
+    }
+    if input.size == part.size {
+        return Ok(Found::Unchanged);
+    }
+    if last != b'\n' {
+        // The part ended inside a line: that line must have been complete.
+        let mut next = [0u8; 1];
+        file.seek(SeekFrom::Start(part.size)).map_err(io)?;
+        file.read_exact(&mut next).map_err(io)?;
+        if next[0] != b'\n' && next[0] != b'\r' {
+            return Ok(Found::Changed(format!(
+                "its last line imported (line {}, which had no newline) has grown since",
+                part.lines + 1
+            )));
+        }
+    }
+    Ok(Found::Grown(Box::new(tap), part))
+}
+
+/// Decides what to read of each input: unchanged files are dropped, grown ones start where
+/// their part ends. Returns the inputs left, their taps (by index; `None` for standard input),
+/// and the summary.
+///
+/// # Errors
+/// [`Error::Input`] naming every file whose imported part changed, unless `reimport` (then
+/// they are read in full); I/O errors reading a file or the store.
+pub(crate) fn plan(
+    store: &Store,
+    inputs: Vec<Input>,
+    reimport: bool,
+) -> Result<(Vec<Input>, Vec<Option<Tap>>, Resumed)> {
+    let mut out = Vec::with_capacity(inputs.len());
+    let mut taps = Vec::with_capacity(inputs.len());
+    let mut sum = Resumed::default();
+    let mut changed = Vec::new();
+    for mut input in inputs {
+        let Some(path) = &input.path else {
+            out.push(input);
+            taps.push(None);
+            continue;
+        };
+        let canon = std::fs::canonicalize(path).map_err(|e| Error::io(&input.name, e))?;
+        let part = store.file_part(&canon)?;
+        match compare(&input, &canon, part)? {
+            Found::New => {
+                sum.new_files += 1;
+                taps.push(Some(Tap::new(canon)));
+                out.push(input);
+            }
+            Found::Unchanged => {
+                sum.unchanged_files += 1;
+                sum.known_bytes += input.size;
+            }
+            Found::Grown(tap, part) => {
+                sum.grown_files += 1;
+                sum.known_bytes += part.size;
+                input.start = part.size;
+                input.first_line = part.lines;
+                taps.push(Some(*tap));
+                out.push(input);
+            }
+            Found::Changed(_) if reimport => {
+                sum.reread_files += 1;
+                taps.push(Some(Tap::new(canon)));
+                out.push(input);
+            }
+            Found::Changed(why) => changed.push(format!("{}: {why}", input.name)),
+        }
+    }
+    if !changed.is_empty() {
+        return Err(Error::Input(format!(
+            "{} (a file's imported part must stay as it was; --reimport reads such files again \
+             in full)",
+            changed.join("; ")
+        )));
+    }
+    Ok((out, taps, sum))
+}
