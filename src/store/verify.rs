@@ -298,8 +298,8 @@ fn adjacency(g: &Graph, rep: &mut VerifyReport) {
     }
 }
 
-/// 5. Events belong to known IDs and decode; refusal records and the records of imported
-/// files decode.
+/// Invariant 5: events belong to known IDs and decode; refusal records and the records of
+/// imported files decode.
 fn events_and_refusals(db: &sled::Db, g: &Graph, rep: &mut VerifyReport) -> Result<()> {
     for kv in db.scan_prefix([codec::EVENT]) {
         let (k, v) = kv?;
