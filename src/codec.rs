@@ -427,10 +427,9 @@ impl PropMap {
     /// Sets `name` unless the stored value is later; equal times: this one (applied last).
     /// The first spelling of a name is kept. Returns whether anything changed.
     pub fn merge(&mut self, name: &str, value: StoredValue, at: Timestamp, seq: u64) -> bool {
-        let lname = name.to_lowercase();
         match self
             .0
-            .binary_search_by(|p| p.name.to_lowercase().cmp(&lname))
+            .binary_search_by(|p| crate::op::cmp_ignore_case(&p.name, name))
         {
             Ok(i) => {
                 let p = &mut self.0[i];

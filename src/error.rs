@@ -27,6 +27,19 @@ pub enum Error {
         /// Which rule it broke.
         rule: &'static str,
     },
+    /// An op or a request went past one of the limits that bound the work and the state one
+    /// input may cost ([`Limits`](crate::Limits), the server's and the importer's limits).
+    #[error("{found} {what}, more than the limit of {max} ({limit})")]
+    Limit {
+        /// What was counted (`properties in one op`, `bytes in the value of a property`).
+        what: &'static str,
+        /// How many there were.
+        found: usize,
+        /// The limit.
+        max: usize,
+        /// The limit's name, as configured (`max_properties`, `--max-body`).
+        limit: &'static str,
+    },
     /// The directory holds a store written by another, incompatible format version.
     #[error(
         "the store at {path} has format version {found}, this idgraph reads version {expected}; \

@@ -54,8 +54,8 @@ pub use codec::FORMAT_VERSION;
 pub use error::{Error, Result};
 pub use id::{DEFAULT_BLOCKED_IDS, Identity, MAX_ID_CHARS, is_kissmetrics_anonymous};
 pub use op::{
-    AliasOutcome, Cause, Event, Link, Op, Outcome, Person, Properties, Property, RefusalReason,
-    Timestamp, Value, now,
+    AliasOutcome, Cause, Event, Limits, Link, Op, Outcome, Person, Properties, Property,
+    RefusalReason, Timestamp, Value, now,
 };
 pub use store::{
     BulkOptions, BulkReport, Config, Explanation, ExportedEvent, FilePart, Forgotten, Hubs,

@@ -106,6 +106,61 @@ impl From<f64> for Value {
     }
 }
 
+/// Limits on one op's content, checked before anything is stored; past one, the op is refused
+/// with [`Error::Limit`] naming it. Names are also limited to 255 characters (a fixed rule, as
+/// for IDs). The defaults hold every legitimate KISSmetrics payload seen (a few dozen
+/// properties, URLs and user agents of a few KB) with a wide margin, and bound what one hostile
+/// op costs: 256 names of 255 characters and values of 8 KiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most properties one event or set may carry. Default = 256.
+    pub max_properties: usize,
+    /// Longest property value, in bytes of UTF-8 (a number is always short). Default = 8,192.
+    pub max_value_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_properties: 256,
+            max_value_bytes: 8192,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks the number of properties before they are parsed one by one (a cheap refusal of a
+    /// request carrying far too many).
+    ///
+    /// # Errors
+    /// [`Error::Limit`] when `count` is past [`max_properties`](Self::max_properties).
+    pub fn check_count(&self, count: usize) -> Result<()> {
+        if count > self.max_properties {
+            return Err(Error::Limit {
+                what: "properties in one op",
+                found: count,
+                max: self.max_properties,
+                limit: "max_properties",
+            });
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, v: &Value) -> Result<()> {
+        if let Value::Text(t) = v
+            && t.len() > self.max_value_bytes
+        {
+            return Err(Error::Limit {
+                what: "bytes in the value of a property",
+                found: t.len(),
+                max: self.max_value_bytes,
+                limit: "max_value_bytes",
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Named property values in the order given. Names are case-insensitive: a later entry whose
 /// name equals an earlier one (ignoring case) replaces its value and keeps the first spelling.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -128,7 +183,37 @@ impl Properties {
         Properties(Vec::new())
     }
 
-    /// Adds or replaces `name`.
+    /// Builds from pairs in order, as repeated [`insert`](Self::insert)s would, in time linear
+    /// in the number of pairs (one lower-cased copy of each name; no allocation per
+    /// comparison). The parsers of requests and files use this.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`] for a bad name (the first one in order).
+    pub fn from_pairs<N, V>(pairs: impl IntoIterator<Item = (N, V)>) -> Result<Self>
+    where
+        N: Into<String>,
+        V: Into<Value>,
+    {
+        let pairs = pairs.into_iter();
+        let mut out: Vec<(String, Value)> = Vec::with_capacity(pairs.size_hint().0);
+        let mut index: rustc_hash::FxHashMap<String, usize> = rustc_hash::FxHashMap::default();
+        for (name, value) in pairs {
+            let name = name.into();
+            check_name("property name", &name)?;
+            match index.entry(fold_case(&name).into_owned()) {
+                std::collections::hash_map::Entry::Occupied(e) => out[*e.get()].1 = value.into(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(out.len());
+                    out.push((name, value.into()));
+                }
+            }
+        }
+        Ok(Properties(out))
+    }
+
+    /// Adds or replaces `name`. Linear in the number of entries (no allocation per
+    /// comparison); to build from many pairs, [`from_pairs`](Self::from_pairs) is linear in
+    /// total.
     ///
     /// # Errors
     /// [`Error::InvalidName`] when `name` is empty, longer than 255 characters, or holds a
@@ -181,23 +266,57 @@ impl Properties {
         Properties(v)
     }
 
-    pub(crate) fn validate(&self) -> Result<()> {
-        for (n, _) in &self.0 {
+    pub(crate) fn validate(&self, limits: &Limits) -> Result<()> {
+        limits.check_count(self.0.len())?;
+        for (n, v) in &self.0 {
             check_name("property name", n)?;
+            limits.check_value(v)?;
         }
         Ok(())
     }
 }
 
+/// `s` lower-cased exactly as [`str::to_lowercase`] does, borrowed when it already is (the
+/// common case: ASCII names in lower case cost no allocation).
+pub(crate) fn fold_case(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.is_ascii() {
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(s.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(s)
+        }
+    } else {
+        std::borrow::Cow::Owned(s.to_lowercase())
+    }
+}
+
+/// Compares `a` and `b` as their [`str::to_lowercase`] forms compare, without allocating
+/// unless a name holds a capital sigma (whose lower case depends on its neighbours).
+pub(crate) fn cmp_ignore_case(a: &str, b: &str) -> std::cmp::Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        let (x, y) = (a.as_bytes(), b.as_bytes());
+        return x
+            .iter()
+            .map(u8::to_ascii_lowercase)
+            .cmp(y.iter().map(u8::to_ascii_lowercase));
+    }
+    if a.contains('Σ') || b.contains('Σ') {
+        return a.to_lowercase().cmp(&b.to_lowercase());
+    }
+    a.chars()
+        .flat_map(char::to_lowercase)
+        .cmp(b.chars().flat_map(char::to_lowercase))
+}
+
 fn eq_ignore_case(a: &str, b: &str) -> bool {
-    a == b || a.to_lowercase() == b.to_lowercase()
+    a == b || cmp_ignore_case(a, b).is_eq()
 }
 
 /// Checks an event or property name: 1 to 255 characters, no control characters.
 pub(crate) fn check_name(what: &'static str, s: &str) -> Result<()> {
     let rule = if s.is_empty() {
         Some("a name must not be empty")
-    } else if s.chars().count() > 255 {
+    } else if s.len() > 255 && s.chars().count() > 255 {
         Some("a name must be at most 255 characters long")
     } else if s.chars().any(char::is_control) {
         Some("a name must not contain control characters")
@@ -285,20 +404,29 @@ impl Op {
         Op::Set { id, properties, at }
     }
 
-    /// Checks the parts that the type system does not (event and property names).
+    /// Checks the parts that the type system does not (event and property names), and the
+    /// default [`Limits`].
     ///
     /// # Errors
-    /// [`Error::InvalidName`] for a bad event or property name.
+    /// [`Error::InvalidName`] for a bad event or property name; [`Error::Limit`] past a limit.
     pub fn validate(&self) -> Result<()> {
+        self.validate_with(&Limits::default())
+    }
+
+    /// As [`validate`](Self::validate), with the given limits.
+    ///
+    /// # Errors
+    /// As [`validate`](Self::validate).
+    pub fn validate_with(&self, limits: &Limits) -> Result<()> {
         match self {
             Op::Alias { .. } => Ok(()),
             Op::Record {
                 event, properties, ..
             } => {
                 check_name("event name", event)?;
-                properties.validate()
+                properties.validate(limits)
             }
-            Op::Set { properties, .. } => properties.validate(),
+            Op::Set { properties, .. } => properties.validate(limits),
         }
     }
 }
@@ -407,4 +535,83 @@ pub struct Property {
     pub at: Timestamp,
     /// The ID it was set under.
     pub id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Names from a few letters whose case folding is interesting: ASCII, `ß`, Greek sigma in
+    /// its three forms, the Kelvin sign (lower-cases to `k`), the dotted capital I.
+    fn name() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop::sample::select(vec![
+                "a", "A", "k", "K", "\u{212A}", "ß", "Σ", "σ", "ς", "İ", "i",
+            ]),
+            1..5,
+        )
+        .prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        /// The comparison used for sorted property maps orders exactly as the lower-cased
+        /// strings do (stored maps were sorted that way).
+        #[test]
+        fn cmp_ignore_case_orders_as_to_lowercase(a in name(), b in name()) {
+            prop_assert_eq!(cmp_ignore_case(&a, &b), a.to_lowercase().cmp(&b.to_lowercase()));
+            prop_assert_eq!(fold_case(&a).into_owned(), a.to_lowercase());
+        }
+
+        /// `from_pairs` (linear) builds what repeated `insert`s of the reference model build:
+        /// first spelling kept, last value wins, order of first appearance.
+        #[test]
+        fn from_pairs_equals_the_reference_model(pairs in proptest::collection::vec((name(), 0i64..5), 0..40)) {
+            let mut model: Vec<(String, Value)> = Vec::new();
+            for (n, v) in &pairs {
+                match model.iter_mut().find(|(m, _)| m.to_lowercase() == n.to_lowercase()) {
+                    Some(slot) => slot.1 = Value::Int(*v),
+                    None => model.push((n.clone(), Value::Int(*v))),
+                }
+            }
+            let built = Properties::from_pairs(pairs.iter().map(|(n, v)| (n.as_str(), *v))).unwrap();
+            let mut inserted = Properties::new();
+            for (n, v) in &pairs {
+                inserted.insert(n.as_str(), *v).unwrap();
+            }
+            prop_assert_eq!(&built, &Properties::from_vec_unchecked(model));
+            prop_assert_eq!(built, inserted);
+        }
+    }
+
+    #[test]
+    fn limits_name_themselves_and_bound_count_and_value_size() {
+        let limits = Limits::default();
+        let many = Properties::from_pairs((0..257).map(|i| (format!("p{i}"), 1i64))).unwrap();
+        let op = Op::set(Identity::new("x").unwrap(), many, 1);
+        let e = op.validate().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "257 properties in one op, more than the limit of 256 (max_properties)"
+        );
+        let big = Properties::new().with("note", "v".repeat(8193)).unwrap();
+        let op = Op::record(Identity::new("x").unwrap(), "E", big, 1);
+        assert!(
+            op.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("(max_value_bytes)")
+        );
+        let loose = Limits {
+            max_value_bytes: 10_000,
+            ..limits
+        };
+        assert!(op.validate_with(&loose).is_ok());
+    }
+
+    #[test]
+    fn from_pairs_reports_the_first_bad_name() {
+        let e = Properties::from_pairs([("ok", 1i64), ("", 2), ("\u{7}", 3)]).unwrap_err();
+        assert!(e.to_string().contains("must not be empty"), "{e}");
+    }
 }

@@ -936,3 +936,44 @@ fn sync_imports_what_arrives_between_runs() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn hostile_lines_are_refused_by_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s");
+    let props: Vec<String> = (0..300).map(|i| format!("\"p{i}\":\"v\"")).collect();
+    let cases = [
+        (
+            format!("{{\"_p\":\"a\",\"_t\":1,\"_n\":\"E\",{}}}", props.join(",")),
+            "300 properties in one op, more than the limit of 256 (max_properties)",
+        ),
+        (
+            format!(
+                "{{\"_p\":\"a\",\"_t\":1,\"_n\":\"E\",\"v\":\"{}\"}}",
+                "x".repeat(9000)
+            ),
+            "(max_value_bytes)",
+        ),
+        (
+            "{\"_p\":\"a\",\"_t\":1,\"_n\":\"E\",\"_p\":\"someone\"}".into(),
+            "_p is given twice",
+        ),
+        (
+            "{\"_p\":\"a\",\"_t\":1,\"_t\":2,\"_n\":\"E\"}".into(),
+            "_t is given twice",
+        ),
+    ];
+    for (line, want) in &cases {
+        let data = format!("{{\"_p\":\"ok\",\"_t\":1,\"_n\":\"E\"}}\n{line}\n");
+        let f = dir.path().join("h.json");
+        std::fs::write(&f, &data).unwrap();
+        let out = idgraph(&db, &["import", f.to_str().unwrap()], None);
+        assert_eq!(out.status.code(), Some(2), "{}", err(&out));
+        assert!(err(&out).contains("h.json:2: "), "{}", err(&out));
+        assert!(err(&out).contains(want), "{want}: {}", err(&out));
+        assert!(ok(&db, &["stats"]).contains("events          0"));
+    }
+    let out = idgraph(&db, &["import", "-", "-"], Some(""));
+    assert_eq!(out.status.code(), Some(2), "{}", err(&out));
+    assert!(err(&out).contains("given twice"), "{}", err(&out));
+}

@@ -147,6 +147,27 @@ impl Model {
                         id: id.to_owned(),
                     }));
                 }
+                // The size guardrail is decided first: a refused merge registers nothing.
+                let same = a == b
+                    || matches!((self.person.get(a), self.person.get(b)), (Some(x), Some(y)) if x == y);
+                if !same {
+                    let size_of = |x: &str| {
+                        if self.person.contains_key(x) {
+                            self.members(x).len()
+                        } else {
+                            1
+                        }
+                    };
+                    let size = (size_of(a) + size_of(b)) as u64;
+                    if size > MAX {
+                        self.refused
+                            .insert((a.min(b).to_owned(), a.max(b).to_owned()));
+                        return Outcome::Alias(AliasOutcome::Refused(RefusalReason::TooLarge {
+                            size,
+                            max: MAX,
+                        }));
+                    }
+                }
                 self.register(a, false);
                 self.register(b, *cause == Cause::Identify);
                 let (la, lb) = (self.person[a], self.person[b]);
@@ -154,14 +175,6 @@ impl Model {
                     return Outcome::Alias(AliasOutcome::AlreadySame);
                 }
                 let size = (self.members(a).len() + self.members(b).len()) as u64;
-                if size > MAX {
-                    self.refused
-                        .insert((a.min(b).to_owned(), a.max(b).to_owned()));
-                    return Outcome::Alias(AliasOutcome::Refused(RefusalReason::TooLarge {
-                        size,
-                        max: MAX,
-                    }));
-                }
                 for l in self.person.values_mut() {
                     if *l == lb {
                         *l = la;

@@ -64,6 +64,49 @@ fn a_bad_name_fails_the_whole_batch_and_writes_nothing() {
 }
 
 #[test]
+fn ops_past_the_limits_are_typed_errors_and_write_nothing() {
+    let s = Config::temporary().open().unwrap();
+    s.apply(Op::alias(id("a"), id("b"), 1, Cause::Api)).unwrap();
+    let before = snapshot(&s);
+    let many = Properties::from_pairs((0..300).map(|i| (format!("p{i}"), i as i64))).unwrap();
+    let e = s.apply(Op::set(id("a"), many.clone(), 2)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Limit {
+                found: 300,
+                max: 256,
+                limit: "max_properties",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = s
+        .apply_batch(&[
+            Op::alias(id("a"), id("c"), 2, Cause::Api),
+            Op::record(id("a"), "E", many.clone(), 2),
+        ])
+        .unwrap_err();
+    assert!(matches!(e, Error::Limit { .. }), "{e}");
+    let long = Properties::new().with("v", "x".repeat(8193)).unwrap();
+    let e = s.apply(Op::set(id("a"), long, 2)).unwrap_err();
+    assert!(e.to_string().contains("(max_value_bytes)"), "{e}");
+    assert_eq!(snapshot(&s), before);
+    assert!(!s.contains("c"));
+    // Limits are the store's to choose.
+    let loose = Config::temporary()
+        .limits(idgraph::Limits {
+            max_properties: 300,
+            ..Default::default()
+        })
+        .open()
+        .unwrap();
+    loose.apply(Op::set(id("a"), many, 2)).unwrap();
+    assert_eq!(loose.properties("a").unwrap().len(), 300);
+}
+
+#[test]
 fn blocked_ids_are_refused_counted_and_keep_their_events() {
     let s = Config::temporary().open().unwrap();
     for blocked in [
@@ -127,6 +170,15 @@ fn max_person_size_refuses_and_reports_the_sizes() {
         AliasOutcome::Refused(RefusalReason::TooLarge { size: 4, max: 3 })
     );
     assert_eq!(s.resolve("a").unwrap().unwrap().ids, ["a", "b"]);
+    // A refused merge registers nothing: an ID new to the store stays unknown.
+    let s2 = Config::temporary().max_person_size(2).open().unwrap();
+    s2.alias(&id("a"), &id("b")).unwrap();
+    assert_eq!(
+        s2.alias(&id("a"), &id("new")).unwrap(),
+        AliasOutcome::Refused(RefusalReason::TooLarge { size: 3, max: 2 })
+    );
+    assert!(!s2.contains("new"));
+    assert_eq!(s2.stats().unwrap().ids, 2);
     assert_eq!(s.stats().unwrap().refused_merges, 1);
     let r = &s.refusals().unwrap()[0];
     assert_eq!((r.a.as_str(), r.b.as_str()), ("a", "d"));

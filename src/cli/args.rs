@@ -360,4 +360,14 @@ pub struct ServeArgs {
     /// Do not serve the demo page at /.
     #[arg(long)]
     pub no_demo: bool,
+    /// The largest tracking request accepted (query and body together, bytes); larger ones
+    /// get 400 naming the limit.
+    #[arg(long, default_value_t = 65_536)]
+    pub max_request_bytes: usize,
+    /// Most properties one tracking request (one op) may carry.
+    #[arg(long, default_value_t = 256)]
+    pub max_properties: usize,
+    /// Longest property value accepted, in bytes.
+    #[arg(long, default_value_t = 8192)]
+    pub max_value_bytes: usize,
 }

@@ -27,6 +27,11 @@ impl Db {
         Ok(self.config().open()?)
     }
 
+    /// Opens the store for writing with these limits on each op.
+    pub fn open_rw_with(&self, limits: idgraph::Limits) -> Result<Store, Fail> {
+        Ok(self.config().limits(limits).open()?)
+    }
+
     /// Opens the store for a query; `None` when it does not exist (nothing is created).
     pub fn open_ro(&self) -> Result<Option<Store>, Fail> {
         if !self.path.exists() {

@@ -52,9 +52,11 @@ impl From<idgraph::Error> for Fail {
     fn from(e: idgraph::Error) -> Self {
         use idgraph::Error as E;
         let exit = match e {
-            E::InvalidId { .. } | E::InvalidName { .. } | E::Input(_) | E::Io { .. } => {
-                Exit::BadInput
-            }
+            E::InvalidId { .. }
+            | E::InvalidName { .. }
+            | E::Limit { .. }
+            | E::Input(_)
+            | E::Io { .. } => Exit::BadInput,
             _ => Exit::Failure,
         };
         Fail::new(exit, e.to_string())

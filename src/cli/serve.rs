@@ -16,7 +16,14 @@ pub fn serve(db: &Db, args: ServeArgs) -> Result<(), Fail> {
         admin_token,
         sync,
         no_demo,
+        max_request_bytes,
+        max_properties,
+        max_value_bytes,
     } = args;
+    let limits = idgraph::Limits {
+        max_properties,
+        max_value_bytes,
+    };
     let demo = !no_demo;
     for (flag, t) in [
         ("--read-token", &read_token),
@@ -33,7 +40,7 @@ pub fn serve(db: &Db, args: ServeArgs) -> Result<(), Fail> {
             "--admin-token must differ from --read-token (the demo page may hold the read token)",
         ));
     }
-    let store = std::sync::Arc::new(db.open_rw()?);
+    let store = std::sync::Arc::new(db.open_rw_with(limits)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -58,6 +65,8 @@ pub fn serve(db: &Db, args: ServeArgs) -> Result<(), Fail> {
         sync,
         demo,
         demo_token: demo && loopback,
+        max_request_bytes,
+        limits,
         ..ServeConfig::default()
     };
     runtime.block_on(async move {

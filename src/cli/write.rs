@@ -10,16 +10,16 @@ use super::output::print_json;
 
 /// Properties from `name=value` arguments.
 fn props(pairs: &[String]) -> Result<Properties, Fail> {
-    let mut p = Properties::new();
+    let mut named = Vec::with_capacity(pairs.len());
     for pair in pairs {
         let Some((k, v)) = pair.split_once('=') else {
             return Err(Fail::bad_input(format!(
                 "property {pair:?} is not name=value"
             )));
         };
-        p.insert(k, v)?;
+        named.push((k, v));
     }
-    Ok(p)
+    Ok(Properties::from_pairs(named)?)
 }
 
 /// Applies one op and makes it durable.

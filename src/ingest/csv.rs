@@ -74,15 +74,11 @@ pub fn parse_row(
     } else {
         Some(super::km_json::timestamp(ts).map_err(|e| e.replace("_t", "Timestamp"))?)
     };
-    let mut props = Properties::new();
-    for (i, name) in &c.props {
+    let props = Properties::from_pairs(c.props.iter().filter_map(|(i, name)| {
         let v = row.get(*i).unwrap_or("");
-        if !v.is_empty() {
-            props
-                .insert(name.clone(), Value::Text(v.to_owned()))
-                .map_err(|e| e.to_string())?;
-        }
-    }
+        (!v.is_empty()).then(|| (name.as_str(), Value::Text(v.to_owned())))
+    }))
+    .map_err(|e| e.to_string())?;
     let (event, alias) = (cell(c.event), cell(c.alias));
     let mut ops = Vec::with_capacity(1);
     let original = cell(c.original);

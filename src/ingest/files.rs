@@ -203,7 +203,7 @@ pub fn expand(paths: &[PathBuf], forced: Option<Format>) -> Result<Vec<Input>> {
 /// [`expand`], handing each warning to `warn`.
 ///
 /// # Errors
-/// [`Error::Input`] for a path that does not exist, a format that cannot be told, or an
+/// [`Error::Input`] for `-` given twice, a path that does not exist, a format that cannot be told, or an
 /// `index.csv` that cannot be read, names a path outside its directory or twice, or lists files
 /// that are missing (all of them named).
 pub fn expand_reporting(
@@ -212,8 +212,14 @@ pub fn expand_reporting(
     warn: &mut dyn FnMut(String),
 ) -> Result<Vec<Input>> {
     let mut out = Vec::new();
+    let mut stdin = false;
     for p in paths {
         if p.as_os_str() == "-" {
+            if std::mem::replace(&mut stdin, true) {
+                return Err(Error::Input(
+                    "- (standard input) is given twice: it can be read only once".into(),
+                ));
+            }
             out.push(Input {
                 path: None,
                 name: "-".into(),

@@ -160,17 +160,44 @@ pub fn parse_line(text: &str, source: Option<&str>) -> Result<Vec<Op>, String> {
     let Fields(fields) =
         serde_json::from_str::<Fields>(text).map_err(|e| format!("not a JSON object: {e}"))?;
     let (mut p, mut p2, mut t, mut n, mut orig) = (None, None, None, None, None);
-    let mut props = Properties::new();
+    let limits = crate::op::Limits::default();
+    limits
+        .check_count(fields.iter().filter(|(k, _)| !k.starts_with('_')).count())
+        .map_err(|e| e.to_string())?;
+    let mut props: Vec<(&str, Value)> = Vec::new();
+    // A reserved field given twice would let the second copy override the first: refused.
+    let once = |slot: bool, k: &str| {
+        if slot {
+            Err(format!("{k} is given twice"))
+        } else {
+            Ok(())
+        }
+    };
     for (k, v) in &fields {
         match k.as_ref() {
-            "_p" => p = Some(id_field("_p", v)?),
-            "_p2" => p2 = Some(id_field("_p2", v)?),
-            "_p_original" => orig = Some(id_field("_p_original", v)?),
-            "_t" => t = Some(time_field(v)?),
-            "_n" => match v {
-                Val::Str(s) => n = Some(s.to_string()),
-                _ => return Err("_n must be a string".into()),
-            },
+            "_p" => {
+                once(p.is_some(), "_p")?;
+                p = Some(id_field("_p", v)?);
+            }
+            "_p2" => {
+                once(p2.is_some(), "_p2")?;
+                p2 = Some(id_field("_p2", v)?);
+            }
+            "_p_original" => {
+                once(orig.is_some(), "_p_original")?;
+                orig = Some(id_field("_p_original", v)?);
+            }
+            "_t" => {
+                once(t.is_some(), "_t")?;
+                t = Some(time_field(v)?);
+            }
+            "_n" => {
+                once(n.is_some(), "_n")?;
+                match v {
+                    Val::Str(s) => n = Some(s.to_string()),
+                    _ => return Err("_n must be a string".into()),
+                }
+            }
             k if k.starts_with('_') => {}
             k => {
                 let value = match v {
@@ -185,10 +212,11 @@ pub fn parse_line(text: &str, source: Option<&str>) -> Result<Vec<Op>, String> {
                         ));
                     }
                 };
-                props.insert(k, value).map_err(|e| e.to_string())?;
+                props.push((k.as_ref(), value));
             }
         }
     }
+    let props = Properties::from_pairs(props).map_err(|e| e.to_string())?;
     let p = p.ok_or("missing _p (the ID)")?;
     let t = t.ok_or("missing _t (the time in seconds)")?;
     let mut ops = Vec::with_capacity(1);

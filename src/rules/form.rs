@@ -202,12 +202,13 @@ pub fn capture(form: &Form) -> (Vec<(String, String)>, Option<String>) {
 
 /// `call` overridden by the captured form values (same name, ignoring case).
 pub(crate) fn merge(call: &Properties, captured: &[(String, String)]) -> Properties {
-    let mut p = call.clone();
-    for (n, v) in captured {
-        // Captured names come from HTML `name` attributes; skip any a store would reject.
-        let _ = p.insert(n.clone(), Value::Text(v.clone()));
-    }
-    p
+    // Captured names come from HTML `name` attributes; skip any a store would reject.
+    let captured = captured
+        .iter()
+        .filter(|(n, _)| crate::op::check_name("property name", n).is_ok())
+        .map(|(n, v)| (n.clone(), Value::Text(v.clone())));
+    let call = call.iter().map(|(n, v)| (n.to_owned(), v.clone()));
+    Properties::from_pairs(call.chain(captured)).expect("names checked")
 }
 
 #[cfg(test)]

@@ -106,7 +106,10 @@ pub fn parse_line(text: &str) -> Result<Line, String> {
 }
 
 fn json_props(obj: &serde_json::Map<String, Json>) -> Result<Properties, String> {
-    let mut p = Properties::new();
+    crate::op::Limits::default()
+        .check_count(obj.len())
+        .map_err(|e| e.to_string())?;
+    let mut pairs = Vec::with_capacity(obj.len());
     for (k, v) in obj {
         let v = match v {
             Json::String(s) => Value::Text(s.clone()),
@@ -121,9 +124,9 @@ fn json_props(obj: &serde_json::Map<String, Json>) -> Result<Properties, String>
                 ));
             }
         };
-        p.insert(k.clone(), v).map_err(|e| e.to_string())?;
+        pairs.push((k.as_str(), v));
     }
-    Ok(p)
+    Properties::from_pairs(pairs).map_err(|e| e.to_string())
 }
 
 fn arg_str<'a>(cmd: &str, args: &'a [Json], i: usize, what: &str) -> Result<&'a str, String> {

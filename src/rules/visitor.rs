@@ -291,10 +291,11 @@ impl Visitor {
         if let Some(id) = &c.identity {
             fx.then(self.identify_by(Some(id), at, Cause::Url)?);
         }
-        let mut props = Properties::new();
-        for (n, v) in &c.properties {
-            props.insert(n.clone(), Value::Text(v.clone()))?;
-        }
+        let props = Properties::from_pairs(
+            c.properties
+                .iter()
+                .map(|(n, v)| (n.as_str(), Value::Text(v.clone()))),
+        )?;
         match &c.event {
             Some(e) => fx.then(self.record(e, &props, at)?),
             None => fx.then(self.set(&props, at)?),

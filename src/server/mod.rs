@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::op::Outcome;
+use crate::op::{Limits, Outcome};
 use crate::store::Store;
 use ingest::{Failed, Ingest};
 use track::Endpoint;
@@ -66,9 +66,23 @@ pub struct ServeConfig {
     /// Give the read token to the demo page (only do this when the server listens on
     /// loopback: anyone who can load the page gets the token).
     pub demo_token: bool,
-    /// How many recent tracking requests `/api/requests` keeps.
+    /// How many recent tracking requests `/api/requests` keeps. Each entry keeps at most
+    /// [`LOG_QUERY_BYTES`] of the query and [`LOG_REASON_BYTES`] of the reason, so the log holds
+    /// at most ~1.6 KiB per entry (~16 MiB at the default 10,000).
     pub request_log: usize,
+    /// The largest tracking request accepted: query string and body together, in bytes.
+    /// Larger ones get `400` naming the limit, and their body is not read past it.
+    /// Default = 65,536 (KISSmetrics' tracker sends a few KB; a form of 256 fields fits).
+    pub max_request_bytes: usize,
+    /// What one op may carry; the store must be opened with the same
+    /// ([`Config::limits`](crate::Config::limits)). Default = [`Limits::default`].
+    pub limits: Limits,
 }
+
+/// Most bytes of a request's query that `/api/requests` keeps (the rest is cut, marked `…`).
+pub const LOG_QUERY_BYTES: usize = 1024;
+/// Most bytes of a refusal's reason that `/api/requests` keeps.
+pub const LOG_REASON_BYTES: usize = 512;
 
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -80,6 +94,8 @@ impl Default for ServeConfig {
             demo: true,
             demo_token: false,
             request_log: 10_000,
+            max_request_bytes: 65_536,
+            limits: Limits::default(),
         }
     }
 }
@@ -92,7 +108,14 @@ pub(crate) struct Metrics {
     merges: AtomicU64,
     merges_refused: AtomicU64,
     flushes: AtomicU64,
+    /// Requests refused by a limit, by the limit's name.
+    limited: Mutex<BTreeMap<&'static str, u64>>,
+    /// Request-log entries whose query or reason was cut to fit.
+    log_truncated: AtomicU64,
 }
+
+/// The names of the limits a refusal's reason may name (see [`crate::Error::Limit`]).
+const LIMIT_NAMES: [&str; 3] = ["max_request_bytes", "max_properties", "max_value_bytes"];
 
 impl Metrics {
     fn count(&self, endpoint: &'static str, status: StatusCode) {
@@ -178,7 +201,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/people/{id}/graph", get(person_graph))
         .route("/api/explain", get(explain))
         .route("/api/unalias", axum::routing::post(unalias))
-        .route("/api/requests", get(requests));
+        .route("/api/requests", get(requests))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.cfg.max_request_bytes,
+        ));
     if state.cfg.demo {
         r = r.route("/", get(demo));
     }
@@ -187,14 +213,31 @@ fn router(state: Arc<AppState>) -> Router {
 
 type St = State<Arc<AppState>>;
 
-async fn track_e(s: St, m: Method, h: HeaderMap, q: RawQuery, b: Bytes) -> Response {
+/// A request body, or why it was not read (past the body limit, a broken connection).
+type Body = std::result::Result<Bytes, axum::extract::rejection::BytesRejection>;
+
+async fn track_e(s: St, m: Method, h: HeaderMap, q: RawQuery, b: Body) -> Response {
     track(Endpoint::Event, s, m, h, q, b).await
 }
-async fn track_s(s: St, m: Method, h: HeaderMap, q: RawQuery, b: Bytes) -> Response {
+async fn track_s(s: St, m: Method, h: HeaderMap, q: RawQuery, b: Body) -> Response {
     track(Endpoint::Set, s, m, h, q, b).await
 }
-async fn track_a(s: St, m: Method, h: HeaderMap, q: RawQuery, b: Bytes) -> Response {
+async fn track_a(s: St, m: Method, h: HeaderMap, q: RawQuery, b: Body) -> Response {
     track(Endpoint::Alias, s, m, h, q, b).await
+}
+
+/// `s` cut to at most `max` bytes (at a character boundary), marked with `…` when cut.
+fn cut(mut s: String, max: usize) -> (String, bool) {
+    if s.len() <= max {
+        return (s, false);
+    }
+    let mut at = max;
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    s.truncate(at);
+    s.push('…');
+    (s, true)
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response {
@@ -214,10 +257,25 @@ async fn track(
     method: Method,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let mut raw = query.unwrap_or_default();
+    let max = s.cfg.max_request_bytes;
     let result = async {
+        let too_large = || {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("the request is larger than the limit of {max} bytes (max_request_bytes)"),
+            )
+        };
+        let body = match body {
+            Ok(b) => b,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
+            Err(e) => return Err((StatusCode::BAD_REQUEST, e.body_text())),
+        };
+        if raw.len() + body.len() > max {
+            return Err(too_large());
+        }
         if method == Method::POST && !body.is_empty() {
             let form = headers
                 .get(header::CONTENT_TYPE)
@@ -239,18 +297,14 @@ async fn track(
         let params: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
             .into_owned()
             .collect();
-        let op = track::parse(ep, &params, &s.cfg.keys, crate::op::now(), || {
-            let mut src = format!("{method} /{}?{raw}", ep.as_str());
-            if src.len() > 300 {
-                let mut cut = 300;
-                while !src.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                src.truncate(cut);
-                src.push('…');
-            }
-            src
-        })
+        let op = track::parse(
+            ep,
+            &params,
+            &s.cfg.keys,
+            &s.cfg.limits,
+            crate::op::now(),
+            || cut(format!("{method} /{}?{raw}", ep.as_str()), 300).0,
+        )
         .map_err(|e| (StatusCode::BAD_REQUEST, e))?;
         match s.ingest.apply(op).await {
             Ok(outcome) => Ok(outcome),
@@ -267,7 +321,25 @@ async fn track(
         Err((st, why)) => (*st, Some(why.clone())),
     };
     s.metrics.count(ep.as_str(), status);
+    if let Some(why) = &reason
+        && let Some(limit) = LIMIT_NAMES
+            .iter()
+            .find(|l| why.ends_with(&format!("({l})")))
+    {
+        *s.metrics.limited.lock().entry(limit).or_default() += 1;
+    }
     if s.cfg.request_log > 0 {
+        let (query, q_cut) = cut(raw, LOG_QUERY_BYTES);
+        let (reason, r_cut) = match reason {
+            Some(r) => {
+                let (r, c) = cut(r, LOG_REASON_BYTES);
+                (Some(r), c)
+            }
+            None => (None, false),
+        };
+        if q_cut || r_cut {
+            s.metrics.log_truncated.fetch_add(1, Relaxed);
+        }
         let mut log = s.log.lock();
         let seq = log.next;
         log.next += 1;
@@ -278,9 +350,9 @@ async fn track(
             seq,
             method: method.to_string(),
             path: format!("/{}", ep.as_str()),
-            query: raw,
+            query,
             status: status.as_u16(),
-            reason: reason.clone(),
+            reason,
         });
     }
     match result {
@@ -381,6 +453,12 @@ async fn metrics(State(s): St) -> Response {
             "idgraph_requests_total{{endpoint=\"{ep}\",status=\"{st}\"}} {n}"
         );
     }
+    out.push_str("# HELP idgraph_limited_total Tracking requests refused by a limit, by limit.\n");
+    out.push_str("# TYPE idgraph_limited_total counter\n");
+    for limit in LIMIT_NAMES {
+        let n = s.metrics.limited.lock().get(limit).copied().unwrap_or(0);
+        let _ = writeln!(out, "idgraph_limited_total{{limit=\"{limit}\"}} {n}");
+    }
     // O(IDs) over the graph: off the async workers.
     let store = s.store.clone();
     let stats = tokio::task::spawn_blocking(move || store.stats_quick())
@@ -410,6 +488,12 @@ async fn metrics(State(s): St) -> Response {
             "Flushes by --sync group commit (acknowledged requests share them).",
             "counter",
             s.metrics.flushes.load(Relaxed),
+        ),
+        (
+            "idgraph_request_log_truncated_total",
+            "Request-log entries whose query or reason was cut to fit the log's bounds.",
+            "counter",
+            s.metrics.log_truncated.load(Relaxed),
         ),
         ("idgraph_ids", "IDs in the store.", "gauge", stats.ids),
         (

@@ -3,7 +3,7 @@
 //! Pure: no I/O, so every rule of `spec/tracking-api.md` is unit-tested here.
 
 use crate::id::Identity;
-use crate::op::{Cause, Op, Properties, Timestamp};
+use crate::op::{Cause, Limits, Op, Properties, Timestamp};
 
 /// Which tracking endpoint a request came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,9 +27,14 @@ impl Endpoint {
     }
 }
 
+/// The parameters that belong to the request rather than to its properties. Every parameter
+/// whose name starts with `_` is never a property; these are also refused when given twice.
+pub const RESERVED: [&str; 5] = ["_k", "_p", "_n", "_t", "_d"];
+
 /// Turns the parameters of one tracking request into the op it asks for.
 ///
-/// `keys` are the accepted API keys; `now` is the receive time, used unless `_d=1`.
+/// `keys` are the accepted API keys; `limits` bound the properties (checked before they are
+/// parsed); `now` is the receive time, used unless `_d=1`.
 /// `source` is kept with an alias edge (where the link came from).
 ///
 /// # Errors
@@ -39,6 +44,7 @@ pub fn parse(
     endpoint: Endpoint,
     params: &[(String, String)],
     keys: &[String],
+    limits: &Limits,
     now: Timestamp,
     source: impl FnOnce() -> String,
 ) -> Result<Op, String> {
@@ -48,16 +54,21 @@ pub fn parse(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
+    // A parameter of the request itself given twice (a property named `_p` appended by a
+    // careless tracker, or an injected one) would make the request mean two things: refused.
+    for name in RESERVED {
+        if params.iter().filter(|(k, _)| k == name).nth(1).is_some() {
+            return Err(format!("{name} is given twice"));
+        }
+    }
     let key = get("_k").ok_or("missing _k (the API key)")?;
     if !keys.iter().any(|k| k == key) {
         return Err(format!("unknown API key _k={key:?}"));
     }
     let at = match (get("_t"), get("_d")) {
         (Some(t), d) => {
-            let t: Timestamp = t
-                .trim()
-                .parse()
-                .map_err(|_| format!("_t={t:?} is not a Unix time in whole seconds"))?;
+            let t = crate::ingest::km_json::timestamp(t)
+                .map_err(|e| format!("{e} (_t is a Unix time in whole seconds)"))?;
             if d == Some("1") { t } else { now }
         }
         (None, Some("1")) => return Err("_d=1 needs _t (the time to apply)".into()),
@@ -69,14 +80,12 @@ pub fn parse(
     };
     let p = id("_p", "the ID")?;
     let props = || -> Result<Properties, String> {
-        let mut out = Properties::new();
-        for (k, v) in params {
-            if !k.starts_with('_') {
-                out.insert(k.as_str(), v.as_str())
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        Ok(out)
+        let named = params.iter().filter(|(k, _)| !k.starts_with('_'));
+        limits
+            .check_count(named.clone().count())
+            .map_err(|e| e.to_string())?;
+        Properties::from_pairs(named.map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| e.to_string())
     };
     let op = match endpoint {
         Endpoint::Event => {
@@ -101,7 +110,7 @@ pub fn parse(
             }
         }
     };
-    op.validate().map_err(|e| e.to_string())?;
+    op.validate_with(limits).map_err(|e| e.to_string())?;
     Ok(op)
 }
 
@@ -116,7 +125,9 @@ mod tests {
         vec!["k1".into()]
     }
     fn p(e: Endpoint, s: &str) -> Result<Op, String> {
-        parse(e, &q(s), &keys(), 1000, || "test".into())
+        parse(e, &q(s), &keys(), &Limits::default(), 1000, || {
+            "test".into()
+        })
     }
 
     #[test]
@@ -174,7 +185,15 @@ mod tests {
                 &format!("_k=k1&_p={long}&_n=b"),
                 "_p: invalid ID",
             ),
-            (Endpoint::Event, "_k=k1&_p=a&_n=b&_t=soon", "_t=\"soon\""),
+            (Endpoint::Event, "_k=k1&_p=a&_n=b&_t=soon", "_t \"soon\""),
+            (Endpoint::Event, "_k=k1&_p=a&_n=b&_t=-1&_d=1", "before 1970"),
+            (Endpoint::Event, "_k=k1&_p=a&_n=b&_p=c", "_p is given twice"),
+            (Endpoint::Event, "_k=k1&_p=a&_n=b&_n=c", "_n is given twice"),
+            (
+                Endpoint::Alias,
+                "_k=k1&_p=a&_n=b&_k=k1",
+                "_k is given twice",
+            ),
             (Endpoint::Event, "_k=k1&_p=a&_n=b&_d=1", "_d=1 needs _t"),
             (Endpoint::Set, "_k=k1&_p=a&_t=3", "at least one property"),
             (Endpoint::Event, "_k=k1&_p=a&_n=", "event name"),

@@ -168,6 +168,9 @@ struct PropAgg {
     values: Interner<Vec<u8>>,
     /// (node, lower-cased name) → (first spelling, value, at, seq)
     latest: FxHashMap<(Node, u32), (u32, u32, Timestamp, u64)>,
+    /// The keys of `latest` sorted, made by [`index`](Self::index) once pass 1 is over: a
+    /// node's names without a walk over every name of the input.
+    by_node: Vec<(Node, u32)>,
 }
 
 /// Numbers distinct values in the order first seen.
@@ -203,10 +206,6 @@ impl<K: std::hash::Hash + Eq + Clone> Interner<K> {
     fn get(&self, i: u32) -> &K {
         &self.items[i as usize]
     }
-
-    fn len(&self) -> usize {
-        self.items.len()
-    }
 }
 
 impl PropAgg {
@@ -228,14 +227,21 @@ impl PropAgg {
         Ok(())
     }
 
+    /// Sorts the (node, name) pairs that have values; call once, after the last `add`.
+    fn index(&mut self) {
+        self.by_node = self.latest.keys().copied().collect();
+        self.by_node.sort_unstable();
+    }
+
     /// Merges the aggregated values of node `n` into `map`; whether anything changed.
+    /// O(log entries + names of `n`).
     fn merge_into(&self, n: Node, map: &mut PropMap) -> Result<bool> {
         let mut changed = false;
-        for l in 0..self.lnames.len() as u32 {
-            if let Some(&(sp, v, at, seq)) = self.latest.get(&(n, l)) {
-                let value = codec::decode(self.values.get(v), "a property value")?;
-                changed |= map.merge(self.spellings.get(sp), value, at, seq);
-            }
+        let from = self.by_node.partition_point(|k| k.0 < n);
+        for key in self.by_node[from..].iter().take_while(|k| k.0 == n) {
+            let (sp, v, at, seq) = self.latest[key];
+            let value = codec::decode(self.values.get(v), "a property value")?;
+            changed |= map.merge(self.spellings.get(sp), value, at, seq);
         }
         Ok(changed)
     }
@@ -243,12 +249,11 @@ impl PropAgg {
     /// The nodes below `base` (known before the import) that have values.
     fn old_nodes(&self, base: Node) -> Vec<Node> {
         let mut v: Vec<Node> = self
-            .latest
-            .keys()
+            .by_node
+            .iter()
             .map(|k| k.0)
-            .filter(|n| *n < base)
+            .take_while(|n| *n < base)
             .collect();
-        v.sort_unstable();
         v.dedup();
         v
     }
@@ -265,7 +270,8 @@ struct Ids {
 impl Ids {
     /// Writes the new IDs' records packed in blocks, in node order (so that an edge inside one
     /// names a node whose record is already on disk), then the known IDs' changed records.
-    fn write(self, db: &sled::Db, graph: &RwLock<Graph>, w: &mut BatchWriter) -> Result<()> {
+    fn write(mut self, db: &sled::Db, graph: &RwLock<Graph>, w: &mut BatchWriter) -> Result<()> {
+        self.props.index();
         let g = graph.read();
         let base = self.base;
         let mut block = Vec::with_capacity(codec::PACKED_BLOCK_BYTES + 1024);
@@ -366,7 +372,7 @@ pub(crate) fn apply(
     let mut props = PropAgg::default();
     let db = &store.db;
     source.for_each(Pass::Check, &mut |op| {
-        op.validate()?;
+        op.validate_with(&store.limits)?;
         rep.ops += 1;
         match &op {
             Op::Alias { .. } => rep.aliases += 1,

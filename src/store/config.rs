@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 use crate::id::DEFAULT_BLOCKED_IDS;
+use crate::op::Limits;
 use crate::store::Store;
 
 /// How to open a [`Store`]: a by-value builder; every setter documents its default.
@@ -21,6 +22,7 @@ pub struct Config {
     pub(crate) flush_every_ms: Option<u64>,
     pub(crate) blocked_ids: Vec<String>,
     pub(crate) max_person_size: u64,
+    pub(crate) limits: Limits,
 }
 
 impl Config {
@@ -33,6 +35,7 @@ impl Config {
             flush_every_ms: Some(500),
             blocked_ids: DEFAULT_BLOCKED_IDS.iter().map(|s| s.to_string()).collect(),
             max_person_size: 10_000,
+            limits: Limits::default(),
         }
     }
 
@@ -84,6 +87,15 @@ impl Config {
     #[must_use]
     pub fn max_person_size(mut self, max: u64) -> Self {
         self.max_person_size = max.max(1);
+        self
+    }
+
+    /// What one op may carry (properties per op, value sizes); an op past a limit is refused
+    /// with [`Error::Limit`](crate::Error::Limit) and nothing is stored. Default =
+    /// [`Limits::default`] (256 properties, values of at most 8 KiB).
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 

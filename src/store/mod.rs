@@ -92,6 +92,7 @@ pub struct Store {
     poisoned: AtomicBool,
     blocked: FxHashSet<String>,
     max_person_size: u64,
+    pub(crate) limits: crate::op::Limits,
     path: Option<PathBuf>,
 }
 
@@ -167,13 +168,14 @@ impl Store {
     /// (flags, properties) changes; 1 sled read per known ID whose record changes.
     ///
     /// # Errors
-    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad event or property name
-    /// (nothing is written); [`Error::Storage`](crate::Error::Storage) when sled fails (nothing
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad event or property name,
+    /// [`Error::Limit`](crate::Error::Limit) for an op past the store's
+    /// [`Limits`](crate::Limits) (nothing is written); [`Error::Storage`](crate::Error::Storage) when sled fails (nothing
     /// is written); [`Error::Interrupted`](crate::Error::Interrupted) when a write of several
     /// keys failed halfway; [`Error::Full`](crate::Error::Full) past 4 billion IDs.
     pub fn apply_batch(&self, ops: &[Op]) -> Result<Vec<Outcome>> {
         for op in ops {
-            op.validate()?;
+            op.validate_with(&self.limits)?;
         }
         let _w = self.writer.lock();
         self.check_writable()?;

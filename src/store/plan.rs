@@ -202,6 +202,20 @@ impl<'a, 'g> Planner<'a, 'g> {
                 return self.refuse(a, b, reason, cause, at);
             }
         }
+        // The size guardrail is decided before anything is registered: a refused merge leaves
+        // no trace but the refusal (an ID new to the store stays unknown).
+        let (la, lb) = (self.st.lookup(a.as_str()), self.st.lookup(b.as_str()));
+        let root = |l: Option<Node>| l.map(|n| self.st.root(n));
+        let (ra, rb) = (root(la), root(lb));
+        if a != b && (ra.is_none() || ra != rb) {
+            let size_of = |r: Option<Node>| r.map_or(1, |r| u64::from(self.st.size_of_root(r)));
+            let size = size_of(ra) + size_of(rb);
+            let max = self.store.max_person_size();
+            if size > max {
+                let reason = RefusalReason::TooLarge { size, max };
+                return self.refuse(a, b, reason, cause, at);
+            }
+        }
         let na = self.node(a, at, false)?;
         let nb = self.node(b, at, cause.marks_b_anonymous())?;
         if na == nb {
@@ -215,11 +229,6 @@ impl<'a, 'g> Planner<'a, 'g> {
             return Ok(AliasOutcome::AlreadySame);
         }
         let size = u64::from(self.st.size_of_root(ra)) + u64::from(self.st.size_of_root(rb));
-        let max = self.store.max_person_size();
-        if size > max {
-            let reason = RefusalReason::TooLarge { size, max };
-            return self.refuse(a, b, reason, cause, at);
-        }
         self.edge(na, nb, at, cause, source)?;
         self.st.union_roots(ra, rb);
         Ok(AliasOutcome::Joined { size })

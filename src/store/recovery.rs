@@ -37,6 +37,7 @@ pub(crate) fn open(c: Config) -> Result<Store> {
         poisoned: AtomicBool::new(false),
         blocked: c.blocked_ids.iter().map(|s| blocked_key(s)).collect(),
         max_person_size: c.max_person_size,
+        limits: c.limits,
         path: c.path,
     })
 }
