@@ -212,7 +212,7 @@ pub fn parse_line(text: &str, source: Option<&str>) -> Result<Vec<Op>, String> {
                         ));
                     }
                 };
-                props.push((k.as_ref(), value));
+                props.push((k, value));
             }
         }
     }
