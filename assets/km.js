@@ -172,10 +172,17 @@
     return b;
   }
   function fieldKey(name) { return propertyName(name).replace(/[_-]/g, '').toLowerCase(); }
-  function hasClass(el, c) { return (' ' + (el.className || '') + ' ').indexOf(' ' + c + ' ') >= 0; }
+  // Class lists are separated by any ASCII whitespace (tabs, newlines), as classList reads them.
+  function hasClass(el, c) {
+    if (el.classList) return el.classList.contains(c);
+    return (' ' + String(el.className || '').replace(/[\t\n\f\r]/g, ' ') + ' ').indexOf(' ' + c + ' ') >= 0;
+  }
+  function isPassword(el) {
+    return el.tagName.toLowerCase() === 'input' && (el.getAttribute('type') || '').toLowerCase() === 'password';
+  }
   function captured(el) {
     var name = el.getAttribute('name') || '';
-    if (!name) return false;                       // rule 5
+    if (!name || isPassword(el)) return false;     // rule 5; a password never, even with km_include
     if (hasClass(el, 'km_include')) return true;   // rule 1
     if (hasClass(el, 'km_ignore')) return false;   // rule 2
     var tag = el.tagName.toLowerCase();
@@ -188,19 +195,20 @@
     return true;
   }
   function capture(form) {
-    var props = [], identity = null;
+    var props = [], index = {}, identity = null;
     var els = form.elements || [];
     for (var i = 0; i < els.length; i++) {
       var el = els[i];
       if (!el.tagName || !captured(el)) continue;
       var raw = el.getAttribute('name');
       var name = propertyName(raw), multi = raw.slice(-2) === '[]', value = String(el.value);
-      if (identity === null && value !== '' && IDENTITY.test(fieldKey(raw))) identity = value;
-      var found = null;
-      for (var j = 0; j < props.length; j++) if (props[j].name.toLowerCase() === name.toLowerCase()) found = props[j];
+      var key = fieldKey(raw);
+      // A sensitive field never identifies, even when km_include captures it.
+      if (identity === null && value !== '' && IDENTITY.test(key) && !SENSITIVE.test(key)) identity = value;
+      var folded = '$' + name.toLowerCase(), found = index[folded];
       if (found && (multi || found.multi)) found.values.push(value);
       else if (found) found.values = [value];
-      else props.push({ name: name, values: [value], multi: multi });
+      else props.push(index[folded] = { name: name, values: [value], multi: multi });
     }
     var out = [];
     for (var p = 0; p < props.length; p++) {

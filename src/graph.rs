@@ -123,6 +123,9 @@ pub(crate) struct Graph {
     next_edge: u64,
     refused: u64,
     live: usize,
+    /// Persons (roots of live nodes), kept in step by every change so that counting them is
+    /// O(1) (`/metrics`); `verify` checks it against a walk.
+    persons: usize,
 }
 
 /// No adjacency entry.
@@ -170,6 +173,7 @@ impl Graph {
             forest::union(&mut g, a, b);
         }
         g.refused = refused;
+        g.persons = g.nodes().filter(|&n| g.is_person_root(n)).count();
         Ok(g)
     }
 
@@ -216,6 +220,11 @@ impl Graph {
         self.live
     }
 
+    /// Persons in the graph (O(1): a counter).
+    pub fn persons(&self) -> usize {
+        self.persons
+    }
+
     pub fn is_live(&self, n: Node) -> bool {
         !self.idents[n.slot()].is_empty()
     }
@@ -253,6 +262,7 @@ impl Graph {
     pub fn commit(&mut self, d: Delta) {
         for (ident, slot) in d.new_ids.into_iter().zip(d.new_slots) {
             let n = Node::from_usize(self.slots.len()).expect("the staged view checked the range");
+            self.persons += usize::from(slot.parent == n);
             self.slots.push(slot);
             self.adj_head.push(NIL);
             self.idents.push(ident);
@@ -260,6 +270,10 @@ impl Graph {
             self.live += 1;
         }
         for (n, s) in d.slots {
+            // Adjust the count by what each changed slot was and is now.
+            let was = self.slots[n.slot()].parent == n;
+            let is = s.parent == n;
+            self.persons = self.persons + usize::from(is) - usize::from(was);
             self.slots[n.slot()] = s;
         }
         for (p, seq) in d.edges {
@@ -368,6 +382,7 @@ impl Graph {
             redecide(self, start, &nodes);
             roots.push(start);
         }
+        self.persons += roots.len() - 1;
         roots
     }
 
@@ -375,6 +390,7 @@ impl Graph {
     /// and adjacency go.
     pub fn forget(&mut self, n: Node) {
         let members: Vec<Node> = forest::members(self, self.root(n)).collect();
+        self.persons -= 1;
         for &m in &members {
             let next: Vec<Node> = self.neighbors(m).collect();
             for y in next {

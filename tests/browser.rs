@@ -153,6 +153,7 @@ s.fields.forEach(function (x) {
   if (tag === 'select') { var o = document.createElement('option'); o.value = o.text = x.value; o.selected = true; el.appendChild(o); }
   else el.value = x.value;
   if (x.classes) el.className = x.classes.join(' ');
+  if (x['class']) el.className = x['class'];
   if (x.checked) el.checked = true;
   f.appendChild(el);
 });

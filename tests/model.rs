@@ -256,6 +256,9 @@ impl Model {
         }
         let stats = store.stats().unwrap();
         prop_assert_eq!(stats.ids as usize, self.order.len());
+        let persons: std::collections::BTreeSet<_> = self.person.values().collect();
+        prop_assert_eq!(stats.persons as usize, persons.len());
+        prop_assert_eq!(store.counts(), (stats.ids, stats.persons));
         prop_assert_eq!(stats.refused_merges as usize, self.refused.len());
         prop_assert_eq!(stats.events as usize, self.events.len());
         let rep = store.verify().unwrap();

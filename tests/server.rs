@@ -282,6 +282,22 @@ async fn query_api_needs_the_token_and_404s_unknown_ids() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    // The scheme is case-insensitive; a prefix or an extension of the token is not the token.
+    for (auth, want) in [
+        (format!("bearer {TOKEN}"), 200),
+        (format!("BEARER  {TOKEN} "), 200),
+        (format!("Bearer {}", &TOKEN[..TOKEN.len() - 1]), 401),
+        (format!("Bearer {TOKEN}x"), 401),
+        (format!("Basic {TOKEN}"), 401),
+    ] {
+        let r = c
+            .get(&url)
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{auth}");
+    }
     for u in [
         format!("{b}/api/people/u1/events"),
         format!("{b}/api/people/u1/links"),
@@ -313,6 +329,17 @@ async fn query_api_needs_the_token_and_404s_unknown_ids() {
         "{demo}"
     );
     assert!(demo.contains("var _kmk = _kmk || \"demo\""));
+    // DNS rebinding: a page served under another name gets no token.
+    let rebound = c
+        .get(format!("{b}/"))
+        .header("Host", "evil.example")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(rebound.contains("var READ_TOKEN = null"), "{rebound}");
     assert!(
         s.banner
             .iter()
@@ -619,4 +646,131 @@ async fn the_kissmetrics_snippet_paths_serve_the_tracker() {
         2
     );
     assert_eq!(get(&c, &format!("{b}/k1.3.js")).await.status(), 404);
+}
+
+/// Writes `bytes` on a fresh loopback connection to the server and returns the stream.
+fn raw(s: &Server, bytes: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port())).unwrap();
+    c.write_all(bytes.as_bytes()).unwrap();
+    c
+}
+
+/// What the server sends on `c` until it closes the connection or `wait` passes.
+fn answer(c: &mut std::net::TcpStream, wait: Duration) -> String {
+    use std::io::Read;
+    c.set_read_timeout(Some(wait)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = c.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn slow_clients_are_cut_off_and_connections_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &dir.path().join("db"),
+        &[
+            "--header-timeout",
+            "1s",
+            "--body-timeout",
+            "1s",
+            "--max-connections",
+            "3",
+            "--shutdown-grace",
+            "1s",
+        ],
+    );
+    // Headers that never end: the connection is closed after the header timeout.
+    let mut slow = raw(&s, "GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    let t = std::time::Instant::now();
+    let got = answer(&mut slow, Duration::from_secs(15));
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(!got.contains("200 OK"), "{got}");
+    // A body that never ends: 408 naming the limit, after the body timeout.
+    let mut slow = raw(
+        &s,
+        "POST /e HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: 100\r\n\r\n_k=demo&_p=slow",
+    );
+    let got = answer(&mut slow, Duration::from_secs(15));
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("(body_timeout)"), "{got}");
+    // A declared body past the limit is refused before it is read.
+    let mut big = raw(
+        &s,
+        "POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n",
+    );
+    let got = answer(&mut big, Duration::from_secs(15));
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    assert!(got.contains("(max_request_bytes)"), "{got}");
+
+    // Three connections in use: a fourth waits until one of them closes.
+    let held: Vec<_> = (0..3)
+        .map(|_| raw(&s, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
+        .collect();
+    let mut held: Vec<_> = held
+        .into_iter()
+        .map(|mut c| {
+            assert!(answer(&mut c, Duration::from_secs(5)).contains("200 OK"));
+            c
+        })
+        .collect();
+    let mut fourth = raw(&s, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let early = answer(&mut fourth, Duration::from_millis(300));
+    assert_eq!(early, "", "served past --max-connections");
+    held.pop();
+    let got = answer(&mut fourth, Duration::from_secs(5));
+    assert!(got.contains("200 OK"), "{got}");
+    drop(held);
+
+    // An acknowledged request, then a client stuck in a body: shutdown does not wait for it
+    // past the grace period, and what was acknowledged is stored.
+    let mut ok = raw(
+        &s,
+        "GET /e?_k=demo&_p=kept&_n=E HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(answer(&mut ok, Duration::from_secs(5)).contains("200 OK"));
+    let _stuck = raw(
+        &s,
+        "POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n_k=demo",
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let t = std::time::Instant::now();
+    assert!(s.terminate().success());
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    let store = Store::open(dir.path().join("db")).unwrap();
+    assert_eq!(store.events("kept").unwrap().len(), 1);
+}
+
+#[test]
+fn the_demo_key_beyond_loopback_is_announced_loudly() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_idgraph"))
+        .arg("--db")
+        .arg(dir.path().join("db"))
+        .args(["serve", "--addr", "0.0.0.0:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.starts_with("WARNING") && line.contains("\"demo\"") && line.contains("--key"),
+        "{line}"
+    );
 }

@@ -370,4 +370,17 @@ pub struct ServeArgs {
     /// Longest property value accepted, in bytes.
     #[arg(long, default_value_t = 8192)]
     pub max_value_bytes: usize,
+    /// How long a client may take to send a request's headers (and a kept-alive connection
+    /// may sit idle) before the connection is closed.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: std::time::Duration,
+    /// How long a client may take to send a request's body before it gets 408.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_timeout: std::time::Duration,
+    /// Connections served at once; more wait in the accept queue.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// At shutdown, how long requests in flight may take before their connections are dropped.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: std::time::Duration,
 }

@@ -19,6 +19,10 @@ pub fn serve(db: &Db, args: ServeArgs) -> Result<(), Fail> {
         max_request_bytes,
         max_properties,
         max_value_bytes,
+        header_timeout,
+        body_timeout,
+        max_connections,
+        shutdown_grace,
     } = args;
     let limits = idgraph::Limits {
         max_properties,
@@ -67,6 +71,10 @@ pub fn serve(db: &Db, args: ServeArgs) -> Result<(), Fail> {
         demo_token: demo && loopback,
         max_request_bytes,
         limits,
+        header_timeout,
+        body_timeout,
+        max_connections: max_connections as usize,
+        shutdown_grace,
         ..ServeConfig::default()
     };
     runtime.block_on(async move {
@@ -82,6 +90,13 @@ pub fn serve(db: &Db, args: ServeArgs) -> Result<(), Fail> {
         );
         if demo_key {
             say!("no --key given: accepting the API key \"demo\"");
+            if !local.ip().is_loopback() {
+                eprintln!(
+                    "WARNING: idgraph listens on {local}, beyond this machine, and accepts the \
+                     public API key \"demo\": anyone who can reach this port can write to the \
+                     store. Start it with --key YOUR_KEY."
+                );
+            }
         }
         match (&read_token, made_token) {
             (Some(t), true) => say!("query API read token (made for the demo page): {t}"),

@@ -22,6 +22,10 @@ pub struct Field {
     pub checked: bool,
     /// The CSS classes (`km_include`, `km_ignore` matter here).
     pub classes: Vec<String>,
+    /// The `class` attribute as written: more classes, separated by ASCII whitespace (spaces,
+    /// tabs, newlines), as a browser splits it.
+    #[serde(rename = "class")]
+    pub class_attr: String,
 }
 
 fn input() -> String {
@@ -67,6 +71,7 @@ impl Field {
 
     fn has_class(&self, c: &str) -> bool {
         self.classes.iter().any(|x| x == c)
+            || self.class_attr.split_ascii_whitespace().any(|x| x == c)
     }
 }
 
@@ -139,10 +144,15 @@ pub fn is_identity(key: &str) -> bool {
         .any(|s| k.contains(s))
 }
 
+/// Whether a field is a password input: never captured, whatever its name or classes.
+pub fn is_password(f: &Field) -> bool {
+    f.tag.eq_ignore_ascii_case("input") && f.kind.eq_ignore_ascii_case("password")
+}
+
 /// Whether the capture rules 1-7 take this field.
 pub fn is_captured(f: &Field) -> bool {
-    if f.name.is_empty() {
-        return false; // rule 5, which even km_include does not override
+    if f.name.is_empty() || is_password(f) {
+        return false; // rule 5 and privacy, which even km_include does not override
     }
     if f.has_class("km_include") {
         return true; // rule 1
@@ -172,20 +182,30 @@ pub fn is_captured(f: &Field) -> bool {
 /// with a non-empty value.
 pub fn capture(form: &Form) -> (Vec<(String, String)>, Option<String>) {
     let mut props: Vec<(String, Vec<String>, bool)> = Vec::new();
+    // Property names are case-insensitive (as in the store): the index of each folded name.
+    let mut index: rustc_hash::FxHashMap<String, usize> = rustc_hash::FxHashMap::default();
     let mut identity = None;
     for f in form.fields.iter().filter(|f| is_captured(f)) {
         let name = property_name(&f.name);
         let multi = f.name.ends_with("[]");
-        if identity.is_none() && !f.value.is_empty() && is_identity(&field_key(&f.name)) {
+        let key = field_key(&f.name);
+        // A sensitive field never identifies, even when km_include captures it.
+        if identity.is_none() && !f.value.is_empty() && is_identity(&key) && !is_sensitive(&key) {
             identity = Some(f.value.clone());
         }
-        match props
-            .iter_mut()
-            .find(|(n, _, _)| n.eq_ignore_ascii_case(&name))
-        {
-            Some((_, vals, m)) if multi || *m => vals.push(f.value.clone()),
-            Some((_, vals, _)) => *vals = vec![f.value.clone()],
-            None => props.push((name, vec![f.value.clone()], multi)),
+        match index.get(crate::op::fold_case(&name).as_ref()) {
+            Some(&i) => {
+                let (_, vals, m) = &mut props[i];
+                if multi || *m {
+                    vals.push(f.value.clone());
+                } else {
+                    *vals = vec![f.value.clone()];
+                }
+            }
+            None => {
+                index.insert(crate::op::fold_case(&name).into_owned(), props.len());
+                props.push((name, vec![f.value.clone()], multi));
+            }
         }
     }
     let props = props

@@ -21,6 +21,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -77,6 +78,19 @@ pub struct ServeConfig {
     /// What one op may carry; the store must be opened with the same
     /// ([`Config::limits`](crate::Config::limits)). Default = [`Limits::default`].
     pub limits: Limits,
+    /// How long a client may take to send a request's headers (also: how long a kept-alive
+    /// connection may sit idle). Past it the connection is closed. Default = 10 s.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body. Past it: `408`. Default = 10 s
+    /// (the largest body allowed then needs ~6.5 KB/s).
+    pub body_timeout: Duration,
+    /// Connections served at once; further clients wait in the kernel's accept queue until one
+    /// closes. Default = 1,024.
+    pub max_connections: usize,
+    /// At shutdown, how long requests in flight may take to finish before their connections
+    /// are dropped (nothing unacknowledged is lost: what was acknowledged is flushed first).
+    /// Default = 10 s.
+    pub shutdown_grace: Duration,
 }
 
 /// Most bytes of a request's query that `/api/requests` keeps (the rest is cut, marked `…`).
@@ -96,6 +110,10 @@ impl Default for ServeConfig {
             request_log: 10_000,
             max_request_bytes: 65_536,
             limits: Limits::default(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -115,7 +133,12 @@ pub(crate) struct Metrics {
 }
 
 /// The names of the limits a refusal's reason may name (see [`crate::Error::Limit`]).
-const LIMIT_NAMES: [&str; 3] = ["max_request_bytes", "max_properties", "max_value_bytes"];
+const LIMIT_NAMES: [&str; 4] = [
+    "max_request_bytes",
+    "max_properties",
+    "max_value_bytes",
+    "body_timeout",
+];
 
 impl Metrics {
     fn count(&self, endpoint: &'static str, status: StatusCode) {
@@ -154,12 +177,13 @@ struct AppState {
     log: Mutex<RequestLog>,
 }
 
-/// Runs the server on `listener` until `shutdown` completes, then stops accepting, finishes
-/// the requests in flight, applies and flushes everything acknowledged, and returns.
+/// Runs the server on `listener` until `shutdown` completes, then stops accepting, lets the
+/// requests in flight finish (for at most [`ServeConfig::shutdown_grace`]; then their
+/// connections are dropped), applies and flushes everything acknowledged, and returns.
 ///
 /// # Errors
-/// [`Error::Io`] when the listener fails; [`Error::Storage`] when the final flush fails;
-/// [`Error::Internal`] when the final flush panicked.
+/// [`Error::Storage`] when the final flush fails; [`Error::Internal`] when the final flush
+/// panicked.
 pub async fn serve(
     store: Arc<Store>,
     listener: tokio::net::TcpListener,
@@ -168,6 +192,11 @@ pub async fn serve(
 ) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     let (ingest, threads) = Ingest::start(store.clone(), metrics.clone(), cfg.sync);
+    let conn = Connections {
+        header_timeout: cfg.header_timeout,
+        max: cfg.max_connections.max(1),
+        grace: cfg.shutdown_grace,
+    };
     let state = Arc::new(AppState {
         store: store.clone(),
         cfg,
@@ -175,16 +204,90 @@ pub async fn serve(
         metrics,
         log: Mutex::new(RequestLog::default()),
     });
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
-    // Every request in flight has been answered: the writer applies (and flushes) the rest.
+    conn.serve(listener, router(state), shutdown).await;
+    // Every request in flight has been answered (or its connection dropped): the writer
+    // applies (and flushes) the rest.
     threads.stop().await;
-    let flushed = tokio::task::spawn_blocking(move || store.flush())
+    tokio::task::spawn_blocking(move || store.flush())
         .await
-        .map_err(|e| Error::Internal(format!("the final flush panicked: {e}")))?;
-    served.map_err(|e| Error::io("serving HTTP", e))?;
-    flushed.map(|_| ())
+        .map_err(|e| Error::Internal(format!("the final flush panicked: {e}")))?
+        .map(|_| ())
+}
+
+/// The accept loop: HTTP/1.1 over hyper with a header timeout, at most `max` connections at
+/// once, and a shutdown that no client can hold open past `grace`. (`axum::serve` has none
+/// of the three.)
+struct Connections {
+    header_timeout: Duration,
+    max: usize,
+    grace: Duration,
+}
+
+impl Connections {
+    async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        app: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.max));
+        let (closing, closed) = tokio::sync::watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                () = &mut shutdown => break,
+                Some(_) = tasks.join_next() => continue,
+                a = async {
+                    // A free slot first: past the limit, clients wait in the accept queue.
+                    let permit = slots.clone().acquire_owned().await.expect("never closed");
+                    (permit, listener.accept().await)
+                } => a,
+            };
+            let (permit, stream) = match accepted {
+                (p, Ok((stream, _))) => (p, stream),
+                (_, Err(e)) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    eprintln!("idgraph: accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(self.header_timeout);
+            let mut closed = closed.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = closed.changed() => {}
+                }
+                // Finish the request in flight, then close (no new request on this connection).
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            });
+        }
+        drop(listener);
+        let _ = closing.send(true);
+        let drained = tokio::time::timeout(self.grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            eprintln!(
+                "idgraph: {} connections still open {:?} after shutdown: dropped",
+                tasks.len(),
+                self.grace
+            );
+            tasks.shutdown().await;
+        }
+    }
 }
 
 fn router(state: Arc<AppState>) -> Router {
@@ -213,8 +316,54 @@ fn router(state: Arc<AppState>) -> Router {
 
 type St = State<Arc<AppState>>;
 
-/// A request body, or why it was not read (past the body limit, a broken connection).
-type Body = std::result::Result<Bytes, axum::extract::rejection::BytesRejection>;
+/// A request body, read by [`read_body`] within the limits.
+type Body = axum::body::Body;
+
+/// Why a request body was not read.
+enum BodyError {
+    /// More than the limit of bytes.
+    TooLarge,
+    /// Not all there within the body timeout.
+    Slow,
+    /// The connection broke.
+    Broken(String),
+}
+
+/// Reads a body of at most `max` bytes that arrives within `within`: neither a huge body nor
+/// a slow one holds memory or a connection for longer than the limits say.
+async fn read_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    max: usize,
+    within: Duration,
+) -> std::result::Result<Bytes, BodyError> {
+    use axum::body::HttpBody;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let read = async {
+        let mut buf = Vec::new();
+        while let Some(frame) =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+        {
+            let frame = frame.map_err(|e| BodyError::Broken(e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > max {
+                    return Err(BodyError::TooLarge);
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(Bytes::from(buf))
+    };
+    tokio::time::timeout(within, read)
+        .await
+        .unwrap_or(Err(BodyError::Slow))
+}
 
 async fn track_e(s: St, m: Method, h: HeaderMap, q: RawQuery, b: Body) -> Response {
     track(Endpoint::Event, s, m, h, q, b).await
@@ -268,10 +417,20 @@ async fn track(
                 format!("the request is larger than the limit of {max} bytes (max_request_bytes)"),
             )
         };
-        let body = match body {
+        let within = s.cfg.body_timeout;
+        let body = match read_body(&headers, body, max.saturating_sub(raw.len()), within).await {
             Ok(b) => b,
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
-            Err(e) => return Err((StatusCode::BAD_REQUEST, e.body_text())),
+            Err(BodyError::TooLarge) => return Err(too_large()),
+            Err(BodyError::Slow) => {
+                return Err((
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the body did not arrive within {} s (body_timeout)",
+                        within.as_secs_f64()
+                    ),
+                ));
+            }
+            Err(BodyError::Broken(e)) => return Err((StatusCode::BAD_REQUEST, e)),
         };
         if raw.len() + body.len() > max {
             return Err(too_large());
@@ -459,11 +618,8 @@ async fn metrics(State(s): St) -> Response {
         let n = s.metrics.limited.lock().get(limit).copied().unwrap_or(0);
         let _ = writeln!(out, "idgraph_limited_total{{limit=\"{limit}\"}} {n}");
     }
-    // O(IDs) over the graph: off the async workers.
-    let store = s.store.clone();
-    let stats = tokio::task::spawn_blocking(move || store.stats_quick())
-        .await
-        .unwrap_or_default();
+    // Counters kept with the graph: O(1), no walk over the IDs.
+    let (ids, persons) = s.store.counts();
     for (name, help, kind, v) in [
         (
             "idgraph_ops_applied_total",
@@ -495,13 +651,8 @@ async fn metrics(State(s): St) -> Response {
             "counter",
             s.metrics.log_truncated.load(Relaxed),
         ),
-        ("idgraph_ids", "IDs in the store.", "gauge", stats.ids),
-        (
-            "idgraph_persons",
-            "Persons in the store.",
-            "gauge",
-            stats.persons,
-        ),
+        ("idgraph_ids", "IDs in the store.", "gauge", ids),
+        ("idgraph_persons", "Persons in the store.", "gauge", persons),
     ] {
         let _ = writeln!(
             out,
@@ -533,11 +684,14 @@ impl AppState {
                 format!("this endpoint is off: start the server with {flag} TOKEN"),
             ));
         };
+        // RFC 9110: the scheme is case-insensitive; whitespace around the token is not part of it.
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        if given.is_some_and(|g| same_token(g, token)) {
             None
         } else {
             let mut r = text(
@@ -581,12 +735,59 @@ fn unknown(id: &str) -> Response {
     )
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_names_are_loopback_hosts() {
+        for h in [
+            "localhost",
+            "localhost:8080",
+            "LOCALHOST.",
+            "a.localhost:1",
+            "127.0.0.1:9",
+            "127.1.2.3",
+            "[::1]:80",
+            "[::1]",
+        ] {
+            assert!(loopback_host(h), "{h}");
+        }
+        for h in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "10.0.0.1:80",
+            "[::2]:80",
+            "127.0.0.1.evil.example",
+            "",
+            "[::1",
+        ] {
+            assert!(!loopback_host(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same_token("abc", "abc"));
+        for other in ["abd", "ab", "abcd", ""] {
+            assert!(!same_token(other, "abc"), "{other}");
+        }
+    }
+}
+
 fn json_response(v: impl Serialize) -> Response {
     axum::Json(v).into_response()
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `given` is `token`, in time that depends on neither the token's bytes nor its
+/// length: both are hashed with a seed drawn once per process (so nobody can compute the digest
+/// they must match) and the two 128-bit digests are compared whole.
+fn same_token(given: &str, token: &str) -> bool {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(rand::random);
+    let h = |s: &str| xxhash_rust::xxh3::xxh3_128_with_seed(s.as_bytes(), seed);
+    h(given) == h(token)
 }
 
 async fn person(State(s): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
@@ -750,8 +951,11 @@ async fn requests(State(s): St, headers: HeaderMap, Query(q): Query<After>) -> R
     r
 }
 
-async fn demo(State(s): St) -> Response {
-    let token = if s.cfg.demo_token {
+async fn demo(State(s): St, headers: HeaderMap) -> Response {
+    // DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 reaches this
+    // server with `Host: evil.example`. The token goes only to pages loaded by a loopback name.
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let token = if s.cfg.demo_token && host.is_some_and(loopback_host) {
         s.cfg.read_token.clone()
     } else {
         None
@@ -774,6 +978,22 @@ async fn demo(State(s): St) -> Response {
         html,
     )
         .into_response()
+}
+
+/// Whether a `Host` header names this machine by a loopback name: `localhost` (or a name
+/// under `.localhost`), `127.x.y.z` or `[::1]`, with or without a port.
+fn loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split_once(']').map_or("", |(ip, _)| ip)
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether the demo page may be given the read token: only on a loopback address.

@@ -199,6 +199,13 @@ fn forest_shape(g: &Graph, rep: &mut VerifyReport) -> Vec<Node> {
     if let Some(n) = on_cycle.iter().position(|x| !x) {
         rep.problem(format!("node {n} is on no member list"));
     }
+    if rep.persons != g.persons() as u64 {
+        rep.problem(format!(
+            "{} persons in the forest, but the count kept in memory says {}",
+            rep.persons,
+            g.persons()
+        ));
+    }
     root_of
 }
 

@@ -78,6 +78,34 @@ case("km_include overrides the sensitive pattern", "trackSubmit / anonymous (km_
       {"name":"login","type":"email","value":"zed"}]}},
       st(A[0],"zed",[a_req(A[0],"zed",1),e_req("Paid","zed",1,[("billing_zip","0150"),("login","zed")])]))],
   [[A[0],"zed"]])
+case("a password field is never captured and never identifies, whatever its name or class", "trackSubmit / anonymous (password)",
+  [step({"browser":"b1","at":1,"submit":{"event":"Logged In","fields":[
+      {"name":"login_pin","type":"password","value":"1234"},
+      {"name":"email","type":"PASSWORD","value":"hunter2@x.example","classes":["km_include"]},
+      {"name":"city","type":"text","value":"Oslo"}]}},
+      st(A[0],None,[e_req("Logged In",A[0],1,[("city","Oslo")])]))],
+  [[A[0]]])
+case("a sensitive field never identifies, even when km_include captures it", "trackSubmit / anonymous (km_include, sensitive)",
+  [step({"browser":"b1","at":1,"submit":{"event":"Paid","fields":[
+      {"name":"login_pass","type":"text","value":"secret","classes":["km_include"]},
+      {"name":"username","type":"text","value":"zed"}]}},
+      st(A[0],"zed",[a_req(A[0],"zed",1),e_req("Paid","zed",1,[("login_pass","secret"),("username","zed")])]))],
+  [[A[0],"zed"]])
+case("class lists separated by tabs and newlines", "trackSubmit / anonymous (class attribute)",
+  [step({"browser":"b1","at":1,"submit":{"event":"Sent","fields":[
+      {"name":"email","type":"text","value":"x@y.example","class":"wide\tkm_ignore"},
+      {"name":"billing_zip","type":"text","value":"0150","class":"a\nkm_include\tb"},
+      {"name":"city","type":"text","value":"Oslo"}]}},
+      st(A[0],None,[e_req("Sent",A[0],1,[("billing_zip","0150"),("city","Oslo")])]))],
+  [[A[0]]])
+case("[] fields whose names differ only in non-ASCII case are one property", "trackSubmit / anonymous (non-ASCII case)",
+  [step({"browser":"b1","at":1,"submit":{"event":"Chose","fields":[
+      {"name":"Ärger[]","type":"checkbox","value":"b","checked":True},
+      {"name":"ärger[]","type":"checkbox","value":"a","checked":True},
+      {"name":"ÉTÉ","type":"text","value":"1"},
+      {"name":"été","type":"text","value":"2"}]}},
+      st(A[0],None,[e_req("Chose",A[0],1,[("Ärger","a,b"),("ÉTÉ","2")])]))],
+  [[A[0]]])
 case("kmi link on an anonymous browser is identify", "URL kmi=foo / anonymous",
   [step({"browser":"b1","at":1,"visit":"https://shop.example/landing?kmi=foo&kme=Clicked+Ad&km_Link+Location=top&utm=x"},
         st(A[0],"foo",[a_req(A[0],"foo",1),e_req("Clicked Ad","foo",1,[("Link Location","top")])])),
