@@ -108,6 +108,7 @@
   // replaces an earlier one and keeps its first spelling).
   function putProp(list, name, value) {
     if (!validName(name)) { warn('skipped the property ' + JSON.stringify(name) + ': a name must be 1 to 255 characters without control characters'); return; }
+    if (name.charAt(0) === '_') { warn('skipped the property ' + JSON.stringify(name) + ': names starting with _ are KISSmetrics parameters (_p, _n, _t, ...)'); return; }
     var lower = name.toLowerCase();
     for (var i = 0; i < list.length; i++) {
       if (list[i][0].toLowerCase() === lower) { list[i][1] = String(value); return; }

@@ -199,7 +199,7 @@ impl Properties {
         let mut index: rustc_hash::FxHashMap<String, usize> = rustc_hash::FxHashMap::default();
         for (name, value) in pairs {
             let name = name.into();
-            check_name("property name", &name)?;
+            check_property_name(&name)?;
             match index.entry(fold_case(&name).into_owned()) {
                 std::collections::hash_map::Entry::Occupied(e) => out[*e.get()].1 = value.into(),
                 std::collections::hash_map::Entry::Vacant(e) => {
@@ -220,7 +220,7 @@ impl Properties {
     /// control character.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Value>) -> Result<()> {
         let name = name.into();
-        check_name("property name", &name)?;
+        check_property_name(&name)?;
         let value = value.into();
         match self.0.iter_mut().find(|(n, _)| eq_ignore_case(n, &name)) {
             Some(slot) => slot.1 = value,
@@ -269,7 +269,7 @@ impl Properties {
     pub(crate) fn validate(&self, limits: &Limits) -> Result<()> {
         limits.check_count(self.0.len())?;
         for (n, v) in &self.0 {
-            check_name("property name", n)?;
+            check_property_name(n)?;
             limits.check_value(v)?;
         }
         Ok(())
@@ -310,6 +310,21 @@ pub(crate) fn cmp_ignore_case(a: &str, b: &str) -> std::cmp::Ordering {
 
 fn eq_ignore_case(a: &str, b: &str) -> bool {
     a == b || cmp_ignore_case(a, b).is_eq()
+}
+
+/// Checks a property name: a name ([`check_name`]) that does not start with `_`. Names with `_`
+/// are KISSmetrics' own parameters (`_p`, `_n`, `_t`, `_k`, `_d`, `_p2`, ...): as a property
+/// one would be sent, exported and imported as the parameter it shadows.
+pub(crate) fn check_property_name(s: &str) -> Result<()> {
+    check_name("property name", s)?;
+    if s.starts_with('_') {
+        return Err(Error::InvalidName {
+            what: "property name",
+            shown: shown(s),
+            rule: "a name starting with _ is reserved for KISSmetrics parameters (_p, _n, _t, ...)",
+        });
+    }
+    Ok(())
 }
 
 /// Checks an event or property name: 1 to 255 characters, no control characters.
@@ -613,5 +628,23 @@ mod tests {
     fn from_pairs_reports_the_first_bad_name() {
         let e = Properties::from_pairs([("ok", 1i64), ("", 2), ("\u{7}", 3)]).unwrap_err();
         assert!(e.to_string().contains("must not be empty"), "{e}");
+    }
+
+    #[test]
+    fn reserved_names_are_never_properties() {
+        for name in ["_p", "_n", "_t", "_k", "_d", "_p2", "_anything"] {
+            let e = Properties::from_pairs([(name, "x")])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("reserved for KISSmetrics parameters"), "{e}");
+            assert!(Properties::new().insert(name, "x").is_err());
+        }
+        let smuggled = Op::set(
+            Identity::new("a").unwrap(),
+            Properties(vec![("_p".into(), Value::Text("b".into()))]),
+            0,
+        );
+        assert!(smuggled.validate().is_err());
+        assert!(Properties::from_pairs([("p_", "x"), ("a_p", "y")]).is_ok());
     }
 }

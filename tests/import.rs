@@ -973,6 +973,46 @@ fn hostile_lines_are_refused_by_file_and_line() {
         assert!(err(&out).contains(want), "{want}: {}", err(&out));
         assert!(ok(&db, &["stats"]).contains("events          0"));
     }
+    // A line past max_line_bytes (4 MiB) is a bad line, read without holding it: strict
+    // stops, --skip-invalid skips it and imports the rest.
+    let long = format!(
+        "{{\"_p\":\"ok\",\"_t\":1,\"_n\":\"E\"}}\n{{\"_p\":\"{}\"}}\n{{\"_p\":\"ok\",\"_t\":2,\"_n\":\"F\"}}\n",
+        "x".repeat(5 << 20)
+    );
+    let f = dir.path().join("long.json");
+    std::fs::write(&f, &long).unwrap();
+    let out = idgraph(&db, &["import", f.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2), "{}", err(&out));
+    assert!(
+        err(&out).contains("long.json:2: the line has 5242890 bytes, more than the limit of 4194304 (max_line_bytes)"),
+        "{}",
+        err(&out)
+    );
+    let out = idgraph(
+        &db,
+        &["import", "--skip-invalid", f.to_str().unwrap()],
+        None,
+    );
+    assert!(out.status.success(), "{}", err(&out));
+    assert!(ok(&db, &["stats"]).contains("events          2"));
+    // A CSV record past the limit stops the import: no record boundary can be trusted after it.
+    let csv = format!(
+        "Identity,Timestamp,Event\na,1,E\nb,2,\"{}\"\n",
+        "y".repeat(5 << 20)
+    );
+    let f = dir.path().join("long.csv");
+    std::fs::write(&f, &csv).unwrap();
+    let out = idgraph(
+        &db,
+        &["import", "--skip-invalid", f.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", err(&out));
+    assert!(
+        err(&out).contains("long.csv:3: a record longer than the limit"),
+        "{}",
+        err(&out)
+    );
     let out = idgraph(&db, &["import", "-", "-"], Some(""));
     assert_eq!(out.status.code(), Some(2), "{}", err(&out));
     assert!(err(&out).contains("given twice"), "{}", err(&out));

@@ -438,9 +438,7 @@ impl FileSource {
         let mut buf = Vec::with_capacity(512);
         let mut line = first;
         loop {
-            buf.clear();
-            let n = reader
-                .read_until(b'\n', &mut buf)
+            let (n, whole) = read_line_bounded(&mut reader, &mut buf, MAX_LINE_BYTES)
                 .map_err(|e| Error::io(format!("{name}:{}", line + 1), e))?;
             if n == 0 {
                 break;
@@ -448,6 +446,14 @@ impl FileSource {
             line += 1;
             progress.bytes += n as u64;
             let at = format!("{name}:{line}");
+            if !whole {
+                let reason = format!(
+                    "the line has {n} bytes, more than the limit of {MAX_LINE_BYTES} \
+                     (max_line_bytes)"
+                );
+                self.emit(pass, &at, Err(reason), f)?;
+                continue;
+            }
             let text = match std::str::from_utf8(&buf) {
                 Ok(t) => t.trim_end_matches(['\n', '\r']),
                 Err(_) => {
@@ -492,9 +498,14 @@ impl FileSource {
             _ => Ok(csv::StringRecord::new()),
         }
         .map_err(|e| Error::Input(format!("{name}:1: {e}")))?;
+        let since = Rc::new(std::cell::Cell::new(0u64));
         let mut rdr = csv::ReaderBuilder::new()
             .has_headers(header.is_empty())
-            .from_reader(reader);
+            .from_reader(RecordLimit {
+                inner: reader,
+                since: since.clone(),
+                max: MAX_LINE_BYTES as u64,
+            });
         let header = if header.is_empty() {
             rdr.headers()
                 .map_err(|e| Error::Input(format!("{name}:1: {e}")))?
@@ -508,6 +519,8 @@ impl FileSource {
         let bytes_before = progress.bytes;
         loop {
             let local = rdr.position().line() + 1;
+            let starts = first + rdr.position().line();
+            since.set(0);
             match rdr.read_record(&mut rec) {
                 Ok(false) => break,
                 Ok(true) if rec.len() != header.len() => {
@@ -540,6 +553,11 @@ impl FileSource {
                 }
                 Err(e) => {
                     let line = first + e.position().map_or(local, |p| p.line());
+                    if let csv::ErrorKind::Io(io) = e.kind()
+                        && io.get_ref().is_some_and(|x| x.is::<RecordTooLong>())
+                    {
+                        return Err(Error::Input(format!("{name}:{starts}: {RecordTooLong}")));
+                    }
                     let reason = match e.kind() {
                         csv::ErrorKind::UnequalLengths {
                             expected_len, len, ..
@@ -553,6 +571,93 @@ impl FileSource {
         progress.bytes = bytes_before + rdr.position().byte();
         progress.lines_before += rdr.position().line();
         Ok(())
+    }
+}
+
+/// The longest line (JSON) or record (CSV) an import reads: 4 MiB, room for the largest op
+/// the limits allow (256 properties of 8 KiB). A longer JSON line is a bad line (skipped with
+/// `--skip-invalid`); a longer CSV record stops the import (past it the reader cannot tell
+/// where the next record starts).
+pub const MAX_LINE_BYTES: usize = 4 << 20;
+
+/// Reads one line (through `\n`) into `buf` (cleared first), keeping at most `max` bytes:
+/// the rest of a longer line is read and dropped, so memory stays bounded whatever the input.
+/// Returns the bytes the line had and whether `buf` holds all of them.
+pub(crate) fn read_line_bounded(
+    r: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<(usize, bool)> {
+    buf.clear();
+    let mut total = 0;
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            break;
+        }
+        let (take, done) = match memchr::memchr(b'\n', avail) {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        // Up to `max` bytes and a two-byte line ending; more than that is cut.
+        if buf.len() < max + 2 {
+            let keep = take.min(max + 2 - buf.len());
+            buf.extend_from_slice(&avail[..keep]);
+        }
+        total += take;
+        r.consume(take);
+        if done {
+            break;
+        }
+    }
+    let whole = total == buf.len() && line_len(buf) <= max;
+    if !whole {
+        buf.clear();
+    }
+    Ok((total, whole))
+}
+
+/// Bytes of a line without its `\n` / `\r\n` ending.
+fn line_len(b: &[u8]) -> usize {
+    let b = b.strip_suffix(b"\n").unwrap_or(b);
+    b.strip_suffix(b"\r").unwrap_or(b).len()
+}
+
+/// A reader that fails once more than `max` bytes were read since `since` was last reset
+/// (the CSV reader resets it after each record): bounds the memory of one record.
+struct RecordLimit<R> {
+    inner: R,
+    since: Rc<std::cell::Cell<u64>>,
+    max: u64,
+}
+
+/// The error [`RecordLimit`] fails with.
+#[derive(Debug)]
+struct RecordTooLong;
+
+impl std::fmt::Display for RecordTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a record longer than the limit of {MAX_LINE_BYTES} bytes (max_line_bytes)"
+        )
+    }
+}
+
+impl std::error::Error for RecordTooLong {}
+
+impl<R: Read> Read for RecordLimit<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.since.get() > self.max {
+            return Err(std::io::Error::other(RecordTooLong));
+        }
+        let n = self.inner.read(out)?;
+        self.since.set(self.since.get() + n as u64);
+        Ok(n)
     }
 }
 
@@ -605,6 +710,37 @@ impl OpSource for FileSource {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    proptest::proptest! {
+        #[test]
+        fn bounded_lines_are_read_until_lines_or_cut(
+            text in proptest::collection::vec(proptest::sample::select(vec![b'a', b'\n', b'\r']), 0..60),
+            max in 0usize..12,
+            cap in 1usize..8,
+        ) {
+            // Small buffers: lines cross fill_buf boundaries.
+            let mut r = std::io::BufReader::with_capacity(cap, &text[..]);
+            let mut want = std::io::BufReader::new(&text[..]);
+            let mut buf = Vec::new();
+            loop {
+                let mut line = Vec::new();
+                let n = want.read_until(b'\n', &mut line).unwrap();
+                let (got, whole) = super::read_line_bounded(&mut r, &mut buf, max).unwrap();
+                prop_assert_eq!(got, n);
+                if n == 0 {
+                    break;
+                }
+                prop_assert_eq!(whole, super::line_len(&line) <= max);
+                if whole {
+                    prop_assert_eq!(&buf, &line);
+                } else {
+                    prop_assert!(buf.is_empty());
+                }
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -222,10 +222,11 @@ pub fn capture(form: &Form) -> (Vec<(String, String)>, Option<String>) {
 
 /// `call` overridden by the captured form values (same name, ignoring case).
 pub(crate) fn merge(call: &Properties, captured: &[(String, String)]) -> Properties {
-    // Captured names come from HTML `name` attributes; skip any a store would reject.
+    // Captured names come from HTML `name` attributes; skip any a store would reject (and the
+    // reserved `_` names: a field named `_p` must not redirect the event).
     let captured = captured
         .iter()
-        .filter(|(n, _)| crate::op::check_name("property name", n).is_ok())
+        .filter(|(n, _)| crate::op::check_property_name(n).is_ok())
         .map(|(n, v)| (n.clone(), Value::Text(v.clone())));
     let call = call.iter().map(|(n, v)| (n.to_owned(), v.clone()));
     Properties::from_pairs(call.chain(captured)).expect("names checked")

@@ -110,7 +110,8 @@ fn json_props(obj: &serde_json::Map<String, Json>) -> Result<Properties, String>
         .check_count(obj.len())
         .map_err(|e| e.to_string())?;
     let mut pairs = Vec::with_capacity(obj.len());
-    for (k, v) in obj {
+    // As km.js: a `_` name is a KISSmetrics parameter, never a property; it is skipped.
+    for (k, v) in obj.iter().filter(|(k, _)| !k.starts_with('_')) {
         let v = match v {
             Json::String(s) => Value::Text(s.clone()),
             Json::Number(n) => match n.as_i64() {

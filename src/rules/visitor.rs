@@ -291,9 +291,11 @@ impl Visitor {
         if let Some(id) = &c.identity {
             fx.then(self.identify_by(Some(id), at, Cause::Url)?);
         }
+        // `km__p=x` would be a property `_p`: reserved names are skipped, as km.js does.
         let props = Properties::from_pairs(
             c.properties
                 .iter()
+                .filter(|(n, _)| !n.starts_with('_'))
                 .map(|(n, v)| (n.as_str(), Value::Text(v.clone()))),
         )?;
         match &c.event {

@@ -106,6 +106,18 @@ case("[] fields whose names differ only in non-ASCII case are one property", "tr
       {"name":"été","type":"text","value":"2"}]}},
       st(A[0],None,[e_req("Chose",A[0],1,[("Ärger","a,b"),("ÉTÉ","2")])]))],
   [[A[0]]])
+case("reserved _ names are never properties, from _kmq, URL or form", "reserved names / anonymous",
+  [step(kmq("b1",1,"record","Buy",{"_p":"someone","_n":"Other","_t":"5","price":"5"}),
+        st(A[0],None,[e_req("Buy",A[0],1,[("price","5")])])),
+   step(kmq("b1",2,"set",{"_k":"stolen","plan":"pro"}), st(A[0],None,[s_req(A[0],2,[("plan","pro")])])),
+   step({"browser":"b1","at":3,"visit":"https://shop.example/?kme=Clicked&km__p=someone&km_x=1"},
+        st(A[0],None,[e_req("Clicked",A[0],3,[("x","1")])])),
+   step({"browser":"b1","at":4,"submit":{"event":"Sent","fields":[
+      {"name":"_p","type":"text","value":"someone"},
+      {"name":"_n","type":"text","value":"x","classes":["km_include"]},
+      {"name":"city","type":"text","value":"Oslo"}]}},
+      st(A[0],None,[e_req("Sent",A[0],4,[("city","Oslo")])]))],
+  [[A[0]]])
 case("kmi link on an anonymous browser is identify", "URL kmi=foo / anonymous",
   [step({"browser":"b1","at":1,"visit":"https://shop.example/landing?kmi=foo&kme=Clicked+Ad&km_Link+Location=top&utm=x"},
         st(A[0],"foo",[a_req(A[0],"foo",1),e_req("Clicked Ad","foo",1,[("Link Location","top")])])),
