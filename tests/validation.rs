@@ -358,3 +358,62 @@ fn verify_reports_damaged_packed_records() {
         "{p:?}"
     );
 }
+
+/// Gives its ops in the first pass, then fails halfway through the second (a file that
+/// vanished between the passes, a disk that failed).
+struct FailsInPassTwo(Vec<Op>);
+
+impl idgraph::OpSource for FailsInPassTwo {
+    fn for_each(
+        &mut self,
+        pass: idgraph::Pass,
+        f: &mut dyn FnMut(Op) -> idgraph::Result<()>,
+    ) -> idgraph::Result<()> {
+        for (i, op) in self.0.iter().enumerate() {
+            if pass == idgraph::Pass::Write && i == self.0.len() / 2 {
+                return Err(idgraph::Error::Input("the input went away".into()));
+            }
+            f(op.clone())?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_bulk_apply_that_fails_after_planning_leaves_a_handle_that_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ops: Vec<Op> = (0..40)
+        .map(|i| {
+            Op::record(
+                id(&format!("u{}", i % 7)),
+                "E",
+                idgraph::Properties::new(),
+                i,
+            )
+        })
+        .chain([Op::alias(id("u1"), id("u2"), 50, idgraph::Cause::Api)])
+        .collect();
+    {
+        let s = Config::new(dir.path()).open().unwrap();
+        let e = s
+            .bulk_apply(&mut FailsInPassTwo(ops.clone()), Default::default())
+            .unwrap_err();
+        assert!(e.to_string().contains("the input went away"), "{e}");
+        // Memory holds the plan, disk part of it: writes are refused until the store reopens.
+        let refused = s
+            .apply(Op::alias(id("x"), id("y"), 1, idgraph::Cause::Api))
+            .unwrap_err();
+        assert!(
+            matches!(refused, idgraph::Error::Interrupted(None)),
+            "{refused}"
+        );
+        assert!(s.bulk_apply(&mut ops.clone(), Default::default()).is_err());
+    }
+    // Reopened: what is on disk is whole, and the same import completes it.
+    let s = Config::new(dir.path()).open().unwrap();
+    assert!(s.verify().unwrap().is_ok());
+    s.bulk_apply(&mut ops.clone(), Default::default()).unwrap();
+    assert!(s.verify().unwrap().is_ok());
+    assert_eq!(s.events("u0").unwrap().len(), 6);
+    assert_eq!(s.resolve("u2").unwrap().unwrap().ids, ["u1", "u2"]);
+}

@@ -483,6 +483,15 @@ pub(crate) fn apply(
         let written = written?;
         parsed?;
         Ok(written)
+    });
+    // Memory holds the whole import from here on; disk may hold part of it. Rather than
+    // serve writes from a graph that disk does not match, the handle refuses them: reopening
+    // loads what is on disk (a killed import's state; rerunning the import completes it).
+    // The error itself is returned as it is; later writes get `Error::Interrupted`.
+    let written = written.inspect_err(|_| {
+        store
+            .poisoned
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     })?;
     rep.keys_written = written;
     Ok(rep)
