@@ -506,9 +506,26 @@ pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
 }
 
 /// Decodes a value with bincode; `what` names it in the error.
+///
+/// A damaged length prefix must not make the decoder allocate what it claims (found by the
+/// `codec` fuzzer: a string "of 2.8 GB" in a 72-byte record). Every byte a string or byte
+/// vector allocates is read from `b`, so the decoder gets an allocation budget of `b`'s
+/// length, rounded up to a power of 16 (bincode takes the budget as a constant).
 pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T> {
-    let (v, used) = bincode::serde::decode_from_slice(b, config())
-        .map_err(|e| Error::Corrupt(format!("cannot decode {what}: {e}")))?;
+    fn limited<const N: usize, T: serde::de::DeserializeOwned>(
+        b: &[u8],
+    ) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
+        bincode::serde::decode_from_slice(b, config().with_limit::<N>())
+    }
+    let decoded = match b.len() {
+        0..=0x1000 => limited::<0x1000, T>(b),
+        0x1001..=0x1_0000 => limited::<0x1_0000, T>(b),
+        0x1_0001..=0x10_0000 => limited::<0x10_0000, T>(b),
+        0x10_0001..=0x100_0000 => limited::<0x100_0000, T>(b),
+        0x100_0001..=0x1000_0000 => limited::<0x1000_0000, T>(b),
+        _ => limited::<{ usize::MAX }, T>(b),
+    };
+    let (v, used) = decoded.map_err(|e| Error::Corrupt(format!("cannot decode {what}: {e}")))?;
     if used != b.len() {
         return Err(Error::Corrupt(format!(
             "{what} has {} trailing bytes",

@@ -42,6 +42,8 @@ mod codec;
 pub mod dot;
 mod error;
 pub mod forest;
+#[doc(hidden)]
+pub mod fuzz;
 mod graph;
 mod id;
 pub mod ingest;
