@@ -62,8 +62,22 @@ fn bench(c: &mut Criterion) {
 
     // Applying: an event with its properties written, and the ID's record rewritten with them.
     let mut g = c.benchmark_group("hostile/apply");
-    for (name, b) in [("typical", &typical), ("worst_ascii", &worst_ascii)] {
+    // The worst case: an ID that already holds the most names it may keep
+    // (max_properties_per_id, 1,024), so each op rewrites all of them.
+    let fill: Vec<Op> = (0..4)
+        .map(|k| parse(&body(256, value_len, |i| format!("Fill{k}_{i:04}"))))
+        .collect();
+    for (name, b, prefill) in [
+        ("typical", &typical, false),
+        ("worst_ascii", &worst_ascii, false),
+        ("worst_on_a_full_id", &worst_ascii, true),
+    ] {
         let store: Store = Config::temporary().open().unwrap();
+        if prefill {
+            for op in &fill {
+                store.apply(op.clone()).unwrap();
+            }
+        }
         let op = parse(b);
         let mut t = 0;
         g.bench_function(name, |x| {

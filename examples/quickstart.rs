@@ -63,6 +63,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Outcome::Alias(AliasOutcome::AlreadySame) => "already one person".into(),
             Outcome::Alias(AliasOutcome::Refused(why)) => format!("refused: {why}"),
             Outcome::Stored => "stored".into(),
+            o @ Outcome::PropertiesRefused { .. } => {
+                format!("stored; {}", o.refusal().unwrap_or_default())
+            }
         };
         println!("{what:50} -> {outcome}");
     }

@@ -425,7 +425,27 @@ pub struct PropMap(pub Vec<StoredProp>);
 
 impl PropMap {
     /// Sets `name` unless the stored value is later; equal times: this one (applied last).
-    /// The first spelling of a name is kept. Returns whether anything changed.
+    /// The first spelling of a name is kept. A name new to the map is added only while the map
+    /// holds fewer than `max` names. Returns whether anything changed, and whether `name` was
+    /// refused for want of room.
+    pub fn merge_within(
+        &mut self,
+        name: &str,
+        value: StoredValue,
+        at: Timestamp,
+        seq: u64,
+        max: usize,
+    ) -> (bool, bool) {
+        match self
+            .0
+            .binary_search_by(|p| crate::op::cmp_ignore_case(&p.name, name))
+        {
+            Err(_) if self.0.len() >= max => (false, true),
+            _ => (self.merge(name, value, at, seq), false),
+        }
+    }
+
+    /// [`merge_within`](Self::merge_within) without a limit.
     pub fn merge(&mut self, name: &str, value: StoredValue, at: Timestamp, seq: u64) -> bool {
         match self
             .0
@@ -508,9 +528,11 @@ pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
 /// Decodes a value with bincode; `what` names it in the error.
 ///
 /// A damaged length prefix must not make the decoder allocate what it claims (found by the
-/// `codec` fuzzer: a string "of 2.8 GB" in a 72-byte record). Every byte a string or byte
-/// vector allocates is read from `b`, so the decoder gets an allocation budget of `b`'s
-/// length, rounded up to a power of 16 (bincode takes the budget as a constant).
+/// `codec` fuzzer: a string "of 2.8 GB" in a 72-byte record). bincode counts what it decodes
+/// against a budget of in-memory bytes: a string its length, a number its full width (8 for
+/// an `i64` stored as a 1-byte varint, 16 at most). So a value of `b.len()` bytes needs at most
+/// 16 x `b.len()`; the budget is that, rounded up to a power of 16 (bincode takes it as a
+/// constant).
 pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T> {
     fn limited<const N: usize, T: serde::de::DeserializeOwned>(
         b: &[u8],
@@ -518,11 +540,11 @@ pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T>
         bincode::serde::decode_from_slice(b, config().with_limit::<N>())
     }
     let decoded = match b.len() {
-        0..=0x1000 => limited::<0x1000, T>(b),
-        0x1001..=0x1_0000 => limited::<0x1_0000, T>(b),
-        0x1_0001..=0x10_0000 => limited::<0x10_0000, T>(b),
-        0x10_0001..=0x100_0000 => limited::<0x100_0000, T>(b),
-        0x100_0001..=0x1000_0000 => limited::<0x1000_0000, T>(b),
+        0..=0x100 => limited::<0x1000, T>(b),
+        0x101..=0x1000 => limited::<0x1_0000, T>(b),
+        0x1001..=0x1_0000 => limited::<0x10_0000, T>(b),
+        0x1_0001..=0x10_0000 => limited::<0x100_0000, T>(b),
+        0x10_0001..=0x100_0000 => limited::<0x1000_0000, T>(b),
         _ => limited::<{ usize::MAX }, T>(b),
     };
     let (v, used) = decoded.map_err(|e| Error::Corrupt(format!("cannot decode {what}: {e}")))?;
@@ -537,6 +559,42 @@ pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_decode_budget_holds_every_value_the_store_writes() {
+        use super::*;
+        // The densest values: 1-byte varints that decode to 8- and 16-byte numbers.
+        for n in [0usize, 1, 10, 300, 5000, 70_000] {
+            let map = PropMap(
+                (0..n)
+                    .map(|i| StoredProp {
+                        name: if i == 0 {
+                            String::new()
+                        } else {
+                            format!("{i}")
+                        },
+                        value: StoredValue::Int(0),
+                        at: 0,
+                        seq: 0,
+                    })
+                    .collect(),
+            );
+            let b = encode(&map).unwrap();
+            assert_eq!(decode::<PropMap>(&b, "props").unwrap(), map, "{n}");
+        }
+        let part = crate::FilePart {
+            size: 0,
+            lines: 0,
+            hash: 0,
+            imported_at: 0,
+        };
+        let b = encode(&part).unwrap();
+        assert_eq!(decode::<crate::FilePart>(&b, "a file").unwrap(), part);
+        // A length prefix that claims more than the value holds is refused, not allocated.
+        let mut huge = vec![1u8, 0xfc];
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode::<PropMap>(&huge, "props").is_err());
+    }
+
     #[test]
     fn intents_round_trip_and_reject_damage() {
         let w = vec![

@@ -117,6 +117,11 @@ pub struct Limits {
     pub max_properties: usize,
     /// Longest property value, in bytes of UTF-8 (a number is always short). Default = 8,192.
     pub max_value_bytes: usize,
+    /// Most property names one ID keeps. An op that brings new names to an ID holding this
+    /// many is stored, but those names are not kept on the ID
+    /// ([`Outcome::PropertiesRefused`]); names it has are still updated. Every op on an ID
+    /// rewrites its record, so this bounds what an op costs. Default = 1,024.
+    pub max_properties_per_id: usize,
 }
 
 impl Default for Limits {
@@ -124,6 +129,7 @@ impl Default for Limits {
         Limits {
             max_properties: 256,
             max_value_bytes: 8192,
+            max_properties_per_id: 1024,
         }
     }
 }
@@ -499,6 +505,29 @@ pub enum Outcome {
     Alias(AliasOutcome),
     /// An [`Op::Record`] or [`Op::Set`] was stored.
     Stored,
+    /// An [`Op::Record`] or [`Op::Set`] was stored, but `refused` of its property names, new
+    /// to the ID, were not kept on the ID: it already holds `max` names
+    /// ([`Limits::max_properties_per_id`]). An event keeps all its properties.
+    PropertiesRefused {
+        /// Names not kept.
+        refused: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl Outcome {
+    /// Why part of the op was not kept, for humans (`None` when all of it was).
+    pub fn refusal(&self) -> Option<String> {
+        match self {
+            Outcome::Alias(AliasOutcome::Refused(why)) => Some(why.to_string()),
+            Outcome::PropertiesRefused { refused, max } => Some(format!(
+                "{refused} property names not kept on the ID: it holds {max}, the most allowed \
+                 (max_properties_per_id)"
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// A person as [`Store::resolve`](crate::Store::resolve) shows it.

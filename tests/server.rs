@@ -256,9 +256,34 @@ async fn hostile_requests_hit_limits_that_name_themselves() {
     let most: String = (0..256).map(|i| format!("&p{i}=v")).collect();
     let r = post(format!("_k=k1&_p=h6&_n=E{most}")).await.unwrap();
     assert_eq!(r.status(), 200);
+    // Names pile up on one ID across requests only to --max-properties-per-id (1,024): the
+    // request past it is stored, told so, and counted.
+    for round in 1..5 {
+        let more: String = (0..256).map(|i| format!("&r{round}_{i}=v")).collect();
+        let r = post(format!("_k=k1&_p=h6&_n=E{round}{more}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+        let refused = r
+            .headers()
+            .get("x-idgraph-refused")
+            .map(|v| v.to_str().unwrap().to_owned());
+        if round < 4 {
+            assert_eq!(refused, None);
+        } else {
+            let refused = refused.unwrap();
+            assert!(
+                refused.starts_with("256 property names not kept"),
+                "{refused}"
+            );
+        }
+    }
+    let line = "idgraph_limited_total{limit=\"max_properties_per_id\"}";
+    assert_eq!(metric(&c, b, line).await, 1);
     assert!(s.terminate().success());
     let store = Store::open(dir.path().join("db")).unwrap();
-    assert_eq!(store.properties("h6").unwrap().len(), 256);
+    assert_eq!(store.properties("h6").unwrap().len(), 1024);
+    assert_eq!(store.events("h6").unwrap().len(), 5);
 }
 
 #[tokio::test]

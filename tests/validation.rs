@@ -417,3 +417,56 @@ fn a_bulk_apply_that_fails_after_planning_leaves_a_handle_that_refuses_writes() 
     assert_eq!(s.events("u0").unwrap().len(), 6);
     assert_eq!(s.resolve("u2").unwrap().unwrap().ids, ["u1", "u2"]);
 }
+
+#[test]
+fn an_id_keeps_at_most_max_properties_per_id_names_alike_in_apply_and_bulk() {
+    let limits = idgraph::Limits {
+        max_properties_per_id: 3,
+        ..Default::default()
+    };
+    let props = |pairs: &[(&str, &str)]| Properties::from_pairs(pairs.iter().copied()).unwrap();
+    let ops = vec![
+        Op::set(id("a"), props(&[("p1", "1"), ("P2", "2")]), 1),
+        Op::set(id("a"), props(&[("p3", "3"), ("p4", "4")]), 2),
+        Op::set(id("a"), props(&[("p1", "new"), ("p5", "5")]), 3),
+        Op::record(id("a"), "Bought", props(&[("p9", "9"), ("p2", "two")]), 4),
+        Op::set(id("b"), props(&[("q", "1")]), 5),
+    ];
+    let one = Config::temporary().limits(limits).open().unwrap();
+    let outcomes: Vec<Outcome> = ops
+        .iter()
+        .map(|op| one.apply(op.clone()).unwrap())
+        .collect();
+    let refused = |n| Outcome::PropertiesRefused { refused: n, max: 3 };
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Stored,
+            refused(1),
+            refused(1),
+            refused(1),
+            Outcome::Stored
+        ]
+    );
+    let bulk = Config::temporary().limits(limits).open().unwrap();
+    bulk.bulk_apply(&mut ops.clone(), Default::default())
+        .unwrap();
+    for s in [&one, &bulk] {
+        let got: Vec<(String, String)> = s
+            .properties("a")
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name, p.value.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [("p1", "new"), ("P2", "two"), ("p3", "3")].map(|(a, b)| (a.to_owned(), b.to_owned()))
+        );
+        // The event keeps every property it was sent with.
+        assert_eq!(s.events("a").unwrap()[0].properties.len(), 2);
+        assert_eq!(s.stats().unwrap().ids_at_property_limit, 1);
+        assert!(s.verify().unwrap().is_ok());
+    }
+    let why = refused(2).refusal().unwrap();
+    assert!(why.ends_with("(max_properties_per_id)"), "{why}");
+}

@@ -370,6 +370,10 @@ pub struct ServeArgs {
     /// Longest property value accepted, in bytes.
     #[arg(long, default_value_t = 8192)]
     pub max_value_bytes: usize,
+    /// Most property names one ID keeps; new names past it are not kept on the ID (the event
+    /// is still stored, with all its properties).
+    #[arg(long, default_value_t = 1024)]
+    pub max_properties_per_id: usize,
     /// How long a client may take to send a request's headers (and a kept-alive connection
     /// may sit idle) before the connection is closed.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]

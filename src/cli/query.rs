@@ -99,6 +99,9 @@ pub fn stats(db: &Db, args: StatsArgs) -> Result<(), Fail> {
         println!("refused merges  {}", st.refused_merges);
         println!("events          {}", st.events);
         println!("properties      {}", st.properties);
+        if st.ids_at_property_limit > 0 {
+            println!("ids at property limit {}", st.ids_at_property_limit);
+        }
         println!("bytes on disk   {}", st.disk_bytes);
     }
     Ok(())

@@ -19,6 +19,7 @@ pub fn serve(db: &Db, args: ServeArgs) -> Result<(), Fail> {
         max_request_bytes,
         max_properties,
         max_value_bytes,
+        max_properties_per_id,
         header_timeout,
         body_timeout,
         max_connections,
@@ -27,6 +28,7 @@ pub fn serve(db: &Db, args: ServeArgs) -> Result<(), Fail> {
     let limits = idgraph::Limits {
         max_properties,
         max_value_bytes,
+        max_properties_per_id,
     };
     let demo = !no_demo;
     for (flag, t) in [

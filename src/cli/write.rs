@@ -27,6 +27,11 @@ fn write(db: &Db, op: Op) -> Result<Outcome, Fail> {
     let store = db.open_rw()?;
     let out = store.apply(op)?;
     store.flush()?;
+    if let Outcome::PropertiesRefused { .. } = out
+        && let Some(why) = out.refusal()
+    {
+        eprintln!("idgraph: stored, but {why}");
+    }
     Ok(out)
 }
 

@@ -133,11 +133,12 @@ pub(crate) struct Metrics {
 }
 
 /// The names of the limits a refusal's reason may name (see [`crate::Error::Limit`]).
-const LIMIT_NAMES: [&str; 4] = [
+const LIMIT_NAMES: [&str; 5] = [
     "max_request_bytes",
     "max_properties",
     "max_value_bytes",
     "body_timeout",
+    "max_properties_per_id",
 ];
 
 impl Metrics {
@@ -410,6 +411,9 @@ async fn track(
 ) -> Response {
     let mut raw = query.unwrap_or_default();
     let max = s.cfg.max_request_bytes;
+    // Set when the body was left unread (too large, too slow): the connection must close,
+    // or the client would send its next request after bytes nobody will read.
+    let mut unread = false;
     let result = async {
         let too_large = || {
             (
@@ -420,8 +424,12 @@ async fn track(
         let within = s.cfg.body_timeout;
         let body = match read_body(&headers, body, max.saturating_sub(raw.len()), within).await {
             Ok(b) => b,
-            Err(BodyError::TooLarge) => return Err(too_large()),
+            Err(BodyError::TooLarge) => {
+                unread = true;
+                return Err(too_large());
+            }
             Err(BodyError::Slow) => {
+                unread = true;
                 return Err((
                     StatusCode::REQUEST_TIMEOUT,
                     format!(
@@ -476,6 +484,7 @@ async fn track(
     }
     .await;
     let (status, reason) = match &result {
+        Ok(outcome @ Outcome::PropertiesRefused { .. }) => (StatusCode::OK, outcome.refusal()),
         Ok(_) => (StatusCode::OK, None),
         Err((st, why)) => (*st, Some(why.clone())),
     };
@@ -524,15 +533,22 @@ async fn track(
                 GIF,
             )
                 .into_response();
-            if let Outcome::Alias(crate::AliasOutcome::Refused(why)) = outcome {
+            if let Some(why) = outcome.refusal() {
                 // Still a success for the client (KISSmetrics semantics); say why for humans.
-                if let Ok(v) = HeaderValue::from_str(&why.to_string().replace(['\r', '\n'], " ")) {
+                if let Ok(v) = HeaderValue::from_str(&why.replace(['\r', '\n'], " ")) {
                     r.headers_mut().insert("x-idgraph-refused", v);
                 }
             }
             r
         }
-        Err((status, why)) => text(status, why),
+        Err((status, why)) => {
+            let mut r = text(status, why);
+            if unread {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            r
+        }
     }
 }
 

@@ -166,12 +166,19 @@ struct PropAgg {
     spellings: Interner<Box<str>>,
     /// Encoded [`codec::StoredValue`]s.
     values: Interner<Vec<u8>>,
-    /// (node, lower-cased name) → (first spelling, value, at, seq)
-    latest: FxHashMap<(Node, u32), (u32, u32, Timestamp, u64)>,
+    /// (node, lower-cased name) → (first spelling, value, at, seq, arrival): `arrival`
+    /// numbers the pairs in the order first seen, so that an ID short of room keeps the
+    /// names that came first, as one op at a time keeps them.
+    latest: FxHashMap<(Node, u32), Latest>,
+    /// [`Limits::max_properties_per_id`](crate::Limits::max_properties_per_id).
+    max_per_id: usize,
     /// The keys of `latest` sorted, made by [`index`](Self::index) once pass 1 is over: a
     /// node's names without a walk over every name of the input.
     by_node: Vec<(Node, u32)>,
 }
+
+/// Of one (node, name) in [`PropAgg`]: (first spelling, value, at, seq, arrival).
+type Latest = (u32, u32, Timestamp, u64, u64);
 
 /// Numbers distinct values in the order first seen.
 struct Interner<K> {
@@ -215,12 +222,13 @@ impl PropAgg {
             let v = self
                 .values
                 .intern(codec::encode(&codec::StoredValue::from(value.clone()))?.as_slice());
+            let arrival = self.latest.len() as u64;
             match self.latest.get_mut(&(n, lname)) {
                 Some(e) if e.2 > at => {}
-                Some(e) => *e = (e.0, v, at, seq),
+                Some(e) => *e = (e.0, v, at, seq, e.4),
                 None => {
                     let sp = self.spellings.intern(name);
-                    self.latest.insert((n, lname), (sp, v, at, seq));
+                    self.latest.insert((n, lname), (sp, v, at, seq, arrival));
                 }
             }
         }
@@ -238,10 +246,17 @@ impl PropAgg {
     fn merge_into(&self, n: Node, map: &mut PropMap) -> Result<bool> {
         let mut changed = false;
         let from = self.by_node.partition_point(|k| k.0 < n);
-        for key in self.by_node[from..].iter().take_while(|k| k.0 == n) {
-            let (sp, v, at, seq) = self.latest[key];
+        let mut mine: Vec<_> = self.by_node[from..]
+            .iter()
+            .take_while(|k| k.0 == n)
+            .map(|key| self.latest[key])
+            .collect();
+        // In arrival order: names past the per-ID limit are the later ones.
+        mine.sort_unstable_by_key(|e| e.4);
+        for (sp, v, at, seq, _) in mine {
             let value = codec::decode(self.values.get(v), "a property value")?;
-            changed |= map.merge(self.spellings.get(sp), value, at, seq);
+            let name = self.spellings.get(sp);
+            changed |= map.merge_within(name, value, at, seq, self.max_per_id).0;
         }
         Ok(changed)
     }
@@ -369,7 +384,10 @@ pub(crate) fn apply(
     let before = graph.len();
     let mut planner = Planner::new(store, &graph);
     planner.graph_only = true;
-    let mut props = PropAgg::default();
+    let mut props = PropAgg {
+        max_per_id: store.limits.max_properties_per_id,
+        ..PropAgg::default()
+    };
     let db = &store.db;
     source.for_each(Pass::Check, &mut |op| {
         op.validate_with(&store.limits)?;

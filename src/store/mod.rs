@@ -59,6 +59,9 @@ pub struct Stats {
     pub events: u64,
     /// Stored property values (one per ID and property name).
     pub properties: u64,
+    /// IDs that hold [`Limits::max_properties_per_id`](crate::Limits::max_properties_per_id)
+    /// names: new names sent to them are not kept.
+    pub ids_at_property_limit: u64,
     /// Bytes sled uses on disk.
     pub disk_bytes: u64,
 }
@@ -155,7 +158,9 @@ impl Store {
     pub fn alias(&self, a: &Identity, b: &Identity) -> Result<AliasOutcome> {
         match self.apply(Op::alias(a.clone(), b.clone(), now(), Cause::Api))? {
             Outcome::Alias(o) => Ok(o),
-            Outcome::Stored => unreachable!("an alias op has an alias outcome"),
+            Outcome::Stored | Outcome::PropertiesRefused { .. } => {
+                unreachable!("an alias op has an alias outcome")
+            }
         }
     }
 
@@ -577,7 +582,9 @@ impl Store {
         s.events = records::count_prefix(&self.db, codec::EVENT)?;
         records::scan_id_records(&self.db, |_, v, at| {
             if !matches!(at, records::RecordAt::Shadowed(_)) {
-                s.properties += IdRecord::decode(v)?.props.0.len() as u64;
+                let n = IdRecord::decode(v)?.props.0.len();
+                s.properties += n as u64;
+                s.ids_at_property_limit += u64::from(n >= self.limits.max_properties_per_id);
             }
             Ok(())
         })?;

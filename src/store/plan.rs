@@ -129,15 +129,16 @@ impl<'a, 'g> Planner<'a, 'g> {
                 }
                 let (k, v) = codec::event_entry(n, event, properties, *at)?;
                 self.writes.insert(k, v);
-                self.set_props(n, properties, *at)?;
-                Ok(Outcome::Stored)
+                let refused = self.set_props(n, properties, *at)?;
+                Ok(self.stored(refused))
             }
             Op::Set { id, properties, at } => {
                 let n = self.node(id, *at, false)?;
-                if !self.graph_only {
-                    self.set_props(n, properties, *at)?;
+                if self.graph_only {
+                    return Ok(Outcome::Stored);
                 }
-                Ok(Outcome::Stored)
+                let refused = self.set_props(n, properties, *at)?;
+                Ok(self.stored(refused))
             }
         }
     }
@@ -298,10 +299,23 @@ impl<'a, 'g> Planner<'a, 'g> {
         Ok(AliasOutcome::Refused(reason))
     }
 
-    fn set_props(&mut self, n: Node, props: &Properties, at: Timestamp) -> Result<()> {
-        if props.is_empty() {
-            return Ok(());
+    fn stored(&self, refused: usize) -> Outcome {
+        if refused == 0 {
+            Outcome::Stored
+        } else {
+            Outcome::PropertiesRefused {
+                refused,
+                max: self.store.limits.max_properties_per_id,
+            }
         }
+    }
+
+    /// Sets `props` on `n`; returns how many names were not kept (the ID is full).
+    fn set_props(&mut self, n: Node, props: &Properties, at: Timestamp) -> Result<usize> {
+        if props.is_empty() {
+            return Ok(0);
+        }
+        let max = self.store.limits.max_properties_per_id;
         // Store-wide apply order, monotonic across restarts (sled persists its ID generator).
         let seq = self.db.generate_id()?;
         let map = if self.st.is_new(n) {
@@ -309,9 +323,10 @@ impl<'a, 'g> Planner<'a, 'g> {
         } else {
             &mut self.pending_id(n)?.props
         };
+        let mut refused = 0;
         for (name, value) in props.iter() {
-            map.merge(name, value.clone().into(), at, seq);
+            refused += usize::from(map.merge_within(name, value.clone().into(), at, seq, max).1);
         }
-        Ok(())
+        Ok(refused)
     }
 }
