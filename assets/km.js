@@ -71,7 +71,7 @@
   // ---- identity state
   function ai() {
     var a = getCookie(AI);
-    if (!a) {
+    if (!a || !validId(a)) {                       // missing, empty or not an ID: a new one
       a = KM.newId();
       setCookie(AI, a);
     }
@@ -303,6 +303,7 @@
         var eq = pairs[i].indexOf('=');
         var k = dec(eq < 0 ? pairs[i] : pairs[i].slice(0, eq));
         var v = eq < 0 ? '' : dec(pairs[i].slice(eq + 1));
+        if (k === null || v === null) continue;      // not UTF-8 (%FF): skipped
         if (k.slice(0, 2) !== 'km') continue;
         var rest = k.slice(2);
         if (rest.charAt(0) === '_') rest = rest.slice(1);
@@ -316,13 +317,17 @@
         }
       }
     }
+    // Checked before anything changes: a visit that fails changes no cookie, sends nothing.
+    if (event === '') event = null;                // an empty kme is no event
+    if (event !== null && !validName(event)) { warn('URL: kme ' + JSON.stringify(event) + ' is not a valid event name'); return; }
+    if (identity !== null && !isNull(identity) && !validId(identity)) { warn('URL: kmi ' + JSON.stringify(identity) + ' is not a valid ID'); return; }
     if (identity !== null) identify(identity);
     if (event !== null) recordList(event, props);
     else setList(props);
   }
   function dec(s) {
     s = s.replace(/\+/g, ' ');
-    try { return decodeURIComponent(s); } catch (e) { return s; }
+    try { return decodeURIComponent(s); } catch (e) { return null; }
   }
 
   var COMMANDS = {

@@ -99,9 +99,12 @@ impl Visitor {
         }
     }
 
-    /// Replaces the cookies (a browser arriving with these); a missing `km_ai` is generated.
+    /// Replaces the cookies (a browser arriving with these); a missing, empty or invalid
+    /// `km_ai` is generated anew (as km.js does: a request under it would be refused).
     pub fn set_cookies(&mut self, km_ai: Option<String>, km_ni: Option<String>) {
-        self.km_ai = km_ai.unwrap_or_else(|| self.ids.next_anon_id());
+        self.km_ai = km_ai
+            .filter(|a| Identity::new(a).is_ok())
+            .unwrap_or_else(|| self.ids.next_anon_id());
         self.km_ni = km_ni;
     }
 
@@ -284,21 +287,31 @@ impl Visitor {
     /// As [`identify`](Self::identify) and [`record`](Self::record).
     pub fn visit(&mut self, url: &str, at: Timestamp) -> Result<Effect> {
         let c = url::parse(url);
-        if let Some(e) = &c.event {
-            crate::op::check_name("event name", e)?; // before anything changes
+        // Everything is checked before anything changes: a visit that fails changes no
+        // cookie and sends nothing. An empty `kme` is no event.
+        let event = c.event.filter(|e| !e.is_empty());
+        if let Some(e) = &event {
+            crate::op::check_name("event name", e)?;
         }
+        if let Some(id) = &c.identity
+            && !is_null_identity(Some(id))
+        {
+            Identity::new(id)?;
+        }
+        // `km__p=x` would be a property `_p`: reserved and invalid names are skipped, as
+        // km.js skips them.
+        let props = Properties::from_pairs(
+            c.properties
+                .iter()
+                .filter(|(n, _)| crate::op::check_property_name(n).is_ok())
+                .map(|(n, v)| (n.as_str(), Value::Text(v.clone()))),
+        )?;
+        props.validate(&crate::op::Limits::default())?;
         let mut fx = Effect::default();
         if let Some(id) = &c.identity {
             fx.then(self.identify_by(Some(id), at, Cause::Url)?);
         }
-        // `km__p=x` would be a property `_p`: reserved names are skipped, as km.js does.
-        let props = Properties::from_pairs(
-            c.properties
-                .iter()
-                .filter(|(n, _)| !n.starts_with('_'))
-                .map(|(n, v)| (n.as_str(), Value::Text(v.clone()))),
-        )?;
-        match &c.event {
+        match &event {
             Some(e) => fx.then(self.record(e, &props, at)?),
             None => fx.then(self.set(&props, at)?),
         }

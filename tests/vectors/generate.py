@@ -118,6 +118,22 @@ case("reserved _ names are never properties, from _kmq, URL or form", "reserved 
       {"name":"city","type":"text","value":"Oslo"}]}},
       st(A[0],None,[e_req("Sent",A[0],4,[("city","Oslo")])]))],
   [[A[0]]])
+case("a URL command that fails changes nothing; an empty kme is no event", "URL API / odd input",
+  [step({"browser":"b1","at":1,"visit":"https://shop.example/?kme=&km_source=ad"},
+        st(A[0],None,[s_req(A[0],1,[("source","ad")])])),
+   step({"browser":"b1","at":2,"visit":"https://shop.example/?kmi="+"k"*256+"&kme=Clicked"}, st(A[0],None,[])),
+   step({"browser":"b1","at":3,"visit":"https://shop.example/?kmi=bob&kme="+"e"*256}, st(A[0],None,[])),
+   step({"browser":"b1","at":4,"visit":"https://shop.example/?kmi=%FF&km_i=ok&km_%FF=x"},
+        st(A[0],"ok",[a_req(A[0],"ok",4)]))],
+  [[A[0],"ok"]])
+case("a query inside the URL fragment is not the URL API", "URL API / fragment",
+  [step({"browser":"b1","at":1,"visit":"https://shop.example/#/page?kmi=frag&kme=F"}, st(A[0],None,[]))],
+  [])
+case("an empty or invalid km_ai cookie is replaced by a new anonymous ID", "cookies / odd input",
+  [step(kmq("b1",1,"record","Landed"), st(A[0],None,[e_req("Landed",A[0],1)])),
+   step({"browser":"b1","at":2,"cookies":{"km_ai":""},"kmq":["record","Again"]}, st(A[1],None,[e_req("Again",A[1],2)])),
+   step({"browser":"b1","at":3,"cookies":{"km_ai":"bad\u0001id"},"kmq":["record","Third"]}, st(A[2],None,[e_req("Third",A[2],3)]))],
+  [[A[0]],[A[1]],[A[2]]])
 case("kmi link on an anonymous browser is identify", "URL kmi=foo / anonymous",
   [step({"browser":"b1","at":1,"visit":"https://shop.example/landing?kmi=foo&kme=Clicked+Ad&km_Link+Location=top&utm=x"},
         st(A[0],"foo",[a_req(A[0],"foo",1),e_req("Clicked Ad","foo",1,[("Link Location","top")])])),
