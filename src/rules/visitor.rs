@@ -266,8 +266,11 @@ impl Visitor {
         let mut fx = Effect::default();
         let props = if self.track_forms {
             let (captured, identity) = form::capture(form);
+            // A value that is not a valid ID (256 characters, a control character) does not
+            // identify; the form is still recorded, as km.js records it.
             if !self.is_identified()
                 && let Some(id) = identity
+                && Identity::new(&id).is_ok()
             {
                 fx.then(self.identify_by(Some(&id), at, Cause::Form)?);
             }

@@ -134,6 +134,11 @@ case("an empty or invalid km_ai cookie is replaced by a new anonymous ID", "cook
    step({"browser":"b1","at":2,"cookies":{"km_ai":""},"kmq":["record","Again"]}, st(A[1],None,[e_req("Again",A[1],2)])),
    step({"browser":"b1","at":3,"cookies":{"km_ai":"bad\u0001id"},"kmq":["record","Third"]}, st(A[2],None,[e_req("Third",A[2],3)]))],
   [[A[0]],[A[1]],[A[2]]])
+case("a form whose identity field is not a valid ID is recorded without identifying", "trackSubmit / anonymous (256-character email)",
+  [step({"browser":"b1","at":1,"submit":{"event":"Signed Up","fields":[
+      {"name":"email","type":"text","value":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx@x.example"}]}},
+      st(A[0],None,[e_req("Signed Up",A[0],1,[("email","xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx@x.example")])]))],
+  [[A[0]]])
 case("kmi link on an anonymous browser is identify", "URL kmi=foo / anonymous",
   [step({"browser":"b1","at":1,"visit":"https://shop.example/landing?kmi=foo&kme=Clicked+Ad&km_Link+Location=top&utm=x"},
         st(A[0],"foo",[a_req(A[0],"foo",1),e_req("Clicked Ad","foo",1,[("Link Location","top")])])),
