@@ -55,6 +55,9 @@ pub(crate) struct IdState {
     pub flags: Flags,
     canon: Node,
     canon_anon: bool,
+    /// At a root: the alias links among the person's IDs (kept by every union, new link and
+    /// split, so that the links guardrail costs O(1); `verify` checks it).
+    links: u32,
 }
 
 impl IdState {
@@ -64,6 +67,7 @@ impl IdState {
             flags,
             canon: n,
             canon_anon: flags.is_anonymous(),
+            links: 0,
         }
     }
 
@@ -71,12 +75,18 @@ impl IdState {
     pub fn canon(&self) -> Node {
         self.canon
     }
+
+    /// At a root: the alias links among the person's IDs.
+    pub fn links(&self) -> u32 {
+        self.links
+    }
 }
 
 impl forest::Value for IdState {
     /// The one rule for the canonical ID: a named ID before an anonymous one, then the one the
     /// store saw first (the smaller node).
     fn absorb(&mut self, other: &IdState) {
+        self.links = self.links.saturating_add(other.links);
         if (other.canon_anon, other.canon) < (self.canon_anon, self.canon) {
             self.canon = other.canon;
             self.canon_anon = other.canon_anon;
@@ -171,6 +181,8 @@ impl Graph {
             g.link(a, b);
             g.next_edge = g.next_edge.max(seq + 1);
             forest::union(&mut g, a, b);
+            let r = forest::find(&g, a);
+            g.slots[r.slot()].value.links += 1;
         }
         g.refused = refused;
         g.persons = g.nodes().filter(|&n| g.is_person_root(n)).count();
@@ -371,12 +383,16 @@ impl Graph {
                 }
             }
             nodes.sort_unstable();
+            let ends: usize = nodes.iter().map(|&m| self.neighbors(m).count()).sum();
             for (i, &m) in nodes.iter().enumerate() {
                 let s = &mut self.slots[m.slot()];
                 s.parent = start;
                 s.next = nodes[(i + 1) % nodes.len()];
                 s.size = 1;
+                s.value.links = 0;
             }
+            self.slots[start.slot()].value.links =
+                u32::try_from(ends / 2).expect("fewer than 2^32 links in a person");
             self.slots[start.slot()].size =
                 u32::try_from(nodes.len()).expect("a person is smaller than the node space");
             redecide(self, start, &nodes);
@@ -573,8 +589,16 @@ impl<'g> Staged<'g> {
         self.g.edges.contains_key(&p) || self.edge_set.contains(&p)
     }
 
-    /// Registers a new edge and returns its sequence number.
+    /// The alias links among the IDs of the person rooted at `r`.
+    pub fn links_of_root(&self, r: Node) -> u32 {
+        self.get(r).value.links
+    }
+
+    /// Registers a new edge and returns its sequence number; counted at `a`'s root (a union
+    /// that follows adds the other person's links).
     pub fn add_edge(&mut self, a: Node, b: Node) -> u64 {
+        let r = self.root(a);
+        self.update(r, |x| x.value.links = x.value.links.saturating_add(1));
         let seq = self.next_edge;
         self.next_edge += 1;
         let p = pair(a, b);

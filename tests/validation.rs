@@ -470,3 +470,56 @@ fn an_id_keeps_at_most_max_properties_per_id_names_alike_in_apply_and_bulk() {
     let why = refused(2).refusal().unwrap();
     assert!(why.ends_with("(max_properties_per_id)"), "{why}");
 }
+
+#[test]
+fn a_person_collects_at_most_max_links_per_person_links_alike_in_apply_and_bulk() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |sub: &str| {
+        Config::new(dir.path().join(sub))
+            .max_links_per_person(3)
+            .open()
+            .unwrap()
+    };
+    let link = |a: &str, b: &str, t| Op::alias(id(a), id(b), t, Cause::Api);
+    let ops = vec![
+        link("a", "b", 1),
+        link("b", "c", 2),
+        link("c", "d", 3), // 3 links: the person is full
+        link("a", "c", 4), // redundant: not recorded
+        link("a", "d", 5), // redundant: not recorded
+        link("d", "e", 6), // joins: always recorded
+    ];
+    let one = open("one");
+    let outcomes: Vec<Outcome> = ops
+        .iter()
+        .map(|op| one.apply(op.clone()).unwrap())
+        .collect();
+    assert_eq!(outcomes[3], Outcome::Alias(AliasOutcome::AlreadySame));
+    assert_eq!(
+        outcomes[5],
+        Outcome::Alias(AliasOutcome::Joined { size: 5 })
+    );
+    let bulk = open("bulk");
+    bulk.bulk_apply(&mut ops.clone(), Default::default())
+        .unwrap();
+    for s in [&one, &bulk] {
+        assert_eq!(s.links("a").unwrap().len(), 4);
+        let st = s.stats().unwrap();
+        assert_eq!((st.edges, st.links_not_recorded), (4, 2));
+        assert!(s.verify().unwrap().is_ok());
+    }
+    // Splitting recounts each part: unalias c-d leaves {a,b,c} with 2 links, {d,e} with 1;
+    // the first part has room again.
+    one.unalias("c", "d").unwrap();
+    assert!(one.verify().unwrap().is_ok());
+    one.apply(link("a", "c", 7)).unwrap();
+    assert_eq!(one.links("a").unwrap().len(), 3);
+    drop((one, bulk));
+    // Reopened, the counts are rebuilt from the alias log.
+    let one = open("one");
+    assert!(one.verify().unwrap().is_ok());
+    one.apply(link("b", "a", 8)).unwrap(); // has an edge already: nothing
+    one.apply(link("d", "a", 9)).unwrap(); // joins {d,e}: recorded
+    assert_eq!(one.links("a").unwrap().len(), 5);
+    assert!(one.verify().unwrap().is_ok());
+}

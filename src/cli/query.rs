@@ -99,6 +99,12 @@ pub fn stats(db: &Db, args: StatsArgs) -> Result<(), Fail> {
         println!("refused merges  {}", st.refused_merges);
         println!("events          {}", st.events);
         println!("properties      {}", st.properties);
+        if st.links_not_recorded > 0 {
+            println!(
+                "links not recorded (max links per person) {}",
+                st.links_not_recorded
+            );
+        }
         if st.ids_at_property_limit > 0 {
             println!("ids at property limit {}", st.ids_at_property_limit);
         }

@@ -22,6 +22,7 @@ pub struct Config {
     pub(crate) flush_every_ms: Option<u64>,
     pub(crate) blocked_ids: Vec<String>,
     pub(crate) max_person_size: u64,
+    pub(crate) max_links_per_person: u32,
     pub(crate) limits: Limits,
 }
 
@@ -35,6 +36,7 @@ impl Config {
             flush_every_ms: Some(500),
             blocked_ids: DEFAULT_BLOCKED_IDS.iter().map(|s| s.to_string()).collect(),
             max_person_size: 10_000,
+            max_links_per_person: 50_000,
             limits: Limits::default(),
         }
     }
@@ -87,6 +89,18 @@ impl Config {
     #[must_use]
     pub fn max_person_size(mut self, max: u64) -> Self {
         self.max_person_size = max.max(1);
+        self
+    }
+
+    /// The most alias links one person may collect. The links that join IDs are always
+    /// recorded (they make the person); past this many, a link between two IDs already in the
+    /// same person (redundant: it changes no person) is not recorded, and counted
+    /// (`Stats::links_not_recorded`). It bounds what a client repeating links into one person
+    /// can store, and what `explain`, `unalias` and `links` walk. Default = 50,000 (5 per ID
+    /// of the largest person allowed).
+    #[must_use]
+    pub fn max_links_per_person(mut self, max: u32) -> Self {
+        self.max_links_per_person = max.max(1);
         self
     }
 

@@ -59,6 +59,10 @@ pub struct Stats {
     pub events: u64,
     /// Stored property values (one per ID and property name).
     pub properties: u64,
+    /// Redundant links (between IDs already one person) not recorded since the store was
+    /// opened, because the person held
+    /// [`Config::max_links_per_person`](crate::Config::max_links_per_person) links.
+    pub links_not_recorded: u64,
     /// IDs that hold [`Limits::max_properties_per_id`](crate::Limits::max_properties_per_id)
     /// names: new names sent to them are not kept.
     pub ids_at_property_limit: u64,
@@ -95,6 +99,9 @@ pub struct Store {
     poisoned: AtomicBool,
     blocked: FxHashSet<String>,
     max_person_size: u64,
+    pub(crate) max_links_per_person: u32,
+    /// Redundant links not recorded by the links guardrail since this handle opened.
+    pub(crate) links_not_recorded: std::sync::atomic::AtomicU64,
     pub(crate) limits: crate::op::Limits,
     path: Option<PathBuf>,
 }
@@ -561,6 +568,9 @@ impl Store {
             ids: g.live() as u64,
             edges: g.edges().len() as u64,
             refused_merges: g.refused(),
+            links_not_recorded: self
+                .links_not_recorded
+                .load(std::sync::atomic::Ordering::Relaxed),
             ..Stats::default()
         };
         s.persons = g.persons() as u64;

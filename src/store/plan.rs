@@ -56,6 +56,8 @@ pub(crate) struct Planner<'a, 'g> {
     /// Plan only the graph (IDs, edges, refusals): events and properties are written later by
     /// the bulk path.
     pub(crate) graph_only: bool,
+    /// Redundant links the links guardrail did not record.
+    links_not_recorded: u64,
 }
 
 impl<'a, 'g> Planner<'a, 'g> {
@@ -68,6 +70,7 @@ impl<'a, 'g> Planner<'a, 'g> {
             db: &store.db,
             store,
             graph_only: false,
+            links_not_recorded: 0,
         }
     }
 
@@ -97,6 +100,10 @@ impl<'a, 'g> Planner<'a, 'g> {
             .into_iter()
             .map(|(n, rec)| (self.st.ident(n).to_owned(), rec))
             .collect();
+        self.store.links_not_recorded.fetch_add(
+            self.links_not_recorded,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let base = self.st.base().slot();
         for (i, rec) in self.new_ids.iter_mut().enumerate() {
             rec.flags = self
@@ -225,7 +232,12 @@ impl<'a, 'g> Planner<'a, 'g> {
         let (ra, rb) = (self.st.root(na), self.st.root(nb));
         if ra == rb {
             if !self.st.has_edge(na, nb) {
-                self.edge(na, nb, at, cause, source)?;
+                // A redundant link: recorded only while the person has room for links.
+                if self.st.links_of_root(ra) < self.store.max_links_per_person {
+                    self.edge(na, nb, at, cause, source)?;
+                } else {
+                    self.links_not_recorded += 1;
+                }
             }
             return Ok(AliasOutcome::AlreadySame);
         }

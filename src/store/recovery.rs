@@ -37,6 +37,8 @@ pub(crate) fn open(c: Config) -> Result<Store> {
         poisoned: AtomicBool::new(false),
         blocked: c.blocked_ids.iter().map(|s| blocked_key(s)).collect(),
         max_person_size: c.max_person_size,
+        max_links_per_person: c.max_links_per_person,
+        links_not_recorded: Default::default(),
         limits: c.limits,
         path: c.path,
     })

@@ -281,6 +281,21 @@ fn alias_log(
     if theirs.len() != map.len() {
         rep.problem("the forest joins persons that the alias log keeps apart".into());
     }
+    // Each root's count of links (the links guardrail) is the number of edges in its person.
+    let mut links: FxHashMap<Node, u32> = FxHashMap::default();
+    for &(a, _) in g.edges().keys() {
+        if a.slot() < root_of.len() {
+            *links.entry(root_of[a.slot()]).or_default() += 1;
+        }
+    }
+    for r in g.nodes().filter(|&r| g.is_person_root(r)) {
+        let (kept, counted) = (g.slot(r).value.links(), links.get(&r).copied().unwrap_or(0));
+        if kept != counted {
+            rep.problem(format!(
+                "root {r}: {counted} links in its person, but the count kept says {kept}"
+            ));
+        }
+    }
     Ok(())
 }
 
