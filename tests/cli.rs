@@ -429,3 +429,28 @@ fn forget_asks_on_a_terminal() {
         );
     }
 }
+
+#[test]
+fn simulate_reads_lines_bounded_by_max_line_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s");
+    let long = format!(
+        "{{\"browser\":\"b\",\"kmq\":[\"record\",\"{}\"]}}\n",
+        "x".repeat(5 << 20)
+    );
+    let input = format!("{long}{{\"browser\":\"b\",\"at\":1,\"kmq\":[\"record\",\"E\"]}}\n");
+    let out = run_stdin(
+        &db,
+        &["simulate", "-", "--skip-invalid", "--dry-run"],
+        &input,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "-:1: the line has {} bytes, more than the limit of 4194304 (max_line_bytes) (skipped)",
+            long.len()
+        )),
+        "{err}"
+    );
+}

@@ -22,7 +22,7 @@ pub fn simulate(db: &Db, args: SimulateArgs) -> Result<(), Fail> {
     } = args;
 
     let name = file.display().to_string();
-    let reader: Box<dyn BufRead> = if name == "-" {
+    let mut reader: Box<dyn BufRead> = if name == "-" {
         Box::new(std::io::stdin().lock())
     } else {
         let f = std::fs::File::open(&file).map_err(|e| Fail::bad_input(format!("{name}: {e}")))?;
@@ -42,13 +42,30 @@ pub fn simulate(db: &Db, args: SimulateArgs) -> Result<(), Fail> {
     let mut outcomes = Vec::new();
     let mut ops = Vec::new();
     let mut skipped = 0usize;
-    for (i, text) in reader.lines().enumerate() {
-        let n = i + 1;
-        let text = text.map_err(|e| Fail::bad_input(format!("{name}:{n}: cannot read: {e}")))?;
-        if text.trim().is_empty() {
+    // Lines are read bounded, as the importer reads them: a longer one is a bad line.
+    let (mut buf, mut n) = (Vec::new(), 0usize);
+    loop {
+        use idgraph::ingest::files::{MAX_LINE_BYTES, read_line_bounded};
+        let (len, whole) = read_line_bounded(&mut reader, &mut buf, MAX_LINE_BYTES)
+            .map_err(|e| Fail::bad_input(format!("{name}:{}: cannot read: {e}", n + 1)))?;
+        if len == 0 {
+            break;
+        }
+        n += 1;
+        let text = if whole {
+            std::str::from_utf8(&buf).map_err(|_| "not UTF-8".to_string())
+        } else {
+            Err(format!(
+                "the line has {len} bytes, more than the limit of {MAX_LINE_BYTES} (max_line_bytes)"
+            ))
+        };
+        if text.as_ref().is_ok_and(|t| t.trim().is_empty()) {
             continue;
         }
-        match parse_line(&text).and_then(|l| sim.apply(n, &l)) {
+        match text
+            .and_then(|t| parse_line(t.trim_end_matches(['\n', '\r'])))
+            .and_then(|l| sim.apply(n, &l))
+        {
             Ok((out, fx)) => {
                 outcomes.push(out);
                 ops.extend(fx.ops);

@@ -583,7 +583,10 @@ pub const MAX_LINE_BYTES: usize = 4 << 20;
 /// Reads one line (through `\n`) into `buf` (cleared first), keeping at most `max` bytes:
 /// the rest of a longer line is read and dropped, so memory stays bounded whatever the input.
 /// Returns the bytes the line had and whether `buf` holds all of them.
-pub(crate) fn read_line_bounded(
+///
+/// # Errors
+/// What reading `r` fails with.
+pub fn read_line_bounded(
     r: &mut dyn BufRead,
     buf: &mut Vec<u8>,
     max: usize,
