@@ -440,27 +440,17 @@ impl PropMap {
             .0
             .binary_search_by(|p| crate::op::cmp_ignore_case(&p.name, name))
         {
-            Err(_) if self.0.len() >= max => (false, true),
-            _ => (self.merge(name, value, at, seq), false),
-        }
-    }
-
-    /// [`merge_within`](Self::merge_within) without a limit.
-    pub fn merge(&mut self, name: &str, value: StoredValue, at: Timestamp, seq: u64) -> bool {
-        match self
-            .0
-            .binary_search_by(|p| crate::op::cmp_ignore_case(&p.name, name))
-        {
             Ok(i) => {
                 let p = &mut self.0[i];
                 if p.at > at {
-                    return false;
+                    return (false, false);
                 }
                 p.value = value;
                 p.at = at;
                 p.seq = seq;
-                true
+                (true, false)
             }
+            Err(_) if self.0.len() >= max => (false, true),
             Err(i) => {
                 self.0.insert(
                     i,
@@ -471,9 +461,15 @@ impl PropMap {
                         seq,
                     },
                 );
-                true
+                (true, false)
             }
         }
+    }
+
+    /// [`merge_within`](Self::merge_within) without a limit (the unit tests' shorthand).
+    #[cfg(test)]
+    pub fn merge(&mut self, name: &str, value: StoredValue, at: Timestamp, seq: u64) -> bool {
+        self.merge_within(name, value, at, seq, usize::MAX).0
     }
 }
 
