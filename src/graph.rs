@@ -610,6 +610,11 @@ impl<'g> Staged<'g> {
     pub fn count_refusal(&mut self) {
         self.refused += 1;
     }
+
+    /// Refusal records in the log once this view is committed.
+    pub fn refused(&self) -> u64 {
+        self.g.refused + self.refused
+    }
 }
 
 impl ForestStorage for Staged<'_> {

@@ -60,8 +60,8 @@ pub use op::{
     RefusalReason, Timestamp, Value, now,
 };
 pub use store::{
-    BulkOptions, BulkReport, Config, Explanation, ExportedEvent, FilePart, Forgotten, Hubs,
-    OpSource, Pass, Refusal, Stats, Store, VerifyReport,
+    BulkOptions, BulkReport, Config, Explanation, ExportedEvent, FilePart, Forgotten, Guardrails,
+    Hubs, OpSource, Pass, Refusal, Stats, Store, VerifyReport,
 };
 
 /// The README's examples, compiled and run as doc-tests so they stay true.

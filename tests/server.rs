@@ -409,7 +409,7 @@ async fn query_api_is_off_without_a_token() {
 #[tokio::test]
 async fn blocked_ids_are_refused_but_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(&dir.path().join("db"), &[]);
+    let s = Server::start(&dir.path().join("db"), &["--max-refusals-logged", "1"]);
     let c = http();
     let b = &s.base;
     for who in ["ann", "ben"] {
@@ -427,6 +427,9 @@ async fn blocked_ids_are_refused_but_acknowledged() {
     let p = api_json(&c, &format!("{b}/api/people/ann")).await;
     assert_eq!(p["ids"], serde_json::json!(["ann"]));
     assert_eq!(metric(&c, b, "idgraph_merges_refused_total").await, 2);
+    // The refusal log holds one pair; the second was refused all the same, only counted.
+    assert_eq!(metric(&c, b, "idgraph_refusals_logged").await, 1);
+    assert_eq!(metric(&c, b, "idgraph_refusals_not_logged_total").await, 1);
     assert!(s.terminate().success());
 }
 

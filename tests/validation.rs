@@ -523,3 +523,54 @@ fn a_person_collects_at_most_max_links_per_person_links_alike_in_apply_and_bulk(
     assert_eq!(one.links("a").unwrap().len(), 5);
     assert!(one.verify().unwrap().is_ok());
 }
+
+#[test]
+fn the_refusal_log_keeps_at_most_max_refusals_logged_pairs_alike_in_apply_and_bulk() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |sub: &str| {
+        Config::new(dir.path().join(sub))
+            .max_refusals_logged(2)
+            .open()
+            .unwrap()
+    };
+    // "undefined" is blocked by default: every link to it is refused.
+    let link = |b: &str, t| Op::alias(id("undefined"), id(b), t, Cause::Api);
+    let ops = vec![
+        link("x1", 1),
+        link("x2", 2), // the log is full
+        link("x3", 3), // refused, counted, not written
+        link("x1", 4), // a pair the log holds: its record is updated
+        link("x4", 5), // refused, counted, not written
+    ];
+    let one = open("one");
+    for op in &ops {
+        assert!(matches!(
+            one.apply(op.clone()).unwrap(),
+            Outcome::Alias(AliasOutcome::Refused(RefusalReason::BlockedId { .. }))
+        ));
+    }
+    let bulk = open("bulk");
+    bulk.bulk_apply(&mut ops.clone(), Default::default())
+        .unwrap();
+    for s in [&one, &bulk] {
+        let logged: Vec<_> = s.refusals().unwrap().into_iter().map(|r| (r.b, r.at)).collect();
+        assert_eq!(logged, [("x1".to_owned(), 4), ("x2".to_owned(), 2)]);
+        let st = s.stats().unwrap();
+        assert_eq!((st.refused_merges, st.refusals_not_logged), (2, 2));
+        let g = s.guardrails();
+        assert_eq!((g.refusals_logged, g.refusals_not_logged), (2, 2));
+        assert!(s.verify().unwrap().is_ok());
+    }
+    // Forgetting a logged pair's ID makes room again.
+    one.forget("x2").unwrap();
+    one.apply(link("x5", 6)).unwrap();
+    assert_eq!(one.refusals().unwrap().len(), 2);
+    drop((one, bulk));
+    // Reopened: the log's size is counted from disk, the per-handle count starts over.
+    let one = open("one");
+    assert_eq!(one.guardrails().refusals_logged, 2);
+    one.apply(link("x6", 7)).unwrap();
+    let st = one.stats().unwrap();
+    assert_eq!((st.refused_merges, st.refusals_not_logged), (2, 1));
+    assert!(one.verify().unwrap().is_ok());
+}

@@ -374,6 +374,14 @@ pub struct ServeArgs {
     /// is still stored, with all its properties).
     #[arg(long, default_value_t = 1024)]
     pub max_properties_per_id: usize,
+    /// Most refused merges (distinct pairs of IDs) the refusal log keeps; past it, merges are
+    /// refused all the same and only counted (/metrics: idgraph_refusals_not_logged_total).
+    #[arg(long, default_value_t = 100_000)]
+    pub max_refusals_logged: u64,
+    /// Most alias links one person keeps; past it, links between IDs already one person are
+    /// not recorded (/metrics: idgraph_links_not_recorded_total).
+    #[arg(long, default_value_t = 50_000)]
+    pub max_links_per_person: u32,
     /// How long a client may take to send a request's headers (and a kept-alive connection
     /// may sit idle) before the connection is closed.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]

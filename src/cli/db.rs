@@ -27,9 +27,12 @@ impl Db {
         Ok(self.config().open()?)
     }
 
-    /// Opens the store for writing with these limits on each op.
-    pub fn open_rw_with(&self, limits: idgraph::Limits) -> Result<Store, Fail> {
-        Ok(self.config().limits(limits).open()?)
+    /// Opens the store for writing with the settings `f` makes of the default ones.
+    pub fn open_rw_with(
+        &self,
+        f: impl FnOnce(idgraph::Config) -> idgraph::Config,
+    ) -> Result<Store, Fail> {
+        Ok(f(self.config()).open()?)
     }
 
     /// Opens the store for a query; `None` when it does not exist (nothing is created).

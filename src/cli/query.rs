@@ -105,6 +105,12 @@ pub fn stats(db: &Db, args: StatsArgs) -> Result<(), Fail> {
                 st.links_not_recorded
             );
         }
+        if st.refusals_not_logged > 0 {
+            println!(
+                "refusals not logged (max refusals logged) {}",
+                st.refusals_not_logged
+            );
+        }
         if st.ids_at_property_limit > 0 {
             println!("ids at property limit {}", st.ids_at_property_limit);
         }

@@ -20,6 +20,8 @@ pub fn serve(db: &Db, args: ServeArgs) -> Result<(), Fail> {
         max_properties,
         max_value_bytes,
         max_properties_per_id,
+        max_refusals_logged,
+        max_links_per_person,
         header_timeout,
         body_timeout,
         max_connections,
@@ -46,7 +48,11 @@ pub fn serve(db: &Db, args: ServeArgs) -> Result<(), Fail> {
             "--admin-token must differ from --read-token (the demo page may hold the read token)",
         ));
     }
-    let store = std::sync::Arc::new(db.open_rw_with(limits)?);
+    let store = std::sync::Arc::new(db.open_rw_with(|c| {
+        c.limits(limits)
+            .max_refusals_logged(max_refusals_logged)
+            .max_links_per_person(max_links_per_person)
+    })?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

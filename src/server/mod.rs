@@ -636,6 +636,7 @@ async fn metrics(State(s): St) -> Response {
     }
     // Counters kept with the graph: O(1), no walk over the IDs.
     let (ids, persons) = s.store.counts();
+    let guard = s.store.guardrails();
     for (name, help, kind, v) in [
         (
             "idgraph_ops_applied_total",
@@ -666,6 +667,24 @@ async fn metrics(State(s): St) -> Response {
             "Request-log entries whose query or reason was cut to fit the log's bounds.",
             "counter",
             s.metrics.log_truncated.load(Relaxed),
+        ),
+        (
+            "idgraph_links_not_recorded_total",
+            "Redundant links not recorded: the person held max_links_per_person links.",
+            "counter",
+            guard.links_not_recorded,
+        ),
+        (
+            "idgraph_refusals_not_logged_total",
+            "Refused merges not written: the refusal log held max_refusals_logged records.",
+            "counter",
+            guard.refusals_not_logged,
+        ),
+        (
+            "idgraph_refusals_logged",
+            "Records in the refusal log.",
+            "gauge",
+            guard.refusals_logged,
         ),
         ("idgraph_ids", "IDs in the store.", "gauge", ids),
         ("idgraph_persons", "Persons in the store.", "gauge", persons),

@@ -23,6 +23,7 @@ pub struct Config {
     pub(crate) blocked_ids: Vec<String>,
     pub(crate) max_person_size: u64,
     pub(crate) max_links_per_person: u32,
+    pub(crate) max_refusals_logged: u64,
     pub(crate) limits: Limits,
 }
 
@@ -37,6 +38,7 @@ impl Config {
             blocked_ids: DEFAULT_BLOCKED_IDS.iter().map(|s| s.to_string()).collect(),
             max_person_size: 10_000,
             max_links_per_person: 50_000,
+            max_refusals_logged: 100_000,
             limits: Limits::default(),
         }
     }
@@ -101,6 +103,16 @@ impl Config {
     #[must_use]
     pub fn max_links_per_person(mut self, max: u32) -> Self {
         self.max_links_per_person = max.max(1);
+        self
+    }
+
+    /// The most refused merges the refusal log keeps (one record per distinct pair of IDs).
+    /// Past it, a merge is refused all the same, but a pair not already in the log is not
+    /// written, only counted (`Stats::refusals_not_logged`): a client pairing a blocked ID
+    /// with fresh IDs can't grow the store without bound. Default = 100,000 (about 10 MB).
+    #[must_use]
+    pub fn max_refusals_logged(mut self, max: u64) -> Self {
+        self.max_refusals_logged = max;
         self
     }
 

@@ -63,11 +63,27 @@ pub struct Stats {
     /// opened, because the person held
     /// [`Config::max_links_per_person`](crate::Config::max_links_per_person) links.
     pub links_not_recorded: u64,
+    /// Refused merges of pairs not written to the refusal log since the store was opened,
+    /// because it held [`Config::max_refusals_logged`](crate::Config::max_refusals_logged)
+    /// records (the merges were refused all the same).
+    pub refusals_not_logged: u64,
     /// IDs that hold [`Limits::max_properties_per_id`](crate::Limits::max_properties_per_id)
     /// names: new names sent to them are not kept.
     pub ids_at_property_limit: u64,
     /// Bytes sled uses on disk.
     pub disk_bytes: u64,
+}
+
+/// What the state guardrails left out since the handle opened; see [`Store::guardrails`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Guardrails {
+    /// Records in the refusal log (at most
+    /// [`Config::max_refusals_logged`](crate::Config::max_refusals_logged)).
+    pub refusals_logged: u64,
+    /// As [`Stats::links_not_recorded`].
+    pub links_not_recorded: u64,
+    /// As [`Stats::refusals_not_logged`].
+    pub refusals_not_logged: u64,
 }
 
 /// A refused merge, as [`Store::refusals`] lists them.
@@ -102,6 +118,9 @@ pub struct Store {
     pub(crate) max_links_per_person: u32,
     /// Redundant links not recorded by the links guardrail since this handle opened.
     pub(crate) links_not_recorded: std::sync::atomic::AtomicU64,
+    pub(crate) max_refusals_logged: u64,
+    /// Refused merges not written to the full refusal log since this handle opened.
+    pub(crate) refusals_not_logged: std::sync::atomic::AtomicU64,
     pub(crate) limits: crate::op::Limits,
     path: Option<PathBuf>,
 }
@@ -553,6 +572,17 @@ impl Store {
 
     // ---- how is the store? -----------------------------------------------------------------
 
+    /// The refusal log's size and what the state guardrails left out since this handle
+    /// opened. O(1).
+    pub fn guardrails(&self) -> Guardrails {
+        use std::sync::atomic::Ordering::Relaxed;
+        Guardrails {
+            refusals_logged: self.graph.read().refused(),
+            links_not_recorded: self.links_not_recorded.load(Relaxed),
+            refusals_not_logged: self.refusals_not_logged.load(Relaxed),
+        }
+    }
+
     /// IDs and persons in the store, in O(1) (counters kept with the graph): what a monitoring
     /// scrape can afford to ask for as often as it likes.
     pub fn counts(&self) -> (u64, u64) {
@@ -568,9 +598,8 @@ impl Store {
             ids: g.live() as u64,
             edges: g.edges().len() as u64,
             refused_merges: g.refused(),
-            links_not_recorded: self
-                .links_not_recorded
-                .load(std::sync::atomic::Ordering::Relaxed),
+            links_not_recorded: self.guardrails().links_not_recorded,
+            refusals_not_logged: self.guardrails().refusals_not_logged,
             ..Stats::default()
         };
         s.persons = g.persons() as u64;

@@ -58,6 +58,8 @@ pub(crate) struct Planner<'a, 'g> {
     pub(crate) graph_only: bool,
     /// Redundant links the links guardrail did not record.
     links_not_recorded: u64,
+    /// Refusals the full refusal log did not record.
+    refusals_not_logged: u64,
 }
 
 impl<'a, 'g> Planner<'a, 'g> {
@@ -71,6 +73,7 @@ impl<'a, 'g> Planner<'a, 'g> {
             store,
             graph_only: false,
             links_not_recorded: 0,
+            refusals_not_logged: 0,
         }
     }
 
@@ -100,10 +103,9 @@ impl<'a, 'g> Planner<'a, 'g> {
             .into_iter()
             .map(|(n, rec)| (self.st.ident(n).to_owned(), rec))
             .collect();
-        self.store.links_not_recorded.fetch_add(
-            self.links_not_recorded,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.store.links_not_recorded).fetch_add(self.links_not_recorded, Relaxed);
+        (self.store.refusals_not_logged).fetch_add(self.refusals_not_logged, Relaxed);
         let base = self.st.base().slot();
         for (i, rec) in self.new_ids.iter_mut().enumerate() {
             rec.flags = self
@@ -297,6 +299,11 @@ impl<'a, 'g> Planner<'a, 'g> {
         let key = codec::refusal_key(a.as_str(), b.as_str());
         // Already refused (earlier in this batch, or stored): count it once.
         let known = self.writes.contains_key(&key) || self.db.contains_key(&key)?;
+        if !known && self.st.refused() >= self.store.max_refusals_logged {
+            // The log is full: refused all the same, counted, not written.
+            self.refusals_not_logged += 1;
+            return Ok(AliasOutcome::Refused(reason));
+        }
         let r = StoredRefusal {
             a: a.to_string(),
             b: b.to_string(),

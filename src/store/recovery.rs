@@ -39,6 +39,8 @@ pub(crate) fn open(c: Config) -> Result<Store> {
         max_person_size: c.max_person_size,
         max_links_per_person: c.max_links_per_person,
         links_not_recorded: Default::default(),
+        max_refusals_logged: c.max_refusals_logged,
+        refusals_not_logged: Default::default(),
         limits: c.limits,
         path: c.path,
     })
