@@ -131,3 +131,48 @@ fn readers_never_see_a_torn_batch() {
     );
     assert!(store.verify().unwrap().is_ok());
 }
+
+/// DESIGN.md, "What readers observe": the keys of one op become visible one by one in key
+/// order, and an ID's record (its properties) sorts before its events. So a reader that sees
+/// an event also sees the properties that the event's op set (never an event whose
+/// properties are missing); the reverse may be seen for a moment.
+#[test]
+fn a_reader_that_sees_an_event_sees_the_properties_its_op_set() {
+    const OPS: i64 = 1500;
+    let store = Arc::new(Config::temporary().open().unwrap());
+    let a = Identity::new("a").unwrap();
+    let op = |i: i64| {
+        let props = Properties::from_pairs([("n", idgraph::Value::Int(i))]).unwrap();
+        Op::record(a.clone(), format!("E{i}"), props, i)
+    };
+    store.apply(op(0)).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (store, done) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut checks = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let events = store.events("a").unwrap();
+                let seen = events
+                    .iter()
+                    .map(|e| e.event[1..].parse::<i64>().unwrap())
+                    .max()
+                    .unwrap();
+                let props = store.properties("a").unwrap();
+                let n = match props.iter().find(|p| p.name == "n").map(|p| &p.value) {
+                    Some(idgraph::Value::Int(n)) => *n,
+                    other => panic!("property n: {other:?}"),
+                };
+                assert!(n >= seen, "event E{seen} visible, its property n={seen} not ({n})");
+                checks += 1;
+            }
+            checks
+        })
+    };
+    for i in 1..=OPS {
+        store.apply(op(i)).unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0, "the reader checked nothing");
+    assert_eq!(store.events("a").unwrap().len() as i64, OPS + 1);
+}
