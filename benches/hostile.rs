@@ -67,16 +67,25 @@ fn bench(c: &mut Criterion) {
     let fill: Vec<Op> = (0..4)
         .map(|k| parse(&body(256, value_len, |i| format!("Fill{k}_{i:04}"))))
         .collect();
+    // An ID filled through the library (no request-size limit there): the most names, each
+    // with the longest value allowed.
+    let max_value = Limits::default().max_value_bytes;
+    let fill_max: Vec<Op> = (0..4)
+        .map(|k| {
+            let props = (0..256).map(|i| (format!("Big{k}_{i:04}"), "b".repeat(max_value)));
+            let props = idgraph::Properties::from_pairs(props).unwrap();
+            Op::set(idgraph::Identity::new("victim").unwrap(), props, 1)
+        })
+        .collect();
     for (name, b, prefill) in [
-        ("typical", &typical, false),
-        ("worst_ascii", &worst_ascii, false),
-        ("worst_on_a_full_id", &worst_ascii, true),
+        ("typical", &typical, None),
+        ("worst_ascii", &worst_ascii, None),
+        ("worst_on_a_full_id", &worst_ascii, Some(&fill)),
+        ("typical_on_an_id_of_max_bytes", &typical, Some(&fill_max)),
     ] {
         let store: Store = Config::temporary().open().unwrap();
-        if prefill {
-            for op in &fill {
-                store.apply(op.clone()).unwrap();
-            }
+        for op in prefill.into_iter().flatten() {
+            store.apply(op.clone()).unwrap();
         }
         let op = parse(b);
         let mut t = 0;

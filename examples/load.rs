@@ -16,6 +16,20 @@
 //! It starts `target/release/idgraph serve` on a fresh store in a temporary directory (on disk;
 //! `--dir /dev/shm` for memory) and stops it with SIGTERM — or SIGKILL with `--kill9` — before
 //! the check.
+//!
+//! `--attack` runs the same clients twice on one server, `--seconds` each: first alone (the
+//! clean run), then next to attackers sending the worst requests the server's limits allow —
+//! `fat`: POSTs of 256 properties filling `max_request_bytes`, to an ID holding
+//! `max_properties_per_id` names (every op rewrites them all); `links`: redundant aliases
+//! within one person of 1,000 IDs; `oversize`: 2 MB bodies and 60 KB requests with an invalid
+//! key (each refused with 400, kept in the request log); `slow`: connections that send their
+//! headers or body one byte a second. It reports the legitimate clients' throughput and p99 in
+//! both runs, side by side, the server's peak RSS in each, and checks that everything
+//! acknowledged (the attackers' events too) is in the store.
+//!
+//! ```text
+//! cargo run --release --example load -- --attack --clients 64 --seconds 20
+//! ```
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -25,7 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use idgraph::Store;
@@ -55,6 +69,18 @@ struct Args {
     /// ceiling on this machine, as a baseline in the same run.
     #[arg(long)]
     baseline: bool,
+    /// Run the clients alone, then again next to attackers (see the top of this file).
+    #[arg(long)]
+    attack: bool,
+    /// Attackers of each kind (fat, links, oversize), each on its own connection.
+    #[arg(long, default_value_t = 2)]
+    attackers: usize,
+    /// Which attackers to run (comma-separated: fat, links, oversize, slow).
+    #[arg(long, value_delimiter = ',', default_value = "fat,links,oversize,slow")]
+    kinds: Vec<String>,
+    /// Connections the slow attacker holds open (one byte a second each).
+    #[arg(long, default_value_t = 256)]
+    slow_connections: usize,
 }
 
 /// What a client had acknowledged.
@@ -286,6 +312,62 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+/// One run of the legitimate clients (and, with `attack`, the attackers next to them).
+struct Phase {
+    results: Vec<Acked>,
+    elapsed: Duration,
+    attack: Option<AttackReport>,
+    peak_rss_kib: u64,
+}
+
+fn run_phase(
+    rt: &tokio::runtime::Runtime,
+    args: &Args,
+    addr: &str,
+    pid: u32,
+    attack: bool,
+    kill_at: Option<Instant>,
+) -> Phase {
+    let budget = Arc::new(AtomicU64::new(args.requests));
+    let stop = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let sampler = RssSampler::start(pid);
+    let attackers = attack.then(|| Attack::start(rt, args, addr));
+    let started = Instant::now();
+    let results: Vec<Acked> = rt.block_on(async {
+        let killer = kill_at.map(|at| {
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at.into()).await;
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            })
+        });
+        let tasks: Vec<_> = (0..args.clients)
+            .map(|n| {
+                let (a, b, s) = (addr.to_string(), budget.clone(), stop.clone());
+                tokio::spawn(client(n, false, a, b, deadline, s))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        if let Some(k) = killer {
+            let _ = k.await;
+        }
+        out
+    });
+    let elapsed = started.elapsed();
+    let attack = attackers.map(|a| a.stop(rt));
+    Phase {
+        results,
+        elapsed,
+        attack,
+        peak_rss_kib: sampler.stop(),
+    }
+}
+
 fn main() {
     let args = Args::parse();
     let base = match &args.dir {
@@ -296,12 +378,13 @@ fn main() {
     let db = base.path().join("db");
     let (mut child, addr) = start_server(&db, args.sync);
     println!(
-        "server {addr}{} (store in {}); {} clients, up to {} requests or {} s",
+        "server {addr}{} (store in {}); {} clients, up to {} requests or {} s{}",
         if args.sync { " --sync" } else { "" },
         base.path().display(),
         args.clients,
         args.requests,
-        args.seconds
+        args.seconds,
+        if args.attack { " per run" } else { "" },
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -328,52 +411,49 @@ fn main() {
         });
         report("baseline /healthz", &res, t.elapsed());
     }
-    let budget = Arc::new(AtomicU64::new(args.requests));
-    let stop = Arc::new(AtomicBool::new(false));
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let pid = child.id();
     let kill_at = args
         .kill9
         .then(|| Instant::now() + Duration::from_secs(args.seconds) / 2);
-    let started = Instant::now();
-    let pid = child.id();
-    let results: Vec<Acked> = rt.block_on(async {
-        let killer = kill_at.map(|at| {
-            tokio::spawn(async move {
-                tokio::time::sleep_until(at.into()).await;
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            })
-        });
-        let tasks: Vec<_> = (0..args.clients)
-            .map(|n| {
-                let (a, b, s) = (addr.clone(), budget.clone(), stop.clone());
-                tokio::spawn(client(n, false, a, b, deadline, s))
-            })
-            .collect();
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.unwrap());
-        }
-        if let Some(k) = killer {
-            let _ = k.await;
-        }
-        out
-    });
-    let elapsed = started.elapsed();
+    let mut phases = vec![run_phase(&rt, &args, &addr, pid, false, kill_at)];
+    if args.attack && !args.kill9 {
+        phases.push(run_phase(&rt, &args, &addr, pid, true, None));
+    }
     let flushes = if args.kill9 {
         None
     } else {
         rt.block_on(metric(&addr, "idgraph_sync_flushes_total"))
     };
-    let n = report("tracking /e /s /a", &results, elapsed);
+    let mut summary = Vec::new();
+    for p in &phases {
+        let what = if p.attack.is_some() {
+            "tracking /e /s /a, next to the attackers"
+        } else {
+            "tracking /e /s /a"
+        };
+        let n = report(what, &p.results, p.elapsed);
+        println!("  server peak RSS {:.0} MiB", p.peak_rss_kib as f64 / 1024.0);
+        if let Some(a) = &p.attack {
+            a.print();
+        }
+        summary.push((n as f64 / p.elapsed.as_secs_f64(), p99(&p.results)));
+    }
+    if let [(clean, clean_p99), (hostile, hostile_p99)] = summary[..] {
+        println!(
+            "legitimate clients under attack: {:.2}x the clean run's requests/s (goal >= 0.5x), \
+             p99 {:.2}x (goal <= 2x)",
+            hostile / clean,
+            hostile_p99 / clean_p99
+        );
+    }
     if let Some(f) = flushes.filter(|&f| f > 0) {
+        let n: usize = phases.iter().map(|p| p.results.iter().map(|a| a.latencies_us.len()).sum::<usize>()).sum();
         println!(
             "group commit: {f} flushes, {:.1} requests per flush",
             n as f64 / f as f64
         );
     }
-    let errors: u64 = results.iter().map(|a| a.errors).sum();
+    let errors: u64 = phases.iter().flat_map(|p| &p.results).map(|a| a.errors).sum();
     if args.kill9 {
         let _ = child.wait();
         println!("server killed with SIGKILL; {errors} requests in flight were not acknowledged");
@@ -391,7 +471,7 @@ fn main() {
     let store = Store::open(&db).expect("reopen the store");
     let mut missing = 0u64;
     let mut acked_events = 0u64;
-    for a in &results {
+    for a in phases.iter().flat_map(|p| &p.results) {
         for (id, name) in &a.events {
             acked_events += 1;
             if !store.events(id).unwrap().iter().any(|e| &e.event == name) {
@@ -414,6 +494,14 @@ fn main() {
             }
         }
     }
+    // The attackers' acknowledged events: each has its own name, so each is stored once.
+    for a in phases.iter().filter_map(|p| p.attack.as_ref()) {
+        for (id, n) in &a.fat_events {
+            acked_events += n;
+            let stored = store.events(id).unwrap().len() as u64;
+            missing += n.saturating_sub(stored);
+        }
+    }
     let stats = store.stats().unwrap();
     let extra = stats.events as i64 - acked_events as i64;
     let report = store.verify().unwrap();
@@ -434,4 +522,311 @@ fn main() {
             "more unacknowledged events than requests in flight"
         );
     }
+}
+
+fn p99(results: &[Acked]) -> f64 {
+    let mut lat: Vec<u32> = results
+        .iter()
+        .flat_map(|a| a.latencies_us.iter().copied())
+        .collect();
+    lat.sort_unstable();
+    pct(&lat, 0.99)
+}
+
+/// Samples the server's resident memory every 50 ms; `stop` returns the peak (KiB).
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !s.load(Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid).unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak.max(rss_kib(pid).unwrap_or(0))
+        });
+        RssSampler { stop, thread }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// What the attackers sent and how the server answered.
+#[derive(Default)]
+struct AttackReport {
+    /// Per kind: requests sent, answered 200, answered 4xx, connections the server cut.
+    counts: std::collections::BTreeMap<&'static str, [u64; 4]>,
+    /// (ID, events acknowledged) of each fat attacker.
+    fat_events: Vec<(String, u64)>,
+}
+
+impl AttackReport {
+    fn add(&mut self, kind: &'static str, c: [u64; 4]) {
+        let e = self.counts.entry(kind).or_default();
+        for i in 0..4 {
+            e[i] += c[i];
+        }
+    }
+
+    fn print(&self) {
+        for (kind, [sent, ok, refused, cut]) in &self.counts {
+            println!(
+                "  attacker {kind:>8}: {sent} requests, {ok} answered 200, {refused} answered 4xx, \
+                 {cut} connections cut by the server"
+            );
+        }
+    }
+}
+
+/// The attackers of one run: async tasks for those that speak HTTP properly, threads for the
+/// ones that abuse the socket.
+struct Attack {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<(&'static str, [u64; 4], Option<(String, u64)>)>>,
+    threads: Vec<std::thread::JoinHandle<(&'static str, [u64; 4])>>,
+}
+
+impl Attack {
+    fn start(rt: &tokio::runtime::Runtime, args: &Args, addr: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        let mut threads = Vec::new();
+        let on = |k: &str| args.kinds.iter().any(|x| x == k);
+        for a in 0..args.attackers {
+            if on("fat") {
+                tasks.push(rt.spawn(fat(a, addr.to_string(), stop.clone())));
+            }
+            if on("links") {
+                tasks.push(rt.spawn(links(a, addr.to_string(), stop.clone())));
+            }
+            if on("oversize") {
+                let (addr, s) = (addr.to_string(), stop.clone());
+                threads.push(std::thread::spawn(move || oversize(a, &addr, &s)));
+            }
+        }
+        if on("slow") {
+            let (addr, s, n) = (addr.to_string(), stop.clone(), args.slow_connections);
+            threads.push(std::thread::spawn(move || slow(n, &addr, &s)));
+        }
+        Attack {
+            stop,
+            tasks,
+            threads,
+        }
+    }
+
+    fn stop(self, rt: &tokio::runtime::Runtime) -> AttackReport {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut r = AttackReport::default();
+        for t in self.tasks {
+            let (kind, c, fat) = rt.block_on(t).unwrap();
+            r.add(kind, c);
+            r.fat_events.extend(fat);
+        }
+        for t in self.threads {
+            let (kind, c) = t.join().unwrap();
+            r.add(kind, c);
+        }
+        r
+    }
+}
+
+async fn connect(addr: &str) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    send
+}
+
+/// The server's default `max_request_bytes`, `max_properties` and `max_properties_per_id`.
+const MAX_REQUEST_BYTES: usize = 65_536;
+const MAX_PROPERTIES: usize = 256;
+const MAX_PROPERTIES_PER_ID: usize = 1024;
+
+/// POSTs of `MAX_PROPERTIES` properties filling `MAX_REQUEST_BYTES`, each with its own event
+/// name, to one ID: the first requests fill the ID to `MAX_PROPERTIES_PER_ID` names, every
+/// later one updates a quarter of them (a rewrite of the whole record).
+async fn fat(a: usize, addr: String, stop: Arc<AtomicBool>) -> (&'static str, [u64; 4], Option<(String, u64)>) {
+    let id = format!("attacker-fat-{a}");
+    let mut send = connect(&addr).await;
+    let mut c = [0u64; 4];
+    let mut acked = 0;
+    let mut k = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let head = format!("_n=Fat+{k}&_k=demo&_p={id}");
+        let set = k % (MAX_PROPERTIES_PER_ID / MAX_PROPERTIES);
+        // Each pair is `&` + name + `=` + value; share what is left of the limit equally.
+        let per = (MAX_REQUEST_BYTES - head.len()) / MAX_PROPERTIES;
+        let mut body = head;
+        for j in 0..MAX_PROPERTIES {
+            let name = format!("&s{set}p{j}=");
+            let value = format!("{k}-{}", "v".repeat(per - name.len() - 1));
+            body.push_str(&name);
+            body.push_str(&value[..per - name.len()]);
+        }
+        assert!(body.len() <= MAX_REQUEST_BYTES);
+        let req = hyper::Request::post("/e")
+            .header("host", addr.as_str())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        c[0] += 1;
+        match send.send_request(req).await {
+            Ok(r) => {
+                let status = r.status();
+                let _ = r.into_body().collect().await;
+                if status == 200 {
+                    c[1] += 1;
+                    acked += 1;
+                } else {
+                    c[2] += 1;
+                }
+            }
+            Err(_) => {
+                c[3] += 1;
+                send = connect(&addr).await;
+            }
+        }
+        k += 1;
+    }
+    ("fat", c, Some((id, acked)))
+}
+
+/// Redundant aliases within one person: the first links join 1,000 IDs, the rest link random
+/// pairs of them (until `max_links_per_person`, then not recorded).
+async fn links(a: usize, addr: String, stop: Arc<AtomicBool>) -> (&'static str, [u64; 4], Option<(String, u64)>) {
+    let mut send = connect(&addr).await;
+    let mut c = [0u64; 4];
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ a as u64;
+    let mut k = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let (i, j) = if k < 999 {
+            (k, k + 1)
+        } else {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 1000, (x >> 32) % 1000)
+        };
+        let path = format!("/a?_n=attacker-links-{a}-{i}&_p=attacker-links-{a}-{j}&_k=demo");
+        let req = hyper::Request::get(path)
+            .header("host", addr.as_str())
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        c[0] += 1;
+        match send.send_request(req).await {
+            Ok(r) => {
+                let status = r.status();
+                let _ = r.into_body().collect().await;
+                c[if status == 200 { 1 } else { 2 }] += 1;
+            }
+            Err(_) => {
+                c[3] += 1;
+                send = connect(&addr).await;
+            }
+        }
+        k += 1;
+    }
+    ("links", c, None)
+}
+
+/// Requests the server must refuse: a 2 MB body (refused on its declared length, the
+/// connection closed), then 60 KB with an invalid key (read, refused, logged), in turn.
+fn oversize(a: usize, addr: &str, stop: &AtomicBool) -> (&'static str, [u64; 4]) {
+    use std::io::{Read, Write};
+    let mut c = [0u64; 4];
+    let big = vec![b'x'; 2_000_000];
+    let mut k = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+            continue;
+        };
+        let body: Vec<u8> = if k % 2 == 0 {
+            big.clone()
+        } else {
+            format!("_n=x&_p=attacker-oversize-{a}&_k={}", "k".repeat(60_000)).into_bytes()
+        };
+        let head = format!(
+            "POST /e HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        c[0] += 1;
+        let _ = s.write_all(head.as_bytes()).and_then(|()| s.write_all(&body));
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        match answer.get(9..12) {
+            Some(b"200") => c[1] += 1,
+            Some(code) if code[0] == b'4' => c[2] += 1,
+            _ => c[3] += 1,
+        }
+        k += 1;
+    }
+    ("oversize", c)
+}
+
+/// `n` connections sending one byte a second: half of them a request line and headers that
+/// never end, half a body that never ends. A connection the server cuts is reopened.
+fn slow(n: usize, addr: &str, stop: &AtomicBool) -> (&'static str, [u64; 4]) {
+    use std::io::{Read, Write};
+    let mut c = [0u64; 4];
+    let open = |i: usize, c: &mut [u64; 4]| -> Option<std::net::TcpStream> {
+        let mut s = std::net::TcpStream::connect(addr).ok()?;
+        c[0] += 1;
+        if i % 2 == 1 {
+            let head = format!(
+                "POST /e HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 60000\r\n\r\n_k=demo"
+            );
+            s.write_all(head.as_bytes()).ok()?;
+        } else {
+            s.write_all(b"GET /e?_k=demo").ok()?;
+        }
+        s.set_nonblocking(true).ok()?;
+        Some(s)
+    };
+    let mut conns: Vec<Option<std::net::TcpStream>> = (0..n).map(|i| open(i, &mut c)).collect();
+    while !stop.load(Ordering::Relaxed) {
+        for (i, slot) in conns.iter_mut().enumerate() {
+            let alive = slot.as_mut().is_some_and(|s| {
+                let mut buf = [0u8; 512];
+                match s.read(&mut buf) {
+                    Ok(0) => false,
+                    Ok(got) => {
+                        if buf[..got].starts_with(b"HTTP/1.1 4") {
+                            c[2] += 1;
+                        }
+                        false
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        s.write_all(b"x").is_ok()
+                    }
+                    Err(_) => false,
+                }
+            });
+            if !alive {
+                c[3] += 1;
+                *slot = open(i, &mut c);
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    ("slow", c)
 }
