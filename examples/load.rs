@@ -78,6 +78,9 @@ struct Args {
     /// Which attackers to run (comma-separated: fat, links, oversize, slow).
     #[arg(long, value_delimiter = ',', default_value = "fat,links,oversize,slow")]
     kinds: Vec<String>,
+    /// Bytes of each property value the fat attacker sends (the server's limit: 8192).
+    #[arg(long, default_value_t = 8192)]
+    fat_value_bytes: usize,
     /// Connections the slow attacker holds open (one byte a second each).
     #[arg(long, default_value_t = 256)]
     slow_connections: usize,
@@ -432,7 +435,10 @@ fn main() {
             "tracking /e /s /a"
         };
         let n = report(what, &p.results, p.elapsed);
-        println!("  server peak RSS {:.0} MiB", p.peak_rss_kib as f64 / 1024.0);
+        println!(
+            "  server peak RSS {:.0} MiB",
+            p.peak_rss_kib as f64 / 1024.0
+        );
         if let Some(a) = &p.attack {
             a.print();
         }
@@ -447,13 +453,25 @@ fn main() {
         );
     }
     if let Some(f) = flushes.filter(|&f| f > 0) {
-        let n: usize = phases.iter().map(|p| p.results.iter().map(|a| a.latencies_us.len()).sum::<usize>()).sum();
+        let n: usize = phases
+            .iter()
+            .map(|p| {
+                p.results
+                    .iter()
+                    .map(|a| a.latencies_us.len())
+                    .sum::<usize>()
+            })
+            .sum();
         println!(
             "group commit: {f} flushes, {:.1} requests per flush",
             n as f64 / f as f64
         );
     }
-    let errors: u64 = phases.iter().flat_map(|p| &p.results).map(|a| a.errors).sum();
+    let errors: u64 = phases
+        .iter()
+        .flat_map(|p| &p.results)
+        .map(|a| a.errors)
+        .sum();
     if args.kill9 {
         let _ = child.wait();
         println!("server killed with SIGKILL; {errors} requests in flight were not acknowledged");
@@ -593,11 +611,14 @@ impl AttackReport {
     }
 }
 
+/// What an HTTP attacker returns: its kind, its counts, and (fat) its ID and events acked.
+type AttackerResult = (&'static str, [u64; 4], Option<(String, u64)>);
+
 /// The attackers of one run: async tasks for those that speak HTTP properly, threads for the
 /// ones that abuse the socket.
 struct Attack {
     stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<(&'static str, [u64; 4], Option<(String, u64)>)>>,
+    tasks: Vec<tokio::task::JoinHandle<AttackerResult>>,
     threads: Vec<std::thread::JoinHandle<(&'static str, [u64; 4])>>,
 }
 
@@ -609,7 +630,7 @@ impl Attack {
         let on = |k: &str| args.kinds.iter().any(|x| x == k);
         for a in 0..args.attackers {
             if on("fat") {
-                tasks.push(rt.spawn(fat(a, addr.to_string(), stop.clone())));
+                tasks.push(rt.spawn(fat(a, args.fat_value_bytes, addr.to_string(), stop.clone())));
             }
             if on("links") {
                 tasks.push(rt.spawn(links(a, addr.to_string(), stop.clone())));
@@ -656,31 +677,28 @@ async fn connect(addr: &str) -> hyper::client::conn::http1::SendRequest<Full<Byt
     send
 }
 
-/// The server's default `max_request_bytes`, `max_properties` and `max_properties_per_id`.
+/// The server's default `max_request_bytes`, `max_value_bytes` and `max_properties_per_id`.
 const MAX_REQUEST_BYTES: usize = 65_536;
-const MAX_PROPERTIES: usize = 256;
+const MAX_VALUE_BYTES: usize = 8192;
 const MAX_PROPERTIES_PER_ID: usize = 1024;
 
-/// POSTs of `MAX_PROPERTIES` properties filling `MAX_REQUEST_BYTES`, each with its own event
-/// name, to one ID: the first requests fill the ID to `MAX_PROPERTIES_PER_ID` names, every
-/// later one updates a quarter of them (a rewrite of the whole record).
-async fn fat(a: usize, addr: String, stop: Arc<AtomicBool>) -> (&'static str, [u64; 4], Option<(String, u64)>) {
+/// POSTs filling `MAX_REQUEST_BYTES` with values of `MAX_VALUE_BYTES`, each with its own event
+/// name, to one ID: the first requests fill the ID to `MAX_PROPERTIES_PER_ID` names of the
+/// longest value (8 MB), every later one updates some of them — and so rewrites all 8 MB.
+async fn fat(a: usize, value_bytes: usize, addr: String, stop: Arc<AtomicBool>) -> AttackerResult {
     let id = format!("attacker-fat-{a}");
     let mut send = connect(&addr).await;
     let mut c = [0u64; 4];
     let mut acked = 0;
     let mut k = 0usize;
+    // name (`&n1023=`) and value per pair
+    let per_request = ((MAX_REQUEST_BYTES - 64) / (value_bytes + 8)).min(256);
+    let value = "v".repeat(value_bytes.clamp(8, MAX_VALUE_BYTES) - 8);
     while !stop.load(Ordering::Relaxed) {
-        let head = format!("_n=Fat+{k}&_k=demo&_p={id}");
-        let set = k % (MAX_PROPERTIES_PER_ID / MAX_PROPERTIES);
-        // Each pair is `&` + name + `=` + value; share what is left of the limit equally.
-        let per = (MAX_REQUEST_BYTES - head.len()) / MAX_PROPERTIES;
-        let mut body = head;
-        for j in 0..MAX_PROPERTIES {
-            let name = format!("&s{set}p{j}=");
-            let value = format!("{k}-{}", "v".repeat(per - name.len() - 1));
-            body.push_str(&name);
-            body.push_str(&value[..per - name.len()]);
+        let mut body = format!("_n=Fat+{k}&_k=demo&_p={id}");
+        for j in 0..per_request {
+            let name = (k * per_request + j) % MAX_PROPERTIES_PER_ID;
+            body.push_str(&format!("&n{name}={k:08}{value}"));
         }
         assert!(body.len() <= MAX_REQUEST_BYTES);
         let req = hyper::Request::post("/e")
@@ -712,7 +730,7 @@ async fn fat(a: usize, addr: String, stop: Arc<AtomicBool>) -> (&'static str, [u
 
 /// Redundant aliases within one person: the first links join 1,000 IDs, the rest link random
 /// pairs of them (until `max_links_per_person`, then not recorded).
-async fn links(a: usize, addr: String, stop: Arc<AtomicBool>) -> (&'static str, [u64; 4], Option<(String, u64)>) {
+async fn links(a: usize, addr: String, stop: Arc<AtomicBool>) -> AttackerResult {
     let mut send = connect(&addr).await;
     let mut c = [0u64; 4];
     let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ a as u64;
@@ -759,7 +777,7 @@ fn oversize(a: usize, addr: &str, stop: &AtomicBool) -> (&'static str, [u64; 4])
         let Ok(mut s) = std::net::TcpStream::connect(addr) else {
             continue;
         };
-        let body: Vec<u8> = if k % 2 == 0 {
+        let body: Vec<u8> = if k.is_multiple_of(2) {
             big.clone()
         } else {
             format!("_n=x&_p=attacker-oversize-{a}&_k={}", "k".repeat(60_000)).into_bytes()
@@ -770,7 +788,9 @@ fn oversize(a: usize, addr: &str, stop: &AtomicBool) -> (&'static str, [u64; 4])
             body.len()
         );
         c[0] += 1;
-        let _ = s.write_all(head.as_bytes()).and_then(|()| s.write_all(&body));
+        let _ = s
+            .write_all(head.as_bytes())
+            .and_then(|()| s.write_all(&body));
         let mut answer = Vec::new();
         let _ = s.read_to_end(&mut answer);
         match answer.get(9..12) {
@@ -792,9 +812,8 @@ fn slow(n: usize, addr: &str, stop: &AtomicBool) -> (&'static str, [u64; 4]) {
         let mut s = std::net::TcpStream::connect(addr).ok()?;
         c[0] += 1;
         if i % 2 == 1 {
-            let head = format!(
-                "POST /e HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 60000\r\n\r\n_k=demo"
-            );
+            let head =
+                format!("POST /e HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 60000\r\n\r\n_k=demo");
             s.write_all(head.as_bytes()).ok()?;
         } else {
             s.write_all(b"GET /e?_k=demo").ok()?;

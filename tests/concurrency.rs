@@ -163,7 +163,10 @@ fn a_reader_that_sees_an_event_sees_the_properties_its_op_set() {
                     Some(idgraph::Value::Int(n)) => *n,
                     other => panic!("property n: {other:?}"),
                 };
-                assert!(n >= seen, "event E{seen} visible, its property n={seen} not ({n})");
+                assert!(
+                    n >= seen,
+                    "event E{seen} visible, its property n={seen} not ({n})"
+                );
                 checks += 1;
             }
             checks

@@ -553,7 +553,12 @@ fn the_refusal_log_keeps_at_most_max_refusals_logged_pairs_alike_in_apply_and_bu
     bulk.bulk_apply(&mut ops.clone(), Default::default())
         .unwrap();
     for s in [&one, &bulk] {
-        let logged: Vec<_> = s.refusals().unwrap().into_iter().map(|r| (r.b, r.at)).collect();
+        let logged: Vec<_> = s
+            .refusals()
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.b, r.at))
+            .collect();
         assert_eq!(logged, [("x1".to_owned(), 4), ("x2".to_owned(), 2)]);
         let st = s.stats().unwrap();
         assert_eq!((st.refused_merges, st.refusals_not_logged), (2, 2));
