@@ -603,13 +603,16 @@ impl Store {
     /// Counts of IDs, persons, edges and refusals from memory only (no scan of events and
     /// properties; those counts are 0). O(IDs): the largest person is found by a walk.
     pub fn stats_quick(&self) -> Stats {
+        // Before the read lock below: `guardrails` takes its own, and a second read lock in
+        // one thread can deadlock against a waiting writer.
+        let guard = self.guardrails();
         let g = self.graph.read();
         let mut s = Stats {
             ids: g.live() as u64,
             edges: g.edges().len() as u64,
             refused_merges: g.refused(),
-            links_not_recorded: self.guardrails().links_not_recorded,
-            refusals_not_logged: self.guardrails().refusals_not_logged,
+            links_not_recorded: guard.links_not_recorded,
+            refusals_not_logged: guard.refusals_not_logged,
             ..Stats::default()
         };
         s.persons = g.persons() as u64;
