@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use idgraph::Store;
@@ -145,14 +145,7 @@ async fn client(
     stop: Arc<AtomicBool>,
 ) -> Acked {
     let mut acked = Acked::default();
-    let stream = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect("connect");
-    stream.set_nodelay(true).unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
+    let mut send = connect(&addr).await;
     let mut visitor = 0u64;
     'visitors: loop {
         visitor += 1;
@@ -218,7 +211,7 @@ async fn client(
             let path = if baseline { "/healthz" } else { path.as_str() };
             let req = hyper::Request::get(path)
                 .header("host", addr.as_str())
-                .body(Empty::<Bytes>::new())
+                .body(Full::new(Bytes::new()))
                 .unwrap();
             let t = Instant::now();
             let ok = match send.send_request(req).await {
@@ -255,8 +248,9 @@ async fn client(
     acked
 }
 
-/// Prints requests/s and latency percentiles; returns the number of requests acknowledged.
-fn report(what: &str, results: &[Acked], elapsed: Duration) -> usize {
+/// Prints requests/s and latency percentiles; returns the number of requests acknowledged and
+/// the p99 latency (ms).
+fn report(what: &str, results: &[Acked], elapsed: Duration) -> (usize, f64) {
     let mut lat: Vec<u32> = results
         .iter()
         .flat_map(|a| a.latencies_us.iter().copied())
@@ -276,19 +270,15 @@ fn report(what: &str, results: &[Acked], elapsed: Duration) -> usize {
         pct(&lat, 0.999),
         pct(&lat, 1.0)
     );
-    n
+    (n, pct(&lat, 0.99))
 }
 
 /// One counter from the server's `/metrics`.
 async fn metric(addr: &str, name: &str) -> Option<u64> {
-    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .ok()?;
-    tokio::spawn(conn);
+    let mut send = try_connect(addr).await?;
     let req = hyper::Request::get("/metrics")
         .header("host", addr)
-        .body(Empty::<Bytes>::new())
+        .body(Full::new(Bytes::new()))
         .ok()?;
     let body = send
         .send_request(req)
@@ -315,6 +305,25 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+/// Runs `args.clients` clients until `args.requests` requests or `args.seconds`; each
+/// client's acknowledgements.
+async fn run_clients(args: &Args, addr: &str, baseline: bool) -> Vec<Acked> {
+    let budget = Arc::new(AtomicU64::new(args.requests));
+    let stop = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let tasks: Vec<_> = (0..args.clients)
+        .map(|n| {
+            let (a, b, s) = (addr.to_string(), budget.clone(), stop.clone());
+            tokio::spawn(client(n, baseline, a, b, deadline, s))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
 /// One run of the legitimate clients (and, with `attack`, the attackers next to them).
 struct Phase {
     results: Vec<Acked>,
@@ -331,9 +340,6 @@ fn run_phase(
     attack: bool,
     kill_at: Option<Instant>,
 ) -> Phase {
-    let budget = Arc::new(AtomicU64::new(args.requests));
-    let stop = Arc::new(AtomicBool::new(false));
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let sampler = RssSampler::start(pid);
     let attackers = attack.then(|| Attack::start(rt, args, addr));
     let started = Instant::now();
@@ -346,16 +352,7 @@ fn run_phase(
                     .status();
             })
         });
-        let tasks: Vec<_> = (0..args.clients)
-            .map(|n| {
-                let (a, b, s) = (addr.to_string(), budget.clone(), stop.clone());
-                tokio::spawn(client(n, false, a, b, deadline, s))
-            })
-            .collect();
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.unwrap());
-        }
+        let out = run_clients(args, addr, false).await;
         if let Some(k) = killer {
             let _ = k.await;
         }
@@ -395,23 +392,8 @@ fn main() {
         .build()
         .unwrap();
     if args.baseline {
-        let budget = Arc::new(AtomicU64::new(args.requests));
-        let stop = Arc::new(AtomicBool::new(false));
-        let deadline = Instant::now() + Duration::from_secs(args.seconds);
         let t = Instant::now();
-        let res: Vec<Acked> = rt.block_on(async {
-            let tasks: Vec<_> = (0..args.clients)
-                .map(|n| {
-                    let (a, b, s) = (addr.clone(), budget.clone(), stop.clone());
-                    tokio::spawn(client(n, true, a, b, deadline, s))
-                })
-                .collect();
-            let mut out = Vec::new();
-            for t in tasks {
-                out.push(t.await.unwrap());
-            }
-            out
-        });
+        let res = rt.block_on(run_clients(&args, &addr, true));
         report("baseline /healthz", &res, t.elapsed());
     }
     let pid = child.id();
@@ -434,7 +416,7 @@ fn main() {
         } else {
             "tracking /e /s /a"
         };
-        let n = report(what, &p.results, p.elapsed);
+        let (n, p99) = report(what, &p.results, p.elapsed);
         println!(
             "  server peak RSS {:.0} MiB",
             p.peak_rss_kib as f64 / 1024.0
@@ -442,9 +424,9 @@ fn main() {
         if let Some(a) = &p.attack {
             a.print();
         }
-        summary.push((n as f64 / p.elapsed.as_secs_f64(), p99(&p.results)));
+        summary.push((n, n as f64 / p.elapsed.as_secs_f64(), p99));
     }
-    if let [(clean, clean_p99), (hostile, hostile_p99)] = summary[..] {
+    if let [(_, clean, clean_p99), (_, hostile, hostile_p99)] = summary[..] {
         println!(
             "legitimate clients under attack: {:.2}x the clean run's requests/s (goal >= 0.5x), \
              p99 {:.2}x (goal <= 2x)",
@@ -453,15 +435,7 @@ fn main() {
         );
     }
     if let Some(f) = flushes.filter(|&f| f > 0) {
-        let n: usize = phases
-            .iter()
-            .map(|p| {
-                p.results
-                    .iter()
-                    .map(|a| a.latencies_us.len())
-                    .sum::<usize>()
-            })
-            .sum();
+        let n: usize = summary.iter().map(|(n, ..)| n).sum();
         println!(
             "group commit: {f} flushes, {:.1} requests per flush",
             n as f64 / f as f64
@@ -540,15 +514,6 @@ fn main() {
             "more unacknowledged events than requests in flight"
         );
     }
-}
-
-fn p99(results: &[Acked]) -> f64 {
-    let mut lat: Vec<u32> = results
-        .iter()
-        .flat_map(|a| a.latencies_us.iter().copied())
-        .collect();
-    lat.sort_unstable();
-    pct(&lat, 0.99)
 }
 
 /// Samples the server's resident memory every 50 ms; `stop` returns the peak (KiB).
@@ -667,14 +632,45 @@ impl Attack {
     }
 }
 
-async fn connect(addr: &str) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream.set_nodelay(true).unwrap();
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// A keep-alive HTTP/1.1 connection to the server.
+async fn try_connect(addr: &str) -> Option<Sender> {
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream.set_nodelay(true).ok()?;
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .expect("handshake");
+        .ok()?;
     tokio::spawn(conn);
-    send
+    Some(send)
+}
+
+async fn connect(addr: &str) -> Sender {
+    try_connect(addr).await.expect("connect to the server")
+}
+
+/// Sends one attacker request, counting it in `c` (sent, 200, other status, connection cut;
+/// a cut connection is reopened). Whether it was answered 200.
+async fn attack_once(
+    send: &mut Sender,
+    addr: &str,
+    req: hyper::Request<Full<Bytes>>,
+    c: &mut [u64; 4],
+) -> bool {
+    c[0] += 1;
+    match send.send_request(req).await {
+        Ok(r) => {
+            let ok = r.status() == 200;
+            let _ = r.into_body().collect().await;
+            c[if ok { 1 } else { 2 }] += 1;
+            ok
+        }
+        Err(_) => {
+            c[3] += 1;
+            *send = connect(addr).await;
+            false
+        }
+    }
 }
 
 /// The server's default `max_request_bytes`, `max_value_bytes` and `max_properties_per_id`.
@@ -706,23 +702,7 @@ async fn fat(a: usize, value_bytes: usize, addr: String, stop: Arc<AtomicBool>) 
             .header("content-type", "application/x-www-form-urlencoded")
             .body(Full::new(Bytes::from(body)))
             .unwrap();
-        c[0] += 1;
-        match send.send_request(req).await {
-            Ok(r) => {
-                let status = r.status();
-                let _ = r.into_body().collect().await;
-                if status == 200 {
-                    c[1] += 1;
-                    acked += 1;
-                } else {
-                    c[2] += 1;
-                }
-            }
-            Err(_) => {
-                c[3] += 1;
-                send = connect(&addr).await;
-            }
-        }
+        acked += u64::from(attack_once(&mut send, &addr, req, &mut c).await);
         k += 1;
     }
     ("fat", c, Some((id, acked)))
@@ -749,18 +729,7 @@ async fn links(a: usize, addr: String, stop: Arc<AtomicBool>) -> AttackerResult 
             .header("host", addr.as_str())
             .body(Full::new(Bytes::new()))
             .unwrap();
-        c[0] += 1;
-        match send.send_request(req).await {
-            Ok(r) => {
-                let status = r.status();
-                let _ = r.into_body().collect().await;
-                c[if status == 200 { 1 } else { 2 }] += 1;
-            }
-            Err(_) => {
-                c[3] += 1;
-                send = connect(&addr).await;
-            }
-        }
+        attack_once(&mut send, &addr, req, &mut c).await;
         k += 1;
     }
     ("links", c, None)
