@@ -32,6 +32,7 @@
 //! ```
 
 use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -145,7 +146,7 @@ async fn client(
     stop: Arc<AtomicBool>,
 ) -> Acked {
     let mut acked = Acked::default();
-    let mut send = connect(&addr).await;
+    let mut send = connect(&addr, client_ip(n)).await;
     let mut visitor = 0u64;
     'visitors: loop {
         visitor += 1;
@@ -275,7 +276,7 @@ fn report(what: &str, results: &[Acked], elapsed: Duration) -> (usize, f64) {
 
 /// One counter from the server's `/metrics`.
 async fn metric(addr: &str, name: &str) -> Option<u64> {
-    let mut send = try_connect(addr).await?;
+    let mut send = try_connect(addr, IpAddr::from([127, 0, 0, 1])).await?;
     let req = hyper::Request::get("/metrics")
         .header("host", addr)
         .body(Full::new(Bytes::new()))
@@ -635,8 +636,8 @@ impl Attack {
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// A keep-alive HTTP/1.1 connection to the server.
-async fn try_connect(addr: &str) -> Option<Sender> {
-    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+async fn try_connect(addr: &str, from: IpAddr) -> Option<Sender> {
+    let stream = tcp_from(addr, from).await.ok()?;
     stream.set_nodelay(true).ok()?;
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -645,15 +646,61 @@ async fn try_connect(addr: &str) -> Option<Sender> {
     Some(send)
 }
 
-async fn connect(addr: &str) -> Sender {
-    try_connect(addr).await.expect("connect to the server")
+async fn connect(addr: &str, from: IpAddr) -> Sender {
+    try_connect(addr, from)
+        .await
+        .expect("connect to the server")
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (all of 127/8 is loopback on
+/// Linux). Each client, and each attacker, has its own address, as on the internet: the
+/// server keeps a write budget per client address.
+async fn tcp_from(addr: &str, from: IpAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let to: std::net::SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.bind(std::net::SocketAddr::new(from, 0))?;
+    s.connect(to).await
+}
+
+/// [`tcp_from`] for the attackers that run on threads: a blocking std stream.
+fn std_tcp_from(
+    rt: &tokio::runtime::Runtime,
+    addr: &str,
+    from: IpAddr,
+) -> std::io::Result<std::net::TcpStream> {
+    let s = rt.block_on(tcp_from(addr, from))?.into_std()?;
+    s.set_nonblocking(false)?;
+    Ok(s)
+}
+
+/// A runtime of one thread for an attacker thread's connects.
+fn io_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// The address of legitimate client `n`: 127.1.x.y.
+fn client_ip(n: usize) -> IpAddr {
+    IpAddr::V4(std::net::Ipv4Addr::new(
+        127,
+        1,
+        (n / 250) as u8,
+        (n % 250 + 1) as u8,
+    ))
+}
+
+/// The address of attacker `a` (all its kinds): 127.2.0.y; the slow attacker's: 127.2.1.1.
+fn attacker_ip(a: usize) -> IpAddr {
+    IpAddr::V4(std::net::Ipv4Addr::new(127, 2, 0, (a % 250 + 1) as u8))
 }
 
 /// Sends one attacker request, counting it in `c` (sent, 200, other status, connection cut;
 /// a cut connection is reopened). Whether it was answered 200.
 async fn attack_once(
     send: &mut Sender,
-    addr: &str,
+    (addr, from): (&str, IpAddr),
     req: hyper::Request<Full<Bytes>>,
     c: &mut [u64; 4],
 ) -> bool {
@@ -667,7 +714,7 @@ async fn attack_once(
         }
         Err(_) => {
             c[3] += 1;
-            *send = connect(addr).await;
+            *send = connect(addr, from).await;
             false
         }
     }
@@ -683,7 +730,7 @@ const MAX_PROPERTIES_PER_ID: usize = 1024;
 /// longest value (8 MB), every later one updates some of them — and so rewrites all 8 MB.
 async fn fat(a: usize, value_bytes: usize, addr: String, stop: Arc<AtomicBool>) -> AttackerResult {
     let id = format!("attacker-fat-{a}");
-    let mut send = connect(&addr).await;
+    let mut send = connect(&addr, attacker_ip(a)).await;
     let mut c = [0u64; 4];
     let mut acked = 0;
     let mut k = 0usize;
@@ -702,7 +749,7 @@ async fn fat(a: usize, value_bytes: usize, addr: String, stop: Arc<AtomicBool>) 
             .header("content-type", "application/x-www-form-urlencoded")
             .body(Full::new(Bytes::from(body)))
             .unwrap();
-        acked += u64::from(attack_once(&mut send, &addr, req, &mut c).await);
+        acked += u64::from(attack_once(&mut send, (&addr, attacker_ip(a)), req, &mut c).await);
         k += 1;
     }
     ("fat", c, Some((id, acked)))
@@ -711,7 +758,7 @@ async fn fat(a: usize, value_bytes: usize, addr: String, stop: Arc<AtomicBool>) 
 /// Redundant aliases within one person: the first links join 1,000 IDs, the rest link random
 /// pairs of them (until `max_links_per_person`, then not recorded).
 async fn links(a: usize, addr: String, stop: Arc<AtomicBool>) -> AttackerResult {
-    let mut send = connect(&addr).await;
+    let mut send = connect(&addr, attacker_ip(a)).await;
     let mut c = [0u64; 4];
     let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ a as u64;
     let mut k = 0u64;
@@ -729,7 +776,7 @@ async fn links(a: usize, addr: String, stop: Arc<AtomicBool>) -> AttackerResult 
             .header("host", addr.as_str())
             .body(Full::new(Bytes::new()))
             .unwrap();
-        attack_once(&mut send, &addr, req, &mut c).await;
+        attack_once(&mut send, (&addr, attacker_ip(a)), req, &mut c).await;
         k += 1;
     }
     ("links", c, None)
@@ -742,8 +789,9 @@ fn oversize(a: usize, addr: &str, stop: &AtomicBool) -> (&'static str, [u64; 4])
     let mut c = [0u64; 4];
     let big = vec![b'x'; 2_000_000];
     let mut k = 0u64;
+    let rt = io_runtime();
     while !stop.load(Ordering::Relaxed) {
-        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        let Ok(mut s) = std_tcp_from(&rt, addr, attacker_ip(a)) else {
             continue;
         };
         let body: Vec<u8> = if k.is_multiple_of(2) {
@@ -777,8 +825,10 @@ fn oversize(a: usize, addr: &str, stop: &AtomicBool) -> (&'static str, [u64; 4])
 fn slow(n: usize, addr: &str, stop: &AtomicBool) -> (&'static str, [u64; 4]) {
     use std::io::{Read, Write};
     let mut c = [0u64; 4];
+    let rt = io_runtime();
+    let from = IpAddr::from([127, 2, 1, 1]);
     let open = |i: usize, c: &mut [u64; 4]| -> Option<std::net::TcpStream> {
-        let mut s = std::net::TcpStream::connect(addr).ok()?;
+        let mut s = std_tcp_from(&rt, addr, from).ok()?;
         c[0] += 1;
         if i % 2 == 1 {
             let head =

@@ -466,6 +466,21 @@ impl PropMap {
         }
     }
 
+    /// About the bytes the map takes encoded (names, values and a fixed allowance per entry
+    /// for lengths, times and the apply sequence): what rewriting it costs.
+    pub fn approx_bytes(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|p| {
+                let v = match &p.value {
+                    StoredValue::Text(s) => s.len(),
+                    StoredValue::Int(_) | StoredValue::Float(_) => 8,
+                };
+                (p.name.len() + v + 24) as u64
+            })
+            .sum()
+    }
+
     /// [`merge_within`](Self::merge_within) without a limit (the unit tests' shorthand).
     #[cfg(test)]
     pub fn merge(&mut self, name: &str, value: StoredValue, at: Timestamp, seq: u64) -> bool {

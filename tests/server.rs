@@ -802,3 +802,139 @@ fn the_demo_key_beyond_loopback_is_announced_loudly() {
         "{line}"
     );
 }
+
+/// A client bound to `ip` (any address of 127/8 is loopback on Linux): another client.
+fn http_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_client_past_its_write_budget_gets_429_and_the_others_do_not_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &dir.path().join("db"),
+        &[
+            "--key",
+            "k1",
+            "--client-write-rate",
+            "50000",
+            "--client-write-burst",
+            "100000",
+            "--trusted-proxy",
+            "127.0.0.4",
+        ],
+    );
+    let b = &s.base;
+    let fat = |c: &reqwest::Client, id: &str, xff: Option<&str>| {
+        // 200 values of 150 bytes: ~32 KB sent, ~35 KB of record rewritten.
+        let props: String = (0..200)
+            .map(|i| format!("&p{i}={}", "v".repeat(150)))
+            .collect();
+        let mut r = c
+            .post(format!("{b}/s"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("_k=k1&_p={id}{props}"));
+        if let Some(x) = xff {
+            r = r.header("x-forwarded-for", x);
+        }
+        r.send()
+    };
+    let (heavy, other) = (http_from("127.0.0.2"), http_from("127.0.0.3"));
+    assert_eq!(fat(&heavy, "h1", None).await.unwrap().status(), 200);
+    assert_eq!(fat(&heavy, "h1", None).await.unwrap().status(), 200);
+    // ~135 KB spent of a 100 KB burst: refused before its body is read, nothing stored.
+    let r = fat(&heavy, "h2", None).await.unwrap();
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3).contains(&wait), "{wait}");
+    let why = r.text().await.unwrap();
+    assert!(why.ends_with("(client_write_rate)\n"), "{why}");
+    let (st, _) = api(&http(), &format!("{b}/api/people/h2")).await;
+    assert_eq!(st, 404, "a refused request stores nothing");
+    // Another client is served as before.
+    assert_eq!(fat(&other, "o1", None).await.unwrap().status(), 200);
+    let line = "idgraph_limited_total{limit=\"client_write_rate\"}";
+    assert_eq!(metric(&http(), b, line).await, 1);
+    assert!(metric(&http(), b, "idgraph_client_budgets").await >= 2);
+    // Behind a trusted proxy, each forwarded client has its own budget; an untrusted peer's
+    // X-Forwarded-For is ignored (it can't spend someone else's budget, nor escape its own).
+    let proxy = http_from("127.0.0.4");
+    for _ in 0..2 {
+        let r = fat(&proxy, "x1", Some("198.51.100.1, 203.0.113.9")).await;
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    let r = fat(&proxy, "x1", Some("198.51.100.1, 203.0.113.9")).await;
+    assert_eq!(r.unwrap().status(), 429);
+    let r = fat(&proxy, "x2", Some("203.0.113.10")).await;
+    assert_eq!(r.unwrap().status(), 200);
+    let stranger = http_from("127.0.0.5");
+    let r = fat(&stranger, "x3", Some("203.0.113.10")).await;
+    assert_eq!(r.unwrap().status(), 200);
+    // The debt drains at the rate: after Retry-After the client is served again.
+    tokio::time::sleep(Duration::from_secs(wait) + Duration::from_millis(200)).await;
+    assert_eq!(fat(&heavy, "h2", None).await.unwrap().status(), 200);
+    assert!(s.terminate().success());
+    let store = Store::open(dir.path().join("db")).unwrap();
+    for id in ["h1", "h2", "o1", "x1", "x2", "x3"] {
+        assert_eq!(store.properties(id).unwrap().len(), 200, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn one_client_cannot_hold_more_than_its_share_of_connections() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &dir.path().join("db"),
+        &["--max-connections-per-client", "3"],
+    );
+    let to: std::net::SocketAddr = format!("127.0.0.1:{}", s.port()).parse().unwrap();
+    let connect = |from: [u8; 4]| async move {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind((std::net::Ipv4Addr::from(from), 0).into())
+            .unwrap();
+        let c = sock.connect(to).await.unwrap().into_std().unwrap();
+        c.set_nonblocking(false).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c
+    };
+    // Whether the server answers a request on `c` (a closed connection reads 0 bytes or fails).
+    let served = |mut c: std::net::TcpStream| async move {
+        tokio::task::spawn_blocking(move || {
+            let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut buf = Vec::new();
+            let _ = c.read_to_end(&mut buf);
+            buf.starts_with(b"HTTP/1.1 200")
+        })
+        .await
+        .unwrap()
+    };
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect([127, 0, 0, 6]).await);
+    }
+    // Give the server the time to accept them, then one more from the same client.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !served(connect([127, 0, 0, 6]).await).await,
+        "a 4th is closed"
+    );
+    assert!(
+        served(connect([127, 0, 0, 7]).await).await,
+        "another client is served"
+    );
+    // A closed connection frees its place.
+    assert!(served(held.pop().unwrap()).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(served(connect([127, 0, 0, 6]).await).await);
+    let refused = metric(&http(), &s.base, "idgraph_connections_refused_total").await;
+    assert_eq!(refused, 1);
+    assert!(s.terminate().success());
+}

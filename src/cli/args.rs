@@ -395,4 +395,20 @@ pub struct ServeArgs {
     /// At shutdown, how long requests in flight may take before their connections are dropped.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: std::time::Duration,
+    /// Each client's write budget, bytes a second: a tracking request costs the bytes it sent
+    /// plus about the bytes its op wrote; past the burst, 429 with Retry-After. A client is
+    /// an IPv4 address or an IPv6 /64. 0: no budgets.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub client_write_rate: u64,
+    /// What a client may spend at once before its write budget applies, bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub client_write_burst: u64,
+    /// Connections one client (IPv4 address, IPv6 /64) may hold open; further ones are closed
+    /// when accepted. A trusted proxy is not limited. 0: no limit.
+    #[arg(long, default_value_t = 64)]
+    pub max_connections_per_client: usize,
+    /// A reverse proxy whose X-Forwarded-For names the client (repeat for several); without
+    /// it, every client behind a proxy shares the proxy's write budget.
+    #[arg(long = "trusted-proxy")]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }

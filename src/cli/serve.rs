@@ -26,6 +26,10 @@ pub fn serve(db: &Db, args: ServeArgs) -> Result<(), Fail> {
         body_timeout,
         max_connections,
         shutdown_grace,
+        client_write_rate,
+        client_write_burst,
+        max_connections_per_client,
+        trusted_proxies,
     } = args;
     let limits = idgraph::Limits {
         max_properties,
@@ -83,6 +87,10 @@ pub fn serve(db: &Db, args: ServeArgs) -> Result<(), Fail> {
         body_timeout,
         max_connections: max_connections as usize,
         shutdown_grace,
+        client_write_rate,
+        client_write_burst,
+        max_connections_per_client,
+        trusted_proxies,
         ..ServeConfig::default()
     };
     runtime.block_on(async move {

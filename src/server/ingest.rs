@@ -20,8 +20,9 @@ use super::Metrics;
 use crate::op::{AliasOutcome, Op, Outcome};
 use crate::store::Store;
 
-/// What a request gets back: the outcome, or the error that kept the op out of the store.
-pub(crate) type Reply = oneshot::Sender<Result<Outcome, Failed>>;
+/// What a request gets back: the outcome and the op's cost in bytes (what it wrote, see
+/// [`Store::apply_batch_costed`]), or the error that kept the op out of the store.
+pub(crate) type Reply = oneshot::Sender<Result<(Outcome, u64), Failed>>;
 
 /// Why an op was not applied.
 #[derive(Debug)]
@@ -43,7 +44,7 @@ const GROUP: usize = 256;
 
 #[derive(Default)]
 struct Pending {
-    replies: Vec<(Reply, Outcome)>,
+    replies: Vec<(Reply, (Outcome, u64))>,
     stop: bool,
 }
 
@@ -104,7 +105,7 @@ impl Ingest {
                         for (reply, result) in replies.into_iter().zip(apply_group(&store, ops)) {
                             match result {
                                 Ok(outcome) => {
-                                    metrics.applied(&outcome);
+                                    metrics.applied(&outcome.0);
                                     if sync {
                                         group.push((reply, outcome));
                                     } else {
@@ -132,7 +133,7 @@ impl Ingest {
     }
 
     /// Queues `op`; the answer comes once it is applied (and, with `sync`, flushed).
-    pub(crate) async fn apply(&self, op: Op) -> Result<Outcome, Failed> {
+    pub(crate) async fn apply(&self, op: Op) -> Result<(Outcome, u64), Failed> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Msg::Apply(op, reply))
@@ -161,13 +162,18 @@ impl Threads {
 /// ops), several as one `apply_batch` (one sled batch instead of one write, or read-and-batch,
 /// per op). A batch is all or nothing, so when it fails the ops are retried one by one and only
 /// the failing ones fail.
-fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<crate::Result<Outcome>> {
+fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<crate::Result<(Outcome, u64)>> {
     if ops.len() > 1
-        && let Ok(outcomes) = store.apply_batch(&ops)
+        && let Ok(outcomes) = store.apply_batch_costed(&ops)
     {
         return outcomes.into_iter().map(Ok).collect();
     }
-    ops.into_iter().map(|op| store.apply(op)).collect()
+    ops.iter()
+        .map(|op| {
+            let mut v = store.apply_batch_costed(std::slice::from_ref(op))?;
+            Ok(v.pop().expect("one outcome per op"))
+        })
+        .collect()
 }
 
 fn flusher(store: &Store, pending: &(Mutex<Pending>, Condvar), metrics: &Metrics) {

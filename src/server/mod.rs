@@ -13,19 +13,20 @@
 //! Store reads of the query API run on tokio's blocking pool; writes go through the writer
 //! thread; nothing blocks the async workers on sled.
 
+mod budget;
 mod ingest;
 pub mod track;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -36,6 +37,7 @@ use serde_json::json;
 use crate::error::{Error, Result};
 use crate::op::{Limits, Outcome};
 use crate::store::Store;
+use budget::{Budgets, OpenConnections};
 use ingest::{Failed, Ingest};
 use track::Endpoint;
 
@@ -91,7 +93,34 @@ pub struct ServeConfig {
     /// are dropped (nothing unacknowledged is lost: what was acknowledged is flushed first).
     /// Default = 10 s.
     pub shutdown_grace: Duration,
+    /// Each client's write budget, in bytes a second: a tracking request costs the bytes it
+    /// sent plus about the bytes its op wrote (a property set rewrites the ID's whole record).
+    /// A client that has spent more than [`client_write_burst`](Self::client_write_burst)
+    /// gets `429` with `Retry-After` until its debt has drained. A client is an IPv4 address
+    /// or an IPv6 /64 (see [`trusted_proxies`](Self::trusted_proxies)). 0 turns budgets off.
+    /// Default = 1 MiB/s (a browser sends a few KB a minute; at the default limits the
+    /// heaviest op rewrites 8 MB).
+    pub client_write_rate: u64,
+    /// What a client may spend at once before its budget applies. Default = 4 MiB.
+    pub client_write_burst: u64,
+    /// Connections one client may hold open at once (a trusted proxy: any number); further
+    /// ones are closed as soon as they are accepted. 0: no limit. Default = 64 (a browser
+    /// opens about 6 per host).
+    pub max_connections_per_client: usize,
+    /// Peers whose `X-Forwarded-For` names the client (a reverse proxy in front of the
+    /// server): the rightmost address in it that is not itself a trusted proxy. Default: none
+    /// (behind a proxy that is not listed, all its clients share one budget).
+    pub trusted_proxies: Vec<IpAddr>,
 }
+
+/// Longest an over-budget request waits before its `429` (at most the time it would have to
+/// wait anyway).
+const TARPIT: Duration = Duration::from_secs(1);
+
+/// Most clients whose write budgets the server tracks at once ([`ServeConfig::client_write_rate`]);
+/// past it, clients that owe nothing are forgotten, and when none can be, new clients share one
+/// budget. ~64 bytes each: ~4 MiB at most.
+pub const BUDGET_CLIENTS: usize = 65_536;
 
 /// Most bytes of a request's query that `/api/requests` keeps (the rest is cut, marked `…`).
 pub const LOG_QUERY_BYTES: usize = 1024;
@@ -114,6 +143,10 @@ impl Default for ServeConfig {
             body_timeout: Duration::from_secs(10),
             max_connections: 1024,
             shutdown_grace: Duration::from_secs(10),
+            client_write_rate: 1 << 20,
+            client_write_burst: 4 << 20,
+            max_connections_per_client: 64,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -133,7 +166,8 @@ pub(crate) struct Metrics {
 }
 
 /// The names of the limits a refusal's reason may name (see [`crate::Error::Limit`]).
-const LIMIT_NAMES: [&str; 5] = [
+const LIMIT_NAMES: [&str; 6] = [
+    "client_write_rate",
     "max_request_bytes",
     "max_properties",
     "max_value_bytes",
@@ -176,6 +210,8 @@ struct AppState {
     ingest: Ingest,
     metrics: Arc<Metrics>,
     log: Mutex<RequestLog>,
+    budgets: Budgets,
+    per_client: Arc<OpenConnections>,
 }
 
 /// Runs the server on `listener` until `shutdown` completes, then stops accepting, lets the
@@ -197,13 +233,23 @@ pub async fn serve(
         header_timeout: cfg.header_timeout,
         max: cfg.max_connections.max(1),
         grace: cfg.shutdown_grace,
+        per_client: OpenConnections::new(
+            cfg.max_connections_per_client,
+            cfg.trusted_proxies.clone(),
+        ),
     };
     let state = Arc::new(AppState {
         store: store.clone(),
+        budgets: Budgets::new(
+            cfg.client_write_rate,
+            cfg.client_write_burst,
+            BUDGET_CLIENTS,
+        ),
         cfg,
         ingest,
         metrics,
         log: Mutex::new(RequestLog::default()),
+        per_client: conn.per_client.clone(),
     });
     conn.serve(listener, router(state), shutdown).await;
     // Every request in flight has been answered (or its connection dropped): the writer
@@ -222,6 +268,8 @@ struct Connections {
     header_timeout: Duration,
     max: usize,
     grace: Duration,
+    /// Connections per client ([`ServeConfig::max_connections_per_client`]).
+    per_client: Arc<OpenConnections>,
 }
 
 impl Connections {
@@ -245,8 +293,8 @@ impl Connections {
                     (permit, listener.accept().await)
                 } => a,
             };
-            let (permit, stream) = match accepted {
-                (p, Ok((stream, _))) => (p, stream),
+            let (permit, stream, peer) = match accepted {
+                (p, Ok((stream, peer))) => (p, stream, peer),
                 (_, Err(e)) => {
                     // Out of file descriptors and the like: wait instead of spinning.
                     eprintln!("idgraph: accepting a connection failed: {e}");
@@ -254,15 +302,26 @@ impl Connections {
                     continue;
                 }
             };
+            // Past the client's limit: closed at once (dropped with its slot).
+            let Some(held) = self.per_client.open(peer) else {
+                continue;
+            };
             let _ = stream.set_nodelay(true);
-            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            let service =
+                hyper_util::service::TowerToHyperService::new(tower::ServiceExt::map_request(
+                    app.clone(),
+                    move |mut r: hyper::Request<hyper::body::Incoming>| {
+                        r.extensions_mut().insert(ConnectInfo(peer));
+                        r
+                    },
+                ));
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(self.header_timeout);
             let mut closed = closed.clone();
             tasks.spawn(async move {
-                let _permit = permit;
+                let _permit = (permit, held);
                 let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
                 let mut conn = std::pin::pin!(conn);
                 tokio::select! {
@@ -366,14 +425,16 @@ async fn read_body(
         .unwrap_or(Err(BodyError::Slow))
 }
 
-async fn track_e(s: St, m: Method, h: HeaderMap, q: RawQuery, b: Body) -> Response {
-    track(Endpoint::Event, s, m, h, q, b).await
+type Peer = ConnectInfo<SocketAddr>;
+
+async fn track_e(s: St, p: Peer, m: Method, h: HeaderMap, q: RawQuery, b: Body) -> Response {
+    track(Endpoint::Event, s, p, m, h, q, b).await
 }
-async fn track_s(s: St, m: Method, h: HeaderMap, q: RawQuery, b: Body) -> Response {
-    track(Endpoint::Set, s, m, h, q, b).await
+async fn track_s(s: St, p: Peer, m: Method, h: HeaderMap, q: RawQuery, b: Body) -> Response {
+    track(Endpoint::Set, s, p, m, h, q, b).await
 }
-async fn track_a(s: St, m: Method, h: HeaderMap, q: RawQuery, b: Body) -> Response {
-    track(Endpoint::Alias, s, m, h, q, b).await
+async fn track_a(s: St, p: Peer, m: Method, h: HeaderMap, q: RawQuery, b: Body) -> Response {
+    track(Endpoint::Alias, s, p, m, h, q, b).await
 }
 
 /// `s` cut to at most `max` bytes (at a character boundary), marked with `…` when cut.
@@ -401,9 +462,14 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
         .into_response()
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the extractors of the three tracking endpoints"
+)]
 async fn track(
     ep: Endpoint,
     State(s): St,
+    ConnectInfo(peer): Peer,
     method: Method,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -411,10 +477,31 @@ async fn track(
 ) -> Response {
     let mut raw = query.unwrap_or_default();
     let max = s.cfg.max_request_bytes;
-    // Set when the body was left unread (too large, too slow): the connection must close,
-    // or the client would send its next request after bytes nobody will read.
+    // Set when the body was left unread (too large, too slow, over budget): the connection
+    // must close, or the client would send its next request after bytes nobody will read.
     let mut unread = false;
+    let client = s.client(peer, &headers);
+    // Seconds until an over-budget client may come back.
+    let mut retry_after = None;
+    // What the op wrote (its cost), when it was applied.
+    let mut written = 0;
     let result = async {
+        if let Err(wait) = s.budgets.admit(client, Instant::now()) {
+            unread = method == Method::POST;
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            retry_after = Some(secs);
+            // Answered late (a timer is all it holds): a client that retries at once would
+            // otherwise spend the server's CPU on refusals as fast as it can send.
+            tokio::time::sleep(wait.min(TARPIT)).await;
+            return Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "this client has written more than its budget of {} bytes a second \
+                     ({} at once): retry in {secs} s (client_write_rate)",
+                    s.cfg.client_write_rate, s.cfg.client_write_burst
+                ),
+            ));
+        }
         let too_large = || {
             (
                 StatusCode::BAD_REQUEST,
@@ -474,7 +561,10 @@ async fn track(
         )
         .map_err(|e| (StatusCode::BAD_REQUEST, e))?;
         match s.ingest.apply(op).await {
-            Ok(outcome) => Ok(outcome),
+            Ok((outcome, cost)) => {
+                written = cost;
+                Ok(outcome)
+            }
             Err(Failed::ShuttingDown) => Err((
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the server is shutting down".into(),
@@ -489,6 +579,11 @@ async fn track(
         Err((st, why)) => (*st, Some(why.clone())),
     };
     s.metrics.count(ep.as_str(), status);
+    if retry_after.is_none() {
+        let sent = if unread { max } else { raw.len() };
+        s.budgets
+            .charge(client, sent as u64 + written, Instant::now());
+    }
     if let Some(why) = &reason
         && let Some(limit) = LIMIT_NAMES
             .iter()
@@ -546,6 +641,10 @@ async fn track(
             if unread {
                 r.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            if let Some(secs) = retry_after {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
             r
         }
@@ -686,6 +785,18 @@ async fn metrics(State(s): St) -> Response {
             "gauge",
             guard.refusals_logged,
         ),
+        (
+            "idgraph_connections_refused_total",
+            "Connections closed when accepted: their client held max_connections_per_client.",
+            "counter",
+            s.per_client.refused.load(Relaxed),
+        ),
+        (
+            "idgraph_client_budgets",
+            "Clients whose write budget the server tracks now (client_write_rate).",
+            "gauge",
+            s.budgets.clients() as u64,
+        ),
         ("idgraph_ids", "IDs in the store.", "gauge", ids),
         ("idgraph_persons", "Persons in the store.", "gauge", persons),
     ] {
@@ -707,6 +818,28 @@ enum Access {
 }
 
 impl AppState {
+    /// The client a tracking request is charged to: the peer, or — from a trusted proxy —
+    /// the rightmost `X-Forwarded-For` address that is not a trusted proxy itself.
+    fn client(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        let trusted = &self.cfg.trusted_proxies;
+        if trusted.contains(&peer.ip()) {
+            let forwarded = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .collect::<Vec<_>>();
+            for a in forwarded.iter().rev() {
+                match a.trim().parse::<IpAddr>() {
+                    Ok(ip) if trusted.contains(&ip) => continue,
+                    Ok(ip) => return budget::client_of(SocketAddr::new(ip, 0)),
+                    Err(_) => break,
+                }
+            }
+        }
+        budget::client_of(peer)
+    }
+
     /// The refusal to send, unless the request carries the token `access` needs.
     fn deny(&self, headers: &HeaderMap, access: Access) -> Option<Response> {
         let (token, flag, what) = match access {

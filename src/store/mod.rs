@@ -212,6 +212,16 @@ impl Store {
     /// is written); [`Error::Interrupted`](crate::Error::Interrupted) when a write of several
     /// keys failed halfway; [`Error::Full`](crate::Error::Full) past 4 billion IDs.
     pub fn apply_batch(&self, ops: &[Op]) -> Result<Vec<Outcome>> {
+        Ok(self
+            .apply_batch_costed(ops)?
+            .into_iter()
+            .map(|(o, _)| o)
+            .collect())
+    }
+
+    /// [`apply_batch`](Self::apply_batch), and the cost of each op: about the bytes it would
+    /// write applied alone (the server charges it to the client's write budget).
+    pub(crate) fn apply_batch_costed(&self, ops: &[Op]) -> Result<Vec<(Outcome, u64)>> {
         for op in ops {
             op.validate_with(&self.limits)?;
         }
@@ -221,7 +231,7 @@ impl Store {
         let mut p = plan::Planner::new(self, &graph);
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {
-            out.push(p.apply(op)?);
+            out.push(p.apply_costed(op)?);
         }
         let (writes, delta) = p.finish()?;
         drop(graph);

@@ -60,7 +60,15 @@ pub(crate) struct Planner<'a, 'g> {
     links_not_recorded: u64,
     /// Refusals the full refusal log did not record.
     refusals_not_logged: u64,
+    /// The cost of the ops planned so far (see [`OP_BASE_COST`]).
+    cost: u64,
 }
+
+/// The cost charged to every op, in bytes, on top of what it writes: the keys of an alias, a
+/// new ID's record, the work of planning. An op's cost is about the bytes it would write
+/// applied alone: this, its event, and the whole record of an ID whose properties it sets
+/// (every property set rewrites the record).
+pub(crate) const OP_BASE_COST: u64 = 64;
 
 impl<'a, 'g> Planner<'a, 'g> {
     pub(crate) fn new(store: &'a Store, graph: &'g Graph) -> Self {
@@ -74,7 +82,15 @@ impl<'a, 'g> Planner<'a, 'g> {
             graph_only: false,
             links_not_recorded: 0,
             refusals_not_logged: 0,
+            cost: 0,
         }
+    }
+
+    /// [`apply`](Self::apply), and the op's cost in bytes (see [`OP_BASE_COST`]).
+    pub(crate) fn apply_costed(&mut self, op: &Op) -> Result<(Outcome, u64)> {
+        let before = self.cost;
+        let outcome = self.apply(op)?;
+        Ok((outcome, OP_BASE_COST + self.cost - before))
     }
 
     /// The sled writes and the graph changes.
@@ -137,6 +153,7 @@ impl<'a, 'g> Planner<'a, 'g> {
                     return Ok(Outcome::Stored);
                 }
                 let (k, v) = codec::event_entry(n, event, properties, *at)?;
+                self.cost += (k.len() + v.len()) as u64;
                 self.writes.insert(k, v);
                 let refused = self.set_props(n, properties, *at)?;
                 Ok(self.stored(refused))
@@ -346,6 +363,54 @@ impl<'a, 'g> Planner<'a, 'g> {
         for (name, value) in props.iter() {
             refused += usize::from(map.merge_within(name, value.clone().into(), at, seq, max).1);
         }
+        self.cost += map.approx_bytes();
         Ok(refused)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::op::{Op, Properties};
+    use crate::{Config, Identity, Store};
+
+    fn set(id: &str, n: usize, value: &str) -> Op {
+        let props: Vec<(String, String)> = (0..n)
+            .map(|i| (format!("p{i}"), value.to_owned()))
+            .collect();
+        Op::set(
+            Identity::new(id).unwrap(),
+            Properties::from_pairs(props).unwrap(),
+            1,
+        )
+    }
+
+    #[test]
+    fn an_op_costs_the_record_it_rewrites_not_only_its_own_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Config::new(dir.path().join("db")).open().unwrap();
+        let cost = |store: &Store, op: Op| store.apply_batch_costed(&[op]).unwrap()[0].1;
+        let small = cost(&store, set("a", 1, "x"));
+        assert!((super::OP_BASE_COST..200).contains(&small), "{small}");
+        // Fill an ID with 200 values of 1,000 bytes: one more small set rewrites them all.
+        let fill = cost(&store, set("b", 200, &"v".repeat(1000)));
+        assert!(fill >= 200_000, "{fill}");
+        let after = cost(&store, set("b", 1, "x"));
+        assert!(after >= 200_000, "{after}");
+        // An event carries its own bytes; an alias of two new IDs only the base.
+        let event = Op::record(
+            Identity::new("c").unwrap(),
+            "Viewed",
+            Properties::default(),
+            1,
+        );
+        let e = cost(&store, event);
+        assert!(e > super::OP_BASE_COST && e < 200, "{e}");
+        let alias = Op::alias(
+            Identity::new("x1").unwrap(),
+            Identity::new("x2").unwrap(),
+            1,
+            crate::op::Cause::Api,
+        );
+        assert_eq!(cost(&store, alias), super::OP_BASE_COST);
     }
 }
