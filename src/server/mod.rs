@@ -462,10 +462,6 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
         .into_response()
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the extractors of the three tracking endpoints"
-)]
 async fn track(
     ep: Endpoint,
     State(s): St,
