@@ -25,7 +25,10 @@
 //! key (each refused with 400, kept in the request log); `slow`: connections that send their
 //! headers or body one byte a second. It reports the legitimate clients' throughput and p99 in
 //! both runs, side by side, the server's peak RSS in each, and checks that everything
-//! acknowledged (the attackers' events too) is in the store.
+//! acknowledged (the attackers' events too) is in the store. Every client connects from its own
+//! loopback address (127.1.x.y) and every attacker from its own (127.2.0.y; the slow one
+//! 127.2.1.1), as on the internet: the server's write budgets and connection limits are per
+//! client address (Linux routes all of 127/8 to loopback).
 //!
 //! ```text
 //! cargo run --release --example load -- --attack --clients 64 --seconds 20
