@@ -466,7 +466,7 @@ fn reads(
             let t = Instant::now();
             for k in &picks {
                 if system == "idgraph canonical" {
-                    hits += store.canonical(k).is_some() as u64;
+                    hits += store.canonical(k).unwrap().is_some() as u64;
                 } else {
                     hits += store.resolve(k).unwrap().is_some() as u64;
                 }

@@ -475,7 +475,8 @@ fn main() {
             }
         }
         for (anon, named) in &a.aliases {
-            if store.canonical(anon).is_none() || store.canonical(anon) != store.canonical(named) {
+            let canon = |i: &str| store.canonical(i).unwrap();
+            if canon(anon).is_none() || canon(anon) != canon(named) {
                 missing += 1;
             }
         }

@@ -26,11 +26,12 @@ use crate::op::{Cause, Properties, RefusalReason, Timestamp, Value};
 /// marker rewritten), so that an older build, which would ignore a pending intent, refuses it.
 /// Version 3 added blocks of packed ID records (`p` keys); older stores have none and are
 /// upgraded the same way, so that a version-2 build, which would miss the packed IDs, refuses
-/// them.
-pub const FORMAT_VERSION: u32 = 3;
+/// them. Version 4 added the graph index's stamp (`m` `index_stamp`): a version-3 build
+/// would write without removing it, and the index would then be believed while stale.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The format versions this build opens.
-pub const READABLE_VERSIONS: [u32; 3] = [1, 2, 3];
+pub const READABLE_VERSIONS: [u32; 4] = [1, 2, 3, 4];
 
 /// The key of the redo record of the op being written (see `Store::apply_batch`).
 pub const INTENT_KEY: &[u8] = b"wintent";
@@ -43,6 +44,10 @@ pub const EVENT: u8 = b'v';
 pub const FILE: u8 = b'f';
 
 pub const FORMAT_KEY: &[u8] = b"mformat_version";
+
+/// The stamp of the current graph index (16 bytes), absent while the index is stale
+/// (`store::index`).
+pub const INDEX_STAMP_KEY: &[u8] = b"mindex_stamp";
 
 pub fn format_value() -> [u8; 4] {
     FORMAT_VERSION.to_be_bytes()

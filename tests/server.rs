@@ -510,8 +510,8 @@ async fn sync_mode_loses_nothing_acknowledged_under_kill_9() {
         for (id, what) in &acked {
             if what.contains("-alias") {
                 assert_eq!(
-                    store.canonical(what),
-                    store.canonical(id),
+                    store.canonical(what).unwrap(),
+                    store.canonical(id).unwrap(),
                     "round {round}: {what}"
                 );
             } else {

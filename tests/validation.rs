@@ -60,7 +60,7 @@ fn a_bad_name_fails_the_whole_batch_and_writes_nothing() {
     let e = Properties::new().with("k".repeat(256), "v").unwrap_err();
     assert!(e.to_string().contains("at most 255"), "{e}");
     assert_eq!(snapshot(&s), before);
-    assert!(!s.contains("c"));
+    assert!(!s.contains("c").unwrap());
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn ops_past_the_limits_are_typed_errors_and_write_nothing() {
     let e = s.apply(Op::set(id("a"), long, 2)).unwrap_err();
     assert!(e.to_string().contains("(max_value_bytes)"), "{e}");
     assert_eq!(snapshot(&s), before);
-    assert!(!s.contains("c"));
+    assert!(!s.contains("c").unwrap());
     // Limits are the store's to choose.
     let loose = Config::temporary()
         .limits(idgraph::Limits {
@@ -130,7 +130,7 @@ fn blocked_ids_are_refused_counted_and_keep_their_events() {
         );
         assert_eq!(s.stats().unwrap().refused_merges, before + 1);
         assert!(
-            !s.contains(blocked),
+            !s.contains(blocked).unwrap(),
             "{blocked} registered by a refused alias"
         );
     }
@@ -143,7 +143,7 @@ fn blocked_ids_are_refused_counted_and_keep_their_events() {
     s.apply(Op::record(id("guest"), "Viewed", Properties::new(), 3))
         .unwrap();
     assert_eq!(s.events("guest").unwrap().len(), 1);
-    assert!(!s.contains("alice"));
+    assert!(!s.contains("alice").unwrap());
     // A custom list replaces the default.
     let s = Config::temporary().blocked_ids(["house"]).open().unwrap();
     let out = s.alias(&id("bob"), &id("'House'")).unwrap();
@@ -177,7 +177,7 @@ fn max_person_size_refuses_and_reports_the_sizes() {
         s2.alias(&id("a"), &id("new")).unwrap(),
         AliasOutcome::Refused(RefusalReason::TooLarge { size: 3, max: 2 })
     );
-    assert!(!s2.contains("new"));
+    assert!(!s2.contains("new").unwrap());
     assert_eq!(s2.stats().unwrap().ids, 2);
     assert_eq!(s.stats().unwrap().refused_merges, 1);
     let r = &s.refusals().unwrap()[0];
@@ -222,7 +222,7 @@ fn canonical_prefers_the_first_named_id() {
         .unwrap();
     s.apply(Op::alias(id("tmp-123"), id("bob"), 5, Cause::Api))
         .unwrap();
-    assert_eq!(s.canonical("tmp-123").unwrap(), "bob");
+    assert_eq!(s.canonical("tmp-123").unwrap().unwrap(), "bob");
 }
 
 #[test]
@@ -236,14 +236,15 @@ fn another_format_version_is_refused() {
     }
     let e = Store::open(dir.path()).unwrap_err();
     assert!(
-        matches!(e, Error::IncompatibleFormat { expected: 3, .. }),
+        matches!(e, Error::IncompatibleFormat { expected: 4, .. }),
         "{e:?}"
     );
     assert!(e.to_string().contains("format version 99"), "{e}");
 
-    // Versions 1 (before the redo record) and 2 (before packed ID records) open and are
+    // Versions 1 (before the redo record), 2 (before packed ID records) and 3 (before the
+    // graph index) open and are
     // upgraded in place, so that an older build refuses the store from then on.
-    for old in [1u32, 2] {
+    for old in [1u32, 2, 3] {
         {
             let db = sled::open(dir.path()).unwrap();
             db.insert(b"mformat_version", &old.to_be_bytes()).unwrap();

@@ -62,8 +62,10 @@ impl Db {
             Identity::new(*i)?;
         }
         let store = self.open_ro()?.ok_or_else(|| unknown(ids[0]))?;
-        if let Some(u) = ids.iter().find(|i| !store.contains(i)) {
-            return Err(unknown(u));
+        for u in ids {
+            if !store.contains(u)? {
+                return Err(unknown(u));
+            }
         }
         Ok(store)
     }

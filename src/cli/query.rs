@@ -152,7 +152,7 @@ pub fn refused(db: &Db, args: RefusedArgs) -> Result<(), Fail> {
 }
 
 pub fn hubs(db: &Db, args: HubsArgs) -> Result<(), Fail> {
-    let h = db.query(|s| Ok(s.hubs(args.top)))?;
+    let h = db.query(|s| s.hubs(args.top))?;
     if args.json {
         print_json(&h);
     } else {

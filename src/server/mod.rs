@@ -973,7 +973,7 @@ async fn person(State(s): St, headers: HeaderMap, Path(id): Path<String>) -> Res
 
 async fn person_events(State(s): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
     s.call(&headers, Access::Read, move |store| {
-        let Some(person) = store.canonical(&id) else {
+        let Some(person) = store.canonical(&id)? else {
             return Ok(unknown(&id));
         };
         let events = store.events(&id)?;
@@ -1053,8 +1053,10 @@ async fn explain(State(s): St, headers: HeaderMap, Query(q): Query<Pair>) -> Res
         return need_both();
     };
     s.call(&headers, Access::Read, move |store| {
-        if let Some(u) = [&a, &b].into_iter().find(|i| !store.contains(i)) {
-            return Ok(unknown(u));
+        for u in [&a, &b] {
+            if !store.contains(u)? {
+                return Ok(unknown(u));
+            }
         }
         Ok(json_response(store.explain(&a, &b)?))
     })

@@ -10,12 +10,10 @@
 
 use rustc_hash::FxHashMap;
 
-use parking_lot::RwLock;
 
 use crate::codec::{self, IdRecord, PropMap};
 use crate::error::{Error, Result};
 use crate::forest::Node;
-use crate::graph::Graph;
 use crate::op::{AliasOutcome, Op, Outcome, Properties, Timestamp};
 use crate::store::Store;
 use crate::store::plan::{NewId, Planner, Writes};
@@ -285,9 +283,9 @@ struct Ids {
 impl Ids {
     /// Writes the new IDs' records packed in blocks, in node order (so that an edge inside one
     /// names a node whose record is already on disk), then the known IDs' changed records.
-    fn write(mut self, db: &sled::Db, graph: &RwLock<Graph>, w: &mut BatchWriter) -> Result<()> {
+    fn write(mut self, db: &sled::Db, store: &Store, w: &mut BatchWriter) -> Result<()> {
         self.props.index();
-        let g = graph.read();
+        let g = store.graph()?;
         let base = self.base;
         let mut block = Vec::with_capacity(codec::PACKED_BLOCK_BYTES + 1024);
         let mut first = base;
@@ -380,7 +378,7 @@ pub(crate) fn apply(
 ) -> Result<BulkReport> {
     let mut rep = BulkReport::default();
     // Pass 1: plan the graph.
-    let graph = store.graph.read();
+    let graph = store.graph()?;
     let before = graph.len();
     let mut planner = Planner::new(store, &graph);
     planner.graph_only = true;
@@ -417,15 +415,14 @@ pub(crate) fn apply(
     let (writes, old_ids, new_ids, delta) = planner.finish_bulk()?;
     let new_base = delta.base();
     drop(graph);
-    store.graph.write().commit(delta);
+    store.graph_mut()?.commit(delta);
 
     // Writing runs on its own thread, in order: first the graph's keys (so that after a
     // crash no event is on disk before its ID), then each buffer of pass 2, while this
     // thread parses the next one.
-    let graph = store.graph.read();
+    let graph = store.graph()?;
     rep.new_ids = (graph.len() - before) as u64;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1);
-    let graph_lock = &store.graph;
     let written = std::thread::scope(|scope| -> Result<u64> {
         let writer = scope.spawn(move || -> Result<u64> {
             let mut w = BatchWriter::new(db, opts.batch_keys);
@@ -437,7 +434,7 @@ pub(crate) fn apply(
                         }
                         w.flush()?;
                     }
-                    Job::Ids(ids) => ids.write(db, graph_lock, &mut w)?,
+                    Job::Ids(ids) => ids.write(db, store, &mut w)?,
                     Job::Buffer(mut buf) => buf.flush(&mut w)?,
                     Job::Parts(parts) => {
                         for (path, part) in parts {

@@ -14,6 +14,7 @@
 
 mod bulk;
 mod config;
+mod index;
 mod plan;
 mod records;
 mod recovery;
@@ -24,7 +25,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{
+    MappedRwLockReadGuard, MappedRwLockWriteGuard, Mutex, RwLock, RwLockReadGuard,
+    RwLockWriteGuard,
+};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::codec::{self, IdRecord, StoredProp, StoredRefusal};
@@ -116,7 +120,18 @@ pub struct Refusal {
 pub struct Store {
     pub(crate) db: sled::Db,
     pub(crate) writer: Mutex<()>,
-    pub(crate) graph: RwLock<Graph>,
+    /// The graph in memory: loaded at open when there is no current index, else on first need
+    /// (a write, or a query the index does not answer). See [`Store::graph`].
+    graph: RwLock<Option<Graph>>,
+    /// The graph index as it was at open, when current (DESIGN.md, "The graph index"):
+    /// `resolve`, `events` and `properties` read it until the graph is loaded.
+    index: Option<index::GraphIndex>,
+    /// Whether this handle must write the index when it closes: it wrote, or found none.
+    index_due: AtomicBool,
+    /// Whether this handle has removed the index's stamp from sled (before its first write).
+    index_unstamped: AtomicBool,
+    /// Set when reading the index failed: it is not asked again.
+    index_broken: AtomicBool,
     /// Set when a write failed between the keys of one op (see
     /// [`Error::Interrupted`](crate::Error::Interrupted)).
     poisoned: AtomicBool,
@@ -130,6 +145,14 @@ pub struct Store {
     pub(crate) refusals_not_logged: std::sync::atomic::AtomicU64,
     pub(crate) limits: crate::op::Limits,
     path: Option<PathBuf>,
+}
+
+impl Drop for Store {
+    /// Writes the graph index when it is due ([`Store::write_index`]); a failure only means
+    /// the next open rebuilds the graph from sled.
+    fn drop(&mut self) {
+        let _ = self.write_index();
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -226,8 +249,8 @@ impl Store {
             op.validate_with(&self.limits)?;
         }
         let _w = self.writer.lock();
-        self.check_writable()?;
-        let graph = self.graph.read();
+        self.begin_write()?;
+        let graph = self.graph()?;
         let mut p = plan::Planner::new(self, &graph);
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {
@@ -257,7 +280,7 @@ impl Store {
             }
             self.db.apply_batch(batch)?;
         }
-        self.graph.write().commit(delta);
+        self.graph_mut()?.commit(delta);
         Ok(out)
     }
 
@@ -273,7 +296,7 @@ impl Store {
     /// [`Error::Io`](crate::Error::Io)); [`Error::Storage`](crate::Error::Storage).
     pub fn bulk_apply(&self, source: &mut dyn OpSource, opts: BulkOptions) -> Result<BulkReport> {
         let _w = self.writer.lock();
-        self.check_writable()?;
+        self.begin_write()?;
         bulk::apply(self, source, opts)
     }
 
@@ -292,6 +315,52 @@ impl Store {
             Some(v) => Ok(Some(codec::decode(&v, "an imported file's record")?)),
             None => Ok(None),
         }
+    }
+
+    /// Before a write, under the writer lock: refuses when the handle is poisoned, loads the
+    /// graph, and makes the graph index stale — its stamp removed from sled before anything
+    /// else this handle writes, so that no crash can leave a write with the old stamp.
+    pub(crate) fn begin_write(&self) -> Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.check_writable()?;
+        drop(self.graph_mut()?);
+        if !self.index_unstamped.load(SeqCst) {
+            self.db.remove(codec::INDEX_STAMP_KEY)?;
+            self.index_unstamped.store(true, SeqCst);
+            self.index_due.store(true, SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Writes the graph index of the graph in memory, and its stamp, if this handle wrote or
+    /// found no current index (nothing to do otherwise, or for a temporary store). Called when
+    /// the handle is dropped; call it to learn whether it worked.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) when the index file cannot be written,
+    /// [`Error::Storage`](crate::Error::Storage) when sled cannot be written.
+    pub fn write_index(&self) -> Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let _w = self.writer.lock();
+        let Some(dir) = &self.path else {
+            return Ok(());
+        };
+        if !self.index_due.load(SeqCst) || self.poisoned.load(SeqCst) {
+            return Ok(());
+        }
+        let g = self.graph.read();
+        let Some(g) = &*g else {
+            return Ok(());
+        };
+        // Durable first: the stamp must not name an index of writes sled could still lose.
+        self.db.flush()?;
+        let stamp = index::new_stamp(g);
+        index::write(dir, g, stamp)?;
+        self.db.insert(codec::INDEX_STAMP_KEY, &stamp)?;
+        self.db.flush()?;
+        self.index_unstamped.store(false, SeqCst);
+        self.index_due.store(false, SeqCst);
+        Ok(())
     }
 
     /// `Err` once a write was interrupted halfway (see
@@ -319,42 +388,134 @@ impl Store {
     // ---- who is this? ----------------------------------------------------------------------
 
     /// Whether the store has seen `id`.
-    pub fn contains(&self, id: &str) -> bool {
-        self.graph.read().lookup(id).is_some()
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) or [`Error::Corrupt`](crate::Error::Corrupt)
+    /// when the graph cannot be read.
+    pub fn contains(&self, id: &str) -> Result<bool> {
+        self.ask(|g| g.lookup(id).is_some(), |ix| Ok(ix.lookup(id)?.is_some()))
     }
 
     /// The person `id` belongs to: its canonical ID and all its IDs; `None` for an unknown ID.
     ///
     /// # Cost
-    /// No sled access: the graph is held in memory. O(IDs of the person).
+    /// No sled access: the graph is held in memory, O(IDs of the person) — or, on a store
+    /// opened with a current graph index and not written since, a few reads of the index.
     ///
     /// # Errors
-    /// None today; the `Result` leaves room for a store that pages its graph from disk.
+    /// [`Error::Storage`](crate::Error::Storage) or [`Error::Corrupt`](crate::Error::Corrupt)
+    /// when the graph cannot be read.
     pub fn resolve(&self, id: &str) -> Result<Option<Person>> {
-        let g = self.graph.read();
-        Ok(g.lookup(id).map(|n| person(&g, n)))
+        self.ask(
+            |g| g.lookup(id).map(|n| person(g, n)),
+            |ix| {
+                let Some(n) = ix.lookup(id)? else {
+                    return Ok(None);
+                };
+                let (canon, members) = ix.person(n)?;
+                Ok(Some(Person {
+                    person: ix.ident(canon)?,
+                    ids: members
+                        .into_iter()
+                        .map(|m| ix.ident(m))
+                        .collect::<Result<_>>()?,
+                }))
+            },
+        )
     }
 
     /// The canonical ID of `id`'s person, without listing its IDs.
     ///
     /// # Cost
-    /// No sled access; O(log size of the person).
-    pub fn canonical(&self, id: &str) -> Option<String> {
-        let g = self.graph.read();
-        g.lookup(id).map(|n| g.person_id(n).to_owned())
+    /// No sled access; O(log size of the person) (from the index: O(size of the person)).
+    ///
+    /// # Errors
+    /// As [`resolve`](Self::resolve).
+    pub fn canonical(&self, id: &str) -> Result<Option<String>> {
+        self.ask(
+            |g| g.lookup(id).map(|n| g.person_id(n).to_owned()),
+            |ix| match ix.lookup(id)? {
+                None => Ok(None),
+                Some(n) => Ok(Some(ix.ident(ix.person(n)?.0)?)),
+            },
+        )
     }
 
     /// The members of `id`'s person with their IDs, in first-seen order (empty if unknown).
-    fn member_nodes(&self, id: &str) -> Vec<(Node, String)> {
-        let g = self.graph.read();
-        match g.lookup(id) {
-            None => Vec::new(),
-            Some(n) => g
-                .members_sorted(n)
-                .into_iter()
-                .map(|m| (m, g.ident(m).to_owned()))
-                .collect(),
+    fn member_nodes(&self, id: &str) -> Result<Vec<(Node, String)>> {
+        self.ask(
+            |g| match g.lookup(id) {
+                None => Vec::new(),
+                Some(n) => g
+                    .members_sorted(n)
+                    .into_iter()
+                    .map(|m| (m, g.ident(m).to_owned()))
+                    .collect(),
+            },
+            |ix| {
+                let Some(n) = ix.lookup(id)? else {
+                    return Ok(Vec::new());
+                };
+                ix.person(n)?
+                    .1
+                    .into_iter()
+                    .map(|m| Ok((m, ix.ident(m)?)))
+                    .collect()
+            },
+        )
+    }
+
+    /// Answers from the graph index while it is current and the graph not loaded
+    /// (`on_index`), else from the graph, loaded now if need be (`on_graph`). An index that
+    /// fails (damaged, unreadable) is not asked again: the graph is loaded from sled and the
+    /// index rewritten when the handle closes.
+    fn ask<T>(
+        &self,
+        on_graph: impl FnOnce(&Graph) -> T,
+        on_index: impl FnOnce(&index::GraphIndex) -> Result<T>,
+    ) -> Result<T> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if let Some(ix) = &self.index
+            && !self.index_broken.load(SeqCst)
+            && self.graph.read().is_none()
+        {
+            match on_index(ix) {
+                Ok(v) => return Ok(v),
+                Err(_) => {
+                    self.index_broken.store(true, SeqCst);
+                    self.index_due.store(true, SeqCst);
+                }
+            }
         }
+        Ok(on_graph(&*self.graph()?))
+    }
+
+    /// Whether queries are answered from the graph index (opened current, not written since,
+    /// not found damaged): the graph has not been loaded.
+    pub fn answers_from_index(&self) -> bool {
+        self.index.is_some()
+            && !self.index_broken.load(std::sync::atomic::Ordering::SeqCst)
+            && self.graph.read().is_none()
+    }
+
+    /// The graph, loaded from sled first if this handle has not loaded it yet.
+    pub(crate) fn graph(&self) -> Result<MappedRwLockReadGuard<'_, Graph>> {
+        let g = self.graph.read();
+        if g.is_some() {
+            return Ok(RwLockReadGuard::map(g, |g| g.as_ref().expect("checked")));
+        }
+        drop(g);
+        drop(self.graph_mut()?);
+        self.graph()
+    }
+
+    /// The graph to change, loaded from sled first if need be.
+    pub(crate) fn graph_mut(&self) -> Result<MappedRwLockWriteGuard<'_, Graph>> {
+        let mut g = self.graph.write();
+        if g.is_none() {
+            *g = Some(recovery::load_graph(&self.db)?);
+        }
+        Ok(RwLockWriteGuard::map(g, |g| g.as_mut().expect("loaded")))
     }
 
     // ---- what did this person do? ------------------------------------------------------------
@@ -370,7 +531,7 @@ impl Store {
     /// when stored events cannot be read.
     pub fn events(&self, id: &str) -> Result<Vec<Event>> {
         let mut out = Vec::new();
-        for (n, ident) in self.member_nodes(id) {
+        for (n, ident) in self.member_nodes(id)? {
             records::events_of(&self.db, n, |at, event, properties| {
                 out.push(Event {
                     id: ident.clone(),
@@ -402,7 +563,7 @@ impl Store {
         // The spelling shown: the one of the earliest-seen ID holding the name (members come
         // in first-seen order).
         let mut spelling: FxHashMap<String, String> = FxHashMap::default();
-        for (n, ident) in self.member_nodes(id) {
+        for (n, ident) in self.member_nodes(id)? {
             let Some(rec) = records::read_id_record(&self.db, &ident, n)? else {
                 continue;
             };
@@ -439,7 +600,7 @@ impl Store {
     /// What `f` returns; [`Error::Storage`](crate::Error::Storage).
     pub fn for_each_id(&self, f: impl FnMut(&str, &str, Timestamp) -> Result<()>) -> Result<()> {
         let _w = self.writer.lock();
-        records::for_each_id(&self.db, &self.graph.read(), f)
+        records::for_each_id(&self.db, &*self.graph()?, f)
     }
 
     /// Calls `f` with every event, ID by ID and in time order within an ID, with its person's
@@ -450,7 +611,7 @@ impl Store {
     /// [`Error::Corrupt`](crate::Error::Corrupt) when an event cannot be read.
     pub fn for_each_event(&self, f: impl FnMut(ExportedEvent) -> Result<()>) -> Result<()> {
         let _w = self.writer.lock();
-        records::for_each_event(&self.db, &self.graph.read(), f)
+        records::for_each_event(&self.db, &*self.graph()?, f)
     }
 
     /// The refused merges, in key order.
@@ -513,7 +674,7 @@ impl Store {
     /// As [`Store::links`].
     pub fn person_graph(&self, id: &str) -> Result<Option<PersonGraph>> {
         let (person, ids) = {
-            let g = self.graph.read();
+            let g = self.graph()?;
             let Some(n) = g.lookup(id) else {
                 return Ok(None);
             };
@@ -536,8 +697,12 @@ impl Store {
     ///
     /// # Cost
     /// One pass over the graph in memory (O(IDs)); no sled access.
-    pub fn hubs(&self, top: usize) -> Hubs {
-        repair::hubs(&self.graph.read(), top)
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) or [`Error::Corrupt`](crate::Error::Corrupt)
+    /// when the graph cannot be loaded.
+    pub fn hubs(&self, top: usize) -> Result<Hubs> {
+        Ok(repair::hubs(&*self.graph()?, top))
     }
 
     // ---- repair ----------------------------------------------------------------------------
@@ -560,11 +725,11 @@ impl Store {
     /// when the store cannot be read or written.
     pub fn unalias(&self, a: &str, b: &str) -> Result<Option<Vec<Person>>> {
         let _w = self.writer.lock();
-        self.check_writable()?;
+        self.begin_write()?;
         let Some(roots) = repair::unalias(self, a, b)? else {
             return Ok(None);
         };
-        let g = self.graph.read();
+        let g = self.graph()?;
         Ok(Some(roots.into_iter().map(|r| person(&g, r)).collect()))
     }
 
@@ -586,7 +751,7 @@ impl Store {
     /// when the store cannot be read or written.
     pub fn forget(&self, id: &str) -> Result<Option<Forgotten>> {
         let _w = self.writer.lock();
-        self.check_writable()?;
+        self.begin_write()?;
         repair::forget(self, id)
     }
 
@@ -597,7 +762,7 @@ impl Store {
     pub fn guardrails(&self) -> Guardrails {
         use std::sync::atomic::Ordering::Relaxed;
         Guardrails {
-            refusals_logged: self.graph.read().refused(),
+            refusals_logged: self.counts_now().refused,
             links_not_recorded: self.links_not_recorded.load(Relaxed),
             refusals_not_logged: self.refusals_not_logged.load(Relaxed),
         }
@@ -606,8 +771,25 @@ impl Store {
     /// IDs and persons in the store, in O(1) (counters kept with the graph): what a monitoring
     /// scrape can afford to ask for as often as it likes.
     pub fn counts(&self) -> (u64, u64) {
+        let c = self.counts_now();
+        (c.ids, c.persons)
+    }
+
+    /// The graph's counters: from the graph when loaded, else from the index's header.
+    fn counts_now(&self) -> index::Counts {
         let g = self.graph.read();
-        (g.live() as u64, g.persons() as u64)
+        match (&*g, &self.index) {
+            (Some(g), _) => index::Counts {
+                ids: g.live() as u64,
+                persons: g.persons() as u64,
+                largest_person: 0,
+                edges: g.edges().len() as u64,
+                refused: g.refused(),
+            },
+            (None, Some(ix)) => ix.counts(),
+            // Not reached: a store without an index loads its graph at open.
+            (None, None) => index::Counts::default(),
+        }
     }
 
     /// Counts of IDs, persons, edges and refusals from memory only (no scan of events and
@@ -616,18 +798,21 @@ impl Store {
         // Before the read lock below: `guardrails` takes its own, and a second read lock in
         // one thread can deadlock against a waiting writer.
         let guard = self.guardrails();
-        let g = self.graph.read();
+        let c = self.counts_now();
         let mut s = Stats {
-            ids: g.live() as u64,
-            edges: g.edges().len() as u64,
-            refused_merges: g.refused(),
+            ids: c.ids,
+            persons: c.persons,
+            largest_person: c.largest_person,
+            edges: c.edges,
+            refused_merges: c.refused,
             links_not_recorded: guard.links_not_recorded,
             refusals_not_logged: guard.refusals_not_logged,
             ..Stats::default()
         };
-        s.persons = g.persons() as u64;
-        for n in g.nodes().filter(|&n| g.is_person_root(n)) {
-            s.largest_person = s.largest_person.max(u64::from(g.slot(n).size));
+        if let Some(g) = &*self.graph.read() {
+            for n in g.nodes().filter(|&n| g.is_person_root(n)) {
+                s.largest_person = s.largest_person.max(u64::from(g.slot(n).size));
+            }
         }
         s
     }
@@ -665,6 +850,6 @@ impl Store {
     /// reported in the [`VerifyReport`], not as errors.
     pub fn verify(&self) -> Result<VerifyReport> {
         let _w = self.writer.lock(); // a stable snapshot: no writes while we look
-        verify::verify(&self.db, &self.graph.read())
+        verify::verify(&self.db, &*self.graph()?)
     }
 }

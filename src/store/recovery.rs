@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::id::blocked_key;
 use crate::store::records::{self, RecordAt};
-use crate::store::{Config, Store};
+use crate::store::{Config, Store, index};
 
 /// Opens (or creates) the store `c` describes.
 pub(crate) fn open(c: Config) -> Result<Store> {
@@ -29,10 +29,26 @@ pub(crate) fn open(c: Config) -> Result<Store> {
     let db = open_sled(&sc, &display_path)?;
     check_format(&db, &display_path)?;
     finish_redo(&db)?;
-    let graph = load_graph(&db)?;
+    // A current index answers queries without the graph; without one, the graph is loaded
+    // now (writers need it) and an index written when the handle closes. A damaged index is
+    // as good as none: the graph is rebuilt from the alias log, the index rewritten.
+    let index = match (&c.path, db.get(codec::INDEX_STAMP_KEY)?) {
+        (Some(dir), Some(stamp)) if !c.temporary => {
+            index::GraphIndex::open(dir, &stamp).ok().flatten()
+        }
+        _ => None,
+    };
+    let graph = match index {
+        Some(_) => None,
+        None => Some(load_graph(&db)?),
+    };
     Ok(Store {
         db,
         writer: Mutex::new(()),
+        index_due: AtomicBool::new(index.is_none() && !c.temporary && c.path.is_some()),
+        index_unstamped: AtomicBool::new(false),
+        index_broken: AtomicBool::new(false),
+        index,
         graph: RwLock::new(graph),
         poisoned: AtomicBool::new(false),
         blocked: c.blocked_ids.iter().map(|s| blocked_key(s)).collect(),
@@ -123,7 +139,7 @@ fn replay(db: &sled::Db, writes: Vec<codec::Write>, faults: bool) -> Result<()> 
 
 /// The graph from every ID record and the alias log: the edges under `e` keys and those kept
 /// in ID records, replayed in sequence order.
-fn load_graph(db: &sled::Db) -> Result<Graph> {
+pub(crate) fn load_graph(db: &sled::Db) -> Result<Graph> {
     let mut ids = Vec::new();
     let mut edges = Vec::new();
     records::scan_id_records(db, |id, v, at| {

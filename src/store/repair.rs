@@ -91,7 +91,7 @@ impl Found {
 /// See [`Store::links`].
 pub(crate) fn links(store: &Store, id: &str) -> Result<Vec<Link>> {
     let found: Vec<Found> = {
-        let g = store.graph.read();
+        let g = store.graph()?;
         let Some(n) = g.lookup(id) else {
             return Ok(Vec::new());
         };
@@ -111,7 +111,7 @@ pub(crate) fn explain(store: &Store, a: &str, b: &str) -> Result<Explanation> {
         edges: Vec::new(),
     };
     let chain: Vec<Found> = {
-        let g = store.graph.read();
+        let g = store.graph()?;
         let (Some(na), Some(nb)) = (g.lookup(a), g.lookup(b)) else {
             return Ok(apart);
         };
@@ -174,7 +174,7 @@ fn shortest_path(g: &Graph, from: Node, to: Node) -> Option<Vec<Node>> {
 /// no direct link. The caller holds the writer lock.
 pub(crate) fn unalias(store: &Store, a: &str, b: &str) -> Result<Option<Vec<Node>>> {
     let (na, nb, seq) = {
-        let g = store.graph.read();
+        let g = store.graph()?;
         let (Some(na), Some(nb)) = (g.lookup(a), g.lookup(b)) else {
             return Ok(None);
         };
@@ -184,13 +184,13 @@ pub(crate) fn unalias(store: &Store, a: &str, b: &str) -> Result<Option<Vec<Node
         }
     };
     records::remove_edge(&store.db, seq, (na, a), (nb, b))?;
-    Ok(Some(store.graph.write().remove_edge_and_split(na, nb)))
+    Ok(Some(store.graph_mut()?.remove_edge_and_split(na, nb)))
 }
 
 /// See [`Store::forget`]. The caller holds the writer lock.
 pub(crate) fn forget(store: &Store, id: &str) -> Result<Option<Forgotten>> {
     let (members, edges) = {
-        let g = store.graph.read();
+        let g = store.graph()?;
         let Some(n) = g.lookup(id) else {
             return Ok(None);
         };
@@ -210,7 +210,7 @@ pub(crate) fn forget(store: &Store, id: &str) -> Result<Option<Forgotten>> {
         refusals: removal.refusals,
     };
     recovery::write_redo(store, removal.writes)?;
-    let mut g = store.graph.write();
+    let mut g = store.graph_mut()?;
     g.forget(members[0].0);
     g.uncount_refusals(out.refusals);
     Ok(Some(out))

@@ -1,0 +1,543 @@
+//! The graph index: who is who, in a flat file next to sled, so that a query does not wait for
+//! the whole graph to be rebuilt.
+//!
+//! Opening a store used to rebuild the in-memory graph from every ID record and the alias log
+//! (10M KISSmetrics lines, 2.7M IDs: 1.6-1.8 s and ~860 MB before the first answer). The index
+//! holds what `resolve`, `events` and `properties` need — each ID's node, each node's person
+//! and the person's canonical ID and members — in fixed-width little-endian arrays that are read
+//! in place: a lookup reads the few pages it touches (with `pread`, no `mmap`: the crate has no
+//! `unsafe`), each verified against its checksum the first time, so a damaged index is
+//! refused, never believed.
+//!
+//! The alias log stays the source of truth; the index is a copy of the graph at one moment,
+//! valid while the stamp in its header equals the one sled holds under `m` `index_stamp`. A
+//! handle removes that key before its first write (in sled's log before the write, so a crash
+//! that keeps the write also keeps the removal), and writes a new index (to a temporary file,
+//! synced, then renamed) and the stamp when it is closed. A missing, stale or damaged index
+//! means one full rebuild from sled, as before.
+//!
+//! Layout (all integers little-endian; `N` nodes handed out, `T` table slots, `B` ID bytes):
+//!
+//! | bytes | what |
+//! |---|---|
+//! | 0..128 | header: magic, version, stamp, N, counters, T, B, data length, pages, checksum |
+//! | `off`: (N+1) × u64 | ID `n` is `blob[off[n]..off[n+1]]` (empty: the node is free) |
+//! | `root`: N × u32 | the root node of `n`'s person (`u32::MAX`: free) |
+//! | `canon`: N × u32 | at a root: the node whose ID shows the person |
+//! | `moff`: (N+1) × u32 | at a root `r`: its members are `members[moff[r]..moff[r+1]]` |
+//! | `members`: live × u32 | members of each person, by root, in node (first-seen) order |
+//! | `table`: T × u32 | open addressing on XXH3-64 of the ID, linear probing; node + 1, 0 empty |
+//! | `blob`: B bytes | the IDs |
+//! | pages × u64 | XXH3-64 of each 16 KiB page of the data (everything after the header) |
+//!
+//! Each array starts 8-byte aligned, so no integer spans two pages.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+
+use crate::error::{Error, Result};
+use crate::forest::Node;
+use crate::graph::Graph;
+
+/// The index's file, in the store's directory.
+pub(crate) const FILE_NAME: &str = "graph.idx";
+const MAGIC: [u8; 8] = *b"IDGRAPHX";
+const VERSION: u32 = 1;
+const HEADER: u64 = 128;
+const PAGE: u64 = 16 << 10;
+/// Verified pages kept in memory (64 MiB); past it the cache starts over.
+const CACHE_PAGES: usize = 4096;
+/// A free node in `root`.
+const FREE: u32 = u32::MAX;
+
+/// What the header says besides the layout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub ids: u64,
+    pub persons: u64,
+    pub largest_person: u64,
+    pub edges: u64,
+    pub refused: u64,
+}
+
+/// Where each array starts, relative to the start of the data.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    nodes: u64,
+    table: u64,
+    blob_len: u64,
+    off: u64,
+    root: u64,
+    canon: u64,
+    moff: u64,
+    members: u64,
+    table_at: u64,
+    blob: u64,
+    data_len: u64,
+}
+
+fn align8(x: u64) -> u64 {
+    x.div_ceil(8) * 8
+}
+
+impl Layout {
+    fn new(nodes: u64, live: u64, table: u64, blob_len: u64) -> Layout {
+        let off = 0;
+        let root = align8(off + (nodes + 1) * 8);
+        let canon = align8(root + nodes * 4);
+        let moff = align8(canon + nodes * 4);
+        let members = align8(moff + (nodes + 1) * 4);
+        let table_at = align8(members + live * 4);
+        let blob = align8(table_at + table * 4);
+        Layout {
+            nodes,
+            table,
+            blob_len,
+            off,
+            root,
+            canon,
+            moff,
+            members,
+            table_at,
+            blob,
+            data_len: blob + blob_len,
+        }
+    }
+
+    fn pages(&self) -> u64 {
+        self.data_len.div_ceil(PAGE)
+    }
+}
+
+/// The path of the index of the store in `dir`.
+pub(crate) fn path_in(dir: &Path) -> PathBuf {
+    dir.join(FILE_NAME)
+}
+
+/// A stamp for a new index: different for every index written.
+pub(crate) fn new_stamp(g: &Graph) -> [u8; 16] {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let mut h = Xxh3::new();
+    h.update(&now.to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    h.update(&(g.len() as u64).to_le_bytes());
+    h.update(&(g.edges().len() as u64).to_le_bytes());
+    h.digest128().to_le_bytes()
+}
+
+/// Writes the index of `g` with `stamp` into `dir`: to a temporary file, synced, then renamed
+/// over the old one (a crash leaves the old index or the new one, and a stale one is refused
+/// by its stamp).
+pub(crate) fn write(dir: &Path, g: &Graph, stamp: [u8; 16]) -> Result<()> {
+    let io = |e: std::io::Error| Error::io(path_in(dir).display().to_string(), e);
+    let n = g.len();
+    let mut root = vec![FREE; n];
+    let mut canon = vec![0u32; n];
+    let mut count = vec![0u32; n + 1];
+    let mut off = Vec::with_capacity(n + 1);
+    let mut blob_len = 0u64;
+    let mut largest = 0u64;
+    off.push(0u64);
+    for m in g.nodes() {
+        if g.is_live(m) {
+            let r = g.root(m);
+            root[m.slot()] = r.index();
+            count[r.slot() + 1] += 1;
+            if r == m {
+                canon[m.slot()] = g.slot(m).value.canon().index();
+                largest = largest.max(u64::from(g.slot(m).size));
+            }
+            blob_len += g.ident(m).len() as u64;
+        }
+        off.push(blob_len);
+    }
+    for i in 0..n {
+        count[i + 1] += count[i];
+    }
+    let live = g.live() as u64;
+    let mut fill = count.clone();
+    let mut members = vec![0u32; live as usize];
+    for m in g.nodes().filter(|&m| g.is_live(m)) {
+        let r = root[m.slot()] as usize;
+        members[fill[r] as usize] = m.index();
+        fill[r] += 1;
+    }
+    drop(fill);
+    let table_len = (live * 2).next_power_of_two().max(16);
+    let mut table = vec![0u32; table_len as usize];
+    let mask = table_len - 1;
+    for m in g.nodes().filter(|&m| g.is_live(m)) {
+        let mut j = xxh3_64(g.ident(m).as_bytes()) & mask;
+        while table[j as usize] != 0 {
+            j = (j + 1) & mask;
+        }
+        table[j as usize] = m.index() + 1;
+    }
+    let layout = Layout::new(n as u64, live, table_len, blob_len);
+    let counts = Counts {
+        ids: live,
+        persons: g.persons() as u64,
+        largest_person: largest,
+        edges: g.edges().len() as u64,
+        refused: g.refused(),
+    };
+
+    let tmp = dir.join(format!("{FILE_NAME}.tmp"));
+    let file = File::create(&tmp).map_err(io)?;
+    let mut w = PagedWriter {
+        out: BufWriter::with_capacity(1 << 20, &file),
+        page: Xxh3::new(),
+        in_page: 0,
+        written: 0,
+        sums: Vec::with_capacity(layout.pages() as usize),
+    };
+    w.out.write_all(&[0u8; HEADER as usize]).map_err(io)?;
+    w.put_u64s(&off).map_err(io)?;
+    w.pad_to(layout.root).map_err(io)?;
+    w.put_u32s(&root).map_err(io)?;
+    w.pad_to(layout.canon).map_err(io)?;
+    w.put_u32s(&canon).map_err(io)?;
+    w.pad_to(layout.moff).map_err(io)?;
+    w.put_u32s(&count).map_err(io)?;
+    w.pad_to(layout.members).map_err(io)?;
+    w.put_u32s(&members).map_err(io)?;
+    w.pad_to(layout.table_at).map_err(io)?;
+    w.put_u32s(&table).map_err(io)?;
+    w.pad_to(layout.blob).map_err(io)?;
+    for m in g.nodes().filter(|&m| g.is_live(m)) {
+        w.put(g.ident(m).as_bytes()).map_err(io)?;
+    }
+    debug_assert_eq!(w.written, layout.data_len);
+    let sums = w.finish().map_err(io)?;
+    let header = encode_header(stamp, &layout, &counts, &sums);
+    file.write_all_at(&header, 0).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    std::fs::rename(&tmp, path_in(dir)).map_err(io)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    Ok(())
+}
+
+/// Writes the data while hashing it page by page.
+struct PagedWriter<'f> {
+    out: BufWriter<&'f File>,
+    page: Xxh3,
+    in_page: u64,
+    written: u64,
+    sums: Vec<u64>,
+}
+
+impl PagedWriter<'_> {
+    fn put(&mut self, mut b: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(b)?;
+        self.written += b.len() as u64;
+        while !b.is_empty() {
+            let take = ((PAGE - self.in_page) as usize).min(b.len());
+            self.page.update(&b[..take]);
+            self.in_page += take as u64;
+            b = &b[take..];
+            if self.in_page == PAGE {
+                self.sums.push(self.page.digest());
+                self.page.reset();
+                self.in_page = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn put_u32s(&mut self, v: &[u32]) -> std::io::Result<()> {
+        for chunk in v.chunks(4096) {
+            let b: Vec<u8> = chunk.iter().flat_map(|x| x.to_le_bytes()).collect();
+            self.put(&b)?;
+        }
+        Ok(())
+    }
+
+    fn put_u64s(&mut self, v: &[u64]) -> std::io::Result<()> {
+        for chunk in v.chunks(2048) {
+            let b: Vec<u8> = chunk.iter().flat_map(|x| x.to_le_bytes()).collect();
+            self.put(&b)?;
+        }
+        Ok(())
+    }
+
+    fn pad_to(&mut self, at: u64) -> std::io::Result<()> {
+        let pad = vec![0u8; (at - self.written) as usize];
+        self.put(&pad)
+    }
+
+    /// Ends the last page and appends the page checksums; returns them.
+    fn finish(mut self) -> std::io::Result<Vec<u64>> {
+        if self.in_page > 0 {
+            self.sums.push(self.page.digest());
+        }
+        let b: Vec<u8> = self.sums.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.out.write_all(&b)?;
+        self.out.flush()?;
+        Ok(self.sums)
+    }
+}
+
+fn encode_header(stamp: [u8; 16], l: &Layout, c: &Counts, sums: &[u64]) -> [u8; HEADER as usize] {
+    let mut h = [0u8; HEADER as usize];
+    h[0..8].copy_from_slice(&MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[16..32].copy_from_slice(&stamp);
+    let fields = [
+        l.nodes,
+        c.ids,
+        c.persons,
+        c.largest_person,
+        c.edges,
+        c.refused,
+        l.table,
+        l.blob_len,
+        l.data_len,
+        sums.len() as u64,
+    ];
+    for (i, f) in fields.iter().enumerate() {
+        h[32 + i * 8..40 + i * 8].copy_from_slice(&f.to_le_bytes());
+    }
+    let sum = header_sum(&h, sums);
+    h[112..120].copy_from_slice(&sum.to_le_bytes());
+    h
+}
+
+/// The checksum of the header (bytes 0..112) and the page checksums.
+fn header_sum(h: &[u8], sums: &[u64]) -> u64 {
+    let mut x = Xxh3::new();
+    x.update(&h[..112]);
+    for s in sums {
+        x.update(&s.to_le_bytes());
+    }
+    x.digest()
+}
+
+/// An index opened for reading.
+pub(crate) struct GraphIndex {
+    file: File,
+    path: PathBuf,
+    layout: Layout,
+    counts: Counts,
+    sums: Vec<u64>,
+    /// Pages read and verified, by number.
+    pages: Mutex<FxHashMap<u64, Arc<[u8]>>>,
+}
+
+impl std::fmt::Debug for GraphIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphIndex")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl GraphIndex {
+    /// The index in `dir` if it is there, whole and current (its stamp is `stamp`); `Ok(None)`
+    /// when it is missing, stale or of another version, `Err(Corrupt)` when it is damaged.
+    /// Reads the header and the page checksums only.
+    pub(crate) fn open(dir: &Path, stamp: &[u8]) -> Result<Option<GraphIndex>> {
+        let path = path_in(dir);
+        let io = |e: std::io::Error| Error::io(path.display().to_string(), e);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
+        let len = file.metadata().map_err(io)?.len();
+        let bad = |why: &str| Error::Corrupt(format!("the graph index {}: {why}", path.display()));
+        if len < HEADER {
+            return Err(bad("shorter than its header"));
+        }
+        let mut h = [0u8; HEADER as usize];
+        file.read_exact_at(&mut h, 0).map_err(io)?;
+        if h[0..8] != MAGIC {
+            return Err(bad("not a graph index"));
+        }
+        if u32::from_le_bytes(h[8..12].try_into().expect("4 bytes")) != VERSION {
+            return Ok(None);
+        }
+        if h[16..32] != *stamp {
+            return Ok(None);
+        }
+        let f = |i: usize| u64::from_le_bytes(h[32 + i * 8..40 + i * 8].try_into().expect("8"));
+        let (nodes, table, blob_len, data_len, pages) = (f(0), f(6), f(7), f(8), f(9));
+        let counts = Counts {
+            ids: f(1),
+            persons: f(2),
+            largest_person: f(3),
+            edges: f(4),
+            refused: f(5),
+        };
+        if nodes > u64::from(u32::MAX) || counts.ids > nodes || !table.is_power_of_two() {
+            return Err(bad("its header is inconsistent"));
+        }
+        let layout = Layout::new(nodes, counts.ids, table, blob_len);
+        if layout.data_len != data_len
+            || layout.pages() != pages
+            || len != HEADER + data_len + pages * 8
+        {
+            return Err(bad("its size does not match its header (cut short?)"));
+        }
+        let mut raw = vec![0u8; (pages * 8) as usize];
+        file.read_exact_at(&mut raw, HEADER + data_len)
+            .map_err(io)?;
+        let sums: Vec<u64> = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        let want = u64::from_le_bytes(h[112..120].try_into().expect("8 bytes"));
+        if header_sum(&h, &sums) != want {
+            return Err(bad("its header checksum does not match"));
+        }
+        Ok(Some(GraphIndex {
+            file,
+            path,
+            layout,
+            counts,
+            sums,
+            pages: Mutex::new(FxHashMap::default()),
+        }))
+    }
+
+    pub(crate) fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    fn corrupt(&self, why: impl std::fmt::Display) -> Error {
+        Error::Corrupt(format!("the graph index {}: {why}", self.path.display()))
+    }
+
+    /// Page `p`, read and checked on first use.
+    fn page(&self, p: u64) -> Result<Arc<[u8]>> {
+        if let Some(b) = self.pages.lock().get(&p) {
+            return Ok(b.clone());
+        }
+        let start = p * PAGE;
+        let len = PAGE.min(self.layout.data_len - start);
+        let mut b = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(&mut b, HEADER + start)
+            .map_err(|e| Error::io(self.path.display().to_string(), e))?;
+        if xxh3_64(&b) != self.sums[p as usize] {
+            return Err(self.corrupt(format!("page {p} does not match its checksum")));
+        }
+        let b: Arc<[u8]> = b.into();
+        let mut pages = self.pages.lock();
+        if pages.len() >= CACHE_PAGES {
+            pages.clear();
+        }
+        pages.insert(p, b.clone());
+        Ok(b)
+    }
+
+    /// The `len` bytes at data offset `at` (within the data: checked by the callers).
+    fn bytes(&self, at: u64, len: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(len as usize);
+        let mut at = at;
+        let end = at + len;
+        while at < end {
+            let page = self.page(at / PAGE)?;
+            let from = (at % PAGE) as usize;
+            let take = ((end - at) as usize).min(page.len() - from);
+            out.extend_from_slice(&page[from..from + take]);
+            at += take as u64;
+        }
+        Ok(out)
+    }
+
+    fn u32_at(&self, array: u64, i: u64) -> Result<u32> {
+        let at = array + i * 4;
+        let page = self.page(at / PAGE)?;
+        let from = (at % PAGE) as usize;
+        Ok(u32::from_le_bytes(
+            page[from..from + 4].try_into().expect("4 bytes"),
+        ))
+    }
+
+    fn u64_at(&self, array: u64, i: u64) -> Result<u64> {
+        let at = array + i * 8;
+        let page = self.page(at / PAGE)?;
+        let from = (at % PAGE) as usize;
+        Ok(u64::from_le_bytes(
+            page[from..from + 8].try_into().expect("8 bytes"),
+        ))
+    }
+
+    fn node(&self, v: u32) -> Result<Node> {
+        if u64::from(v) >= self.layout.nodes {
+            return Err(self.corrupt(format!("node {v} is out of range")));
+        }
+        Ok(Node::from_index(v))
+    }
+
+    /// The ID of node `n` (empty for a free node).
+    pub(crate) fn ident(&self, n: Node) -> Result<String> {
+        let l = &self.layout;
+        let i = u64::from(n.index());
+        if i >= l.nodes {
+            return Err(self.corrupt(format!("node {n} is out of range")));
+        }
+        let (a, b) = (self.u64_at(l.off, i)?, self.u64_at(l.off, i + 1)?);
+        if a > b || b > l.blob_len {
+            return Err(self.corrupt(format!("the ID of node {n} is out of range")));
+        }
+        let raw = self.bytes(l.blob + a, b - a)?;
+        String::from_utf8(raw).map_err(|_| self.corrupt(format!("the ID of node {n} is not UTF-8")))
+    }
+
+    /// The node of `id`, if the index holds it.
+    pub(crate) fn lookup(&self, id: &str) -> Result<Option<Node>> {
+        let l = &self.layout;
+        let mask = l.table - 1;
+        let mut j = xxh3_64(id.as_bytes()) & mask;
+        for _ in 0..l.table {
+            let v = self.u32_at(l.table_at, j)?;
+            if v == 0 {
+                return Ok(None);
+            }
+            let n = self.node(v - 1)?;
+            if self.ident(n)? == id {
+                return Ok(Some(n));
+            }
+            j = (j + 1) & mask;
+        }
+        Err(self.corrupt("its table has no free slot"))
+    }
+
+    /// The canonical node of `n`'s person and its members in first-seen order.
+    pub(crate) fn person(&self, n: Node) -> Result<(Node, Vec<Node>)> {
+        let l = &self.layout;
+        let r = self.u32_at(l.root, u64::from(n.index()))?;
+        if r == FREE {
+            return Err(self.corrupt(format!("node {n} is looked up but free")));
+        }
+        let r = self.node(r)?;
+        let canon = self.node(self.u32_at(l.canon, u64::from(r.index()))?)?;
+        let (a, b) = (
+            u64::from(self.u32_at(l.moff, u64::from(r.index()))?),
+            u64::from(self.u32_at(l.moff, u64::from(r.index()) + 1)?),
+        );
+        if a > b || b > self.counts.ids {
+            return Err(self.corrupt(format!("the members of node {r} are out of range")));
+        }
+        let mut members = Vec::with_capacity((b - a) as usize);
+        for k in a..b {
+            members.push(self.node(self.u32_at(l.members, k)?)?);
+        }
+        if !members.contains(&n) || !members.contains(&canon) {
+            return Err(self.corrupt(format!("the person of node {n} does not hold it")));
+        }
+        Ok((canon, members))
+    }
+}
