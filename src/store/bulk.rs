@@ -10,7 +10,6 @@
 
 use rustc_hash::FxHashMap;
 
-
 use crate::codec::{self, IdRecord, PropMap};
 use crate::error::{Error, Result};
 use crate::forest::Node;

@@ -515,14 +515,19 @@ impl GraphIndex {
         Err(self.corrupt("its table has no free slot"))
     }
 
-    /// The canonical node of `n`'s person and its members in first-seen order.
-    pub(crate) fn person(&self, n: Node) -> Result<(Node, Vec<Node>)> {
-        let l = &self.layout;
-        let r = self.u32_at(l.root, u64::from(n.index()))?;
+    /// The root node of `n`'s person (the node that stands for it in the index).
+    fn root_of(&self, n: Node) -> Result<Node> {
+        let r = self.u32_at(self.layout.root, u64::from(n.index()))?;
         if r == FREE {
             return Err(self.corrupt(format!("node {n} is looked up but free")));
         }
-        let r = self.node(r)?;
+        self.node(r)
+    }
+
+    /// The canonical node of `n`'s person and its members in first-seen order.
+    pub(crate) fn person(&self, n: Node) -> Result<(Node, Vec<Node>)> {
+        let l = &self.layout;
+        let r = self.root_of(n)?;
         let canon = self.node(self.u32_at(l.canon, u64::from(r.index()))?)?;
         let (a, b) = (
             u64::from(self.u32_at(l.moff, u64::from(r.index()))?),
@@ -539,5 +544,61 @@ impl GraphIndex {
             return Err(self.corrupt(format!("the person of node {n} does not hold it")));
         }
         Ok((canon, members))
+    }
+}
+
+/// Compares the index with the graph rebuilt from the alias log: every ID at its node, in the
+/// same person with the same canonical ID, and nothing else. Calls `problem` for each
+/// difference (or once, when the index cannot be read).
+pub(crate) fn check(ix: &GraphIndex, g: &Graph, mut problem: impl FnMut(String)) {
+    let mut run = || -> Result<()> {
+        if ix.layout.nodes != g.len() as u64 || ix.counts.ids != g.live() as u64 {
+            problem(format!(
+                "the graph index holds {} nodes and {} IDs, the graph {} and {}",
+                ix.layout.nodes,
+                ix.counts.ids,
+                g.len(),
+                g.live()
+            ));
+            return Ok(());
+        }
+        for n in g.nodes() {
+            let id = ix.ident(n)?;
+            if !g.is_live(n) {
+                if !id.is_empty() {
+                    problem(format!("the graph index holds {id:?} at free node {n}"));
+                }
+                continue;
+            }
+            if id != g.ident(n) {
+                problem(format!(
+                    "the graph index holds {id:?} at node {n}, the graph {:?}",
+                    g.ident(n)
+                ));
+                continue;
+            }
+            if ix.lookup(&id)? != Some(n) {
+                problem(format!("the graph index does not find {id:?}"));
+                continue;
+            }
+            let r = g.root(n);
+            if ix.root_of(n)? != r {
+                problem(format!(
+                    "the graph index puts {id:?} in another person than the alias log"
+                ));
+            } else if r == n {
+                let (canon, members) = ix.person(n)?;
+                if canon != g.slot(r).value.canon() || members != g.members_sorted(r) {
+                    problem(format!(
+                        "the graph index gives the person of {id:?} other IDs or another \
+                         canonical ID than the alias log"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = run() {
+        problem(format!("the graph index cannot be read: {e}"));
     }
 }

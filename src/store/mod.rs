@@ -26,8 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use parking_lot::{
-    MappedRwLockReadGuard, MappedRwLockWriteGuard, Mutex, RwLock, RwLockReadGuard,
-    RwLockWriteGuard,
+    MappedRwLockReadGuard, MappedRwLockWriteGuard, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -393,7 +392,10 @@ impl Store {
     /// [`Error::Storage`](crate::Error::Storage) or [`Error::Corrupt`](crate::Error::Corrupt)
     /// when the graph cannot be read.
     pub fn contains(&self, id: &str) -> Result<bool> {
-        self.ask(|g| g.lookup(id).is_some(), |ix| Ok(ix.lookup(id)?.is_some()))
+        self.ask(
+            |g| g.lookup(id).is_some(),
+            |ix| Ok(ix.lookup(id)?.is_some()),
+        )
     }
 
     /// The person `id` belongs to: its canonical ID and all its IDs; `None` for an unknown ID.
@@ -843,13 +845,33 @@ impl Store {
     /// ID records, the forest, the alias log, events and properties.
     ///
     /// # Cost
-    /// Reads the whole store once and rebuilds the forest from the alias log.
+    /// Reads the whole store once and rebuilds the forest from the alias log (and reads the
+    /// whole graph index, when current, to compare it with the forest).
     ///
     /// # Errors
     /// [`Error::Storage`](crate::Error::Storage) when sled cannot be read. Broken invariants are
     /// reported in the [`VerifyReport`], not as errors.
     pub fn verify(&self) -> Result<VerifyReport> {
         let _w = self.writer.lock(); // a stable snapshot: no writes while we look
-        verify::verify(&self.db, &*self.graph()?)
+        let g = self.graph()?;
+        let mut rep = verify::verify(&self.db, &g)?;
+        // The graph index, while it is current (this handle has not written): the same person
+        // for every ID as the graph rebuilt from the alias log.
+        use std::sync::atomic::Ordering::SeqCst;
+        if let Some(ix) = &self.index
+            && !self.index_unstamped.load(SeqCst)
+            && !self.index_broken.load(SeqCst)
+        {
+            let mut bad = false;
+            index::check(ix, &g, |p| {
+                bad = true;
+                rep.problem(format!("{p} (it is rewritten when the store is closed)"));
+            });
+            if bad {
+                self.index_broken.store(true, SeqCst);
+                self.index_due.store(true, SeqCst);
+            }
+        }
+        Ok(rep)
     }
 }

@@ -35,7 +35,7 @@ impl VerifyReport {
         self.problem_count == 0
     }
 
-    fn problem(&mut self, p: String) {
+    pub(crate) fn problem(&mut self, p: String) {
         self.problem_count += 1;
         if self.problems.len() < 100 {
             self.problems.push(p);

@@ -1,0 +1,275 @@
+//! The graph index (`graph.idx`, DESIGN.md "The graph index"): a store reopened after a clean
+//! close answers from it without loading the graph, and an index that is missing, cut short,
+//! damaged, stale or left half-written is never believed: the answers stay those of the
+//! alias log. (`tests/model.rs` compares the index's answers with a reference model after
+//! every reopen.)
+
+use std::path::Path;
+use std::process::Command;
+
+use idgraph::{Cause, Config, Identity, Op, Person, Properties, Store};
+
+fn id(s: &str) -> Identity {
+    Identity::new(s).unwrap()
+}
+
+/// 60 IDs: persons of 1 to 5 IDs (named and anonymous), one forgotten, one link removed, an
+/// event and a property on each.
+fn fill(s: &Store) {
+    let mut ops = Vec::new();
+    for i in 0..60 {
+        let me = format!("user{i}");
+        if i % 5 != 0 {
+            let head = format!("user{}", i - i % 5);
+            ops.push(Op::alias(id(&me), id(&head), i, Cause::Import));
+        }
+        ops.push(Op::record(id(&me), "Viewed", Properties::default(), i));
+        ops.push(Op::set(id(&me), Properties::new().with("n", i).unwrap(), i));
+    }
+    ops.push(Op::alias(id("anon-1"), id("user7"), 99, Cause::Identify));
+    s.apply_batch(&ops).unwrap();
+    s.forget("user50").unwrap().unwrap();
+    s.unalias("user11", "user10").unwrap().unwrap();
+}
+
+fn names() -> Vec<String> {
+    let mut v: Vec<String> = (0..61).map(|i| format!("user{i}")).collect();
+    v.push("anon-1".into());
+    v.push("nobody".into());
+    v
+}
+
+/// Every answer the index could give: person, canonical ID, events and properties per ID.
+type Answers = Vec<(Option<Person>, Option<String>, usize, Vec<String>)>;
+
+fn answers(s: &Store) -> Answers {
+    names()
+        .iter()
+        .map(|n| {
+            (
+                s.resolve(n).unwrap(),
+                s.canonical(n).unwrap(),
+                s.events(n).unwrap().len(),
+                s.properties(n)
+                    .unwrap()
+                    .into_iter()
+                    .map(|p| format!("{}={:?}@{}", p.name, p.value, p.id))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// A store of [`fill`] closed once (so its index is written), and its answers from the graph.
+fn built(dir: &Path) -> Answers {
+    let s = Store::open(dir).unwrap();
+    fill(&s);
+    assert!(!s.answers_from_index());
+    let a = answers(&s);
+    drop(s);
+    assert!(dir.join("graph.idx").exists());
+    a
+}
+
+fn index_file(dir: &Path) -> std::path::PathBuf {
+    dir.join("graph.idx")
+}
+
+#[test]
+fn a_reopened_store_answers_from_the_index_exactly_as_from_the_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = built(dir.path());
+    let s = Store::open(dir.path()).unwrap();
+    assert!(s.answers_from_index());
+    assert_eq!(answers(&s), want);
+    assert!(s.answers_from_index(), "reads do not load the graph");
+    let (ids, persons) = s.counts();
+    let st = s.stats_quick();
+    assert_eq!((st.ids, st.persons), (ids, persons));
+    assert_eq!(st.largest_person, 6, "user5..user9 and anon-1");
+    // verify compares the index with the graph rebuilt from the alias log.
+    let rep = s.verify().unwrap();
+    assert!(rep.is_ok(), "{:?}", rep.problems);
+    assert_eq!((st.ids, st.persons), (rep.ids, rep.persons));
+}
+
+#[test]
+fn a_write_makes_the_index_stale_and_closing_writes_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    built(dir.path());
+    let s = Store::open(dir.path()).unwrap();
+    assert!(s.answers_from_index());
+    s.alias(&id("user1"), &id("user20")).unwrap();
+    assert!(!s.answers_from_index());
+    let want = answers(&s);
+    assert!(
+        want[1]
+            .0
+            .as_ref()
+            .unwrap()
+            .ids
+            .contains(&"user20".to_string())
+    );
+    drop(s);
+    let s = Store::open(dir.path()).unwrap();
+    assert!(s.answers_from_index());
+    assert_eq!(answers(&s), want);
+}
+
+#[test]
+fn a_missing_or_cut_index_is_rebuilt_from_the_alias_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = built(dir.path());
+    std::fs::remove_file(index_file(dir.path())).unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    assert!(!s.answers_from_index());
+    assert_eq!(answers(&s), want);
+    drop(s);
+    assert!(index_file(dir.path()).exists(), "rewritten at close");
+
+    let len = std::fs::metadata(index_file(dir.path())).unwrap().len();
+    for cut in [0, 64, len / 2, len - 1] {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(index_file(dir.path()))
+            .unwrap();
+        f.set_len(cut).unwrap();
+        drop(f);
+        let s = Store::open(dir.path()).unwrap();
+        assert!(!s.answers_from_index(), "cut to {cut} bytes");
+        assert_eq!(answers(&s), want);
+        drop(s);
+        let s = Store::open(dir.path()).unwrap();
+        assert!(s.answers_from_index(), "rewritten after the cut to {cut}");
+        drop(s);
+    }
+}
+
+#[test]
+fn a_damaged_index_is_refused_page_by_page_and_never_believed() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = built(dir.path());
+    let len = std::fs::metadata(index_file(dir.path())).unwrap().len() as usize;
+    // Every byte position of the file in turn (a stride through it): the header, the arrays,
+    // the IDs and the checksums.
+    let mut seen = 0;
+    for at in (0..len).step_by(7) {
+        // The current index: the first one, or the one written when the last damage was seen.
+        let good = std::fs::read(index_file(dir.path())).unwrap();
+        let mut bad = good.clone();
+        bad[at] ^= 0x41;
+        std::fs::write(index_file(dir.path()), &bad).unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(answers(&s), want, "byte {at} damaged");
+        // What the reads did not see, verify does (it reads the whole index): it says so, and
+        // nothing else is wrong.
+        let rep = s.verify().unwrap();
+        assert!(
+            rep.problems.iter().all(|p| p.contains("graph index")),
+            "byte {at}: {:?}",
+            rep.problems
+        );
+        drop(s);
+        if std::fs::read(index_file(dir.path())).unwrap() == bad {
+            // Not seen (padding): put the good one back.
+            std::fs::write(index_file(dir.path()), &good).unwrap();
+        } else {
+            seen += 1; // seen, and a new index written at close
+            let s = Store::open(dir.path()).unwrap();
+            assert!(
+                s.answers_from_index(),
+                "byte {at}: the new index is current"
+            );
+        }
+    }
+    assert!(seen > len / 7 * 9 / 10, "{seen} of {} seen", len / 7);
+}
+
+#[test]
+fn a_stale_index_is_not_believed() {
+    let dir = tempfile::tempdir().unwrap();
+    built(dir.path());
+    let old = std::fs::read(index_file(dir.path())).unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    s.alias(&id("user2"), &id("user30")).unwrap();
+    s.forget("user40").unwrap().unwrap();
+    let want = answers(&s);
+    drop(s);
+    // The index of before, put back (a backup, a copy from another machine): its stamp is not
+    // the store's.
+    std::fs::write(index_file(dir.path()), &old).unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    assert!(!s.answers_from_index());
+    assert_eq!(answers(&s), want);
+    assert!(s.resolve("user40").unwrap().is_none());
+}
+
+#[test]
+fn a_half_written_index_left_by_a_crash_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = built(dir.path());
+    // A kill while the next index was written leaves its temporary file, never a half index.
+    std::fs::write(dir.path().join("graph.idx.tmp"), b"IDGRAPHX half written").unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    assert!(s.answers_from_index());
+    assert_eq!(answers(&s), want);
+    s.alias(&id("user3"), &id("user35")).unwrap();
+    drop(s);
+    assert!(
+        !dir.path().join("graph.idx.tmp").exists(),
+        "replaced by the rename"
+    );
+    let s = Store::open(dir.path()).unwrap();
+    assert!(s.answers_from_index());
+    assert!(
+        s.resolve("user35")
+            .unwrap()
+            .unwrap()
+            .ids
+            .contains(&"user3".to_string())
+    );
+}
+
+const CHILD_ENV: &str = "IDGRAPH_INDEX_CHILD_DIR";
+
+/// Child mode of the test below: opens the store (answering from its index), joins two
+/// persons, flushes, and dies without closing (no index written, the stamp already gone).
+#[test]
+#[ignore = "runs only as the test's child process"]
+fn index_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let s = Config::new(&dir).open().unwrap();
+    assert!(s.answers_from_index());
+    s.alias(&id("user4"), &id("user45")).unwrap();
+    s.flush().unwrap();
+    std::process::abort();
+}
+
+#[test]
+fn a_store_killed_after_writing_does_not_trust_its_old_index() {
+    let dir = tempfile::tempdir().unwrap();
+    built(dir.path());
+    let st = Command::new(std::env::current_exe().unwrap())
+        .args(["index_child", "--exact", "--ignored", "--test-threads=1"])
+        .env(CHILD_ENV, dir.path())
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!st.success(), "the child aborts");
+    assert!(
+        index_file(dir.path()).exists(),
+        "the old index is still there"
+    );
+    let s = Store::open(dir.path()).unwrap();
+    assert!(
+        !s.answers_from_index(),
+        "its stamp was removed before the write"
+    );
+    let p = s.resolve("user45").unwrap().unwrap();
+    assert!(p.ids.contains(&"user4".to_string()), "{p:?}");
+    let rep = s.verify().unwrap();
+    assert!(rep.is_ok(), "{:?}", rep.problems);
+}
