@@ -322,7 +322,9 @@ impl Store {
     pub(crate) fn begin_write(&self) -> Result<()> {
         use std::sync::atomic::Ordering::SeqCst;
         self.check_writable()?;
-        drop(self.graph_mut()?);
+        if self.graph.read().is_none() {
+            drop(self.graph_mut()?);
+        }
         if !self.index_unstamped.load(SeqCst) {
             self.db.remove(codec::INDEX_STAMP_KEY)?;
             self.index_unstamped.store(true, SeqCst);
