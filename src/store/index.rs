@@ -379,7 +379,12 @@ impl GraphIndex {
             edges: f(4),
             refused: f(5),
         };
-        if nodes > u64::from(u32::MAX) || counts.ids > nodes || !table.is_power_of_two() {
+        if nodes > u64::from(u32::MAX)
+            || counts.ids > nodes
+            || !table.is_power_of_two()
+            || table > len
+            || blob_len > len
+        {
             return Err(bad("its header is inconsistent"));
         }
         let layout = Layout::new(nodes, counts.ids, table, blob_len);
