@@ -61,7 +61,7 @@ pub use op::{
 };
 pub use store::{
     BulkOptions, BulkReport, Config, Explanation, ExportedEvent, FilePart, Forgotten, Guardrails,
-    Hubs, OpSource, Pass, Refusal, Stats, Store, VerifyReport,
+    Hubs, OpSource, Pass, Refusal, Stats, Store, VerifyProgress, VerifyReport,
 };
 
 /// The README's examples, compiled and run as doc-tests so they stay true.

@@ -301,3 +301,34 @@ fn forgetting_the_newest_ids_leaves_a_right_index() {
     assert_eq!(s.resolve("z").unwrap().unwrap().ids, ["a", "b", "z"]);
     assert!(s.verify().unwrap().is_ok());
 }
+
+#[test]
+fn verify_tells_its_progress_stage_by_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    built(dir.path());
+    let s = Store::open(dir.path()).unwrap();
+    let mut seen: Vec<idgraph::VerifyProgress> = Vec::new();
+    let rep = s.verify_with(&mut |p| seen.push(p)).unwrap();
+    assert!(rep.is_ok(), "{:?}", rep.problems);
+    // Each stage starts at 0 and ends at its count; the counts are the report's.
+    let ends: Vec<(&str, u64, u64)> = seen
+        .windows(2)
+        .filter(|w| w[0].stage != w[1].stage)
+        .map(|w| (w[0].stage, w[0].done, w[0].total))
+        .collect();
+    assert_eq!(
+        ends[..3],
+        [
+            ("ID records", rep.ids, rep.ids),
+            ("alias links", rep.edges, rep.edges),
+            ("events", rep.events, 0),
+        ]
+    );
+    // Every node, free ones included.
+    let (stage, done, total) = ends[3];
+    assert!(
+        stage == "graph index" && done == total && total >= rep.ids,
+        "{ends:?}"
+    );
+    assert_eq!(seen.last().unwrap().stage, "");
+}

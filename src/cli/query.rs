@@ -63,7 +63,34 @@ pub fn props(db: &Db, args: PropsArgs) -> Result<(), Fail> {
 }
 
 pub fn verify(db: &Db, args: VerifyArgs) -> Result<(), Fail> {
-    let rep = db.query(Store::verify)?;
+    use std::io::IsTerminal;
+    // A bar on a terminal: verify reads the whole store (a minute for tens of millions of keys).
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(0)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let style = |t: &str| {
+        indicatif::ProgressStyle::with_template(t)
+            .expect("a valid template")
+            .progress_chars("=> ")
+    };
+    let rep = db.query(|s| {
+        s.verify_with(&mut |p| {
+            if bar.prefix() != p.stage {
+                bar.set_prefix(p.stage);
+                bar.set_length(p.total);
+                bar.reset();
+                bar.set_style(if p.total == 0 {
+                    style("{prefix:>12} {pos} {per_sec}") // not known ahead: a count
+                } else {
+                    style("{prefix:>12} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+                });
+            }
+            bar.set_position(p.done);
+        })
+    })?;
+    bar.finish_and_clear();
     if args.json {
         print_json(&rep);
     } else {

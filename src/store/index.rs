@@ -555,7 +555,12 @@ impl GraphIndex {
 /// Compares the index with the graph rebuilt from the alias log: every ID at its node, in the
 /// same person with the same canonical ID, and nothing else. Calls `problem` for each
 /// difference (or once, when the index cannot be read).
-pub(crate) fn check(ix: &GraphIndex, g: &Graph, mut problem: impl FnMut(String)) {
+pub(crate) fn check(
+    ix: &GraphIndex,
+    g: &Graph,
+    tick: &mut crate::store::verify::Tick,
+    mut problem: impl FnMut(String),
+) {
     let mut run = || -> Result<()> {
         if ix.counts.ids != g.live() as u64 {
             problem(format!(
@@ -568,6 +573,7 @@ pub(crate) fn check(ix: &GraphIndex, g: &Graph, mut problem: impl FnMut(String))
         // Free nodes at the end are not reloaded: the two may differ in length by them.
         let len = (ix.layout.nodes as usize).max(g.len());
         for n in Node::all(len) {
+            tick.step();
             if n.slot() >= ix.layout.nodes as usize {
                 if g.is_live(n) {
                     problem(format!("the graph index lacks {:?} (node {n})", g.ident(n)));

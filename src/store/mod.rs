@@ -43,7 +43,7 @@ use crate::op::{
 pub use bulk::{BulkOptions, BulkReport, ExportedEvent, FilePart, OpSource, Pass};
 pub use config::Config;
 pub use repair::{Explanation, Forgotten, Hubs};
-pub use verify::VerifyReport;
+pub use verify::{VerifyProgress, VerifyReport};
 
 /// The largest write (keys and values) of one op that goes through a redo record; a larger
 /// one is a sled batch. The redo record copies every byte once more (written, then removed),
@@ -854,18 +854,29 @@ impl Store {
     /// [`Error::Storage`](crate::Error::Storage) when sled cannot be read. Broken invariants are
     /// reported in the [`VerifyReport`], not as errors.
     pub fn verify(&self) -> Result<VerifyReport> {
+        self.verify_with(&mut |_| {})
+    }
+
+    /// [`verify`](Self::verify), telling `progress` how far it has come (at each stage's
+    /// start and end, and every 65,536 items): for a progress bar.
+    ///
+    /// # Errors
+    /// As [`verify`](Self::verify).
+    pub fn verify_with(&self, progress: &mut dyn FnMut(VerifyProgress)) -> Result<VerifyReport> {
+        use std::sync::atomic::Ordering::SeqCst;
         let _w = self.writer.lock(); // a stable snapshot: no writes while we look
         let g = self.graph()?;
-        let mut rep = verify::verify(&self.db, &g)?;
+        let mut tick = verify::Tick::new(progress);
+        let mut rep = verify::verify(&self.db, &g, &mut tick)?;
         // The graph index, while it is current (this handle has not written): the same person
         // for every ID as the graph rebuilt from the alias log.
-        use std::sync::atomic::Ordering::SeqCst;
         if let Some(ix) = &self.index
             && !self.index_unstamped.load(SeqCst)
             && !self.index_broken.load(SeqCst)
         {
+            tick.stage("graph index", g.len() as u64);
             let mut bad = false;
-            index::check(ix, &g, |p| {
+            index::check(ix, &g, &mut tick, |p| {
                 bad = true;
                 rep.problem(format!("{p} (it is rewritten when the store is closed)"));
             });
@@ -874,6 +885,7 @@ impl Store {
                 self.index_due.store(true, SeqCst);
             }
         }
+        tick.finish();
         Ok(rep)
     }
 }

@@ -43,16 +43,75 @@ impl VerifyReport {
     }
 }
 
+/// How far [`Store::verify_with`](crate::Store::verify_with) has come: a stage, and the items
+/// of it checked so far (of `total`, when known ahead; 0 when not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifyProgress {
+    /// What is being checked: `ID records`, `alias links`, `events`, `graph index`.
+    pub stage: &'static str,
+    /// Items of the stage checked so far.
+    pub done: u64,
+    /// Items of the stage in all; 0 when not known ahead (events).
+    pub total: u64,
+}
+
+/// Counts the items of a stage, telling the caller every 65,536 and at the stage's end.
+pub(crate) struct Tick<'a> {
+    f: &'a mut dyn FnMut(VerifyProgress),
+    at: VerifyProgress,
+}
+
+impl<'a> Tick<'a> {
+    pub(crate) fn new(f: &'a mut dyn FnMut(VerifyProgress)) -> Self {
+        Tick {
+            f,
+            at: VerifyProgress {
+                stage: "",
+                done: 0,
+                total: 0,
+            },
+        }
+    }
+
+    /// Ends the stage before (telling its final count) and begins `stage`.
+    pub(crate) fn stage(&mut self, stage: &'static str, total: u64) {
+        if !self.at.stage.is_empty() {
+            (self.f)(self.at);
+        }
+        self.at = VerifyProgress {
+            stage,
+            done: 0,
+            total,
+        };
+        (self.f)(self.at);
+    }
+
+    pub(crate) fn step(&mut self) {
+        self.at.done += 1;
+        if self.at.done.is_multiple_of(65_536) {
+            (self.f)(self.at);
+        }
+    }
+
+    /// Ends the last stage.
+    pub(crate) fn finish(&mut self) {
+        self.stage("", 0);
+    }
+}
+
 /// Checks the store in `db` against the graph `g` loaded from it. The caller holds the writer
 /// lock, so nothing changes while it looks.
-pub(crate) fn verify(db: &sled::Db, g: &Graph) -> Result<VerifyReport> {
+pub(crate) fn verify(db: &sled::Db, g: &Graph, tick: &mut Tick) -> Result<VerifyReport> {
     let mut rep = VerifyReport::default();
     format_marker(db, &mut rep)?;
-    let mut disk_edges = id_records(db, g, &mut rep)?;
+    tick.stage("ID records", g.live() as u64);
+    let mut disk_edges = id_records(db, g, &mut rep, tick)?;
     let root_of = forest_shape(g, &mut rep);
-    alias_log(db, g, &root_of, &mut disk_edges, &mut rep)?;
+    tick.stage("alias links", g.edges().len() as u64);
+    alias_log(db, g, &root_of, &mut disk_edges, &mut rep, tick)?;
     adjacency(g, &mut rep);
-    events_and_refusals(db, g, &mut rep)?;
+    tick.stage("events", 0);
+    events_and_refusals(db, g, &mut rep, tick)?;
     Ok(rep)
 }
 
@@ -72,11 +131,17 @@ fn format_marker(db: &sled::Db, rep: &mut VerifyReport) -> Result<()> {
 /// 1. ID records on disk match the in-memory index one to one; entries of a block of packed
 ///    records are in node order from the block's key; a shadowed entry belongs to the same ID
 ///    as the own key that replaced it. Returns the edges kept in ID records.
-fn id_records(db: &sled::Db, g: &Graph, rep: &mut VerifyReport) -> Result<Vec<(u64, StoredEdge)>> {
+fn id_records(
+    db: &sled::Db,
+    g: &Graph,
+    rep: &mut VerifyReport,
+    tick: &mut Tick,
+) -> Result<Vec<(u64, StoredEdge)>> {
     let mut seen = vec![false; g.len()];
     let mut disk_edges: Vec<(u64, StoredEdge)> = Vec::new();
     let mut last_packed: Option<(Node, Node)> = None; // (block, node of the last entry)
     let scanned = records::scan_id_records(db, |id, v, at| {
+        tick.step();
         let mut rec = match IdRecord::decode(v) {
             Ok(r) => r,
             Err(e) => {
@@ -217,6 +282,7 @@ fn alias_log(
     root_of: &[Node],
     disk_edges: &mut Vec<(u64, StoredEdge)>,
     rep: &mut VerifyReport,
+    tick: &mut Tick,
 ) -> Result<()> {
     for kv in db.scan_prefix([codec::EDGE]) {
         let (k, v) = kv?;
@@ -232,6 +298,7 @@ fn alias_log(
     let mut edge_count = 0u64;
     let mut last_seq = None;
     for (seq, e) in disk_edges.iter() {
+        tick.step();
         rep.edges += 1;
         if last_seq == Some(*seq) {
             rep.problem(format!("two edges have number {seq}"));
@@ -322,9 +389,15 @@ fn adjacency(g: &Graph, rep: &mut VerifyReport) {
 
 /// Invariant 5: events belong to known IDs and decode; refusal records and the records of
 /// imported files decode.
-fn events_and_refusals(db: &sled::Db, g: &Graph, rep: &mut VerifyReport) -> Result<()> {
+fn events_and_refusals(
+    db: &sled::Db,
+    g: &Graph,
+    rep: &mut VerifyReport,
+    tick: &mut Tick,
+) -> Result<()> {
     for kv in db.scan_prefix([codec::EVENT]) {
         let (k, v) = kv?;
+        tick.step();
         rep.events += 1;
         match codec::key_node(&k) {
             Ok(n) if n.slot() < g.len() && g.is_live(n) => {}
