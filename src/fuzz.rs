@@ -11,14 +11,21 @@ use crate::server::track::{self, Endpoint};
 pub type Target = fn(&[u8]);
 
 /// The targets by name, as `fuzz/fuzz_targets/*.rs` and the corpus folders name them.
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("km_json_line", km_json_line),
     ("csv", csv),
     ("track", track),
     ("url", url),
     ("simulate", simulate),
     ("codec", codec_values),
+    ("index", graph_index),
 ];
+
+/// A graph index file (`graph.idx`), opened and read as queries read it; see
+/// `store::index::fuzz` for how the bytes make a file.
+pub fn graph_index(data: &[u8]) {
+    crate::store::fuzz_index(data);
+}
 
 /// One line of a KISSmetrics JSON export (`idgraph import`).
 pub fn km_json_line(data: &[u8]) {

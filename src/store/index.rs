@@ -617,3 +617,56 @@ pub(crate) fn check(
         problem(format!("the graph index cannot be read: {e}"));
     }
 }
+
+/// The fuzz target `index` (see `crate::fuzz`): an index file made of `data`, then read as a
+/// query would. From the first byte on: either `data` itself is the file (odd first byte:
+/// what damage on disk looks like, refused by the checksums), or a file whose header sizes come
+/// from `data[1..12]` and whose arrays are the rest of `data`, with checksums made to match —
+/// so that the structure, not the checksums, is what the reads face. Every read must end in
+/// an answer or `Error::Corrupt`, never a panic, a hang or an allocation out of proportion.
+pub(crate) fn fuzz(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let stamp = [7u8; 16];
+    let file = if mode % 2 == 1 || rest.len() < 11 {
+        rest.to_vec()
+    } else {
+        let u16_at = |i: usize| u64::from(u16::from_le_bytes([rest[i], rest[i + 1]]));
+        let nodes = u16_at(0) % 2048;
+        let ids = u16_at(2) % (nodes + 1);
+        let table = 1u64 << (rest[4] % 13);
+        let blob_len = u16_at(5);
+        let layout = Layout::new(nodes, ids, table, blob_len);
+        let counts = Counts {
+            ids,
+            persons: u64::from(rest[7]),
+            largest_person: u64::from(rest[8]),
+            edges: u64::from(rest[9]),
+            refused: u64::from(rest[10]),
+        };
+        let mut body = rest[11..].to_vec();
+        body.resize(layout.data_len as usize, 0);
+        let sums: Vec<u64> = body.chunks(PAGE as usize).map(xxh3_64).collect();
+        let mut f = encode_header(stamp, &layout, &counts, &sums).to_vec();
+        f.extend_from_slice(&body);
+        f.extend(sums.iter().flat_map(|s| s.to_le_bytes()));
+        f
+    };
+    let dir = std::env::temp_dir().join(format!("idgraph-fuzz-index-{}", std::process::id()));
+    if std::fs::create_dir_all(&dir).is_err() || std::fs::write(path_in(&dir), &file).is_err() {
+        return;
+    }
+    let Ok(Some(ix)) = GraphIndex::open(&dir, &stamp) else {
+        return;
+    };
+    for n in Node::all((ix.layout.nodes as usize).min(64)) {
+        if let Ok(id) = ix.ident(n) {
+            let _ = ix.lookup(&id);
+        }
+        let _ = ix.person(n);
+    }
+    for id in ["", "a", "user0@example.com"] {
+        let _ = ix.lookup(id);
+    }
+}

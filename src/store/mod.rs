@@ -45,6 +45,11 @@ pub use config::Config;
 pub use repair::{Explanation, Forgotten, Hubs};
 pub use verify::{VerifyProgress, VerifyReport};
 
+/// The graph index's fuzz target (`crate::fuzz::graph_index`).
+pub(crate) fn fuzz_index(data: &[u8]) {
+    index::fuzz(data);
+}
+
 /// The largest write (keys and values) of one op that goes through a redo record; a larger
 /// one is a sled batch. The redo record copies every byte once more (written, then removed),
 /// which costs more than a batch's fixed 80-100 µs past a few tens of KiB: a small op on an ID
