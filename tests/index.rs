@@ -332,3 +332,25 @@ fn verify_tells_its_progress_stage_by_stage() {
     );
     assert_eq!(seen.last().unwrap().stage, "");
 }
+
+#[test]
+fn queries_go_on_from_the_index_while_the_graph_loads_and_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = built(dir.path());
+    let s = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+    assert!(s.answers_from_index());
+    let loader = {
+        let s = s.clone();
+        std::thread::spawn(move || s.load_graph().unwrap())
+    };
+    let mut rounds = 0;
+    while rounds < 20 || !loader.is_finished() {
+        assert_eq!(answers(&s), want, "round {rounds}");
+        rounds += 1;
+    }
+    loader.join().unwrap();
+    assert!(!s.answers_from_index());
+    assert_eq!(answers(&s), want);
+    s.alias(&id("user6"), &id("user55")).unwrap();
+    assert!(s.verify().unwrap().is_ok());
+}

@@ -228,6 +228,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
+    // A store opened from its graph index answers at once; the graph that writes need is
+    // loaded meanwhile, so that the first tracking request does not wait for it (a failure
+    // here shows again, as an error, on the first write).
+    let warm = store.clone();
+    tokio::task::spawn_blocking(move || warm.load_graph());
     let (ingest, threads) = Ingest::start(store.clone(), metrics.clone(), cfg.sync);
     let conn = Connections {
         header_timeout: cfg.header_timeout,

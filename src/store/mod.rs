@@ -136,6 +136,8 @@ pub struct Store {
     index_unstamped: AtomicBool,
     /// Set when reading the index failed: it is not asked again.
     index_broken: AtomicBool,
+    /// Held while the graph is loaded (one load at a time; readers do not wait for it).
+    loading: Mutex<()>,
     /// Set when a write failed between the keys of one op (see
     /// [`Error::Interrupted`](crate::Error::Interrupted)).
     poisoned: AtomicBool,
@@ -327,9 +329,7 @@ impl Store {
     pub(crate) fn begin_write(&self) -> Result<()> {
         use std::sync::atomic::Ordering::SeqCst;
         self.check_writable()?;
-        if self.graph.read().is_none() {
-            drop(self.graph_mut()?);
-        }
+        self.load_graph()?;
         if !self.index_unstamped.load(SeqCst) {
             self.db.remove(codec::INDEX_STAMP_KEY)?;
             self.index_unstamped.store(true, SeqCst);
@@ -509,22 +509,39 @@ impl Store {
 
     /// The graph, loaded from sled first if this handle has not loaded it yet.
     pub(crate) fn graph(&self) -> Result<MappedRwLockReadGuard<'_, Graph>> {
-        let g = self.graph.read();
-        if g.is_some() {
-            return Ok(RwLockReadGuard::map(g, |g| g.as_ref().expect("checked")));
-        }
-        drop(g);
-        drop(self.graph_mut()?);
-        self.graph()
+        self.load_graph()?;
+        Ok(RwLockReadGuard::map(self.graph.read(), |g| {
+            g.as_ref().expect("loaded above; never unloaded")
+        }))
     }
 
     /// The graph to change, loaded from sled first if need be.
     pub(crate) fn graph_mut(&self) -> Result<MappedRwLockWriteGuard<'_, Graph>> {
-        let mut g = self.graph.write();
-        if g.is_none() {
-            *g = Some(recovery::load_graph(&self.db)?);
+        self.load_graph()?;
+        let g = self.graph.write();
+        Ok(RwLockWriteGuard::map(g, |g| {
+            g.as_mut().expect("loaded above; never unloaded")
+        }))
+    }
+
+    /// Loads the graph into memory now, if it is not loaded yet (a server calls it at start,
+    /// so that its first write does not wait for the load). While it loads, queries go on
+    /// answering from the graph index: nothing can be written before the graph is loaded, so
+    /// the index and the store agree meanwhile.
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) or [`Error::Corrupt`](crate::Error::Corrupt)
+    /// when the graph cannot be read from sled.
+    pub fn load_graph(&self) -> Result<()> {
+        if self.graph.read().is_some() {
+            return Ok(());
         }
-        Ok(RwLockWriteGuard::map(g, |g| g.as_mut().expect("loaded")))
+        let _one = self.loading.lock();
+        if self.graph.read().is_none() {
+            let g = recovery::load_graph(&self.db)?;
+            *self.graph.write() = Some(g);
+        }
+        Ok(())
     }
 
     // ---- what did this person do? ------------------------------------------------------------

@@ -48,6 +48,7 @@ pub(crate) fn open(c: Config) -> Result<Store> {
         index_due: AtomicBool::new(index.is_none() && !c.temporary && c.path.is_some()),
         index_unstamped: AtomicBool::new(false),
         index_broken: AtomicBool::new(false),
+        loading: Mutex::new(()),
         index,
         graph: RwLock::new(graph),
         poisoned: AtomicBool::new(false),
