@@ -49,6 +49,19 @@ pub const FORMAT_KEY: &[u8] = b"mformat_version";
 /// (`store::index`).
 pub const INDEX_STAMP_KEY: &[u8] = b"mindex_stamp";
 
+/// The counts of events, properties and IDs at the property limit, with the limit they were
+/// counted for (4 × u64 BE), as of the last clean close; absent while a handle writes.
+pub const DATA_COUNTS_KEY: &[u8] = b"mdata_counts";
+
+/// The data counts under [`DATA_COUNTS_KEY`]: (events, properties, at limit, limit).
+pub fn decode_data_counts(v: &[u8]) -> Option<[u64; 4]> {
+    if v.len() != 32 {
+        return None;
+    }
+    let f = |i: usize| u64::from_be_bytes(v[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    Some([f(0), f(1), f(2), f(3)])
+}
+
 pub fn format_value() -> [u8; 4] {
     FORMAT_VERSION.to_be_bytes()
 }

@@ -261,6 +261,7 @@ impl Model {
         prop_assert_eq!(store.counts(), (stats.ids, stats.persons));
         prop_assert_eq!(stats.refused_merges as usize, self.refused.len());
         prop_assert_eq!(stats.events as usize, self.events.len());
+        prop_assert_eq!(stats.properties as usize, self.props.len());
         let rep = store.verify().unwrap();
         prop_assert!(rep.is_ok(), "verify: {:?}", rep.problems);
         Ok(())

@@ -138,6 +138,11 @@ pub struct Store {
     index_broken: AtomicBool,
     /// Held while the graph is loaded (one load at a time; readers do not wait for it).
     loading: Mutex<()>,
+    /// Events, properties and IDs at the property limit, when known (kept by the writers,
+    /// saved under `m data_counts` at close); `None` until a `stats` counts them by a scan.
+    data_counts: Mutex<Option<plan::DataCounts>>,
+    /// Whether `data_counts` must be saved when the handle closes.
+    counts_due: AtomicBool,
     /// Set when a write failed between the keys of one op (see
     /// [`Error::Interrupted`](crate::Error::Interrupted)).
     poisoned: AtomicBool,
@@ -158,6 +163,7 @@ impl Drop for Store {
     /// the next open rebuilds the graph from sled.
     fn drop(&mut self) {
         let _ = self.write_index();
+        let _ = self.save_data_counts();
     }
 }
 
@@ -258,10 +264,12 @@ impl Store {
         self.begin_write()?;
         let graph = self.graph()?;
         let mut p = plan::Planner::new(self, &graph);
+        p.count = self.data_counts.lock().is_some();
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {
             out.push(p.apply_costed(op)?);
         }
+        let added = p.added;
         let (writes, delta) = p.finish()?;
         drop(graph);
         // One key is atomic on its own and a plain insert costs a fraction of a sled batch.
@@ -287,6 +295,11 @@ impl Store {
             self.db.apply_batch(batch)?;
         }
         self.graph_mut()?.commit(delta);
+        if let Some(c) = &mut *self.data_counts.lock() {
+            c.events += added.events;
+            c.properties += added.properties;
+            c.at_limit += added.at_limit;
+        }
         Ok(out)
     }
 
@@ -303,6 +316,8 @@ impl Store {
     pub fn bulk_apply(&self, source: &mut dyn OpSource, opts: BulkOptions) -> Result<BulkReport> {
         let _w = self.writer.lock();
         self.begin_write()?;
+        // The import does not count what it adds: the next `stats` counts by a scan.
+        *self.data_counts.lock() = None;
         bulk::apply(self, source, opts)
     }
 
@@ -331,6 +346,8 @@ impl Store {
         self.check_writable()?;
         self.load_graph()?;
         if !self.index_unstamped.load(SeqCst) {
+            self.db.remove(codec::DATA_COUNTS_KEY)?;
+            self.counts_due.store(true, SeqCst);
             self.db.remove(codec::INDEX_STAMP_KEY)?;
             self.index_unstamped.store(true, SeqCst);
             self.index_due.store(true, SeqCst);
@@ -778,6 +795,7 @@ impl Store {
     pub fn forget(&self, id: &str) -> Result<Option<Forgotten>> {
         let _w = self.writer.lock();
         self.begin_write()?;
+        *self.data_counts.lock() = None; // the next `stats` counts by a scan
         repair::forget(self, id)
     }
 
@@ -846,23 +864,72 @@ impl Store {
     /// Counts of IDs, persons, edges, events, properties and bytes on disk.
     ///
     /// # Cost
-    /// Scans the events and properties (O(stored data)).
+    /// O(1) when the counts of events and properties are known: kept by this handle's writes,
+    /// or saved by the handle that last wrote. Otherwise (after an import or a `forget`, or on
+    /// a store not closed cleanly) one scan of the events and ID records, holding the writer;
+    /// the counts are then kept, and saved at close.
     ///
     /// # Errors
     /// [`Error::Storage`](crate::Error::Storage) when sled cannot be read.
     pub fn stats(&self) -> Result<Stats> {
         let mut s = self.stats_quick();
-        s.events = records::count_prefix(&self.db, codec::EVENT)?;
+        let c = self.data_counts()?;
+        s.events = c.events;
+        s.properties = c.properties;
+        s.ids_at_property_limit = c.at_limit;
+        s.disk_bytes = self.db.size_on_disk()?;
+        Ok(s)
+    }
+
+    /// The counts of events and properties: kept, or counted now by a scan of the store
+    /// (holding the writer, so that no write slips between the scan and the counts), then
+    /// kept, and saved when the handle closes.
+    fn data_counts(&self) -> Result<plan::DataCounts> {
+        if let Some(c) = *self.data_counts.lock() {
+            return Ok(c);
+        }
+        let _w = self.writer.lock();
+        if let Some(c) = *self.data_counts.lock() {
+            return Ok(c);
+        }
+        let mut c = plan::DataCounts {
+            events: records::count_prefix(&self.db, codec::EVENT)?,
+            ..Default::default()
+        };
         records::scan_id_records(&self.db, |_, v, at| {
             if !matches!(at, records::RecordAt::Shadowed(_)) {
                 let n = IdRecord::decode(v)?.props.0.len();
-                s.properties += n as u64;
-                s.ids_at_property_limit += u64::from(n >= self.limits.max_properties_per_id);
+                c.properties += n as u64;
+                c.at_limit += u64::from(n >= self.limits.max_properties_per_id);
             }
             Ok(())
         })?;
-        s.disk_bytes = self.db.size_on_disk()?;
-        Ok(s)
+        *self.data_counts.lock() = Some(c);
+        self.counts_due
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(c)
+    }
+
+    /// Saves the data counts under `m data_counts` if they changed since they were read or
+    /// saved (with the property limit they were counted for, so that a handle opened with
+    /// another limit counts again).
+    fn save_data_counts(&self) -> Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let _w = self.writer.lock();
+        if !self.counts_due.load(SeqCst) || self.poisoned.load(SeqCst) {
+            return Ok(());
+        }
+        if let Some(c) = *self.data_counts.lock() {
+            let limit = self.limits.max_properties_per_id as u64;
+            let v: Vec<u8> = [c.events, c.properties, c.at_limit, limit]
+                .iter()
+                .flat_map(|x| x.to_be_bytes())
+                .collect();
+            self.db.insert(codec::DATA_COUNTS_KEY, v)?;
+            self.db.flush()?;
+        }
+        self.counts_due.store(false, SeqCst);
+        Ok(())
     }
 
     /// Checks every invariant of the store (DESIGN.md, "Invariants") against what is on disk:

@@ -62,6 +62,21 @@ pub(crate) struct Planner<'a, 'g> {
     refusals_not_logged: u64,
     /// The cost of the ops planned so far (see [`OP_BASE_COST`]).
     cost: u64,
+    /// Count what the planned ops add to the store's data counts ([`DataCounts`]): set when
+    /// the store keeps them (one sled read per event, to tell a new event from a replaced one).
+    pub(crate) count: bool,
+    /// What the planned ops add: events not stored before, property names new to their ID,
+    /// IDs that reach the property limit.
+    pub(crate) added: DataCounts,
+}
+
+/// Counts of the store's data that would otherwise take a scan: events, property values (one
+/// per ID and name), IDs holding `max_properties_per_id` names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DataCounts {
+    pub events: u64,
+    pub properties: u64,
+    pub at_limit: u64,
 }
 
 /// The cost charged to every op, in bytes, on top of what it writes: the keys of an alias, a
@@ -83,6 +98,8 @@ impl<'a, 'g> Planner<'a, 'g> {
             links_not_recorded: 0,
             refusals_not_logged: 0,
             cost: 0,
+            count: false,
+            added: DataCounts::default(),
         }
     }
 
@@ -154,6 +171,9 @@ impl<'a, 'g> Planner<'a, 'g> {
                 }
                 let (k, v) = codec::event_entry(n, event, properties, *at)?;
                 self.cost += (k.len() + v.len()) as u64;
+                if self.count && !self.writes.contains_key(&k) && !self.db.contains_key(&k)? {
+                    self.added.events += 1;
+                }
                 self.writes.insert(k, v);
                 let refused = self.set_props(n, properties, *at)?;
                 Ok(self.stored(refused))
@@ -359,11 +379,15 @@ impl<'a, 'g> Planner<'a, 'g> {
         } else {
             &mut self.pending_id(n)?.props
         };
+        let before = map.0.len();
         let mut refused = 0;
         for (name, value) in props.iter() {
             refused += usize::from(map.merge_within(name, value.clone().into(), at, seq, max).1);
         }
+        let after = map.0.len();
         self.cost += map.approx_bytes();
+        self.added.properties += (after - before) as u64;
+        self.added.at_limit += u64::from(before < max && after >= max);
         Ok(refused)
     }
 }

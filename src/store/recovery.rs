@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::id::blocked_key;
 use crate::store::records::{self, RecordAt};
-use crate::store::{Config, Store, index};
+use crate::store::{Config, Store, index, plan};
 
 /// Opens (or creates) the store `c` describes.
 pub(crate) fn open(c: Config) -> Result<Store> {
@@ -38,6 +38,16 @@ pub(crate) fn open(c: Config) -> Result<Store> {
         }
         _ => None,
     };
+    let data_counts = db
+        .get(codec::DATA_COUNTS_KEY)?
+        .as_deref()
+        .and_then(codec::decode_data_counts)
+        .filter(|v| v[3] == c.limits.max_properties_per_id as u64)
+        .map(|[events, properties, at_limit, _]| plan::DataCounts {
+            events,
+            properties,
+            at_limit,
+        });
     let graph = match index {
         Some(_) => None,
         None => Some(load_graph(&db)?),
@@ -49,6 +59,8 @@ pub(crate) fn open(c: Config) -> Result<Store> {
         index_unstamped: AtomicBool::new(false),
         index_broken: AtomicBool::new(false),
         loading: Mutex::new(()),
+        data_counts: Mutex::new(data_counts),
+        counts_due: AtomicBool::new(false),
         index,
         graph: RwLock::new(graph),
         poisoned: AtomicBool::new(false),
