@@ -657,16 +657,16 @@ pub(crate) fn fuzz(data: &[u8]) {
     if std::fs::create_dir_all(&dir).is_err() || std::fs::write(path_in(&dir), &file).is_err() {
         return;
     }
-    let Ok(Some(ix)) = GraphIndex::open(&dir, &stamp) else {
-        return;
-    };
-    for n in Node::all((ix.layout.nodes as usize).min(64)) {
-        if let Ok(id) = ix.ident(n) {
-            let _ = ix.lookup(&id);
+    if let Ok(Some(ix)) = GraphIndex::open(&dir, &stamp) {
+        for n in Node::all((ix.layout.nodes as usize).min(64)) {
+            if let Ok(id) = ix.ident(n) {
+                let _ = ix.lookup(&id);
+            }
+            let _ = ix.person(n);
         }
-        let _ = ix.person(n);
+        for id in ["", "a", "user0@example.com"] {
+            let _ = ix.lookup(id);
+        }
     }
-    for id in ["", "a", "user0@example.com"] {
-        let _ = ix.lookup(id);
-    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
