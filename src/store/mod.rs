@@ -264,7 +264,6 @@ impl Store {
         self.begin_write()?;
         let graph = self.graph()?;
         let mut p = plan::Planner::new(self, &graph);
-        p.count = self.data_counts.lock().is_some();
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {
             out.push(p.apply_costed(op)?);
@@ -272,13 +271,24 @@ impl Store {
         let added = p.added;
         let (writes, delta) = p.finish()?;
         drop(graph);
+        // Planned events that replace a stored one (same ID, name and second) add nothing to
+        // the count of events: a plain insert says so itself; for several keys, when the
+        // counts are kept, one read per event key before the write.
+        let counting = self.data_counts.lock().is_some();
+        let mut replaced = 0u64;
+        if counting && writes.len() > 1 {
+            for k in writes.keys().filter(|k| k.first() == Some(&codec::EVENT)) {
+                replaced += u64::from(self.db.contains_key(k)?);
+            }
+        }
         // One key is atomic on its own and a plain insert costs a fraction of a sled batch.
         // Several keys of one small op: a redo record, the plain inserts, and the record's
         // removal; recovery at open finishes an op whose record survived a crash. Several ops,
         // or one large op: one sled batch, so that readers never see part of a batch.
         if writes.len() == 1 {
             let (k, v) = writes.into_iter().next().expect("one write");
-            self.db.insert(k, v)?;
+            let event = k.first() == Some(&codec::EVENT);
+            replaced += u64::from(self.db.insert(k, v)?.is_some() && event);
         } else if ops.len() == 1
             && !writes.is_empty()
             && writes.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() <= REDO_MAX_BYTES
@@ -296,7 +306,7 @@ impl Store {
         }
         self.graph_mut()?.commit(delta);
         if let Some(c) = &mut *self.data_counts.lock() {
-            c.events += added.events;
+            c.events += added.events - replaced;
             c.properties += added.properties;
             c.at_limit += added.at_limit;
         }

@@ -62,11 +62,9 @@ pub(crate) struct Planner<'a, 'g> {
     refusals_not_logged: u64,
     /// The cost of the ops planned so far (see [`OP_BASE_COST`]).
     cost: u64,
-    /// Count what the planned ops add to the store's data counts ([`DataCounts`]): set when
-    /// the store keeps them (one sled read per event, to tell a new event from a replaced one).
-    pub(crate) count: bool,
-    /// What the planned ops add: events not stored before, property names new to their ID,
-    /// IDs that reach the property limit.
+    /// What the planned ops add to the store's data counts: event keys (distinct within the
+    /// batch; the caller subtracts those that replace a stored event), property names new to
+    /// their ID, IDs that reach the property limit.
     pub(crate) added: DataCounts,
 }
 
@@ -98,7 +96,6 @@ impl<'a, 'g> Planner<'a, 'g> {
             links_not_recorded: 0,
             refusals_not_logged: 0,
             cost: 0,
-            count: false,
             added: DataCounts::default(),
         }
     }
@@ -171,7 +168,7 @@ impl<'a, 'g> Planner<'a, 'g> {
                 }
                 let (k, v) = codec::event_entry(n, event, properties, *at)?;
                 self.cost += (k.len() + v.len()) as u64;
-                if self.count && !self.writes.contains_key(&k) && !self.db.contains_key(&k)? {
+                if !self.writes.contains_key(&k) {
                     self.added.events += 1;
                 }
                 self.writes.insert(k, v);
