@@ -67,13 +67,12 @@ pub(crate) struct Counts {
     pub refused: u64,
 }
 
-/// Where each array starts, relative to the start of the data.
+/// Where each array starts, relative to the start of the data (`off` is first, at 0).
 #[derive(Clone, Copy, Debug)]
 struct Layout {
     nodes: u64,
     table: u64,
     blob_len: u64,
-    off: u64,
     root: u64,
     canon: u64,
     moff: u64,
@@ -89,8 +88,8 @@ fn align8(x: u64) -> u64 {
 
 impl Layout {
     fn new(nodes: u64, live: u64, table: u64, blob_len: u64) -> Layout {
-        let off = 0;
-        let root = align8(off + (nodes + 1) * 8);
+        // `off` starts the data.
+        let root = align8((nodes + 1) * 8);
         let canon = align8(root + nodes * 4);
         let moff = align8(canon + nodes * 4);
         let members = align8(moff + (nodes + 1) * 4);
@@ -100,7 +99,6 @@ impl Layout {
             nodes,
             table,
             blob_len,
-            off,
             root,
             canon,
             moff,
@@ -201,24 +199,27 @@ pub(crate) fn write(dir: &Path, g: &Graph, stamp: [u8; 16]) -> Result<()> {
         written: 0,
         sums: Vec::with_capacity(layout.pages() as usize),
     };
-    w.out.write_all(&[0u8; HEADER as usize]).map_err(io)?;
-    w.put_u64s(&off).map_err(io)?;
-    w.pad_to(layout.root).map_err(io)?;
-    w.put_u32s(&root).map_err(io)?;
-    w.pad_to(layout.canon).map_err(io)?;
-    w.put_u32s(&canon).map_err(io)?;
-    w.pad_to(layout.moff).map_err(io)?;
-    w.put_u32s(&count).map_err(io)?;
-    w.pad_to(layout.members).map_err(io)?;
-    w.put_u32s(&members).map_err(io)?;
-    w.pad_to(layout.table_at).map_err(io)?;
-    w.put_u32s(&table).map_err(io)?;
-    w.pad_to(layout.blob).map_err(io)?;
-    for m in g.nodes().filter(|&m| g.is_live(m)) {
-        w.put(g.ident(m).as_bytes()).map_err(io)?;
-    }
-    debug_assert_eq!(w.written, layout.data_len);
-    let sums = w.finish().map_err(io)?;
+    let sums = (|| {
+        w.out.write_all(&[0u8; HEADER as usize])?;
+        w.put_le(off.iter().map(|x| x.to_le_bytes()))?;
+        for (at, array) in [
+            (layout.root, &root),
+            (layout.canon, &canon),
+            (layout.moff, &count),
+            (layout.members, &members),
+            (layout.table_at, &table),
+        ] {
+            w.pad_to(at)?;
+            w.put_le(array.iter().map(|x| x.to_le_bytes()))?;
+        }
+        w.pad_to(layout.blob)?;
+        for m in g.nodes().filter(|&m| g.is_live(m)) {
+            w.put(g.ident(m).as_bytes())?;
+        }
+        debug_assert_eq!(w.written, layout.data_len);
+        w.finish()
+    })()
+    .map_err(io)?;
     let header = encode_header(stamp, &layout, &counts, &sums);
     file.write_all_at(&header, 0).map_err(io)?;
     file.sync_all().map_err(io)?;
@@ -255,20 +256,17 @@ impl PagedWriter<'_> {
         Ok(())
     }
 
-    fn put_u32s(&mut self, v: &[u32]) -> std::io::Result<()> {
-        for chunk in v.chunks(4096) {
-            let b: Vec<u8> = chunk.iter().flat_map(|x| x.to_le_bytes()).collect();
-            self.put(&b)?;
+    /// Integers, each as its little-endian bytes, 16 KiB at a time.
+    fn put_le<const N: usize>(&mut self, v: impl Iterator<Item = [u8; N]>) -> std::io::Result<()> {
+        let mut b = Vec::with_capacity(PAGE as usize);
+        for x in v {
+            b.extend_from_slice(&x);
+            if b.len() >= PAGE as usize {
+                self.put(&b)?;
+                b.clear();
+            }
         }
-        Ok(())
-    }
-
-    fn put_u64s(&mut self, v: &[u64]) -> std::io::Result<()> {
-        for chunk in v.chunks(2048) {
-            let b: Vec<u8> = chunk.iter().flat_map(|x| x.to_le_bytes()).collect();
-            self.put(&b)?;
-        }
-        Ok(())
+        self.put(&b)
     }
 
     fn pad_to(&mut self, at: u64) -> std::io::Result<()> {
@@ -493,7 +491,7 @@ impl GraphIndex {
         if i >= l.nodes {
             return Err(self.corrupt(format!("node {n} is out of range")));
         }
-        let (a, b) = (self.u64_at(l.off, i)?, self.u64_at(l.off, i + 1)?);
+        let (a, b) = (self.u64_at(0, i)?, self.u64_at(0, i + 1)?);
         if a > b || b > l.blob_len {
             return Err(self.corrupt(format!("the ID of node {n} is out of range")));
         }

@@ -47,7 +47,8 @@ impl VerifyReport {
 /// of it checked so far (of `total`, when known ahead; 0 when not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VerifyProgress {
-    /// What is being checked: `ID records`, `alias links`, `events`, `graph index`.
+    /// What is being checked: `ID records`, `alias links`, `events`, `graph index`; `""`
+    /// once at the end (verify is done).
     pub stage: &'static str,
     /// Items of the stage checked so far.
     pub done: u64,
