@@ -459,22 +459,21 @@ impl GraphIndex {
         Ok(out)
     }
 
-    fn u32_at(&self, array: u64, i: u64) -> Result<u32> {
-        let at = array + i * 4;
+    /// Element `i` of the array at `array` of `N`-byte integers, as its bytes (an aligned
+    /// element never spans two pages).
+    fn le_at<const N: usize>(&self, array: u64, i: u64) -> Result<[u8; N]> {
+        let at = array + i * N as u64;
         let page = self.page(at / PAGE)?;
         let from = (at % PAGE) as usize;
-        Ok(u32::from_le_bytes(
-            page[from..from + 4].try_into().expect("4 bytes"),
-        ))
+        Ok(page[from..from + N].try_into().expect("N bytes"))
+    }
+
+    fn u32_at(&self, array: u64, i: u64) -> Result<u32> {
+        self.le_at(array, i).map(u32::from_le_bytes)
     }
 
     fn u64_at(&self, array: u64, i: u64) -> Result<u64> {
-        let at = array + i * 8;
-        let page = self.page(at / PAGE)?;
-        let from = (at % PAGE) as usize;
-        Ok(u64::from_le_bytes(
-            page[from..from + 8].try_into().expect("8 bytes"),
-        ))
+        self.le_at(array, i).map(u64::from_le_bytes)
     }
 
     fn node(&self, v: u32) -> Result<Node> {
