@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::forest::Node;
 use crate::op::{AliasOutcome, Op, Outcome, Properties, Timestamp};
 use crate::store::Store;
-use crate::store::plan::{NewId, Planner, Writes};
+use crate::store::plan::{DataCounts, NewId, Planner, Writes};
 use crate::store::records::known_id_record;
 
 /// Which pass an [`OpSource`] is asked for.
@@ -118,6 +118,8 @@ struct BatchWriter<'a> {
     len: usize,
     max: usize,
     written: u64,
+    /// Keys that were not in sled before (known only with plain inserts, `max` = 1).
+    fresh: u64,
 }
 
 impl<'a> BatchWriter<'a> {
@@ -128,12 +130,13 @@ impl<'a> BatchWriter<'a> {
             len: 0,
             max: max.max(1),
             written: 0,
+            fresh: 0,
         }
     }
 
     fn put(&mut self, k: Vec<u8>, v: Vec<u8>) -> Result<()> {
         if self.max == 1 {
-            self.db.insert(k, v)?;
+            self.fresh += u64::from(self.db.insert(k, v)?.is_none());
         } else {
             self.batch.insert(k, v);
             self.len += 1;
@@ -282,8 +285,19 @@ struct Ids {
 impl Ids {
     /// Writes the new IDs' records packed in blocks, in node order (so that an edge inside one
     /// names a node whose record is already on disk), then the known IDs' changed records.
-    fn write(mut self, db: &sled::Db, store: &Store, w: &mut BatchWriter) -> Result<()> {
+    fn write(
+        mut self,
+        db: &sled::Db,
+        store: &Store,
+        w: &mut BatchWriter,
+        added: &mut DataCounts,
+    ) -> Result<()> {
         self.props.index();
+        let max = self.props.max_per_id;
+        let mut count = |before: usize, after: usize| {
+            added.properties += (after - before) as u64;
+            added.at_limit += u64::from(before < max && after >= max);
+        };
         let g = store.graph()?;
         let base = self.base;
         let mut block = Vec::with_capacity(codec::PACKED_BLOCK_BYTES + 1024);
@@ -293,7 +307,9 @@ impl Ids {
                 first = n;
             }
             let mut rec = new.record(n);
+            let before = rec.props.0.len();
             self.props.merge_into(n, &mut rec.props)?;
+            count(before, rec.props.0.len());
             codec::push_packed(&mut block, g.ident(n), &rec.encode()?);
             if block.len() >= codec::PACKED_BLOCK_BYTES {
                 let key = codec::node_key(codec::PACKED, first).to_vec();
@@ -322,7 +338,9 @@ impl Ids {
                     (known_id_record(db, &id, n)?, false)
                 }
             };
+            let before = rec.props.0.len();
             changed |= self.props.merge_into(rec.node, &mut rec.props)?;
+            count(before, rec.props.0.len());
             if changed {
                 w.put(key, rec.encode()?)?;
             }
@@ -353,7 +371,8 @@ struct Buffer {
 impl Buffer {
     /// Writes the events sorted by key (the last of equal keys wins, as it would one op at a
     /// time).
-    fn flush(&mut self, w: &mut BatchWriter) -> Result<()> {
+    fn flush(&mut self, w: &mut BatchWriter, added: &mut DataCounts) -> Result<()> {
+        let fresh = w.fresh;
         let mut events = std::mem::take(&mut self.events);
         events.sort_by(|a, b| a.0.cmp(&b.0)); // stable: equal keys stay in arrival order
         let mut it = events.into_iter().peekable();
@@ -364,16 +383,20 @@ impl Buffer {
             w.put(k, v)?;
         }
         w.flush()?;
+        added.events += w.fresh - fresh;
         self.bytes = 0;
         Ok(())
     }
 }
 
 /// See [`Store::bulk_apply`]. The caller holds the writer lock.
+/// `counts`: the store's data counts before the import, if kept; the import adds to them
+/// what it wrote.
 pub(crate) fn apply(
     store: &Store,
     source: &mut dyn OpSource,
     opts: BulkOptions,
+    counts: Option<DataCounts>,
 ) -> Result<BulkReport> {
     let mut rep = BulkReport::default();
     // Pass 1: plan the graph.
@@ -422,9 +445,10 @@ pub(crate) fn apply(
     let graph = store.graph()?;
     rep.new_ids = (graph.len() - before) as u64;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1);
-    let written = std::thread::scope(|scope| -> Result<u64> {
-        let writer = scope.spawn(move || -> Result<u64> {
+    let written = std::thread::scope(|scope| -> Result<(u64, DataCounts)> {
+        let writer = scope.spawn(move || -> Result<(u64, DataCounts)> {
             let mut w = BatchWriter::new(db, opts.batch_keys);
+            let mut added = DataCounts::default();
             for job in rx {
                 match job {
                     Job::Keys(keys) => {
@@ -433,8 +457,8 @@ pub(crate) fn apply(
                         }
                         w.flush()?;
                     }
-                    Job::Ids(ids) => ids.write(db, store, &mut w)?,
-                    Job::Buffer(mut buf) => buf.flush(&mut w)?,
+                    Job::Ids(ids) => ids.write(db, store, &mut w, &mut added)?,
+                    Job::Buffer(mut buf) => buf.flush(&mut w, &mut added)?,
                     Job::Parts(parts) => {
                         for (path, part) in parts {
                             let key = codec::file_key(path.as_os_str().as_encoded_bytes());
@@ -444,7 +468,7 @@ pub(crate) fn apply(
                     }
                 }
             }
-            Ok(w.written)
+            Ok((w.written, added))
         });
         let send = |job: Job| -> Result<()> {
             tx.send(job)
@@ -507,7 +531,18 @@ pub(crate) fn apply(
             .poisoned
             .store(true, std::sync::atomic::Ordering::SeqCst);
     })?;
+    let (written, added) = written;
     rep.keys_written = written;
+    // The counts kept for `stats` (DESIGN.md, "Counters"): known exactly only when every key
+    // was a plain insert, which tells a new event from a replaced one.
+    if let Some(mut c) = counts
+        && opts.batch_keys <= 1
+    {
+        c.events += added.events;
+        c.properties += added.properties;
+        c.at_limit += added.at_limit;
+        *store.data_counts.lock() = Some(c);
+    }
     Ok(rep)
 }
 

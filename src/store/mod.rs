@@ -326,9 +326,10 @@ impl Store {
     pub fn bulk_apply(&self, source: &mut dyn OpSource, opts: BulkOptions) -> Result<BulkReport> {
         let _w = self.writer.lock();
         self.begin_write()?;
-        // The import does not count what it adds: the next `stats` counts by a scan.
-        *self.data_counts.lock() = None;
-        bulk::apply(self, source, opts)
+        // Unknown until the import has written everything: a failed import leaves the next
+        // `stats` to count by a scan.
+        let counts = self.data_counts.lock().take();
+        bulk::apply(self, source, opts, counts)
     }
 
     /// What imports have read of the file at `path` (canonicalized here), if any.
@@ -967,6 +968,16 @@ impl Store {
         let g = self.graph()?;
         let mut tick = verify::Tick::new(progress);
         let mut rep = verify::verify(&self.db, &g, &mut tick)?;
+        // The counts `stats` keeps, against what was just counted.
+        let kept = *self.data_counts.lock();
+        if let Some(c) = kept
+            && (c.events, c.properties) != (rep.events, rep.properties)
+        {
+            rep.problem(format!(
+                "the kept counts say {} events and {} property values, the store holds {} and {}",
+                c.events, c.properties, rep.events, rep.properties
+            ));
+        }
         // The graph index, while it is current (this handle has not written): the same person
         // for every ID as the graph rebuilt from the alias log.
         if let Some(ix) = &self.index

@@ -392,6 +392,7 @@ impl<'a, 'g> Planner<'a, 'g> {
 #[cfg(test)]
 mod tests {
     use crate::op::{Op, Properties};
+    use super::DataCounts;
     use crate::{Config, Identity, Store};
 
     fn set(id: &str, n: usize, value: &str) -> Op {
@@ -433,5 +434,46 @@ mod tests {
             crate::op::Cause::Api,
         );
         assert_eq!(cost(&store, alias), super::OP_BASE_COST);
+    }
+
+    /// The counts `stats` keeps start at zero on a new store, follow a bulk import (duplicate
+    /// events and already-stored ones add nothing) and are checked by `verify`, which says so
+    /// when they are wrong.
+    #[test]
+    fn kept_counts_follow_imports_and_verify_checks_them() {
+        use crate::BulkOptions;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Config::new(dir.path().join("db")).open().unwrap();
+        assert_eq!(*store.data_counts.lock(), Some(DataCounts::default()));
+        let ev = |id: &str, t| {
+            Op::record(
+                Identity::new(id).unwrap(),
+                "Viewed",
+                Properties::default().with("plan", "pro").unwrap(),
+                t,
+            )
+        };
+        let mut ops = vec![ev("a", 1), ev("a", 1), ev("b", 1), set("a", 3, "x")];
+        store.bulk_apply(&mut ops, BulkOptions::default()).unwrap();
+        let want = DataCounts {
+            events: 2,
+            properties: 5, // a: plan + 3 names from the set; b: plan
+            at_limit: 0,
+        };
+        assert_eq!(*store.data_counts.lock(), Some(want));
+        // Again, onto the store: the same events add nothing.
+        store
+            .bulk_apply(&mut vec![ev("a", 1), ev("c", 2)], BulkOptions::default())
+            .unwrap();
+        let want = DataCounts {
+            events: 3,
+            properties: 6,
+            ..want
+        };
+        assert_eq!(*store.data_counts.lock(), Some(want));
+        assert!(store.verify().unwrap().is_ok());
+        *store.data_counts.lock() = Some(DataCounts { events: 4, ..want });
+        let rep = store.verify().unwrap();
+        assert!(rep.problems[0].contains("kept counts say 4 events"), "{rep:?}");
     }
 }

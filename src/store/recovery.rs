@@ -47,7 +47,8 @@ pub(crate) fn open(c: Config) -> Result<Store> {
             events,
             properties,
             at_limit,
-        });
+        })
+        .map_or_else(|| empty_store_counts(&db), |c| Ok(Some(c)))?;
     let graph = match index {
         Some(_) => None,
         None => Some(load_graph(&db)?),
@@ -222,4 +223,15 @@ fn fault_point(db: &sled::Db, i: usize) -> Result<()> {
     }
     let _ = (db, i);
     Ok(())
+}
+
+/// The data counts of a store that holds no ID and no event: all zero (so that a new store
+/// keeps its counts from the first write on); `None` otherwise.
+fn empty_store_counts(db: &sled::Db) -> Result<Option<plan::DataCounts>> {
+    for prefix in [codec::ID, codec::PACKED, codec::EVENT] {
+        if db.scan_prefix([prefix]).next().transpose()?.is_some() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(plan::DataCounts::default()))
 }
