@@ -248,7 +248,11 @@ pub fn parse_line(text: &str, source: Option<&str>) -> Result<Vec<Op>, String> {
             op.validate().map_err(|e| e.to_string())?;
             ops.push(op);
         }
-        None if !props.is_empty() => ops.push(Op::set(p, props, t)),
+        None if !props.is_empty() => {
+            let op = Op::set(p, props, t);
+            op.validate().map_err(|e| e.to_string())?;
+            ops.push(op);
+        }
         None if ops.is_empty() => {
             return Err("nothing to do: no _n (event), _p2 (alias) or property".into());
         }
@@ -308,6 +312,9 @@ mod tests {
 
     #[test]
     fn bad_lines_say_why() {
+        // A property set past a limit is a bad line (it was refused only later, without its
+        // position, and `--skip-invalid` could not skip it).
+        let long_set = format!(r#"{{"_p":"a","_t":1,"k":"{}"}}"#, "v".repeat(9000));
         let cases = [
             ("nope", "not a JSON object"),
             (r#"[1]"#, "not a JSON object"),
@@ -321,6 +328,7 @@ mod tests {
             (r#"{"_p":"a","_t":"soon","_n":"x"}"#, "not a whole number"),
             (r#"{"_p":"a","_t":1,"_n":""}"#, "event name"),
             (r#"{"_p":"a","_t":1,"k":{"x":1}}"#, "string or a number"),
+            (&long_set, "max_value_bytes"),
         ];
         for (line, msg) in cases {
             let e = parse_line(line, None).unwrap_err();
