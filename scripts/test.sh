@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test suite, as README.md gives it: installs what the browser tests need when it is missing
-# (Debian's chromium and chromium-driver), then runs `cargo test`. Extra arguments go to
-# `cargo test`. To run without a browser: IDGRAPH_SKIP_BROWSER=1 cargo test.
+# (Debian's chromium and chromium-driver), runs `cargo test`, then the Spark job's tests
+# (spark/test.sh: installs Java 17 and pyspark when missing). Extra arguments go to
+# `cargo test`. Without a browser: IDGRAPH_SKIP_BROWSER=1; without Spark: IDGRAPH_SKIP_SPARK=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,3 +16,4 @@ if [ -z "${IDGRAPH_SKIP_BROWSER:-}" ] && { [ ! -x /usr/bin/chromium ] || [ ! -x 
 fi
 
 cargo test "$@"
+bash spark/test.sh

@@ -60,8 +60,9 @@ pub use op::{
     RefusalReason, Timestamp, Value, now,
 };
 pub use store::{
-    BulkOptions, BulkReport, Config, Explanation, ExportedEvent, FilePart, Forgotten, Guardrails,
-    Hubs, OpSource, Pass, Refusal, Stats, Store, VerifyProgress, VerifyReport,
+    BulkOptions, BulkReport, Config, DEFAULT_MAX_PERSON_SIZE, Explanation, ExportedEvent, FilePart,
+    Forgotten, Guardrails, Hubs, OpSource, Pass, Refusal, Stats, Store, VerifyProgress,
+    VerifyReport,
 };
 
 /// The README's examples, compiled and run as doc-tests so they stay true.

@@ -189,6 +189,10 @@ pub struct ImportArgs {
     /// Keys per sled batch while writing.
     #[arg(long, default_value_t = idgraph::BulkOptions::default().batch_keys, hide = true)]
     pub batch_keys: usize,
+    /// The most IDs one person may hold: a merge that would make a larger person is refused
+    /// (listed by `idgraph refused`).
+    #[arg(long, default_value_t = idgraph::DEFAULT_MAX_PERSON_SIZE)]
+    pub max_person_size: u64,
 }
 
 #[derive(Args)]
@@ -212,6 +216,9 @@ pub struct SyncArgs {
     /// run, and every run after it, until it is dealt with).
     #[arg(long)]
     pub reimport: bool,
+    /// The most IDs one person may hold (as for `import`).
+    #[arg(long, default_value_t = idgraph::DEFAULT_MAX_PERSON_SIZE)]
+    pub max_person_size: u64,
 }
 
 /// How `export mapping` writes.

@@ -24,6 +24,8 @@ struct Job<'a> {
     skip_invalid: bool,
     reimport: bool,
     batch_keys: usize,
+    /// The store's `max_person_size` for this import.
+    max_person_size: u64,
     /// Draw a progress bar on stderr.
     progress: bool,
 }
@@ -180,7 +182,7 @@ fn import_once(db: &Db, job: &Job) -> Result<Run, Fail> {
         }
         e => e.into(),
     };
-    let store = db.open_rw()?;
+    let store = db.open_rw_with(|c| c.max_person_size(job.max_person_size))?;
     let resumed = source.resume(&store, job.reimport).map_err(nothing)?;
     let total = source.total_bytes();
     if total > 0 {
@@ -232,6 +234,7 @@ pub fn import(db: &Db, args: ImportArgs) -> Result<(), Fail> {
             skip_invalid: args.skip_invalid,
             reimport: args.reimport,
             batch_keys: args.batch_keys,
+            max_person_size: args.max_person_size,
             progress: true,
         },
     )?;
@@ -252,6 +255,7 @@ pub fn sync(db: &Db, args: SyncArgs) -> Result<(), Fail> {
         skip_invalid: args.skip_invalid,
         reimport: args.reimport,
         batch_keys: BulkOptions::default().batch_keys,
+        max_person_size: args.max_person_size,
         progress: false,
     };
     let mut out = std::io::stdout();

@@ -27,6 +27,9 @@ pub struct Config {
     pub(crate) limits: Limits,
 }
 
+/// The most IDs one person may hold, unless [`Config::max_person_size`] says otherwise.
+pub const DEFAULT_MAX_PERSON_SIZE: u64 = 10_000;
+
 impl Config {
     /// A store in the directory `path` (created when missing).
     pub fn new(path: impl AsRef<Path>) -> Self {
@@ -36,7 +39,7 @@ impl Config {
             cache_capacity: 256 << 20,
             flush_every_ms: Some(500),
             blocked_ids: DEFAULT_BLOCKED_IDS.iter().map(|s| s.to_string()).collect(),
-            max_person_size: 10_000,
+            max_person_size: DEFAULT_MAX_PERSON_SIZE,
             max_links_per_person: 50_000,
             max_refusals_logged: 100_000,
             limits: Limits::default(),

@@ -41,7 +41,7 @@ use crate::op::{
 };
 
 pub use bulk::{BulkOptions, BulkReport, ExportedEvent, FilePart, OpSource, Pass};
-pub use config::Config;
+pub use config::{Config, DEFAULT_MAX_PERSON_SIZE};
 pub use repair::{Explanation, Forgotten, Hubs};
 pub use verify::{VerifyProgress, VerifyReport};
 

@@ -391,8 +391,8 @@ impl<'a, 'g> Planner<'a, 'g> {
 
 #[cfg(test)]
 mod tests {
-    use crate::op::{Op, Properties};
     use super::DataCounts;
+    use crate::op::{Op, Properties};
     use crate::{Config, Identity, Store};
 
     fn set(id: &str, n: usize, value: &str) -> Op {
@@ -474,6 +474,9 @@ mod tests {
         assert!(store.verify().unwrap().is_ok());
         *store.data_counts.lock() = Some(DataCounts { events: 4, ..want });
         let rep = store.verify().unwrap();
-        assert!(rep.problems[0].contains("kept counts say 4 events"), "{rep:?}");
+        assert!(
+            rep.problems[0].contains("kept counts say 4 events"),
+            "{rep:?}"
+        );
     }
 }

@@ -1,0 +1,335 @@
+"""The Spark job against `idgraph import` + `idgraph export`: the same rows, compared exactly.
+
+Run by spark/test.sh (which scripts/test.sh calls). Spark starts once, on local[2], loopback
+only; files are cut into many small blocks (spark.sql.files.maxPartitionBytes) so that line
+numbers and input order cross block boundaries. IDGRAPH_BIN names the idgraph binary.
+"""
+
+import glob
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import idgraph_spark as job  # noqa: E402
+
+BIN = os.environ.get("IDGRAPH_BIN", os.path.join(ROOT, "target", "debug", "idgraph"))
+SPARK = None
+
+
+def setUpModule():
+    global SPARK
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    from pyspark.sql import SparkSession
+
+    SPARK = (
+        SparkSession.builder.master("local[2]")
+        .appName("idgraph-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.default.parallelism", "4")
+        .config("spark.sql.files.maxPartitionBytes", str(64 << 10))
+        .config("spark.sql.files.openCostInBytes", str(4 << 10))
+        .getOrCreate()
+    )
+    SPARK.sparkContext.setLogLevel("ERROR")
+
+
+def tearDownModule():
+    if SPARK is not None:
+        SPARK.stop()
+
+
+def idgraph(*args, check=True):
+    r = subprocess.run([BIN, *args], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError("idgraph %s: %s" % (" ".join(args), r.stderr))
+    return r
+
+
+def run_job(inputs, out, *flags):
+    args = job.parse_args([*inputs, "--output", out, *flags])
+    return job.Job(SPARK, args, log=lambda _: None).run()
+
+
+def jsonl_rows(pattern):
+    rows = []
+    for f in sorted(glob.glob(pattern)):
+        with open(f, encoding="utf-8") as fh:
+            rows += [json.loads(line) for line in fh if line.strip()]
+    return rows
+
+
+def canonical(rows):
+    """Rows as sorted JSON text: equal when the rows are, whatever their order. 1 and 1.0
+    stay different (a number's type is part of the value)."""
+    return sorted(json.dumps(r, sort_keys=True, ensure_ascii=False) for r in rows)
+
+
+def store_results(tmp, inputs, *flags):
+    """(mapping rows, event rows, refused count) from `idgraph import` and `export`."""
+    db = os.path.join(tmp, "store")
+    idgraph("--db", db, "import", *flags, *inputs)
+    mapping = [json.loads(x) for x in
+               idgraph("--db", db, "export", "mapping", "--format", "jsonl").stdout.splitlines()]
+    events = [json.loads(x) for x in
+              idgraph("--db", db, "export", "events", "--format", "km-json").stdout.splitlines()]
+    refused = json.loads(idgraph("--db", db, "refused", "--json").stdout)
+    return db, mapping, events, refused
+
+
+def refusals(rows):
+    """The job's refused/ rows as `idgraph refused --json` shows them."""
+    keep = ("a", "b", "at", "cause", "reason", "why")
+    return canonical([{k: r[k] for k in keep} for r in rows])
+
+
+def gen_km(out, lines, seed, hubs):
+    gen = os.path.join(ROOT, "target", "debug", "examples", "gen_km")
+    subprocess.run([gen, "--lines", str(lines), "--seed", str(seed), "--hubs", str(hubs),
+                    "--files", "3", "--out", out], check=True)
+
+
+ANON = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def anon_id(rng):
+    body = "".join(rng.choice(ANON) for _ in range(26))
+    return body + rng.choice("AEIMQUYcgkosw048") + "="
+
+
+def write(path, lines):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for x in lines:
+            f.write(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False))
+            f.write("\n")
+
+
+def extras(rng, n):
+    """Lines gen_km does not write: blocked IDs, _p_original, case-variant names, ties."""
+    ids = ["ann", "bob", "Bob", "cy@example.com", anon_id(rng), anon_id(rng), anon_id(rng),
+           "guest", "'NULL'", " undefined ", "7", "é"]
+    out = []
+    for i in range(n):
+        a, b = rng.choice(ids), rng.choice(ids)
+        t = 1_400_000_000 + rng.randrange(5)
+        kind = rng.randrange(6)
+        if kind == 0:
+            out.append({"_p": a, "_p2": b, "_t": t})
+        elif kind == 1:
+            out.append({"_p": a, "_t": t, "_n": rng.choice(["Viewed", "viewed", "Paid"]),
+                        rng.choice(["plan", "Plan", "PLAN"]): rng.choice(["pro", 1, 1.5, True])})
+        elif kind == 2:
+            out.append({"_p": a, "_t": t, "tier": rng.choice(["a", "b", 2]), "x": None})
+        elif kind == 3:
+            out.append({"_p": a, "_p_original": b, "_t": t, "_n": "Signed Up"})
+        elif kind == 4:
+            out.append({"_p": a, "_p2": b, "_t": str(t), "_n": "Linked", "k": "v"})
+        else:
+            out.append({"_p": 12345, "_t": float(t), "_n": "Numbered"})
+    return out
+
+
+class Equivalence(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="idgraph-spark-")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_gen_km_and_extras_give_the_stores_rows_and_import_back(self):
+        data = os.path.join(self.tmp, "data")
+        gen_km(data, 12_000, 7, 2)  # persons of thousands of IDs, duplicates, out of order
+        rng = random.Random(3)
+        write(os.path.join(data, "revisions", "4.json"), extras(rng, 600))
+        # A person of 3,000 IDs, linked as a random tree, with events under some of them.
+        big = [anon_id(rng) for _ in range(3000)]
+        tree = [{"_p": big[i], "_p2": big[rng.randrange(i)], "_t": i} for i in range(1, 3000)]
+        tree += [{"_p": rng.choice(big), "_t": 5, "_n": "Viewed"} for _ in range(300)]
+        tree.append({"_p": "big@example.com", "_p2": big[1234], "_t": 9})
+        rng.shuffle(tree)
+        write(os.path.join(data, "revisions", "5.json"), tree)
+        # An export bucket's index.csv decides the order (4.json first).
+        write(os.path.join(data, "index.csv"),
+              ["path", "revisions/4.json", "revisions/1.json", "revisions/2.json",
+               "revisions/5.json", "revisions/3.json"])
+        db, mapping, events, refused = store_results(self.tmp, [data])
+        out = os.path.join(self.tmp, "out")
+        summary = run_job([data], out, "--format", "jsonl")
+        self.assertEqual(canonical(jsonl_rows(out + "/mapping/*.json")), canonical(mapping))
+        self.assertEqual(canonical(jsonl_rows(out + "/events/*.json")), canonical(events))
+        self.assertEqual(refusals(jsonl_rows(out + "/refused/*.json")), canonical(refused))
+        self.assertEqual(summary["refused_merges"], len(refused))
+        self.assertGreater(len(refused), 0)
+        self.assertGreaterEqual(summary["largest_person"], 3001)
+        self.assertEqual(summary["ids"], len(mapping))
+        # Persons: the store's properties of a few persons, by the same rules.
+        persons = {r["person"]: r for r in jsonl_rows(out + "/persons/*.json")}
+        for person in sorted(persons)[:: max(1, len(persons) // 25)]:
+            props = json.loads(idgraph("--db", db, "props", "--json", person).stdout or "{}")
+            self.assertEqual(persons[person]["properties"], props, person)
+        # The other direction: the job's events import back into a store with the same
+        # persons for every ID that has an event.
+        back = os.path.join(self.tmp, "back")
+        idgraph("--db", back, "import", os.path.join(out, "events"))
+        got = {json.loads(x)["id"]: json.loads(x)["person"] for x in idgraph(
+            "--db", back, "export", "mapping", "--format", "jsonl").stdout.splitlines()}
+        want = {m["id"]: m["person"] for m in mapping}
+        for e in events:
+            self.assertEqual(got[e["_p_original"]], want[e["_p_original"]])
+
+    def test_a_de_aliased_export_read_again_gives_the_same(self):
+        data = os.path.join(self.tmp, "data")
+        gen_km(data, 3_000, 11, 1)
+        db, _, events, _ = store_results(self.tmp, [data])
+        export = os.path.join(self.tmp, "export", "events.json")
+        write(export, [json.dumps(e) for e in events])
+        tmp2 = os.path.join(self.tmp, "again")
+        os.makedirs(tmp2)
+        _, mapping2, events2, _ = store_results(tmp2, [export])
+        out = os.path.join(self.tmp, "out")
+        run_job([export], out, "--format", "jsonl")
+        self.assertEqual(canonical(jsonl_rows(out + "/mapping/*.json")), canonical(mapping2))
+        self.assertEqual(canonical(jsonl_rows(out + "/events/*.json")), canonical(events2))
+
+    def test_many_small_random_inputs_agree(self):
+        """Property-style: 60 random inputs over small pools of IDs (each its own file and
+        its own IDs, so one run checks them all), also in CSV; Parquet output."""
+        rng = random.Random(int(os.environ.get("IDGRAPH_SPARK_SEED", "5")))
+        files = []
+        for case in range(60):
+            pool = ["c%d-%s" % (case, n) for n in ("ann", "bob", "Bob", "x")]
+            pool += [anon_id(rng) for _ in range(3)] + ["guest", "none"]
+            lines = []
+            for _ in range(rng.randrange(1, 30)):
+                a, b = rng.choice(pool), rng.choice(pool)
+                t = rng.randrange(4)
+                k = rng.randrange(5)
+                if k == 0:
+                    lines.append({"_p": a, "_p2": b, "_t": t})
+                elif k == 1:
+                    lines.append({"_p": a, "_t": t, "_n": rng.choice(["E", "e", "F"]),
+                                  rng.choice(["p", "P"]): rng.choice([1, "1", 2.5, "x"])})
+                elif k == 2:
+                    lines.append({"_p": a, "_t": t, rng.choice(["p", "q"]): rng.randrange(3)})
+                elif k == 3:
+                    lines.append({"_p": a, "_p_original": b, "_t": t, "_n": "O"})
+                else:
+                    lines.append({"_t": t, "_p2": b, "_p": a})
+            if case % 5 == 0:
+                path = os.path.join(self.tmp, "in", "%03d.csv" % case)
+                write(path, ["Identity,Timestamp,Event,Alias,Prop:p"] + [
+                    ",".join('"%s"' % str(x).replace('"', '""') for x in (
+                        ln["_p"], ln["_t"], ln.get("_n", ""), ln.get("_p2", ""),
+                        ln.get("p", ln.get("P", ""))))
+                    for ln in lines if "_p_original" not in ln and "q" not in ln
+                    and ("_p2" in ln or "_n" in ln or "p" in ln or "P" in ln)])
+            else:
+                path = os.path.join(self.tmp, "in", "%03d.json" % case)
+                write(path, lines)
+            files.append(path)
+        _, mapping, events, refused = store_results(self.tmp, files)
+        out = os.path.join(self.tmp, "out")
+        summary = run_job(files, out)  # Parquet, the default
+        got_map = [r.asDict() for r in SPARK.read.parquet(out + "/mapping").collect()]
+        self.assertEqual(canonical(got_map), canonical(mapping))
+        got_ev = []
+        for r in SPARK.read.parquet(out + "/events").collect():
+            e = json.loads(r["properties"])
+            e.update({"_p": r["_p"], "_p_original": r["_p_original"], "_n": r["_n"],
+                      "_t": r["_t"]})
+            got_ev.append(e)
+        self.assertEqual(canonical(got_ev), canonical(events))
+        got_ref = [r.asDict() for r in SPARK.read.parquet(out + "/refused").collect()]
+        self.assertEqual(refusals(got_ref), canonical(refused))
+        self.assertEqual(summary["refused_merges"], len(refused))
+
+    def test_a_person_of_100000_ids_finishes_and_agrees(self):
+        """Skew: one ID linked to 100,000 others, and a chain through them."""
+        path = os.path.join(self.tmp, "star.json")
+        n = 100_000
+        with open(path, "w") as f:
+            for i in range(n):
+                f.write('{"_p":"hub","_p2":"id%d","_t":%d}\n' % (i, i))
+                if i % 1000 == 0:
+                    f.write('{"_p":"id%d","_p2":"id%d","_t":%d,"_n":"Seen"}\n' % (i, i + 1, i))
+        _, mapping, events, _ = store_results(self.tmp, [path], "--max-person-size", "200000")
+        out = os.path.join(self.tmp, "out")
+        summary = run_job([path], out, "--format", "jsonl", "--max-person-size", "200000")
+        self.assertEqual(summary["largest_person"], n + 1)
+        self.assertEqual(canonical(jsonl_rows(out + "/mapping/*.json")), canonical(mapping))
+        self.assertEqual(canonical(jsonl_rows(out + "/events/*.json")), canonical(events))
+
+
+class Failures(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="idgraph-spark-")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def inputs(self):
+        a = os.path.join(self.tmp, "in", "1.json")
+        b = os.path.join(self.tmp, "in", "2.json")
+        write(a, [{"_p": "a%d" % i, "_t": i, "_n": "E"} for i in range(3000)])
+        good = [{"_p": "b%d" % i, "_t": i, "_p2": "a%d" % i} for i in range(3000)]
+        good[2500] = '{"_p":"b","_t":-5,"_n":"E"}'
+        good[2700] = "not json"
+        write(b, good)
+        return a, b
+
+    def test_strict_mode_names_the_first_bad_line_and_writes_nothing(self):
+        a, b = self.inputs()
+        r = idgraph("--db", os.path.join(self.tmp, "db"), "import", a, b, check=False)
+        self.assertIn("%s:2501: _t -5 is before 1970" % b, r.stderr)
+        out = os.path.join(self.tmp, "out")
+        with self.assertRaises(job.Bad) as e:
+            run_job([a, b], out)
+        self.assertIn("%s:2501: _t -5 is before 1970" % b, str(e.exception))
+        self.assertEqual(os.listdir(out) if os.path.exists(out) else [], [])
+
+    def test_skip_invalid_counts_and_reports_the_bad_lines(self):
+        a, b = self.inputs()
+        out = os.path.join(self.tmp, "out")
+        summary = run_job([a, b], out, "--skip-invalid", "--format", "jsonl")
+        self.assertEqual(summary["lines_skipped"], 2)
+        self.assertEqual(summary["lines_read"], 6000)
+        rejects = sorted((r["source"], r["line"]) for r in jsonl_rows(out + "/rejects/*.json"))
+        self.assertEqual(rejects, [(b, 2501), (b, 2701)])
+        r = idgraph("--db", os.path.join(self.tmp, "db"), "import", "--skip-invalid", "--json",
+                    a, b)
+        self.assertEqual(json.loads(r.stdout)["skipped"], 2)
+        # An output that exists is refused, not overwritten.
+        with self.assertRaises(job.Bad):
+            run_job([a], out)
+
+    def test_a_person_over_the_size_limit_keeps_its_ids_apart_and_is_reported(self):
+        path = os.path.join(self.tmp, "p.json")
+        write(path, [{"_p": "hub", "_p2": "x%d" % i, "_t": i} for i in range(5)]
+              + [{"_p": "y", "_p2": "z", "_t": 9}])
+        out = os.path.join(self.tmp, "out")
+        summary = run_job([path], out, "--format", "jsonl", "--max-person-size", "3")
+        self.assertEqual(summary["oversized_persons"], 1)
+        mapping = {r["id"]: r["person"] for r in jsonl_rows(out + "/mapping/*.json")}
+        self.assertEqual(mapping["hub"], "hub")
+        self.assertEqual(mapping["x3"], "x3")
+        self.assertEqual(mapping["z"], "y")
+        [over] = jsonl_rows(out + "/oversized/*.json")
+        self.assertEqual(over["size"], 6)
+        self.assertEqual(over["highest_degree_ids"][0], {"id": "hub", "links": 5})
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
