@@ -350,11 +350,7 @@ def parse_csv_row(cols, row, now):
         i = cols.get(key)
         return row[i] if i is not None and i < len(row) else ""
 
-    ident = cell("identity")
-    try:
-        check_id(ident, "Identity")
-    except Bad as e:
-        raise Bad(str(e).replace("Identity: ", "Identity: ", 1))
+    ident = check_id(cell("identity"), "Identity")
     ts = cell("timestamp")
     at = None
     if ts.strip():
@@ -656,6 +652,7 @@ class Job:
         self.args = args
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.stages = {}
+        self.round_shuffle = []  # shuffle bytes written by each round (with the UI on)
         self.io = Inputs(spark)
         self.blocked = frozenset(
             blocked_key(b) for b in DEFAULT_BLOCKED_IDS + list(args.blocked_id or [])
@@ -742,6 +739,7 @@ class Job:
         lo, hi = F.least("u", "v"), F.greatest("u", "v")
         e = edges.select(lo.alias("u"), hi.alias("v")).distinct().checkpoint(eager=True)
         rounds = 0
+        shuffled = self.shuffle_bytes()
         while True:
             rounds += 1
             # Large-star: each node's larger neighbours go to the smallest node of its
@@ -766,6 +764,12 @@ class Job:
             same = small.exceptAll(e).limit(1).count() == 0 and \
                 e.exceptAll(small).limit(1).count() == 0
             e = small
+            now = self.shuffle_bytes()
+            if now is not None and shuffled is not None:
+                self.round_shuffle.append(now - shuffled)
+                self.log("  round %d: %d edges, %.1f MB shuffled" % (
+                    rounds, e.count(), (now - shuffled) / 1e6))
+            shuffled = now
             if same:
                 break
             if rounds >= 100:
@@ -775,6 +779,23 @@ class Job:
             e.select(F.col("u").alias("node"), F.col("u").alias("comp"))
         ).groupBy("node").agg(F.min("comp").alias("comp"))
         return labels, rounds
+
+    def shuffle_bytes(self):
+        """Shuffle bytes written so far by this application, from Spark's own monitoring
+        API (None when the UI is off): for the per-round figures of the summary."""
+        url = self.spark.sparkContext.uiWebUrl
+        if not url:
+            return None
+        import urllib.request
+
+        app = self.spark.sparkContext.applicationId
+        try:
+            with urllib.request.urlopen("%s/api/v1/applications/%s/stages" % (url, app),
+                                        timeout=10) as r:
+                stages = json.load(r)
+        except OSError:
+            return None
+        return sum(st.get("shuffleWriteBytes", 0) for st in stages)
 
     # -- the whole job --------------------------------------------------------------------
 
@@ -992,6 +1013,7 @@ class Job:
             "oversized_persons": n_big,
             "events": n_events,
             "rounds": rounds,
+            "shuffle_bytes_per_round": self.round_shuffle,
             "stage_seconds": self.stages,
         }
 
@@ -1005,7 +1027,7 @@ class Job:
         if fmt == "parquet":
             df.write.parquet(path)
         elif fmt == "csv":
-            df.write.option("header", True).csv(path)
+            df.write.option("header", True).option("escape", "\"").csv(path)
         else:
             plain = F.to_json(F.struct(*[c for c in df.columns if c not in json_cols]))
             line = F.concat(
@@ -1040,7 +1062,7 @@ class Job:
         if fmt == "parquet":
             out.write.parquet(path)
         else:
-            out.write.option("header", True).csv(path)
+            out.write.option("header", True).option("escape", "\"").csv(path)
 
 
 def parse_args(argv):
