@@ -1097,7 +1097,10 @@ def session(args):
     b = SparkSession.builder.appName("idgraph")
     if args.master:
         b = b.master(args.master)
-    elif "SPARK_HOME" not in os.environ and "spark.master" not in " ".join(args.conf):
+    elif "PYSPARK_GATEWAY_PORT" not in os.environ and not any(
+        kv.startswith("spark.master=") for kv in args.conf
+    ):
+        # Not under spark-submit (whose JVM starts this process and sets the master).
         b = b.master("local[*]")
     b = b.config("spark.ui.showConsoleProgress", "false")
     for kv in args.conf:
