@@ -273,6 +273,67 @@ class Equivalence(unittest.TestCase):
         self.assertEqual(canonical(jsonl_rows(out + "/events/*.json")), canonical(events))
 
 
+class SameValidation(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="idgraph-spark-")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_the_fuzz_corpus_is_judged_as_the_store_judges_it(self):
+        """Every line of the checked-in fuzz corpus of the JSON-lines parser (hostile and odd
+        lines: bad UTF-8, duplicates, huge numbers, nesting, surrogates...), as one input:
+        the same lines skipped, and the same IDs, events and refusals from the rest."""
+        corpus = os.path.join(ROOT, "fuzz", "corpus", "km_json_line")
+        path = os.path.join(self.tmp, "corpus.json")
+        with open(path, "wb") as out:
+            for name in sorted(os.listdir(corpus)):
+                with open(os.path.join(corpus, name), "rb") as f:
+                    data = f.read()
+                for line in data.split(b"\n"):
+                    out.write(line + b"\n")
+        db = os.path.join(self.tmp, "store")
+        r = idgraph("--db", db, "import", "--skip-invalid", "--json", path)
+        store = json.loads(r.stdout)
+        mapping = [json.loads(x) for x in idgraph(
+            "--db", db, "export", "mapping", "--format", "jsonl").stdout.splitlines()]
+        events = [json.loads(x) for x in idgraph(
+            "--db", db, "export", "events", "--format", "km-json").stdout.splitlines()]
+        refused = json.loads(idgraph("--db", db, "refused", "--json").stdout)
+        out = os.path.join(self.tmp, "out")
+        summary = run_job([path], out, "--skip-invalid", "--format", "jsonl")
+        self.assertGreater(store["skipped"], 100)
+        self.assertEqual(summary["lines_skipped"], store["skipped"])
+        self.assertEqual(canonical(jsonl_rows(out + "/mapping/*.json")), canonical(mapping))
+        self.assertEqual(canonical(jsonl_rows(out + "/events/*.json")), canonical(events))
+        self.assertEqual(refusals(jsonl_rows(out + "/refused/*.json")), canonical(refused))
+
+
+    def test_directories_are_read_in_the_stores_order(self):
+        """src/ingest/files.rs `directories_read_revisions_in_numeric_order`, and index.csv."""
+        d = os.path.join(self.tmp, "bucket")
+        os.makedirs(os.path.join(d, "revisions"))
+        for f in ["revisions/10.json", "revisions/9.json", "revisions/2.json", "b.csv",
+                  "a.json", "notes.txt", "revisions/x.json"]:
+            open(os.path.join(d, f), "w").close()
+        inputs = job.Inputs(SPARK)
+        names = [os.path.relpath(f, d) for f, _ in inputs.expand([d], lambda _: None)]
+        self.assertEqual(names, ["revisions/2.json", "revisions/9.json", "revisions/10.json",
+                                 "a.json", "b.csv", "revisions/x.json"])
+        with self.assertRaises(job.Bad):
+            inputs.expand([os.path.join(d, "notes.txt")], lambda _: None)
+        with self.assertRaises(job.Bad):
+            inputs.expand([os.path.join(d, "missing")], lambda _: None)
+        write(os.path.join(d, "index.csv"), ["path", "revisions/9.json", "a.json"])
+        warned = []
+        names = [os.path.relpath(f, d) for f, _ in inputs.expand([d], warned.append)]
+        self.assertEqual(names, ["revisions/9.json", "a.json"])
+        self.assertEqual(len(warned), 4)
+        write(os.path.join(d, "index.csv"), ["path", "../etc/passwd"])
+        with self.assertRaises(job.Bad):
+            inputs.expand([d], lambda _: None)
+
+
 class Failures(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="idgraph-spark-")
