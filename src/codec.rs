@@ -28,10 +28,10 @@ use crate::op::{Cause, Properties, RefusalReason, Timestamp, Value};
 /// upgraded the same way, so that a version-2 build, which would miss the packed IDs, refuses
 /// them. Version 4 added the graph index's stamp (`m` `index_stamp`): a version-3 build
 /// would write without removing it, and the index would then be believed while stale.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The format versions this build opens.
-pub const READABLE_VERSIONS: [u32; 4] = [1, 2, 3, 4];
+pub const READABLE_VERSIONS: [u32; 5] = [1, 2, 3, 4, 5];
 
 /// The key of the redo record of the op being written (see `Store::apply_batch`).
 pub const INTENT_KEY: &[u8] = b"wintent";
@@ -41,6 +41,8 @@ pub const PACKED: u8 = b'p';
 pub const EDGE: u8 = b'e';
 pub const REFUSAL: u8 = b'r';
 pub const EVENT: u8 = b'v';
+/// Blocks of packed events, keyed by the last node they hold (`store/events.rs`).
+pub const EVENT_BLOCK: u8 = b'w';
 pub const FILE: u8 = b'f';
 
 pub const FORMAT_KEY: &[u8] = b"mformat_version";
@@ -389,6 +391,64 @@ pub fn event_key(node: Node, at: Timestamp, lower_name: &str) -> Vec<u8> {
     k.extend_from_slice(&time_bytes(at));
     k.extend_from_slice(lower_name.as_bytes());
     k
+}
+
+/// Target size of a block of packed events: a lookup reads one block, so small blocks keep
+/// reads fast (DESIGN.md, "Packed events": 1 KiB blocks read one node's events in 9.0 µs
+/// against 12.4 µs for one key per event, 4 KiB blocks in 21-22 µs).
+pub const EVENT_BLOCK_BYTES: usize = 1024;
+
+/// The key of a block of packed events whose last node is `last`.
+pub fn event_block_key(last: Node) -> [u8; 9] {
+    node_key(EVENT_BLOCK, last)
+}
+
+/// Appends one event to a block of packed events: its key without the prefix byte (length
+/// u16 BE, then node, time and lower-cased name), its value (length u32 BE, then the value).
+pub fn push_block_event(block: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    let k = &key[1..];
+    let len = u16::try_from(k.len()).expect("an event name is at most 255 characters");
+    block.extend_from_slice(&len.to_be_bytes());
+    block.extend_from_slice(k);
+    block.extend_from_slice(&(value.len() as u32).to_be_bytes());
+    block.extend_from_slice(value);
+}
+
+/// The events of a block as `(key without its prefix byte, value)`, in key order; an error for
+/// a block cut short or an entry too short to name its node and time.
+pub fn block_events(block: &[u8]) -> impl Iterator<Item = Result<(&[u8], &[u8])>> {
+    let bad = || Error::Corrupt("a block of packed events is cut short".into());
+    let mut rest = block;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let entry = (|| {
+            let len = u16::from_be_bytes(rest.get(..2).ok_or_else(bad)?.try_into().expect("2"));
+            let k = rest.get(2..2 + len as usize).ok_or_else(bad)?;
+            if k.len() < 16 {
+                return Err(bad());
+            }
+            let after = &rest[2 + len as usize..];
+            let vlen = u32::from_be_bytes(after.get(..4).ok_or_else(bad)?.try_into().expect("4"));
+            let v = after.get(4..4 + vlen as usize).ok_or_else(bad)?;
+            rest = &after[4 + vlen as usize..];
+            Ok((k, v))
+        })();
+        if entry.is_err() {
+            rest = &[];
+        }
+        Some(entry)
+    })
+}
+
+/// The node of an event key without its prefix byte (as blocks hold them).
+pub fn bare_event_node(k: &[u8]) -> Result<Node> {
+    let b: [u8; 8] = k
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| Error::Corrupt("an event key is shorter than 8 bytes".into()))?;
+    node_of(u64::from_be_bytes(b), "an event key")
 }
 
 /// The node and time of an event key.

@@ -14,6 +14,7 @@
 
 mod bulk;
 mod config;
+mod events;
 mod index;
 mod plan;
 mod records;
@@ -586,7 +587,7 @@ impl Store {
     pub fn events(&self, id: &str) -> Result<Vec<Event>> {
         let mut out = Vec::new();
         for (n, ident) in self.member_nodes(id)? {
-            records::events_of(&self.db, n, |at, event, properties| {
+            events::for_node(&self.db, n, |at, event, properties| {
                 out.push(Event {
                     id: ident.clone(),
                     event,
@@ -904,7 +905,7 @@ impl Store {
             return Ok(c);
         }
         let mut c = plan::DataCounts {
-            events: records::count_prefix(&self.db, codec::EVENT)?,
+            events: events::count(&self.db)?,
             ..Default::default()
         };
         records::scan_id_records(&self.db, |_, v, at| {

@@ -13,7 +13,7 @@ use crate::codec::{self, IdRecord, StoredEdge, StoredRefusal};
 use crate::error::{Error, Result};
 use crate::forest::Node;
 use crate::graph::Graph;
-use crate::op::{Properties, Timestamp};
+use crate::op::Timestamp;
 use crate::store::ExportedEvent;
 
 /// Where [`scan_id_records`] found an ID record.
@@ -110,21 +110,6 @@ pub(crate) fn count_prefix(db: &sled::Db, prefix: u8) -> Result<u64> {
     Ok(n)
 }
 
-/// Calls `f` with the time, name and properties of each event of `node`, in key order.
-pub(crate) fn events_of(
-    db: &sled::Db,
-    node: Node,
-    mut f: impl FnMut(Timestamp, String, Properties),
-) -> Result<()> {
-    for kv in db.scan_prefix(codec::node_key(codec::EVENT, node)) {
-        let (k, v) = kv?;
-        let (_, at) = codec::event_key_parts(&k)?;
-        let (name, props) = codec::decode_event(&v)?;
-        f(at, name, props);
-    }
-    Ok(())
-}
-
 /// The stored detail of edge `seq` between the IDs `x` and `y` (with their nodes): under its
 /// own `e` key, or inside the record of the endpoint it introduced.
 pub(crate) fn edge_detail(
@@ -218,13 +203,13 @@ pub(crate) fn person_removal(
                 .push((k.clone(), (!kept.is_empty()).then_some(kept)));
         }
     }
-    for (m, ident) in members {
+    for (_, ident) in members {
         out.writes.push((codec::id_key(ident), None));
-        for k in db.scan_prefix(codec::node_key(codec::EVENT, *m)).keys() {
-            out.writes.push((k?.to_vec(), None));
-            out.events += 1;
-        }
     }
+    let nodes: Vec<Node> = members.iter().map(|(m, _)| *m).collect();
+    let (writes, events) = super::events::forget(db, &nodes)?;
+    out.writes.extend(writes);
+    out.events = events;
     for seq in edges {
         // A no-op for edges held in ID records.
         out.writes.push((codec::edge_key(*seq).to_vec(), None));
@@ -289,9 +274,8 @@ pub(crate) fn for_each_event(
     mut f: impl FnMut(ExportedEvent) -> Result<()>,
 ) -> Result<()> {
     let mut cached: Option<(Node, String, String)> = None;
-    for kv in db.scan_prefix([codec::EVENT]) {
-        let (k, v) = kv?;
-        let (node, at) = codec::event_key_parts(&k)?;
+    super::events::for_each(db, |_, _| {}, |k, v| {
+        let (node, at) = codec::event_key_parts(k)?;
         if cached.as_ref().is_none_or(|c| c.0 != node) {
             if node.slot() >= g.len() || !g.is_live(node) {
                 return Err(Error::Corrupt(format!("event of unknown node {node}")));
@@ -299,14 +283,13 @@ pub(crate) fn for_each_event(
             cached = Some((node, g.ident(node).to_owned(), g.person_id(node).to_owned()));
         }
         let (_, id, person) = cached.as_ref().expect("set above");
-        let (event, properties) = codec::decode_event(&v)?;
+        let (event, properties) = codec::decode_event(v)?;
         f(ExportedEvent {
             id: id.clone(),
             person: person.clone(),
             event,
             at,
             properties,
-        })?;
-    }
-    Ok(())
+        })
+    })
 }

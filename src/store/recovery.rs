@@ -228,7 +228,7 @@ fn fault_point(db: &sled::Db, i: usize) -> Result<()> {
 /// The data counts of a store that holds no ID and no event: all zero (so that a new store
 /// keeps its counts from the first write on); `None` otherwise.
 fn empty_store_counts(db: &sled::Db) -> Result<Option<plan::DataCounts>> {
-    for prefix in [codec::ID, codec::PACKED, codec::EVENT] {
+    for prefix in [codec::ID, codec::PACKED, codec::EVENT, codec::EVENT_BLOCK] {
         if db.scan_prefix([prefix]).next().transpose()?.is_some() {
             return Ok(None);
         }

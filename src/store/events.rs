@@ -1,0 +1,360 @@
+//! Events on disk (DESIGN.md, "Packed events"): the bulk path packs them in blocks of about
+//! [`codec::EVENT_BLOCK_BYTES`], each block holding whole nodes and keyed by its last node
+//! (`w` + node), blocks covering disjoint node ranges; one event at a time writes one `v` key.
+//!
+//! The rule that makes the two agree: a `v` key is always newer than a block's copy of the
+//! same event (same node, second and lower-cased name), so a read prefers it. Writing a block
+//! folds in the `v` keys of the nodes it covers (they win over the old block, the import's own
+//! events win over both) and removes them in the same sled batch.
+
+use crate::codec::{self, Write};
+use crate::error::{Error, Result};
+use crate::forest::Node;
+use crate::op::{Properties, Timestamp};
+
+/// One event as stored: its full key (`v` + node, time, lower-cased name) and its value.
+pub(crate) type Entry = (Vec<u8>, Vec<u8>);
+
+/// The end of the block keys' range.
+const BLOCKS_END: [u8; 1] = [codec::EVENT_BLOCK + 1];
+
+fn full_key(bare: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + bare.len());
+    k.push(codec::EVENT);
+    k.extend_from_slice(bare);
+    k
+}
+
+/// The block that would hold `node`'s packed events: the first whose last node is `node` or
+/// later.
+fn block_for(db: &sled::Db, node: Node) -> Result<Option<(sled::IVec, sled::IVec)>> {
+    let from = codec::event_block_key(node);
+    Ok(db.range(&from[..]..&BLOCKS_END[..]).next().transpose()?)
+}
+
+/// The packed events of `node`, in key order.
+fn packed_of(db: &sled::Db, node: Node) -> Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    if let Some((_, block)) = block_for(db, node)? {
+        for e in codec::block_events(&block) {
+            let (k, v) = e?;
+            match codec::bare_event_node(k)?.cmp(&node) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => out.push((full_key(k), v.to_vec())),
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Merges two key-ordered lists of events; of equal keys, `newer`'s.
+fn merge(older: Vec<Entry>, newer: Vec<Entry>) -> Vec<Entry> {
+    let mut out = Vec::with_capacity(older.len() + newer.len());
+    let mut a = older.into_iter().peekable();
+    let mut b = newer.into_iter().peekable();
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => match x.0.cmp(&y.0) {
+                std::cmp::Ordering::Less => out.push(a.next().expect("peeked")),
+                std::cmp::Ordering::Greater => out.push(b.next().expect("peeked")),
+                std::cmp::Ordering::Equal => {
+                    a.next();
+                    out.push(b.next().expect("peeked"));
+                }
+            },
+            (Some(_), None) => out.push(a.next().expect("peeked")),
+            (None, Some(_)) => out.push(b.next().expect("peeked")),
+            (None, None) => return out,
+        }
+    }
+}
+
+/// The `v` keys of `node`, in key order.
+fn loose_of(db: &sled::Db, node: Node) -> Result<Vec<Entry>> {
+    db.scan_prefix(codec::node_key(codec::EVENT, node))
+        .map(|kv| {
+            let (k, v) = kv?;
+            Ok((k.to_vec(), v.to_vec()))
+        })
+        .collect()
+}
+
+/// Every event of `node` (packed or not), in key order.
+pub(crate) fn of_node(db: &sled::Db, node: Node) -> Result<Vec<Entry>> {
+    Ok(merge(packed_of(db, node)?, loose_of(db, node)?))
+}
+
+/// Calls `f` with the time, name and properties of each event of `node`, in key order.
+pub(crate) fn for_node(
+    db: &sled::Db,
+    node: Node,
+    mut f: impl FnMut(Timestamp, String, Properties),
+) -> Result<()> {
+    for (k, v) in of_node(db, node)? {
+        let (_, at) = codec::event_key_parts(&k)?;
+        let (name, props) = codec::decode_event(&v)?;
+        f(at, name, props);
+    }
+    Ok(())
+}
+
+/// Whether a block holds an event under `key` (a full `v` key).
+pub(crate) fn packed_contains(db: &sled::Db, key: &[u8]) -> Result<bool> {
+    let node = codec::key_node(key)?;
+    Ok(packed_of(db, node)?.iter().any(|(k, _)| k == key))
+}
+
+/// Calls `f` with every event (full key, value), in key order: blocks and `v` keys merged.
+/// `block` is told each block's key and its entries' nodes (for `verify`).
+pub(crate) fn for_each(
+    db: &sled::Db,
+    mut block: impl FnMut(&[u8], &[Node]),
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut loose = db.scan_prefix([codec::EVENT]).peekable();
+    let mut next_loose = |upto: Option<&[u8]>,
+                          f: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>|
+     -> Result<bool> {
+        // Emits the `v` keys before `upto` (all when `None`); true when one equals it.
+        loop {
+            let Some(peek) = loose.peek() else {
+                return Ok(false);
+            };
+            let k = match peek {
+                Ok((k, _)) => k,
+                Err(_) => {
+                    loose.next().expect("peeked")?;
+                    unreachable!("an error was returned above");
+                }
+            };
+            match upto.map(|u| k[..].cmp(u)) {
+                Some(std::cmp::Ordering::Greater) => return Ok(false),
+                Some(std::cmp::Ordering::Equal) => {
+                    let (k, v) = loose.next().expect("peeked")?;
+                    f(&k, &v)?;
+                    return Ok(true);
+                }
+                _ => {
+                    let (k, v) = loose.next().expect("peeked")?;
+                    f(&k, &v)?;
+                }
+            }
+        }
+    };
+    let mut nodes = Vec::new();
+    for kv in db.scan_prefix([codec::EVENT_BLOCK]) {
+        let (bk, bv) = kv?;
+        nodes.clear();
+        let mut entries = Vec::new();
+        for e in codec::block_events(&bv) {
+            let (k, v) = e?;
+            nodes.push(codec::bare_event_node(k)?);
+            entries.push((full_key(k), v));
+        }
+        block(&bk, &nodes);
+        for (k, v) in entries {
+            if !next_loose(Some(&k), &mut f)? {
+                f(&k, v)?;
+            }
+        }
+    }
+    next_loose(None, &mut f)?;
+    Ok(())
+}
+
+/// The number of events (packed or not, each counted once).
+pub(crate) fn count(db: &sled::Db) -> Result<u64> {
+    let mut n = 0;
+    for_each(db, |_, _| {}, |_, _| {
+        n += 1;
+        Ok(())
+    })?;
+    Ok(n)
+}
+
+/// The writes that delete every event of `nodes`, and how many events that is. A block
+/// holding several of them is rewritten once.
+pub(crate) fn forget(db: &sled::Db, nodes: &[Node]) -> Result<(Vec<Write>, u64)> {
+    let mut writes = Vec::new();
+    let mut n = 0u64;
+    let mut blocks: std::collections::BTreeMap<Vec<u8>, (sled::IVec, Vec<Node>)> =
+        Default::default();
+    for &node in nodes {
+        let packed = packed_of(db, node)?;
+        let loose = loose_of(db, node)?;
+        for (k, _) in &loose {
+            writes.push((k.clone(), None));
+        }
+        n += merge(packed.clone(), loose).len() as u64;
+        if !packed.is_empty()
+            && let Some((bk, bv)) = block_for(db, node)?
+        {
+            blocks.entry(bk.to_vec()).or_insert((bv, Vec::new())).1.push(node);
+        }
+    }
+    for (bk, (bv, gone)) in blocks {
+        let mut kept = Vec::with_capacity(bv.len());
+        for e in codec::block_events(&bv) {
+            let (k, v) = e?;
+            if !gone.contains(&codec::bare_event_node(k)?) {
+                codec::push_block_event(&mut kept, &full_key(k), v);
+            }
+        }
+        writes.push((bk, (!kept.is_empty()).then_some(kept)));
+    }
+    Ok((writes, n))
+}
+
+/// Writes key-ordered events (no two with one key) into blocks: into the existing blocks
+/// their nodes fall in (each rewritten once, in one sled batch with the removal of the `v`
+/// keys it folds in) and new blocks past them. Returns the number of events that are new
+/// (not replacing a stored one).
+pub(crate) fn write_sorted(
+    db: &sled::Db,
+    events: &mut dyn Iterator<Item = Result<Entry>>,
+    block_bytes: usize,
+) -> Result<u64> {
+    let mut events = events.peekable();
+    let mut added = 0u64;
+    while let Some(first) = events.peek() {
+        let first = match first {
+            Ok(e) => codec::key_node(&e.0)?,
+            Err(_) => return Err(events.next().expect("peeked").expect_err("an error")),
+        };
+        // The range this pass covers: the existing block holding `first` (its old entries
+        // merged in), or everything past the last block.
+        let old = block_for(db, first)?;
+        let hi = old.as_ref().map(|(k, _)| codec::key_node(k)).transpose()?;
+        let mut old_entries: std::collections::VecDeque<Entry> = Default::default();
+        if let Some((_, v)) = &old {
+            for e in codec::block_events(v) {
+                let (k, v) = e?;
+                old_entries.push_back((full_key(k), v.to_vec()));
+            }
+        }
+        let loose_end = match hi {
+            Some(h) => codec::node_key(codec::EVENT, h.next()).to_vec(),
+            None => vec![codec::EVENT + 1],
+        };
+        let loose_from = codec::node_key(codec::EVENT, first).to_vec();
+        let mut loose = db.range(loose_from..loose_end).peekable();
+        let in_range = |k: &[u8]| -> Result<bool> {
+            Ok(hi.is_none_or(|h| codec::key_node(k).is_ok_and(|n| n <= h)))
+        };
+        let mut batch = sled::Batch::default();
+        let mut batch_keys = 0usize;
+        let mut wrote_old_key = false;
+        let mut piece: Vec<u8> = Vec::with_capacity(block_bytes + 512);
+        let mut piece_last: Option<Node> = None;
+        let mut folded: Vec<sled::IVec> = Vec::new();
+        let flush_piece = |piece: &mut Vec<u8>,
+                           last: Node,
+                           folded: &mut Vec<sled::IVec>,
+                           batch: &mut sled::Batch,
+                           batch_keys: &mut usize,
+                           wrote_old: &mut bool|
+         -> Result<()> {
+            let key = codec::event_block_key(last);
+            if hi == Some(last) {
+                *wrote_old = true;
+            }
+            if old.is_none() && folded.is_empty() {
+                db.insert(key, std::mem::take(piece))?;
+            } else {
+                batch.insert(&key[..], std::mem::take(piece));
+                *batch_keys += 1;
+                for k in folded.drain(..) {
+                    batch.remove(k);
+                    *batch_keys += 1;
+                }
+                if old.is_none() {
+                    db.apply_batch(std::mem::take(batch))?;
+                    *batch_keys = 0;
+                }
+            }
+            Ok(())
+        };
+        loop {
+            // The smallest key among the three sources; of equal keys the import's wins over
+            // a `v` key, which wins over the old block.
+            let new_key = match events.peek() {
+                Some(Ok(e)) if in_range(&e.0)? => Some(e.0.clone()),
+                Some(Err(_)) => return Err(events.next().expect("peeked").expect_err("err")),
+                _ => None,
+            };
+            let loose_key = match loose.peek() {
+                Some(Ok((k, _))) => Some(k.to_vec()),
+                Some(Err(_)) => {
+                    loose.next().expect("peeked")?;
+                    unreachable!("an error was returned above");
+                }
+                None => None,
+            };
+            let old_key = old_entries.front().map(|e| e.0.clone());
+            let Some(key) = [&new_key, &loose_key, &old_key]
+                .into_iter()
+                .flatten()
+                .min()
+                .cloned()
+            else {
+                break;
+            };
+            let node = codec::key_node(&key)?;
+            if piece_last.is_some_and(|l| l != node) && piece.len() >= block_bytes {
+                let last = piece_last.expect("checked");
+                flush_piece(
+                    &mut piece,
+                    last,
+                    &mut folded,
+                    &mut batch,
+                    &mut batch_keys,
+                    &mut wrote_old_key,
+                )?;
+            }
+            let mut existed = false;
+            let mut value = None;
+            if old_key.as_ref() == Some(&key) {
+                value = old_entries.pop_front().map(|e| e.1);
+                existed = true;
+            }
+            if loose_key.as_ref() == Some(&key) {
+                let (k, v) = loose.next().expect("peeked")?;
+                value = Some(v.to_vec());
+                folded.push(k);
+                existed = true;
+            }
+            if new_key.as_ref() == Some(&key) {
+                value = Some(events.next().expect("peeked")?.1);
+                added += u64::from(!existed);
+            }
+            codec::push_block_event(&mut piece, &key, &value.expect("one source had it"));
+            piece_last = Some(node);
+        }
+        if let Some(last) = piece_last {
+            flush_piece(
+                &mut piece,
+                last,
+                &mut folded,
+                &mut batch,
+                &mut batch_keys,
+                &mut wrote_old_key,
+            )?;
+        }
+        if let Some((k, _)) = &old {
+            if !wrote_old_key {
+                batch.remove(k);
+                batch_keys += 1;
+            }
+            if batch_keys > 0 {
+                db.apply_batch(batch)?;
+            }
+        }
+        if old.is_none() && events.peek().is_some() {
+            return Err(Error::Internal(
+                "packing events: input left past the last block".into(),
+            ));
+        }
+    }
+    Ok(added)
+}
