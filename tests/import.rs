@@ -86,12 +86,13 @@ proptest! {
         after in proptest::collection::vec(arb_op(), 0..10),
         budget in prop_oneof![Just(1usize), Just(300), Just(1 << 20)],
         batch_keys in prop_oneof![Just(1usize), Just(7)],
+        event_block_bytes in prop_oneof![Just(1usize), Just(64), Just(1024)],
     ) {
         let dir = tempfile::tempdir().unwrap();
         let open = || Config::new(dir.path()).max_person_size(4).open().unwrap();
         let one = Config::temporary().max_person_size(4).open().unwrap();
         let bulk = open();
-        let opts = BulkOptions { batch_keys, memory_budget: budget };
+        let opts = BulkOptions { batch_keys, memory_budget: budget, event_block_bytes };
         for op in &existing {
             one.apply(op.clone()).unwrap();
             if !existing_in_bulk {

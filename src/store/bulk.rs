@@ -100,6 +100,9 @@ pub struct BulkOptions {
     /// filled, one being written). Default = 32 MiB: larger buffers measured no faster and
     /// left a larger store (BENCHMARKS.md, "Knobs").
     pub memory_budget: usize,
+    /// Target bytes of a block of packed events (DESIGN.md, "Packed events"). Default =
+    /// 1 KiB: smaller blocks read faster, larger ones make fewer keys.
+    pub event_block_bytes: usize,
 }
 
 impl Default for BulkOptions {
@@ -107,6 +110,7 @@ impl Default for BulkOptions {
         BulkOptions {
             batch_keys: 1,
             memory_budget: 32 << 20,
+            event_block_bytes: codec::EVENT_BLOCK_BYTES,
         }
     }
 }
@@ -118,8 +122,6 @@ struct BatchWriter<'a> {
     len: usize,
     max: usize,
     written: u64,
-    /// Keys that were not in sled before (known only with plain inserts, `max` = 1).
-    fresh: u64,
 }
 
 impl<'a> BatchWriter<'a> {
@@ -130,13 +132,12 @@ impl<'a> BatchWriter<'a> {
             len: 0,
             max: max.max(1),
             written: 0,
-            fresh: 0,
         }
     }
 
     fn put(&mut self, k: Vec<u8>, v: Vec<u8>) -> Result<()> {
         if self.max == 1 {
-            self.fresh += u64::from(self.db.insert(k, v)?.is_none());
+            self.db.insert(k, v)?;
         } else {
             self.batch.insert(k, v);
             self.len += 1;
@@ -361,7 +362,7 @@ enum Job {
     Parts(Vec<(std::path::PathBuf, FilePart)>),
 }
 
-/// Events of pass 2, held until the memory budget is reached, then written in key order.
+/// Events of pass 2, held until the memory budget is reached.
 #[derive(Default)]
 struct Buffer {
     events: Vec<(Vec<u8>, Vec<u8>)>,
@@ -369,23 +370,172 @@ struct Buffer {
 }
 
 impl Buffer {
-    /// Writes the events sorted by key (the last of equal keys wins, as it would one op at a
-    /// time).
-    fn flush(&mut self, w: &mut BatchWriter, added: &mut DataCounts) -> Result<()> {
-        let fresh = w.fresh;
-        let mut events = std::mem::take(&mut self.events);
-        events.sort_by(|a, b| a.0.cmp(&b.0)); // stable: equal keys stay in arrival order
-        let mut it = events.into_iter().peekable();
-        while let Some((k, v)) = it.next() {
-            if it.peek().is_some_and(|(next, _)| *next == k) {
-                continue; // a later copy of the same event follows
+    /// The events in key order, one per key (the last of equal keys wins, as it would one op
+    /// at a time).
+    fn sorted(mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.events.sort_by(|a, b| a.0.cmp(&b.0)); // stable: equal keys stay in arrival order
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(self.events.len());
+        for e in self.events {
+            match out.last_mut() {
+                Some(last) if last.0 == e.0 => *last = e,
+                _ => out.push(e),
             }
-            w.put(k, v)?;
         }
-        w.flush()?;
-        added.events += w.fresh - fresh;
-        self.bytes = 0;
+        out
+    }
+}
+
+/// The events of an import, sorted across buffers before they are packed: every buffer but
+/// the last goes to a temporary file as a sorted run; the runs and the last buffer are then
+/// merged in key order (of equal keys, the later run's), so that each block is written once.
+struct Runs {
+    dir: Option<std::path::PathBuf>,
+    files: Vec<std::fs::File>,
+    pending: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl Runs {
+    fn push(&mut self, buf: Buffer) -> Result<()> {
+        let sorted = buf.sorted();
+        if let Some(prev) = self.pending.replace(sorted) {
+            self.spill(prev)?;
+        }
         Ok(())
+    }
+
+    fn spill(&mut self, run: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+        use std::io::Write as _;
+        let io = |e| Error::io("a temporary file of the import", e);
+        let file = match &self.dir {
+            Some(d) => tempfile::tempfile_in(d),
+            None => tempfile::tempfile(),
+        }
+        .map_err(io)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        for (k, v) in run {
+            w.write_all(&(k.len() as u32).to_le_bytes()).map_err(io)?;
+            w.write_all(&k).map_err(io)?;
+            w.write_all(&(v.len() as u32).to_le_bytes()).map_err(io)?;
+            w.write_all(&v).map_err(io)?;
+        }
+        let mut file = w.into_inner().map_err(|e| io(e.into_error()))?;
+        std::io::Seek::rewind(&mut file).map_err(io)?;
+        self.files.push(file);
+        Ok(())
+    }
+
+    /// Packs every event into blocks; returns how many were new, and the blocks written.
+    fn finish(mut self, db: &sled::Db, block_bytes: usize) -> Result<(u64, u64)> {
+        let last = self.pending.take().unwrap_or_default();
+        if self.files.is_empty() {
+            let mut it = last.into_iter().map(Ok);
+            return super::events::write_sorted(db, &mut it, block_bytes);
+        }
+        let mut sources: Vec<Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>>> = self
+            .files
+            .into_iter()
+            .map(|f| Box::new(RunReader(std::io::BufReader::with_capacity(1 << 16, f))) as _)
+            .collect();
+        sources.push(Box::new(last.into_iter().map(Ok)));
+        let mut merged = Merge::new(sources)?;
+        super::events::write_sorted(db, &mut merged, block_bytes)
+    }
+}
+
+impl Runs {
+    fn new(dir: Option<std::path::PathBuf>) -> Self {
+        Runs {
+            dir,
+            files: Vec::new(),
+            pending: None,
+        }
+    }
+}
+
+/// Reads a run back.
+struct RunReader(std::io::BufReader<std::fs::File>);
+
+impl Iterator for RunReader {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::io::Read as _;
+        let io = |e| Error::io("a temporary file of the import", e);
+        let mut len = [0u8; 4];
+        match self.0.read_exact(&mut len) {
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+            Err(e) => return Some(Err(io(e))),
+            Ok(()) => {}
+        }
+        let mut read = || -> Result<(Vec<u8>, Vec<u8>)> {
+            let mut k = vec![0u8; u32::from_le_bytes(len) as usize];
+            self.0.read_exact(&mut k).map_err(io)?;
+            let mut l = [0u8; 4];
+            self.0.read_exact(&mut l).map_err(io)?;
+            let mut v = vec![0u8; u32::from_le_bytes(l) as usize];
+            self.0.read_exact(&mut v).map_err(io)?;
+            Ok((k, v))
+        };
+        Some(read())
+    }
+}
+
+/// A k-way merge of sorted runs, one entry per key: of equal keys, the later run's.
+struct Merge {
+    sources: Vec<Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>>>,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(Vec<u8>, std::cmp::Reverse<usize>)>>,
+    values: Vec<Option<Vec<u8>>>,
+}
+
+impl Merge {
+    fn new(
+        mut sources: Vec<Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>>>,
+    ) -> Result<Self> {
+        let mut heap = std::collections::BinaryHeap::new();
+        let mut values = vec![None; sources.len()];
+        for (i, s) in sources.iter_mut().enumerate() {
+            if let Some(e) = s.next() {
+                let (k, v) = e?;
+                values[i] = Some(v);
+                heap.push(std::cmp::Reverse((k, std::cmp::Reverse(i))));
+            }
+        }
+        Ok(Merge {
+            sources,
+            heap,
+            values,
+        })
+    }
+
+    /// Takes source `i`'s current value and moves it on.
+    fn advance(&mut self, i: usize) -> Result<Vec<u8>> {
+        let v = self.values[i].take().expect("a current entry");
+        if let Some(e) = self.sources[i].next() {
+            let (k, nv) = e?;
+            self.values[i] = Some(nv);
+            self.heap.push(std::cmp::Reverse((k, std::cmp::Reverse(i))));
+        }
+        Ok(v)
+    }
+}
+
+impl Iterator for Merge {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let std::cmp::Reverse((key, std::cmp::Reverse(i))) = self.heap.pop()?;
+        let value = match self.advance(i) {
+            Ok(v) => v,
+            Err(e) => return Some(Err(e)),
+        };
+        // Equal keys of earlier runs: superseded.
+        while let Some(std::cmp::Reverse((k, _))) = self.heap.peek()
+            && *k == key
+        {
+            let std::cmp::Reverse((_, std::cmp::Reverse(j))) = self.heap.pop().expect("peeked");
+            if let Err(e) = self.advance(j) {
+                return Some(Err(e));
+            }
+        }
+        Some(Ok((key, value)))
     }
 }
 
@@ -449,6 +599,8 @@ pub(crate) fn apply(
         let writer = scope.spawn(move || -> Result<(u64, DataCounts)> {
             let mut w = BatchWriter::new(db, opts.batch_keys);
             let mut added = DataCounts::default();
+            let dir = store.path().map(std::path::Path::to_path_buf);
+            let mut runs = Runs::new(dir.clone());
             for job in rx {
                 match job {
                     Job::Keys(keys) => {
@@ -458,8 +610,18 @@ pub(crate) fn apply(
                         w.flush()?;
                     }
                     Job::Ids(ids) => ids.write(db, store, &mut w, &mut added)?,
-                    Job::Buffer(mut buf) => buf.flush(&mut w, &mut added)?,
+                    Job::Buffer(buf) => runs.push(buf)?,
                     Job::Parts(parts) => {
+                        // The events, packed, before what was read of the files.
+                        let runs = std::mem::replace(&mut runs, Runs::new(dir.clone()));
+                        let (new, blocks) = runs.finish(db, opts.event_block_bytes)?;
+                        added.events += new;
+                        w.written += blocks;
+                        if blocks > 0 {
+                            store
+                                .packed_events
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
                         for (path, part) in parts {
                             let key = codec::file_key(path.as_os_str().as_encoded_bytes());
                             w.put(key, codec::encode(&part)?)?;
@@ -533,11 +695,8 @@ pub(crate) fn apply(
     })?;
     let (written, added) = written;
     rep.keys_written = written;
-    // The counts kept for `stats` (DESIGN.md, "Counters"): known exactly only when every key
-    // was a plain insert, which tells a new event from a replaced one.
-    if let Some(mut c) = counts
-        && opts.batch_keys <= 1
-    {
+    // The counts kept for `stats`: packing tells a new event from one it replaces.
+    if let Some(mut c) = counts {
         c.events += added.events;
         c.properties += added.properties;
         c.at_limit += added.at_limit;

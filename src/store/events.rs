@@ -209,14 +209,15 @@ pub(crate) fn forget(db: &sled::Db, nodes: &[Node]) -> Result<(Vec<Write>, u64)>
 /// Writes key-ordered events (no two with one key) into blocks: into the existing blocks
 /// their nodes fall in (each rewritten once, in one sled batch with the removal of the `v`
 /// keys it folds in) and new blocks past them. Returns the number of events that are new
-/// (not replacing a stored one).
+/// (not replacing a stored one) and the number of blocks written.
 pub(crate) fn write_sorted(
     db: &sled::Db,
     events: &mut dyn Iterator<Item = Result<Entry>>,
     block_bytes: usize,
-) -> Result<u64> {
+) -> Result<(u64, u64)> {
     let mut events = events.peekable();
     let mut added = 0u64;
+    let mut blocks = 0u64;
     while let Some(first) = events.peek() {
         let first = match first {
             Ok(e) => codec::key_node(&e.0)?,
@@ -248,7 +249,7 @@ pub(crate) fn write_sorted(
         let mut piece: Vec<u8> = Vec::with_capacity(block_bytes + 512);
         let mut piece_last: Option<Node> = None;
         let mut folded: Vec<sled::IVec> = Vec::new();
-        let flush_piece = |piece: &mut Vec<u8>,
+        let mut flush_piece = |piece: &mut Vec<u8>,
                            last: Node,
                            folded: &mut Vec<sled::IVec>,
                            batch: &mut sled::Batch,
@@ -256,6 +257,7 @@ pub(crate) fn write_sorted(
                            wrote_old: &mut bool|
          -> Result<()> {
             let key = codec::event_block_key(last);
+            blocks += 1;
             if hi == Some(last) {
                 *wrote_old = true;
             }
@@ -356,5 +358,5 @@ pub(crate) fn write_sorted(
             ));
         }
     }
-    Ok(added)
+    Ok((added, blocks))
 }

@@ -144,6 +144,8 @@ pub struct Store {
     data_counts: Mutex<Option<plan::DataCounts>>,
     /// Whether `data_counts` must be saved when the handle closes.
     counts_due: AtomicBool,
+    /// Whether the store holds blocks of packed events (`store/events.rs`).
+    packed_events: AtomicBool,
     /// Set when a write failed between the keys of one op (see
     /// [`Error::Interrupted`](crate::Error::Interrupted)).
     poisoned: AtomicBool,
@@ -277,9 +279,14 @@ impl Store {
         // counts are kept, one read per event key before the write.
         let counting = self.data_counts.lock().is_some();
         let mut replaced = 0u64;
+        // An event also replaces its packed copy (DESIGN.md, "Packed events"), looked up
+        // only on a store that has blocks.
+        let packed = counting && self.packed_events.load(std::sync::atomic::Ordering::Relaxed);
         if counting && writes.len() > 1 {
             for k in writes.keys().filter(|k| k.first() == Some(&codec::EVENT)) {
-                replaced += u64::from(self.db.contains_key(k)?);
+                replaced += u64::from(
+                    self.db.contains_key(k)? || (packed && events::packed_contains(&self.db, k)?),
+                );
             }
         }
         // One key is atomic on its own and a plain insert costs a fraction of a sled batch.
@@ -289,7 +296,8 @@ impl Store {
         if writes.len() == 1 {
             let (k, v) = writes.into_iter().next().expect("one write");
             let event = k.first() == Some(&codec::EVENT);
-            replaced += u64::from(self.db.insert(k, v)?.is_some() && event);
+            let in_block = event && packed && events::packed_contains(&self.db, &k)?;
+            replaced += u64::from((self.db.insert(k, v)?.is_some() || in_block) && event);
         } else if ops.len() == 1
             && !writes.is_empty()
             && writes.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() <= REDO_MAX_BYTES

@@ -49,6 +49,7 @@ pub(crate) fn open(c: Config) -> Result<Store> {
             at_limit,
         })
         .map_or_else(|| empty_store_counts(&db), |c| Ok(Some(c)))?;
+    let packed_events = db.scan_prefix([codec::EVENT_BLOCK]).next().transpose()?.is_some();
     let graph = match index {
         Some(_) => None,
         None => Some(load_graph(&db)?),
@@ -62,6 +63,7 @@ pub(crate) fn open(c: Config) -> Result<Store> {
         loading: Mutex::new(()),
         data_counts: Mutex::new(data_counts),
         counts_due: AtomicBool::new(false),
+        packed_events: AtomicBool::new(packed_events),
         index,
         graph: RwLock::new(graph),
         poisoned: AtomicBool::new(false),

@@ -396,18 +396,58 @@ fn events_and_refusals(
     rep: &mut VerifyReport,
     tick: &mut Tick,
 ) -> Result<()> {
-    for kv in db.scan_prefix([codec::EVENT]) {
-        let (k, v) = kv?;
-        tick.step();
-        rep.events += 1;
-        match codec::key_node(&k) {
-            Ok(n) if n.slot() < g.len() && g.is_live(n) => {}
-            Ok(n) => rep.problem(format!("a stored event belongs to no known ID: node {n}")),
-            Err(e) => rep.problem(format!("a stored event belongs to no known ID: {e}")),
+    // Blocks of packed events: disjoint node ranges, each block's nodes after the previous
+    // block's last and up to its own key's, in order.
+    let mut prev: Option<Node> = None;
+    let mut block_problems = Vec::new();
+    let mut events = 0u64;
+    let mut bad_events = Vec::new();
+    let mut last_key: Option<Vec<u8>> = None;
+    crate::store::events::for_each(
+        db,
+        |k, nodes| {
+            let Ok(last) = codec::key_node(k) else {
+                block_problems.push("a block of packed events has a bad key".to_string());
+                return;
+            };
+            let ordered = nodes.windows(2).all(|w| w[0] <= w[1]);
+            let inside = nodes.iter().all(|&n| n <= last && prev.is_none_or(|p| n > p));
+            if !ordered || !inside || nodes.is_empty() {
+                block_problems.push(format!(
+                    "the block of packed events up to node {last} holds nodes out of its range \
+                     or out of order"
+                ));
+            }
+            prev = Some(last);
+        },
+        |k, v| {
+            tick.step();
+            events += 1;
+            if last_key.as_deref().is_some_and(|l| l >= k) {
+                bad_events.push("events out of key order (a block's entries)".to_string());
+            }
+            last_key = Some(k.to_vec());
+            match codec::key_node(k) {
+                Ok(n) if n.slot() < g.len() && g.is_live(n) => {}
+                Ok(n) => bad_events.push(format!("a stored event belongs to no known ID: node {n}")),
+                Err(e) => bad_events.push(format!("a stored event belongs to no known ID: {e}")),
+            }
+            if let Err(e) = codec::decode_event(v) {
+                bad_events.push(format!("{e}"));
+            }
+            Ok(())
+        },
+    )
+    .or_else(|e| match e {
+        Error::Corrupt(m) => {
+            block_problems.push(m);
+            Ok(())
         }
-        if let Err(e) = codec::decode_event(&v) {
-            rep.problem(format!("{e}"));
-        }
+        e => Err(e),
+    })?;
+    rep.events += events;
+    for p in block_problems.into_iter().chain(bad_events) {
+        rep.problem(p);
     }
     for kv in db.scan_prefix([codec::REFUSAL]) {
         let (_, v) = kv?;
