@@ -41,8 +41,9 @@ pub const PACKED: u8 = b'p';
 pub const EDGE: u8 = b'e';
 pub const REFUSAL: u8 = b'r';
 pub const EVENT: u8 = b'v';
-/// Blocks of packed events, keyed by the last node they hold (`store/events.rs`).
-pub const EVENT_BLOCK: u8 = b'w';
+/// Blocks of packed events, keyed by the last node they hold (`store/events.rs`). (`w` is
+/// taken: the redo record's key.)
+pub const EVENT_BLOCK: u8 = b'b';
 pub const FILE: u8 = b'f';
 
 pub const FORMAT_KEY: &[u8] = b"mformat_version";

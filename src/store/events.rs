@@ -1,6 +1,6 @@
 //! Events on disk (DESIGN.md, "Packed events"): the bulk path packs them in blocks of about
 //! [`codec::EVENT_BLOCK_BYTES`], each block holding whole nodes and keyed by its last node
-//! (`w` + node), blocks covering disjoint node ranges; one event at a time writes one `v` key.
+//! (`b` + node), blocks covering disjoint node ranges; one event at a time writes one `v` key.
 //!
 //! The rule that makes the two agree: a `v` key is always newer than a block's copy of the
 //! same event (same node, second and lower-cased name), so a read prefers it. Writing a block
