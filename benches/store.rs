@@ -245,6 +245,8 @@ fn bench(c: &mut Criterion) {
     // `events` of persons of 1, 100 and 10,000 IDs, two events per ID; the baseline scans
     // the same number of event-shaped keys in raw sled.
     let mut g = c.benchmark_group("events");
+    // The same persons imported by the bulk path: their events packed in blocks.
+    let packed = Config::temporary().open().unwrap();
     for size in [1usize, 100, 10_000] {
         let hub = format!("events-hub-{size}");
         let mut ops = Vec::new();
@@ -269,6 +271,9 @@ fn bench(c: &mut Criterion) {
         for chunk in ops.chunks(1_000) {
             store.apply_batch(chunk).unwrap();
         }
+        packed
+            .bulk_apply(&mut ops.clone(), BulkOptions::default())
+            .unwrap();
         let raw_prefix = format!("ev{size}/");
         for k in 0..size * 2 {
             raw.insert(format!("{raw_prefix}{k:08}"), &[0u8; 12])
@@ -278,6 +283,10 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("idgraph events (person of {size} IDs)"), |b| {
             b.iter(|| black_box(store.events(&hub).unwrap().len()))
         });
+        g.bench_function(
+            format!("idgraph events, packed (person of {size} IDs)"),
+            |b| b.iter(|| black_box(packed.events(&hub).unwrap().len())),
+        );
         g.bench_function(format!("raw sled scan ({} keys)", size * 2), |b| {
             b.iter(|| black_box(raw.scan_prefix(&raw_prefix).count()))
         });

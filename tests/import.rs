@@ -476,6 +476,16 @@ fn a_killed_import_reopens_and_a_rerun_completes_it() {
     ok(&clean, &["import", f.to_str().unwrap()]);
     let full = started.elapsed().as_millis() as u64; // kill somewhere within such a run
     let want = persons(&clean);
+    let events = |db: &Path| {
+        let mut lines: Vec<String> = ok(db, &["export", "events"])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let want_events = events(&clean);
+    assert!(want_events.len() > 100);
     let mut x: u64 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -509,7 +519,15 @@ fn a_killed_import_reopens_and_a_rerun_completes_it() {
         }
         ok(&db, &["import", f.to_str().unwrap()]);
         assert_eq!(persons(&db), want, "round {round}");
+        // The events too: blocks of packed events half written by the killed run are
+        // merged again, never doubled.
+        assert_eq!(events(&db), want_events, "round {round}");
         assert!(ok(&db, &["verify"]).contains("ok"));
+        let stats = ok(&db, &["stats"]);
+        assert!(
+            stats.contains(&format!("events          {}", want_events.len())),
+            "{stats}"
+        );
     }
 }
 
