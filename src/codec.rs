@@ -452,6 +452,11 @@ pub fn bare_event_node(k: &[u8]) -> Result<Node> {
     node_of(u64::from_be_bytes(b), "an event key")
 }
 
+/// The time of an event key without its prefix byte (blocks check the length).
+pub fn bare_event_time(k: &[u8]) -> Timestamp {
+    time_from(&k[8..16])
+}
+
 /// The node and time of an event key.
 pub fn event_key_parts(key: &[u8]) -> Result<(Node, Timestamp)> {
     if key.len() < 17 || key[0] != EVENT {

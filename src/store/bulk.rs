@@ -431,7 +431,7 @@ impl Runs {
             let mut it = last.into_iter().map(Ok);
             return super::events::write_sorted(db, &mut it, block_bytes);
         }
-        let mut sources: Vec<Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>>> = self
+        let mut sources: Vec<Source> = self
             .files
             .into_iter()
             .map(|f| Box::new(RunReader(std::io::BufReader::with_capacity(1 << 16, f))) as _)
@@ -451,6 +451,9 @@ impl Runs {
         }
     }
 }
+
+/// A sorted stream of events: a run read back, or the last buffer.
+type Source = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>>;
 
 /// Reads a run back.
 struct RunReader(std::io::BufReader<std::fs::File>);
@@ -481,15 +484,13 @@ impl Iterator for RunReader {
 
 /// A k-way merge of sorted runs, one entry per key: of equal keys, the later run's.
 struct Merge {
-    sources: Vec<Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>>>,
+    sources: Vec<Source>,
     heap: std::collections::BinaryHeap<std::cmp::Reverse<(Vec<u8>, std::cmp::Reverse<usize>)>>,
     values: Vec<Option<Vec<u8>>>,
 }
 
 impl Merge {
-    fn new(
-        mut sources: Vec<Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>>>,
-    ) -> Result<Self> {
+    fn new(mut sources: Vec<Source>) -> Result<Self> {
         let mut heap = std::collections::BinaryHeap::new();
         let mut values = vec![None; sources.len()];
         for (i, s) in sources.iter_mut().enumerate() {

@@ -15,6 +15,9 @@ use crate::op::{Properties, Timestamp};
 /// One event as stored: its full key (`v` + node, time, lower-cased name) and its value.
 pub(crate) type Entry = (Vec<u8>, Vec<u8>);
 
+/// A callback over stored events (full key, value).
+type EventFn<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
+
 /// The end of the block keys' range.
 const BLOCKS_END: [u8; 1] = [codec::EVENT_BLOCK + 1];
 
@@ -80,21 +83,69 @@ fn loose_of(db: &sled::Db, node: Node) -> Result<Vec<Entry>> {
         .collect()
 }
 
-/// Every event of `node` (packed or not), in key order.
-pub(crate) fn of_node(db: &sled::Db, node: Node) -> Result<Vec<Entry>> {
-    Ok(merge(packed_of(db, node)?, loose_of(db, node)?))
-}
-
-/// Calls `f` with the time, name and properties of each event of `node`, in key order.
-pub(crate) fn for_node(
+/// Calls `f` with the index in `nodes`, time, name and properties of each event of each of
+/// `nodes` (ascending), node by node in key order. `packed`: whether the store has blocks
+/// (else only `v` keys are read). Nodes sharing a block read it once, from where the previous
+/// node's entries ended.
+pub(crate) fn for_nodes(
     db: &sled::Db,
-    node: Node,
-    mut f: impl FnMut(Timestamp, String, Properties),
+    nodes: &[Node],
+    packed: bool,
+    mut f: impl FnMut(usize, Timestamp, String, Properties),
 ) -> Result<()> {
-    for (k, v) in of_node(db, node)? {
-        let (_, at) = codec::event_key_parts(&k)?;
-        let (name, props) = codec::decode_event(&v)?;
-        f(at, name, props);
+    let mut emit = |i: usize, bare: &[u8], v: &[u8]| -> Result<()> {
+        if bare.len() < 16 {
+            return Err(Error::Corrupt(
+                "an event key is shorter than 17 bytes".into(),
+            ));
+        }
+        let (name, props) = codec::decode_event(v)?;
+        f(i, codec::bare_event_time(bare), name, props);
+        Ok(())
+    };
+    // The current block: its last node, its bytes, and where the next node's entries start.
+    let mut cur: Option<(Node, sled::IVec, usize)> = None;
+    for (i, &node) in nodes.iter().enumerate() {
+        let mut mine: Vec<(&[u8], &[u8])> = Vec::new();
+        if packed {
+            // Out of order (not expected): read the block again from its start.
+            if i > 0 && node <= nodes[i - 1] {
+                cur = None;
+            }
+            if cur.as_ref().is_none_or(|c| node > c.0) {
+                cur = block_for(db, node)?
+                    .map(|(k, b)| Ok::<_, Error>((codec::key_node(&k)?, b, 0)))
+                    .transpose()?;
+            }
+            if let Some((_, b, pos)) = &mut cur {
+                for e in codec::block_events(&b[*pos..]) {
+                    let (k, v) = e?;
+                    match codec::bare_event_node(k)?.cmp(&node) {
+                        std::cmp::Ordering::Greater => break,
+                        std::cmp::Ordering::Less => {}
+                        std::cmp::Ordering::Equal => mine.push((k, v)),
+                    }
+                    *pos += 2 + k.len() + 4 + v.len();
+                }
+            }
+        }
+        // Merged with the `v` keys, which win.
+        let mut mine = mine.into_iter().peekable();
+        for kv in db.scan_prefix(codec::node_key(codec::EVENT, node)) {
+            let (k, v) = kv?;
+            while let Some((pk, pv)) = mine.peek().copied() {
+                match pk.cmp(&k[1..]) {
+                    std::cmp::Ordering::Less => emit(i, pk, pv)?,
+                    std::cmp::Ordering::Equal => {}
+                    std::cmp::Ordering::Greater => break,
+                }
+                mine.next();
+            }
+            emit(i, &k[1..], &v)?;
+        }
+        for (pk, pv) in mine {
+            emit(i, pk, pv)?;
+        }
     }
     Ok(())
 }
@@ -113,9 +164,7 @@ pub(crate) fn for_each(
     mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
 ) -> Result<()> {
     let mut loose = db.scan_prefix([codec::EVENT]).peekable();
-    let mut next_loose = |upto: Option<&[u8]>,
-                          f: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>|
-     -> Result<bool> {
+    let mut next_loose = |upto: Option<&[u8]>, f: &mut EventFn| -> Result<bool> {
         // Emits the `v` keys before `upto` (all when `None`); true when one equals it.
         loop {
             let Some(peek) = loose.peek() else {
@@ -166,10 +215,14 @@ pub(crate) fn for_each(
 /// The number of events (packed or not, each counted once).
 pub(crate) fn count(db: &sled::Db) -> Result<u64> {
     let mut n = 0;
-    for_each(db, |_, _| {}, |_, _| {
-        n += 1;
-        Ok(())
-    })?;
+    for_each(
+        db,
+        |_, _| {},
+        |_, _| {
+            n += 1;
+            Ok(())
+        },
+    )?;
     Ok(n)
 }
 
@@ -190,7 +243,11 @@ pub(crate) fn forget(db: &sled::Db, nodes: &[Node]) -> Result<(Vec<Write>, u64)>
         if !packed.is_empty()
             && let Some((bk, bv)) = block_for(db, node)?
         {
-            blocks.entry(bk.to_vec()).or_insert((bv, Vec::new())).1.push(node);
+            blocks
+                .entry(bk.to_vec())
+                .or_insert((bv, Vec::new()))
+                .1
+                .push(node);
         }
     }
     for (bk, (bv, gone)) in blocks {
@@ -250,11 +307,11 @@ pub(crate) fn write_sorted(
         let mut piece_last: Option<Node> = None;
         let mut folded: Vec<sled::IVec> = Vec::new();
         let mut flush_piece = |piece: &mut Vec<u8>,
-                           last: Node,
-                           folded: &mut Vec<sled::IVec>,
-                           batch: &mut sled::Batch,
-                           batch_keys: &mut usize,
-                           wrote_old: &mut bool|
+                               last: Node,
+                               folded: &mut Vec<sled::IVec>,
+                               batch: &mut sled::Batch,
+                               batch_keys: &mut usize,
+                               wrote_old: &mut bool|
          -> Result<()> {
             let key = codec::event_block_key(last);
             blocks += 1;

@@ -281,7 +281,10 @@ impl Store {
         let mut replaced = 0u64;
         // An event also replaces its packed copy (DESIGN.md, "Packed events"), looked up
         // only on a store that has blocks.
-        let packed = counting && self.packed_events.load(std::sync::atomic::Ordering::Relaxed);
+        let packed = counting
+            && self
+                .packed_events
+                .load(std::sync::atomic::Ordering::Relaxed);
         if counting && writes.len() > 1 {
             for k in writes.keys().filter(|k| k.first() == Some(&codec::EVENT)) {
                 replaced += u64::from(
@@ -594,16 +597,19 @@ impl Store {
     /// when stored events cannot be read.
     pub fn events(&self, id: &str) -> Result<Vec<Event>> {
         let mut out = Vec::new();
-        for (n, ident) in self.member_nodes(id)? {
-            events::for_node(&self.db, n, |at, event, properties| {
-                out.push(Event {
-                    id: ident.clone(),
-                    event,
-                    at,
-                    properties,
-                });
-            })?;
-        }
+        let members = self.member_nodes(id)?;
+        let nodes: Vec<Node> = members.iter().map(|m| m.0).collect();
+        let packed = self
+            .packed_events
+            .load(std::sync::atomic::Ordering::Relaxed);
+        events::for_nodes(&self.db, &nodes, packed, |i, at, event, properties| {
+            out.push(Event {
+                id: members[i].1.clone(),
+                event,
+                at,
+                properties,
+            });
+        })?;
         out.sort_by(|x, y| {
             (x.at, &x.id, x.event.to_lowercase()).cmp(&(y.at, &y.id, y.event.to_lowercase()))
         });

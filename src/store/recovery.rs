@@ -49,7 +49,11 @@ pub(crate) fn open(c: Config) -> Result<Store> {
             at_limit,
         })
         .map_or_else(|| empty_store_counts(&db), |c| Ok(Some(c)))?;
-    let packed_events = db.scan_prefix([codec::EVENT_BLOCK]).next().transpose()?.is_some();
+    let packed_events = db
+        .scan_prefix([codec::EVENT_BLOCK])
+        .next()
+        .transpose()?
+        .is_some();
     let graph = match index {
         Some(_) => None,
         None => Some(load_graph(&db)?),

@@ -411,7 +411,9 @@ fn events_and_refusals(
                 return;
             };
             let ordered = nodes.windows(2).all(|w| w[0] <= w[1]);
-            let inside = nodes.iter().all(|&n| n <= last && prev.is_none_or(|p| n > p));
+            let inside = nodes
+                .iter()
+                .all(|&n| n <= last && prev.is_none_or(|p| n > p));
             if !ordered || !inside || nodes.is_empty() {
                 block_problems.push(format!(
                     "the block of packed events up to node {last} holds nodes out of its range \
@@ -429,7 +431,9 @@ fn events_and_refusals(
             last_key = Some(k.to_vec());
             match codec::key_node(k) {
                 Ok(n) if n.slot() < g.len() && g.is_live(n) => {}
-                Ok(n) => bad_events.push(format!("a stored event belongs to no known ID: node {n}")),
+                Ok(n) => {
+                    bad_events.push(format!("a stored event belongs to no known ID: node {n}"))
+                }
                 Err(e) => bad_events.push(format!("a stored event belongs to no known ID: {e}")),
             }
             if let Err(e) = codec::decode_event(v) {
