@@ -106,7 +106,14 @@ pub fn codec_values(data: &[u8]) {
         5 => drop(codec::decode::<codec::StoredEdge>(b, "an edge")),
         6 => drop(codec::decode::<codec::StoredRefusal>(b, "a refusal")),
         7 => drop(codec::decode::<crate::FilePart>(b, "a file record")),
-        8 => drop(codec::event_key_parts(b)),
+        8 => {
+            drop(codec::event_key_parts(b));
+            // The same bytes as a block of packed events, read as `events(id)` reads one.
+            for (k, _) in codec::block_events(b).map_while(Result::ok) {
+                drop(codec::bare_event_node(k));
+                let _ = codec::bare_event_time(k);
+            }
+        }
         _ => drop(codec::record_node(b)),
     }
 }
