@@ -635,3 +635,63 @@ fn a_crash_inside_forget_is_finished_at_open() {
         assert_eq!(s.events("keep").unwrap().len(), 1);
     }
 }
+
+/// `forget` on imported data: the person's events leave the blocks they were packed in (a
+/// block shared with other persons keeps theirs), `v` keys written on top go too, and the
+/// store still verifies, also after a reopen.
+#[test]
+fn forget_removes_packed_events_and_keeps_the_neighbours() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || Config::new(dir.path()).open().unwrap();
+    let s = open();
+    let mut ops = Vec::new();
+    for p in 0..40 {
+        let who = format!("p{p}");
+        ops.push(Op::alias(
+            id(&who),
+            id(&format!("p{p}-b")),
+            1,
+            Cause::Import,
+        ));
+        for t in 0..3 {
+            ops.push(Op::record(id(&who), "Viewed", Properties::new(), t));
+            ops.push(Op::record(
+                id(&format!("p{p}-b")),
+                "Paid",
+                Properties::new(),
+                t,
+            ));
+        }
+    }
+    let opts = BulkOptions {
+        event_block_bytes: 200, // several persons per block, several blocks
+        ..BulkOptions::default()
+    };
+    s.bulk_apply(&mut ops, opts).unwrap();
+    // One more event of p7 written one at a time (a `v` key next to the packed ones).
+    s.apply(Op::record(id("p7"), "Late", Properties::new(), 9))
+        .unwrap();
+    assert_eq!(s.events("p7").unwrap().len(), 7);
+    let before = s.stats().unwrap().events;
+    let gone = s.forget("p7").unwrap().unwrap();
+    assert_eq!(gone.events, 7);
+    assert!(s.events("p7").unwrap().is_empty());
+    for p in [6, 8, 0, 39] {
+        assert_eq!(s.events(&format!("p{p}")).unwrap().len(), 6, "p{p}");
+    }
+    assert_eq!(s.stats().unwrap().events, before - 7);
+    assert!(s.verify().unwrap().is_ok());
+    let mut exported = 0;
+    s.for_each_event(|e| {
+        assert!(!e.id.starts_with("p7"), "{e:?}");
+        exported += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(exported, 39 * 6);
+    drop(s);
+    let s = open();
+    assert!(s.events("p7-b").unwrap().is_empty());
+    assert_eq!(s.events("p8-b").unwrap().len(), 6);
+    assert!(s.verify().unwrap().is_ok());
+}
