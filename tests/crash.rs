@@ -177,6 +177,22 @@ fn fault_child() {
         .unwrap()
         .parse()
         .unwrap();
+    if step == 2 {
+        // A batch of 50 aliases of new IDs (100 keys) through one redo record.
+        let ops: Vec<Op> = (0..50)
+            .map(|i| {
+                Op::alias(
+                    id(format!("batch-a{i}")),
+                    id(format!("batch-b{i}")),
+                    5,
+                    Cause::Alias,
+                )
+            })
+            .collect();
+        s.apply_batch(&ops).unwrap(); // aborts inside when the fault point is set
+        s.flush().unwrap();
+        return;
+    }
     let op = if step == 0 {
         Op::alias(id("new-a".into()), id("new-b".into()), 5, Cause::Alias)
     } else {
@@ -197,7 +213,16 @@ fn a_crash_inside_a_multi_key_op_is_finished_at_open() {
     if !cfg!(debug_assertions) {
         return; // the fault point exists in debug builds only
     }
-    for (step, after) in [(0, "0"), (0, "1"), (1, "0"), (1, "1"), (0, "9")] {
+    for (step, after) in [
+        (0, "0"),
+        (0, "1"),
+        (1, "0"),
+        (1, "1"),
+        (0, "9"),
+        (2, "0"),
+        (2, "37"),
+        (2, "200"),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         if step == 1 {
             let s = Store::open(dir.path()).unwrap();
@@ -219,15 +244,23 @@ fn a_crash_inside_a_multi_key_op_is_finished_at_open() {
             .stderr(Stdio::null())
             .status()
             .unwrap();
-        // "9" is past the op's keys: it completes normally.
+        // "9" and "200" are past the op's keys: it completes normally.
         assert_eq!(
             status.success(),
-            after == "9",
+            after == "9" || after == "200",
             "step {step}, fault {after}: {status}"
         );
         let s = Store::open(dir.path()).unwrap();
         let report = s.verify().unwrap();
         assert!(report.is_ok(), "step {step}, fault {after}: {report:?}");
+        if step == 2 {
+            // The whole batch, whichever key the crash came before.
+            for i in 0..50 {
+                let p = s.resolve(&format!("batch-a{i}")).unwrap().expect("whole");
+                assert_eq!(p.ids.len(), 2, "fault {after}: pair {i}");
+            }
+            continue;
+        }
         let p = s.resolve("new-a").unwrap().expect("the alias is whole");
         assert_eq!(p.ids, ["new-a", "new-b"], "step {step}, fault {after}");
         if step == 1 {

@@ -58,6 +58,12 @@ pub(crate) fn fuzz_index(data: &[u8]) {
 /// (`cargo bench --bench hostile`).
 const REDO_MAX_BYTES: usize = 32 << 10;
 
+/// The same limit for a batch of several ops. Through a redo record and plain inserts, a
+/// batch of 100-2,000 alias ops ran 1.25-1.34x `apply` per op at 1.2x its memory, where one
+/// sled batch ran 0.79x at 2.3x (and 845 MB for 10,000 ops); 10,000 ops (1.2 MB of writes)
+/// ran 0.90x through the record at 137 MB (BENCHMARKS.md, "Batches").
+const REDO_BATCH_MAX_BYTES: usize = 4 << 20;
+
 /// Counts that describe a store; see [`Store::stats`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
@@ -293,17 +299,21 @@ impl Store {
             }
         }
         // One key is atomic on its own and a plain insert costs a fraction of a sled batch.
-        // Several keys of one small op: a redo record, the plain inserts, and the record's
-        // removal; recovery at open finishes an op whose record survived a crash. Several ops,
-        // or one large op: one sled batch, so that readers never see part of a batch.
+        // Several keys (one op, or a batch up to REDO_BATCH_MAX_BYTES): a redo record, the
+        // plain inserts in key order, and the record's removal; recovery at open finishes
+        // writes whose record survived a crash. Larger: one sled batch.
         if writes.len() == 1 {
             let (k, v) = writes.into_iter().next().expect("one write");
             let event = k.first() == Some(&codec::EVENT);
             let in_block = event && packed && events::packed_contains(&self.db, &k)?;
             replaced += u64::from((self.db.insert(k, v)?.is_some() || in_block) && event);
-        } else if ops.len() == 1
-            && !writes.is_empty()
-            && writes.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() <= REDO_MAX_BYTES
+        } else if !writes.is_empty()
+            && writes.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+                <= if ops.len() == 1 {
+                    REDO_MAX_BYTES
+                } else {
+                    REDO_BATCH_MAX_BYTES
+                }
         {
             recovery::write_redo(
                 self,
