@@ -245,10 +245,13 @@ pub fn push_packed(block: &mut Vec<u8>, id: &str, record: &[u8]) {
     block.extend_from_slice(record);
 }
 
-/// The entries of a block of packed ID records as raw `(ID bytes, encoded record)`, in node
-/// order; an error for a block cut short.
-fn packed_iter(block: &[u8]) -> impl Iterator<Item = Result<(&[u8], &[u8])>> {
-    let bad = || Error::Corrupt("a block of packed ID records is cut short".into());
+/// The entries of a block of length-prefixed pairs (length u16 BE · first, length u32 BE ·
+/// second), as raw slices in order; `bad` for a block cut short, after which it stops.
+fn prefixed_entries<'a>(
+    block: &'a [u8],
+    bad: &'static str,
+) -> impl Iterator<Item = Result<(&'a [u8], &'a [u8])>> {
+    let bad = move || Error::Corrupt(bad.into());
     let mut rest = block;
     std::iter::from_fn(move || {
         if rest.is_empty() {
@@ -256,18 +259,24 @@ fn packed_iter(block: &[u8]) -> impl Iterator<Item = Result<(&[u8], &[u8])>> {
         }
         let entry = (|| {
             let len = u16::from_be_bytes(rest.get(..2).ok_or_else(bad)?.try_into().expect("2"));
-            let id = rest.get(2..2 + len as usize).ok_or_else(bad)?;
+            let first = rest.get(2..2 + len as usize).ok_or_else(bad)?;
             let after = &rest[2 + len as usize..];
-            let rlen = u32::from_be_bytes(after.get(..4).ok_or_else(bad)?.try_into().expect("4"));
-            let rec = after.get(4..4 + rlen as usize).ok_or_else(bad)?;
-            rest = &after[4 + rlen as usize..];
-            Ok((id, rec))
+            let vlen = u32::from_be_bytes(after.get(..4).ok_or_else(bad)?.try_into().expect("4"));
+            let second = after.get(4..4 + vlen as usize).ok_or_else(bad)?;
+            rest = &after[4 + vlen as usize..];
+            Ok((first, second))
         })();
         if entry.is_err() {
-            rest = &[]; // stop after reporting
+            rest = &[];
         }
         Some(entry)
     })
+}
+
+/// The entries of a block of packed ID records as raw `(ID bytes, encoded record)`, in node
+/// order; an error for a block cut short.
+fn packed_iter(block: &[u8]) -> impl Iterator<Item = Result<(&[u8], &[u8])>> {
+    prefixed_entries(block, "a block of packed ID records is cut short")
 }
 
 /// The entries of a block of packed ID records: `(ID, encoded record)` in node order.
@@ -418,28 +427,13 @@ pub fn push_block_event(block: &mut Vec<u8>, key: &[u8], value: &[u8]) {
 /// The events of a block as `(key without its prefix byte, value)`, in key order; an error for
 /// a block cut short or an entry too short to name its node and time.
 pub fn block_events(block: &[u8]) -> impl Iterator<Item = Result<(&[u8], &[u8])>> {
-    let bad = || Error::Corrupt("a block of packed events is cut short".into());
-    let mut rest = block;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
+    const BAD: &str = "a block of packed events is cut short";
+    prefixed_entries(block, BAD).map(|e| {
+        let (k, v) = e?;
+        if k.len() < 16 {
+            return Err(Error::Corrupt(BAD.into()));
         }
-        let entry = (|| {
-            let len = u16::from_be_bytes(rest.get(..2).ok_or_else(bad)?.try_into().expect("2"));
-            let k = rest.get(2..2 + len as usize).ok_or_else(bad)?;
-            if k.len() < 16 {
-                return Err(bad());
-            }
-            let after = &rest[2 + len as usize..];
-            let vlen = u32::from_be_bytes(after.get(..4).ok_or_else(bad)?.try_into().expect("4"));
-            let v = after.get(4..4 + vlen as usize).ok_or_else(bad)?;
-            rest = &after[4 + vlen as usize..];
-            Ok((k, v))
-        })();
-        if entry.is_err() {
-            rest = &[];
-        }
-        Some(entry)
+        Ok((k, v))
     })
 }
 

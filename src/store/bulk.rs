@@ -619,9 +619,10 @@ pub(crate) fn apply(
                         added.events += new;
                         w.written += blocks;
                         if blocks > 0 {
-                            store
-                                .packed_events
-                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                            store.packed_upto.store(
+                                super::events::packed_upto(db)?,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
                         }
                         for (path, part) in parts {
                             let key = codec::file_key(path.as_os_str().as_encoded_bytes());

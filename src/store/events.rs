@@ -51,46 +51,14 @@ fn packed_of(db: &sled::Db, node: Node) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
-/// Merges two key-ordered lists of events; of equal keys, `newer`'s.
-fn merge(older: Vec<Entry>, newer: Vec<Entry>) -> Vec<Entry> {
-    let mut out = Vec::with_capacity(older.len() + newer.len());
-    let mut a = older.into_iter().peekable();
-    let mut b = newer.into_iter().peekable();
-    loop {
-        match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) => match x.0.cmp(&y.0) {
-                std::cmp::Ordering::Less => out.push(a.next().expect("peeked")),
-                std::cmp::Ordering::Greater => out.push(b.next().expect("peeked")),
-                std::cmp::Ordering::Equal => {
-                    a.next();
-                    out.push(b.next().expect("peeked"));
-                }
-            },
-            (Some(_), None) => out.push(a.next().expect("peeked")),
-            (None, Some(_)) => out.push(b.next().expect("peeked")),
-            (None, None) => return out,
-        }
-    }
-}
-
-/// The `v` keys of `node`, in key order.
-fn loose_of(db: &sled::Db, node: Node) -> Result<Vec<Entry>> {
-    db.scan_prefix(codec::node_key(codec::EVENT, node))
-        .map(|kv| {
-            let (k, v) = kv?;
-            Ok((k.to_vec(), v.to_vec()))
-        })
-        .collect()
-}
-
 /// Calls `f` with the index in `nodes`, time, name and properties of each event of each of
-/// `nodes` (ascending), node by node in key order. `packed`: whether the store has blocks
-/// (else only `v` keys are read). Nodes sharing a block read it once, from where the previous
-/// node's entries ended.
+/// `nodes` (ascending), node by node in key order. `packed_upto`: see [`packed_upto`]; a node
+/// at or past it has only `v` keys. Nodes sharing a block read it once, from where the
+/// previous node's entries ended.
 pub(crate) fn for_nodes(
     db: &sled::Db,
     nodes: &[Node],
-    packed: bool,
+    packed_upto: u64,
     mut f: impl FnMut(usize, Timestamp, String, Properties),
 ) -> Result<()> {
     let mut emit = |i: usize, bare: &[u8], v: &[u8]| -> Result<()> {
@@ -107,7 +75,7 @@ pub(crate) fn for_nodes(
     let mut cur: Option<(Node, sled::IVec, usize)> = None;
     for (i, &node) in nodes.iter().enumerate() {
         let mut mine: Vec<(&[u8], &[u8])> = Vec::new();
-        if packed {
+        if node.as_u64() < packed_upto {
             // Out of order (not expected): read the block again from its start.
             if i > 0 && node <= nodes[i - 1] {
                 cur = None;
@@ -148,6 +116,21 @@ pub(crate) fn for_nodes(
         }
     }
     Ok(())
+}
+
+/// One past the last node any block holds (0: no blocks): nodes from it on have no packed
+/// events, so their writes and reads skip the block lookup. Read once at open and after a
+/// bulk import; a `forget` may leave it too high, which only costs lookups.
+pub(crate) fn packed_upto(db: &sled::Db) -> Result<u64> {
+    match db
+        .scan_prefix([codec::EVENT_BLOCK])
+        .keys()
+        .next_back()
+        .transpose()?
+    {
+        Some(k) => Ok(codec::key_node(&k)?.as_u64() + 1),
+        None => Ok(0),
+    }
 }
 
 /// Whether a block holds an event under `key` (a full `v` key).
@@ -235,11 +218,14 @@ pub(crate) fn forget(db: &sled::Db, nodes: &[Node]) -> Result<(Vec<Write>, u64)>
         Default::default();
     for &node in nodes {
         let packed = packed_of(db, node)?;
-        let loose = loose_of(db, node)?;
-        for (k, _) in &loose {
-            writes.push((k.clone(), None));
+        let mut loose = Vec::new();
+        for k in db.scan_prefix(codec::node_key(codec::EVENT, node)).keys() {
+            loose.push(k?.to_vec());
         }
-        n += merge(packed.clone(), loose).len() as u64;
+        // Each event once: a `v` key shadowing a packed copy is one event.
+        let shadowed = packed.iter().filter(|(k, _)| loose.contains(k)).count();
+        n += (packed.len() + loose.len() - shadowed) as u64;
+        writes.extend(loose.into_iter().map(|k| (k, None)));
         if !packed.is_empty()
             && let Some((bk, bv)) = block_for(db, node)?
         {

@@ -150,8 +150,8 @@ pub struct Store {
     data_counts: Mutex<Option<plan::DataCounts>>,
     /// Whether `data_counts` must be saved when the handle closes.
     counts_due: AtomicBool,
-    /// Whether the store holds blocks of packed events (`store/events.rs`).
-    packed_events: AtomicBool,
+    /// One past the last node with packed events (`events::packed_upto`).
+    packed_upto: std::sync::atomic::AtomicU64,
     /// Set when a write failed between the keys of one op (see
     /// [`Error::Interrupted`](crate::Error::Interrupted)).
     poisoned: AtomicBool,
@@ -286,16 +286,14 @@ impl Store {
         let counting = self.data_counts.lock().is_some();
         let mut replaced = 0u64;
         // An event also replaces its packed copy (DESIGN.md, "Packed events"), looked up
-        // only on a store that has blocks.
-        let packed = counting
-            && self
-                .packed_events
-                .load(std::sync::atomic::Ordering::Relaxed);
+        // only for a node that blocks may hold, and only when no `v` key was replaced.
+        let upto = self.packed_upto.load(std::sync::atomic::Ordering::Relaxed);
+        let packed = |k: &[u8]| -> Result<bool> {
+            Ok(codec::key_node(k)?.as_u64() < upto && events::packed_contains(&self.db, k)?)
+        };
         if counting && writes.len() > 1 {
             for k in writes.keys().filter(|k| k.first() == Some(&codec::EVENT)) {
-                replaced += u64::from(
-                    self.db.contains_key(k)? || (packed && events::packed_contains(&self.db, k)?),
-                );
+                replaced += u64::from(self.db.contains_key(k)? || packed(k)?);
             }
         }
         // One key is atomic on its own and a plain insert costs a fraction of a sled batch.
@@ -305,8 +303,16 @@ impl Store {
         if writes.len() == 1 {
             let (k, v) = writes.into_iter().next().expect("one write");
             let event = k.first() == Some(&codec::EVENT);
-            let in_block = event && packed && events::packed_contains(&self.db, &k)?;
-            replaced += u64::from((self.db.insert(k, v)?.is_some() || in_block) && event);
+            // The key is kept (a copy) only when a block may hold its event.
+            let may_be_packed =
+                event && counting && codec::key_node(&k).is_ok_and(|n| n.as_u64() < upto);
+            let key = may_be_packed.then(|| k.clone());
+            let old = self.db.insert(k, v)?;
+            if event && old.is_some() {
+                replaced += 1;
+            } else if let Some(k) = key {
+                replaced += u64::from(events::packed_contains(&self.db, &k)?);
+            }
         } else if !writes.is_empty()
             && writes.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
                 <= if ops.len() == 1 {
@@ -609,10 +615,8 @@ impl Store {
         let mut out = Vec::new();
         let members = self.member_nodes(id)?;
         let nodes: Vec<Node> = members.iter().map(|m| m.0).collect();
-        let packed = self
-            .packed_events
-            .load(std::sync::atomic::Ordering::Relaxed);
-        events::for_nodes(&self.db, &nodes, packed, |i, at, event, properties| {
+        let upto = self.packed_upto.load(std::sync::atomic::Ordering::Relaxed);
+        events::for_nodes(&self.db, &nodes, upto, |i, at, event, properties| {
             out.push(Event {
                 id: members[i].1.clone(),
                 event,

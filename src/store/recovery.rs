@@ -49,11 +49,7 @@ pub(crate) fn open(c: Config) -> Result<Store> {
             at_limit,
         })
         .map_or_else(|| empty_store_counts(&db), |c| Ok(Some(c)))?;
-    let packed_events = db
-        .scan_prefix([codec::EVENT_BLOCK])
-        .next()
-        .transpose()?
-        .is_some();
+    let packed_upto = super::events::packed_upto(&db)?;
     let graph = match index {
         Some(_) => None,
         None => Some(load_graph(&db)?),
@@ -67,7 +63,7 @@ pub(crate) fn open(c: Config) -> Result<Store> {
         loading: Mutex::new(()),
         data_counts: Mutex::new(data_counts),
         counts_due: AtomicBool::new(false),
-        packed_events: AtomicBool::new(packed_events),
+        packed_upto: std::sync::atomic::AtomicU64::new(packed_upto),
         index,
         graph: RwLock::new(graph),
         poisoned: AtomicBool::new(false),
