@@ -115,12 +115,67 @@ fn redecide<S: ForestStorage<Value = IdState>>(s: &mut S, r: Node, ms: &[Node]) 
     });
 }
 
+/// The IDs of the nodes, all in one string: per node a span `start << 16 | len` (`len` 0: the
+/// node is not in use). ~8 bytes per ID besides its text, against ~50 for a `Box<str>` of a
+/// typical ID with its allocation (DESIGN.md, "In memory"). Appends only: a forgotten ID's
+/// text stays in `text` until the graph is next loaded.
+#[derive(Default)]
+struct Idents {
+    spans: Vec<u64>,
+    text: String,
+}
+
+/// Longest ID in bytes a span holds (`MAX_ID_CHARS` characters of at most 4 bytes).
+const SPAN_LEN_BITS: u32 = 16;
+const _: () = assert!(crate::id::MAX_ID_CHARS * 4 < 1 << SPAN_LEN_BITS);
+
+impl Idents {
+    fn get(&self, n: Node) -> &str {
+        let s = self.spans[n.slot()];
+        let start = (s >> SPAN_LEN_BITS) as usize;
+        let len = (s & ((1 << SPAN_LEN_BITS) - 1)) as usize;
+        &self.text[start..start + len]
+    }
+
+    /// Whether node `n`'s ID is `id`: its bytes compared, without `get`'s checks of the
+    /// span's ends as character boundaries (one memory read less per probe of a lookup).
+    fn is(&self, n: Node, id: &str) -> bool {
+        let s = self.spans[n.slot()];
+        let start = (s >> SPAN_LEN_BITS) as usize;
+        let len = (s & ((1 << SPAN_LEN_BITS) - 1)) as usize;
+        len == id.len() && self.text.as_bytes().get(start..start + len) == Some(id.as_bytes())
+    }
+
+    fn is_live(&self, n: Node) -> bool {
+        self.spans[n.slot()] & ((1 << SPAN_LEN_BITS) - 1) != 0
+    }
+
+    /// Gives node `n` (already within `spans`) the ID `id`.
+    fn set(&mut self, n: Node, id: &str) {
+        debug_assert!(!id.is_empty() && id.len() < 1 << SPAN_LEN_BITS);
+        self.spans[n.slot()] = (self.text.len() as u64) << SPAN_LEN_BITS | id.len() as u64;
+        self.text.push_str(id);
+    }
+
+    fn push(&mut self, id: &str) {
+        self.spans.push(0);
+        self.set(
+            Node::from_usize(self.spans.len() - 1).expect("checked by the caller"),
+            id,
+        );
+    }
+
+    fn clear(&mut self, n: Node) {
+        self.spans[n.slot()] = 0;
+    }
+}
+
 /// The committed graph.
 #[derive(Default)]
 pub(crate) struct Graph {
     slots: Vec<Slot>,
     /// The ID of each node; empty for a node that is not in use.
-    idents: Vec<Box<str>>,
+    idents: Idents,
     index: HashTable<Node>,
     hasher: FxBuildHasher,
     /// Alias edges by their (smaller, larger) endpoints → edge sequence number.
@@ -147,66 +202,139 @@ pub(crate) fn pair(a: Node, b: Node) -> (Node, Node) {
 }
 
 impl Graph {
-    /// Builds the graph from the stored IDs and replays the alias log `(seq, a, b)` in sequence
-    /// order.
-    pub fn load(
-        ids: Vec<(Node, Box<str>, Flags)>,
-        edges: impl IntoIterator<Item = (u64, Node, Node)>,
+    /// Starts a graph to be built with [`Graph::add_loaded`] and [`Graph::finish_load`]; `nodes`
+    /// and `text` are the expected node count and ID bytes (room reserved ahead).
+    pub fn loading(nodes: usize, text: usize) -> Graph {
+        let mut g = Graph::default();
+        g.slots.reserve_exact(nodes);
+        g.idents.spans.reserve_exact(nodes);
+        g.idents.text.reserve_exact(text);
+        g
+    }
+
+    /// Starts a graph whose IDs are all in `text`, to be placed with [`Graph::add_span`].
+    pub fn loading_text(nodes: usize, text: String) -> Graph {
+        let mut g = Graph::loading(nodes, 0);
+        g.idents.text = text;
+        g
+    }
+
+    /// Adds the stored ID `text[start..start + len]` (of [`Graph::loading_text`]) at its node.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the node is taken already, or the span is not an ID of the text.
+    pub fn add_span(&mut self, n: Node, start: u64, len: u64, flags: Flags) -> Result<()> {
+        let bad = || Error::Corrupt(format!("node {n} has no ID at bytes {start}+{len}"));
+        let (a, b) = (
+            usize::try_from(start).map_err(|_| bad())?,
+            usize::try_from(len).map_err(|_| bad())?,
+        );
+        if b == 0
+            || b >= 1 << SPAN_LEN_BITS
+            || self.idents.text.get(a..a.saturating_add(b)).is_none()
+        {
+            return Err(bad());
+        }
+        self.grow_to(n);
+        if self.idents.is_live(n) {
+            return Err(Error::Corrupt(format!("node {n} has two IDs")));
+        }
+        self.slots[n.slot()] = single(n, flags);
+        self.idents.spans[n.slot()] = start << SPAN_LEN_BITS | len;
+        self.live += 1;
+        Ok(())
+    }
+
+    /// Makes room for node `n`: the nodes up to it exist, unused.
+    fn grow_to(&mut self, n: Node) {
+        if n.slot() >= self.slots.len() {
+            let (from, len) = (self.slots.len(), n.slot() + 1);
+            self.slots
+                .extend(Node::all(len).skip(from).map(|m| single(m, Flags::NONE)));
+            self.idents.spans.resize(len, 0);
+        }
+    }
+
+    /// Adds a stored ID at its node, in any node order.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the node is taken already, or the ID is empty or too long.
+    pub fn add_loaded(&mut self, n: Node, ident: &str, flags: Flags) -> Result<()> {
+        self.grow_to(n);
+        if self.idents.is_live(n) {
+            return Err(Error::Corrupt(format!(
+                "node {n} belongs to both {:?} and {ident:?}",
+                self.idents.get(n)
+            )));
+        }
+        if ident.is_empty() || ident.len() >= 1 << SPAN_LEN_BITS {
+            return Err(Error::Corrupt(format!(
+                "node {n} has an ID of {} bytes",
+                ident.len()
+            )));
+        }
+        self.slots[n.slot()] = single(n, flags);
+        self.idents.set(n, ident);
+        self.live += 1;
+        Ok(())
+    }
+
+    /// Ends a load: indexes the IDs and replays the alias log `(seq, a, b)` in sequence order.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when an edge links a node that has no ID.
+    pub fn finish_load(
+        mut self,
+        edges: impl ExactSizeIterator<Item = (u64, Node, Node)>,
         refused: u64,
     ) -> Result<Graph> {
-        let mut g = Graph::default();
-        let len = ids.iter().map(|r| r.0.slot() + 1).max().unwrap_or(0);
-        g.slots = Node::all(len).map(|n| single(n, Flags::NONE)).collect();
-        g.adj_head = vec![NIL; len];
-        g.idents = vec![Box::from(""); len];
-        for (n, ident, flags) in ids {
-            if !g.idents[n.slot()].is_empty() {
-                return Err(Error::Corrupt(format!(
-                    "node {n} belongs to both {:?} and {ident:?}",
-                    g.idents[n.slot()]
-                )));
+        let len = self.slots.len();
+        self.adj_head = vec![NIL; len];
+        self.index.reserve(self.live, |_| 0);
+        for n in Node::all(len) {
+            if self.idents.is_live(n) {
+                self.index_insert(n);
             }
-            g.slots[n.slot()] = single(n, flags);
-            g.idents[n.slot()] = ident;
-            g.index_insert(n);
-            g.live += 1;
         }
+        self.edges.reserve(edges.len());
+        self.adj.reserve_exact(edges.len() * 2);
         for (seq, a, b) in edges {
-            if a.slot() >= len || b.slot() >= len || !g.is_live(a) || !g.is_live(b) {
+            if a.slot() >= len || b.slot() >= len || !self.is_live(a) || !self.is_live(b) {
                 return Err(Error::Corrupt(format!(
                     "alias edge {seq} links node {a} or {b}, which has no ID"
                 )));
             }
-            g.edges.insert(pair(a, b), seq);
-            g.link(a, b);
-            g.next_edge = g.next_edge.max(seq + 1);
-            forest::union(&mut g, a, b);
-            let r = forest::find(&g, a);
-            g.slots[r.slot()].value.links += 1;
+            self.edges.insert(pair(a, b), seq);
+            self.link(a, b);
+            self.next_edge = self.next_edge.max(seq + 1);
+            forest::union(&mut self, a, b);
+            let r = forest::find(&self, a);
+            self.slots[r.slot()].value.links += 1;
         }
-        g.refused = refused;
-        g.persons = g.nodes().filter(|&n| g.is_person_root(n)).count();
-        Ok(g)
+        self.refused = refused;
+        self.persons = self.nodes().filter(|&n| self.is_person_root(n)).count();
+        self.slots.shrink_to_fit();
+        self.idents.spans.shrink_to_fit();
+        self.idents.text.shrink_to_fit();
+        Ok(self)
     }
 
     fn index_insert(&mut self, n: Node) {
         let (idents, hasher) = (&self.idents, &self.hasher);
         self.index
-            .insert_unique(hasher.hash_one(&*idents[n.slot()]), n, |&m| {
-                hasher.hash_one(&*idents[m.slot()])
+            .insert_unique(hasher.hash_one(idents.get(n)), n, |&m| {
+                hasher.hash_one(idents.get(m))
             });
     }
 
     /// The node of `id`, if the store has seen it.
     pub fn lookup(&self, id: &str) -> Option<Node> {
         let h = self.hasher.hash_one(id);
-        self.index
-            .find(h, |&n| &*self.idents[n.slot()] == id)
-            .copied()
+        self.index.find(h, |&n| self.idents.is(n, id)).copied()
     }
 
     pub fn ident(&self, n: Node) -> &str {
-        &self.idents[n.slot()]
+        self.idents.get(n)
     }
 
     pub fn slot(&self, n: Node) -> &Slot {
@@ -238,7 +366,7 @@ impl Graph {
     }
 
     pub fn is_live(&self, n: Node) -> bool {
-        !self.idents[n.slot()].is_empty()
+        self.idents.is_live(n)
     }
 
     /// Whether `n` is in use and the root of its person.
@@ -277,7 +405,7 @@ impl Graph {
             self.persons += usize::from(slot.parent == n);
             self.slots.push(slot);
             self.adj_head.push(NIL);
-            self.idents.push(ident);
+            self.idents.push(&ident);
             self.index_insert(n);
             self.live += 1;
         }
@@ -415,11 +543,11 @@ impl Graph {
         }
         for &m in &members {
             self.adj_head[m.slot()] = NIL;
-            let h = self.hasher.hash_one(&*self.idents[m.slot()]);
+            let h = self.hasher.hash_one(self.idents.get(m));
             if let Ok(e) = self.index.find_entry(h, |&x| x == m) {
                 e.remove();
             }
-            self.idents[m.slot()] = Box::from("");
+            self.idents.clear(m);
             self.slots[m.slot()] = single(m, Flags::NONE);
             self.live -= 1;
         }

@@ -31,7 +31,8 @@ const MAX: u64 = 4;
 enum Step {
     Op(Op),
     Batch(Vec<Op>),
-    Reopen,
+    /// Close and reopen; with `true`, load the graph at once (from the graph index).
+    Reopen(bool),
 }
 
 fn ident(i: usize) -> Identity {
@@ -65,7 +66,7 @@ fn arb_step() -> impl Strategy<Value = Step> {
     prop_oneof![
         8 => arb_op().prop_map(Step::Op),
         1 => proptest::collection::vec(arb_op(), 1..6).prop_map(Step::Batch),
-        1 => Just(Step::Reopen),
+        1 => any::<bool>().prop_map(Step::Reopen),
     ]
 }
 
@@ -290,12 +291,18 @@ proptest! {
                     let want: Vec<Outcome> = ops.iter().map(|op| model.apply(op)).collect();
                     prop_assert_eq!(store.apply_batch(&ops).unwrap(), want);
                 }
-                Step::Reopen => {
+                Step::Reopen(load) => {
                     drop(store);
                     store = open(dir.path());
                     // Closing wrote the graph index: the checks below read it, then `verify`
                     // compares it with the graph rebuilt from the alias log.
                     prop_assert!(store.answers_from_index());
+                    if load {
+                        // The graph built from the index: the checks below ask it, and
+                        // `verify` compares it with the ID records and the alias log.
+                        store.load_graph().unwrap();
+                        prop_assert!(!store.answers_from_index());
+                    }
                 }
             }
             model.check(&store)?;

@@ -26,6 +26,8 @@
 //! | `canon`: N × u32 | at a root: the node whose ID shows the person |
 //! | `moff`: (N+1) × u32 | at a root `r`: its members are `members[moff[r]..moff[r+1]]` |
 //! | `members`: live × u32 | members of each person, by root, in node (first-seen) order |
+//! | `flags`: N × u8 | each ID's flags (anonymous) |
+//! | `edges`: E × 16 bytes | the alias log: (sequence number u64, node u32, node u32), in order |
 //! | `table`: T × u32 | open addressing on XXH3-64 of the ID, linear probing; node + 1, 0 empty |
 //! | `blob`: B bytes | the IDs |
 //! | pages × u64 | XXH3-64 of each 16 KiB page of the data (everything after the header) |
@@ -44,12 +46,12 @@ use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use crate::error::{Error, Result};
 use crate::forest::Node;
-use crate::graph::Graph;
+use crate::graph::{Flags, Graph};
 
 /// The index's file, in the store's directory.
 pub(crate) const FILE_NAME: &str = "graph.idx";
 const MAGIC: [u8; 8] = *b"IDGRAPHX";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER: u64 = 128;
 const PAGE: u64 = 16 << 10;
 /// Verified pages kept in memory (64 MiB); past it the cache starts over.
@@ -77,6 +79,8 @@ struct Layout {
     canon: u64,
     moff: u64,
     members: u64,
+    flags: u64,
+    edges: u64,
     table_at: u64,
     blob: u64,
     data_len: u64,
@@ -87,13 +91,15 @@ fn align8(x: u64) -> u64 {
 }
 
 impl Layout {
-    fn new(nodes: u64, live: u64, table: u64, blob_len: u64) -> Layout {
+    fn new(nodes: u64, live: u64, edges: u64, table: u64, blob_len: u64) -> Layout {
         // `off` starts the data.
         let root = align8((nodes + 1) * 8);
         let canon = align8(root + nodes * 4);
         let moff = align8(canon + nodes * 4);
         let members = align8(moff + (nodes + 1) * 4);
-        let table_at = align8(members + live * 4);
+        let flags = align8(members + live * 4);
+        let edges_at = align8(flags + nodes);
+        let table_at = align8(edges_at + edges * 16);
         let blob = align8(table_at + table * 4);
         Layout {
             nodes,
@@ -103,6 +109,8 @@ impl Layout {
             canon,
             moff,
             members,
+            flags,
+            edges: edges_at,
             table_at,
             blob,
             data_len: blob + blob_len,
@@ -181,12 +189,18 @@ pub(crate) fn write(dir: &Path, g: &Graph, stamp: [u8; 16]) -> Result<()> {
         }
         table[j as usize] = m.index() + 1;
     }
-    let layout = Layout::new(n as u64, live, table_len, blob_len);
+    let mut edges: Vec<(u64, Node, Node)> = g
+        .edges()
+        .iter()
+        .map(|(&(a, b), &seq)| (seq, a, b))
+        .collect();
+    edges.sort_unstable();
+    let layout = Layout::new(n as u64, live, edges.len() as u64, table_len, blob_len);
     let counts = Counts {
         ids: live,
         persons: g.persons() as u64,
         largest_person: largest,
-        edges: g.edges().len() as u64,
+        edges: edges.len() as u64,
         refused: g.refused(),
     };
 
@@ -207,11 +221,22 @@ pub(crate) fn write(dir: &Path, g: &Graph, stamp: [u8; 16]) -> Result<()> {
             (layout.canon, &canon),
             (layout.moff, &count),
             (layout.members, &members),
-            (layout.table_at, &table),
         ] {
             w.pad_to(at)?;
             w.put_le(array.iter().map(|x| x.to_le_bytes()))?;
         }
+        w.pad_to(layout.flags)?;
+        w.put_le(g.nodes().map(|m| [g.flags(m).bits()]))?;
+        w.pad_to(layout.edges)?;
+        w.put_le(edges.iter().map(|&(seq, a, b)| {
+            let mut e = [0u8; 16];
+            e[..8].copy_from_slice(&seq.to_le_bytes());
+            e[8..12].copy_from_slice(&a.index().to_le_bytes());
+            e[12..].copy_from_slice(&b.index().to_le_bytes());
+            e
+        }))?;
+        w.pad_to(layout.table_at)?;
+        w.put_le(table.iter().map(|x| x.to_le_bytes()))?;
         w.pad_to(layout.blob)?;
         for m in g.nodes().filter(|&m| g.is_live(m)) {
             w.put(g.ident(m).as_bytes())?;
@@ -385,7 +410,10 @@ impl GraphIndex {
         {
             return Err(bad("its header is inconsistent"));
         }
-        let layout = Layout::new(nodes, counts.ids, table, blob_len);
+        if counts.edges > len {
+            return Err(bad("its header is inconsistent"));
+        }
+        let layout = Layout::new(nodes, counts.ids, counts.edges, table, blob_len);
         if layout.data_len != data_len
             || layout.pages() != pages
             || len != HEADER + data_len + pages * 8
@@ -481,6 +509,86 @@ impl GraphIndex {
             return Err(self.corrupt(format!("node {v} is out of range")));
         }
         Ok(Node::from_index(v))
+    }
+
+    /// `len` bytes of the data from `at`, read in order and checked page by page, without
+    /// keeping the pages (for [`GraphIndex::load_graph`], which reads everything once).
+    fn read_through(&self, at: u64, len: u64) -> Result<Vec<u8>> {
+        let end = at + len;
+        if end > self.layout.data_len {
+            return Err(self.corrupt("an array runs past the data"));
+        }
+        let mut out = Vec::with_capacity(len as usize);
+        let mut page = Vec::with_capacity(PAGE as usize);
+        let mut p = at / PAGE;
+        while p * PAGE < end {
+            let start = p * PAGE;
+            page.resize(PAGE.min(self.layout.data_len - start) as usize, 0);
+            self.file
+                .read_exact_at(&mut page, HEADER + start)
+                .map_err(|e| Error::io(self.path.display().to_string(), e))?;
+            if xxh3_64(&page) != self.sums[p as usize] {
+                return Err(self.corrupt(format!("page {p} does not match its checksum")));
+            }
+            let from = at.max(start) - start;
+            let to = end.min(start + page.len() as u64) - start;
+            out.extend_from_slice(&page[from as usize..to as usize]);
+            p += 1;
+        }
+        Ok(out)
+    }
+
+    /// The whole graph, built from the index: its IDs, flags and alias log replayed — the
+    /// same graph as one rebuilt from sled, without reading the ID records (a server's start:
+    /// DESIGN.md, "The graph index"). Every page is checked; anything out of place is
+    /// `Error::Corrupt`, and the caller rebuilds from sled.
+    pub(crate) fn load_graph(&self) -> Result<Graph> {
+        let l = self.layout;
+        let n = l.nodes as usize;
+        let words = |b: Vec<u8>, width: usize| -> Vec<u64> {
+            b.chunks_exact(width)
+                .map(|c| {
+                    let mut w = [0u8; 8];
+                    w[..width].copy_from_slice(c);
+                    u64::from_le_bytes(w)
+                })
+                .collect()
+        };
+        let off = words(self.read_through(0, (l.nodes + 1) * 8)?, 8);
+        let flags = self.read_through(l.flags, l.nodes)?;
+        let text = String::from_utf8(self.read_through(l.blob, l.blob_len)?)
+            .map_err(|_| self.corrupt("its IDs are not UTF-8"))?;
+        let mut g = Graph::loading_text(n, text);
+        for m in Node::all(n) {
+            let (a, b) = (off[m.slot()], off[m.slot() + 1]);
+            if b < a {
+                return Err(self.corrupt(format!("the ID of node {m} is out of range")));
+            }
+            if b > a {
+                g.add_span(m, a, b - a, Flags::from_bits(flags[m.slot()]))
+                    .map_err(|e| self.corrupt(e))?;
+            }
+        }
+        drop((off, flags));
+        let raw = self.read_through(l.edges, self.counts.edges * 16)?;
+        let mut edges = Vec::with_capacity(raw.len() / 16);
+        for e in raw.chunks_exact(16) {
+            let seq = u64::from_le_bytes(e[..8].try_into().expect("8 bytes"));
+            let a = self.node(u32::from_le_bytes(e[8..12].try_into().expect("4 bytes")))?;
+            let b = self.node(u32::from_le_bytes(e[12..].try_into().expect("4 bytes")))?;
+            if edges.last().is_some_and(|&(last, _, _)| last >= seq) {
+                return Err(self.corrupt(format!("alias edge {seq} is out of order")));
+            }
+            edges.push((seq, a, b));
+        }
+        drop(raw);
+        let g = g
+            .finish_load(edges.into_iter(), self.counts.refused)
+            .map_err(|e| self.corrupt(e))?;
+        if g.live() as u64 != self.counts.ids || g.persons() as u64 != self.counts.persons {
+            return Err(self.corrupt("its counts do not match its IDs and links"));
+        }
+        Ok(g)
     }
 
     /// The ID of node `n` (empty for a free node).
@@ -634,7 +742,7 @@ pub(crate) fn fuzz(data: &[u8]) {
         let ids = u16_at(2) % (nodes + 1);
         let table = 1u64 << (rest[4] % 13);
         let blob_len = u16_at(5);
-        let layout = Layout::new(nodes, ids, table, blob_len);
+        let layout = Layout::new(nodes, ids, u64::from(rest[9]), table, blob_len);
         let counts = Counts {
             ids,
             persons: u64::from(rest[7]),
@@ -664,6 +772,7 @@ pub(crate) fn fuzz(data: &[u8]) {
         for id in ["", "a", "user0@example.com"] {
             let _ = ix.lookup(id);
         }
+        let _ = ix.load_graph();
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -589,12 +589,37 @@ impl Store {
     /// [`Error::Storage`](crate::Error::Storage) or [`Error::Corrupt`](crate::Error::Corrupt)
     /// when the graph cannot be read from sled.
     pub fn load_graph(&self) -> Result<()> {
+        self.load_graph_from(true)
+    }
+
+    /// [`Store::load_graph`], from the graph index only when `use_index` (and it is current):
+    /// `verify` rebuilds from the alias log, to check the index against it.
+    fn load_graph_from(&self, use_index: bool) -> Result<()> {
         if self.graph.read().is_some() {
             return Ok(());
         }
+        use std::sync::atomic::Ordering::SeqCst;
         let _one = self.loading.lock();
         if self.graph.read().is_none() {
-            let g = recovery::load_graph(&self.db)?;
+            // From the index while it is current (nothing can be written before the graph is
+            // loaded): no scan of the ID records, whose pages sled would keep (DESIGN.md,
+            // "What the server's memory is made of"). A damaged index: from sled.
+            let from_index = match &self.index {
+                Some(ix) if use_index && !self.index_broken.load(SeqCst) => match ix.load_graph() {
+                    Ok(g) => Some(g),
+                    Err(_) => {
+                        // Rewritten when the handle closes, as when a query finds it damaged.
+                        self.index_broken.store(true, SeqCst);
+                        self.index_due.store(true, SeqCst);
+                        None
+                    }
+                },
+                _ => None,
+            };
+            let g = match from_index {
+                Some(g) => g,
+                None => recovery::load_graph(&self.db)?,
+            };
             *self.graph.write() = Some(g);
         }
         Ok(())
@@ -994,6 +1019,8 @@ impl Store {
     pub fn verify_with(&self, progress: &mut dyn FnMut(VerifyProgress)) -> Result<VerifyReport> {
         use std::sync::atomic::Ordering::SeqCst;
         let _w = self.writer.lock(); // a stable snapshot: no writes while we look
+        // Not loaded yet: rebuilt from the alias log, not from the index it is checked against.
+        self.load_graph_from(false)?;
         let g = self.graph()?;
         let mut tick = verify::Tick::new(progress);
         let mut rep = verify::verify(&self.db, &g, &mut tick)?;

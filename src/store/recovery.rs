@@ -156,7 +156,7 @@ fn replay(db: &sled::Db, writes: Vec<codec::Write>, faults: bool) -> Result<()> 
 /// The graph from every ID record and the alias log: the edges under `e` keys and those kept
 /// in ID records, replayed in sequence order.
 pub(crate) fn load_graph(db: &sled::Db) -> Result<Graph> {
-    let mut ids = Vec::new();
+    let mut g = Graph::loading(0, 0);
     let mut edges = Vec::new();
     records::scan_id_records(db, |id, v, at| {
         if matches!(at, RecordAt::Shadowed(_)) {
@@ -166,8 +166,7 @@ pub(crate) fn load_graph(db: &sled::Db) -> Result<Graph> {
         if let Some((seq, e)) = rec.intro {
             edges.push((seq, e.a, e.b));
         }
-        ids.push((rec.node, Box::<str>::from(id), rec.flags));
-        Ok(())
+        g.add_loaded(rec.node, id, rec.flags)
     })?;
     for kv in db.scan_prefix([codec::EDGE]) {
         let (k, v) = kv?;
@@ -182,7 +181,7 @@ pub(crate) fn load_graph(db: &sled::Db) -> Result<Graph> {
         )));
     }
     let refused = records::count_prefix(db, codec::REFUSAL)?;
-    Graph::load(ids, edges, refused)
+    g.finish_load(edges.into_iter(), refused)
 }
 
 /// Writes several keys so that a crash leaves all or none of them: a redo record holding them
