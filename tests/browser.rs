@@ -14,15 +14,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 
+use common::chromium::{start_browser, wanted};
 use common::server::{Server, api_json, seg};
-use fantoccini::{Client, ClientBuilder};
+use fantoccini::Client;
 use serde_json::{Value, json};
-
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// The page every step loads. `#` carries the test's hooks (time, anonymous IDs, km.js host),
 /// set by a queued function before km.js runs its URL API.
@@ -37,58 +35,6 @@ _kmq.push(function () {
 (H.pre || []).forEach(function (c) { _kmq.push(c); });
 document.write('<script src="http://127.0.0.1:' + H.srv + '/km.js"><\/script>');
 </script></head><body><iframe name="sink" style="display:none"></iframe></body></html>"#;
-
-struct Driver(Child);
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_browser() -> (Driver, Client, tempfile::TempDir) {
-    let port = free_port();
-    let driver = Driver(
-        Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver"),
-    );
-    let profile = tempfile::tempdir().unwrap();
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": CHROMIUM,
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                     "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync",
-                     "--disable-dev-shm-usage",
-                     format!("--user-data-dir={}", profile.path().display())],
-        }),
-    );
-    let t = Instant::now();
-    let client = loop {
-        let mut b = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
-        b.capabilities(caps.clone());
-        match b.connect(&format!("http://127.0.0.1:{port}")).await {
-            Ok(c) => break c,
-            Err(e) if t.elapsed() > Duration::from_secs(30) => panic!("chromedriver: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    };
-    (driver, client, profile)
-}
 
 /// Serves the test page at any path (the URL API reads the query) and `/sink` for forms.
 async fn start_pages() -> u16 {
@@ -166,15 +112,9 @@ f.requestSubmit();
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_rule_vectors_in_chromium() {
-    if std::env::var_os("IDGRAPH_SKIP_BROWSER").is_some() {
-        eprintln!("IDGRAPH_SKIP_BROWSER set: skipped");
+    if !wanted() {
         return;
     }
-    assert!(
-        std::path::Path::new(CHROMEDRIVER).exists(),
-        "{CHROMEDRIVER} is missing: `apt-get install chromium chromium-driver` (what .ci/run \
-         does), or set IDGRAPH_SKIP_BROWSER=1"
-    );
     let vectors: Value = serde_json::from_str(include_str!("vectors/identity-rules.json")).unwrap();
     let pages = start_pages().await;
     let (_driver, c, _profile) = start_browser().await;

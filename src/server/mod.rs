@@ -31,6 +31,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use parking_lot::Mutex;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -44,6 +45,12 @@ use track::Endpoint;
 /// The browser tracker, served at `/km.js`.
 pub const KM_JS: &str = include_str!("../../assets/km.js");
 const DEMO_HTML: &str = include_str!("../../assets/demo.html");
+/// The person explorer (`/explore`): plain HTML, CSS and JavaScript, no build step.
+const EXPLORE_HTML: &str = include_str!("../../assets/explore.html");
+/// Most events one page of `/api/people/{id}/timeline` holds.
+pub const MAX_TIMELINE_PAGE: usize = 1000;
+/// Most entries `/api/hubs` and `/api/refusals` list.
+pub const MAX_LIST: usize = 1000;
 
 /// The 1x1 transparent GIF every accepted tracking request gets, as KISSmetrics answers.
 pub const GIF: [u8; 43] = [
@@ -369,7 +376,11 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/people/{id}/graph", get(person_graph))
         .route("/api/explain", get(explain))
         .route("/api/unalias", axum::routing::post(unalias))
+        .route("/api/people/{id}/timeline", get(person_timeline))
+        .route("/api/hubs", get(hubs))
+        .route("/api/refusals", get(refusals))
         .route("/api/requests", get(requests))
+        .route("/explore", get(explore))
         .layer(axum::extract::DefaultBodyLimit::max(
             state.cfg.max_request_bytes,
         ));
@@ -969,9 +980,14 @@ async fn person(State(s): St, headers: HeaderMap, Path(id): Path<String>) -> Res
             .into_iter()
             .map(|p| (p.name, serde_json::to_value(p.value).unwrap_or_default()))
             .collect();
-        Ok(json_response(
-            json!({"person": p.person, "ids": p.ids, "properties": props}),
-        ))
+        // Each property with when and under which ID its value was set (the explorer's).
+        let detail = store.properties(&id)?;
+        Ok(json_response(json!({
+            "person": p.person,
+            "ids": p.ids,
+            "properties": props,
+            "property_details": detail,
+        })))
     })
     .await
 }
@@ -983,6 +999,130 @@ async fn person_events(State(s): St, headers: HeaderMap, Path(id): Path<String>)
         };
         let events = store.events(&id)?;
         Ok(json_response(json!({"person": person, "events": events})))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct TimelinePage {
+    /// Events to skip, newest first.
+    offset: Option<usize>,
+    /// Events to return (default 50, at most [`MAX_TIMELINE_PAGE`]).
+    limit: Option<usize>,
+    /// Only events of this name (case-insensitive).
+    name: Option<String>,
+}
+
+/// One page of a person's events, newest first, optionally of one name; with the total and
+/// the event names of the whole person (for a filter).
+async fn person_timeline(
+    State(s): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<TimelinePage>,
+) -> Response {
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_TIMELINE_PAGE {
+        return bad_request(&s, format!("limit={limit}: give 1 to {MAX_TIMELINE_PAGE}"));
+    }
+    s.call(&headers, Access::Read, move |store| {
+        let Some(person) = store.canonical(&id)? else {
+            return Ok(unknown(&id));
+        };
+        let mut events = store.events(&id)?;
+        // Names as spelled, then folded by case: a person has few names and many events.
+        let mut spelled: FxHashMap<&str, u64> = FxHashMap::default();
+        for e in &events {
+            *spelled.entry(e.event.as_str()).or_default() += 1;
+        }
+        let mut names: std::collections::BTreeMap<String, (String, u64)> = Default::default();
+        let want = q.name.as_deref().map(str::to_lowercase);
+        let mut kept: FxHashSet<String> = FxHashSet::default();
+        for (name, n) in spelled {
+            let folded = name.to_lowercase();
+            if want.as_ref() == Some(&folded) {
+                kept.insert(name.to_string());
+            }
+            let e = names.entry(folded).or_insert_with(|| (name.to_string(), 0));
+            e.1 += n;
+            // The spelling shown: the smallest, so that it does not depend on hash order.
+            if name < e.0.as_str() {
+                e.0 = name.to_string();
+            }
+        }
+        let all = events.len();
+        if want.is_some() {
+            events.retain(|e| kept.contains(&e.event));
+        }
+        let total = events.len();
+        let page: Vec<_> = events
+            .into_iter()
+            .rev()
+            .skip(q.offset.unwrap_or(0))
+            .take(limit)
+            .collect();
+        Ok(json_response(json!({
+            "person": person,
+            "all": all,
+            "total": total,
+            "offset": q.offset.unwrap_or(0),
+            "events": page,
+            "names": names.into_values().collect::<Vec<_>>(),
+        })))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct Top {
+    top: Option<usize>,
+}
+
+/// A list's length from `?top=` / `?limit=`: default 10, at most [`MAX_LIST`].
+fn list_len(n: Option<usize>) -> std::result::Result<usize, String> {
+    match n.unwrap_or(10) {
+        n @ 1..=MAX_LIST => Ok(n),
+        n => Err(format!("{n}: give 1 to {MAX_LIST} entries")),
+    }
+}
+
+/// `400` with the reason, counted.
+fn bad_request(s: &AppState, why: String) -> Response {
+    s.metrics.count("api", StatusCode::BAD_REQUEST);
+    text(StatusCode::BAD_REQUEST, why)
+}
+
+async fn hubs(State(s): St, headers: HeaderMap, Query(q): Query<Top>) -> Response {
+    let top = match list_len(q.top) {
+        Ok(n) => n,
+        Err(why) => return bad_request(&s, why),
+    };
+    s.call(&headers, Access::Read, move |store| {
+        Ok(json_response(store.hubs(top)?))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+/// The refusal log: its size and the latest refusals, newest first.
+async fn refusals(State(s): St, headers: HeaderMap, Query(q): Query<Limit>) -> Response {
+    let limit = match list_len(q.limit) {
+        Ok(n) => n,
+        Err(why) => return bad_request(&s, why),
+    };
+    s.call(&headers, Access::Read, move |store| {
+        let mut all = store.refusals()?;
+        let total = all.len();
+        all.sort_by(|x, y| {
+            y.at.cmp(&x.at)
+                .then_with(|| (&x.a, &x.b).cmp(&(&y.a, &y.b)))
+        });
+        all.truncate(limit);
+        Ok(json_response(json!({"total": total, "refusals": all})))
     })
     .await
 }
@@ -1122,17 +1262,23 @@ async fn requests(State(s): St, headers: HeaderMap, Query(q): Query<After>) -> R
     r
 }
 
-async fn demo(State(s): St, headers: HeaderMap) -> Response {
-    // DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 reaches this
-    // server with `Host: evil.example`. The token goes only to pages loaded by a loopback name.
+/// The read token a page served to this request may embed: only on a loopback address, and
+/// only to a page loaded by a loopback name. (DNS rebinding: a page on evil.example whose name
+/// now points at 127.0.0.1 reaches this server with `Host: evil.example`.)
+fn page_token(s: &AppState, headers: &HeaderMap) -> Option<String> {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let token = if s.cfg.demo_token && host.is_some_and(loopback_host) {
+    if s.cfg.demo_token && host.is_some_and(loopback_host) {
         s.cfg.read_token.clone()
     } else {
         None
-    };
+    }
+}
+
+/// `html` with its `"{{TOKEN}}"` replaced by the page's token (JSON: a string or null).
+fn page(html: &str, s: &AppState, headers: &HeaderMap) -> Response {
+    let token = page_token(s, headers);
     let key = s.cfg.keys.first().cloned().unwrap_or_default();
-    let html = DEMO_HTML
+    let html = html
         .replace(
             "\"{{KEY}}\"",
             &serde_json::to_string(&key).unwrap_or_default(),
@@ -1145,10 +1291,24 @@ async fn demo(State(s): St, headers: HeaderMap) -> Response {
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+            ),
         ],
         html,
     )
         .into_response()
+}
+
+async fn demo(State(s): St, headers: HeaderMap) -> Response {
+    page(DEMO_HTML, &s, &headers)
+}
+
+/// The person explorer. It holds no data: it asks the query API with the read token (embedded
+/// as for the demo page, or pasted by the user) and repairs with the admin token (pasted).
+async fn explore(State(s): St, headers: HeaderMap) -> Response {
+    page(EXPLORE_HTML, &s, &headers)
 }
 
 /// Whether a `Host` header names this machine by a loopback name: `localhost` (or a name

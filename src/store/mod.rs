@@ -109,7 +109,7 @@ pub struct Guardrails {
 }
 
 /// A refused merge, as [`Store::refusals`] lists them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Refusal {
     /// One ID.
     pub a: String,
@@ -649,8 +649,12 @@ impl Store {
                 properties,
             });
         })?;
+        // Lower-casing only on a tie of time and ID (rare): one allocation per comparison
+        // otherwise made 100,000 events sort in ~10x the time.
         out.sort_by(|x, y| {
-            (x.at, &x.id, x.event.to_lowercase()).cmp(&(y.at, &y.id, y.event.to_lowercase()))
+            (x.at, &x.id)
+                .cmp(&(y.at, &y.id))
+                .then_with(|| x.event.to_lowercase().cmp(&y.event.to_lowercase()))
         });
         Ok(out)
     }

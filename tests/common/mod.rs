@@ -1,1 +1,2 @@
+pub mod chromium;
 pub mod server;
