@@ -432,6 +432,16 @@ async fn explorer_token_only_for_loopback_names() {
                 .unwrap()
         }
     };
+    let r = http
+        .get(format!("{}/explore", server.base))
+        .send()
+        .await
+        .unwrap();
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("object-src 'none'"),
+        "{csp}"
+    );
     let local = page("localhost").await;
     assert!(local.contains(&format!("var PAGE_TOKEN = \"{}\";", common::server::TOKEN)));
     let remote = page("evil.example").await;

@@ -1274,8 +1274,14 @@ fn page_token(s: &AppState, headers: &HeaderMap) -> Option<String> {
     }
 }
 
-/// `html` with its `"{{TOKEN}}"` replaced by the page's token (JSON: a string or null).
-fn page(html: &str, s: &AppState, headers: &HeaderMap) -> Response {
+/// What the explorer may load and run: this origin only (no plug-ins, no framing).
+const EXPLORE_CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline'; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; base-uri 'none'; \
+    frame-ancestors 'none'";
+
+/// `html` with its `"{{TOKEN}}"` replaced by the page's token (JSON: a string or null), and its
+/// Content-Security-Policy when it has one.
+fn page(html: &str, s: &AppState, headers: &HeaderMap, csp: Option<&'static str>) -> Response {
     let token = page_token(s, headers);
     let key = s.cfg.keys.first().cloned().unwrap_or_default();
     let html = html
@@ -1287,28 +1293,31 @@ fn page(html: &str, s: &AppState, headers: &HeaderMap) -> Response {
             "\"{{TOKEN}}\"",
             &serde_json::to_string(&token).unwrap_or_default(),
         );
-    (
+    let mut r = (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
-            ),
         ],
         html,
     )
-        .into_response()
+        .into_response();
+    if let Some(csp) = csp {
+        r.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(csp),
+        );
+    }
+    r
 }
 
 async fn demo(State(s): St, headers: HeaderMap) -> Response {
-    page(DEMO_HTML, &s, &headers)
+    page(DEMO_HTML, &s, &headers, None)
 }
 
 /// The person explorer. It holds no data: it asks the query API with the read token (embedded
 /// as for the demo page, or pasted by the user) and repairs with the admin token (pasted).
 async fn explore(State(s): St, headers: HeaderMap) -> Response {
-    page(EXPLORE_HTML, &s, &headers)
+    page(EXPLORE_HTML, &s, &headers, Some(EXPLORE_CSP))
 }
 
 /// Whether a `Host` header names this machine by a loopback name: `localhost` (or a name
