@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use idgraph::ingest::files::{FileSource, expand};
-use idgraph::{BulkOptions, Config, OpSource, Pass};
+use idgraph::{BulkOptions, Config, OpSource};
 
 #[path = "common/measure.rs"]
 mod measure;
@@ -34,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .keys_written
         }
         "single" => {
-            source.for_each(Pass::Check, &mut |op| store.apply(op).map(|_| ()))?;
+            source.for_each(&mut |op| store.apply(op).map(|_| ()))?;
             0
         }
         other => return Err(format!("unknown mode {other:?}").into()),

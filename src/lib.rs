@@ -61,7 +61,7 @@ pub use op::{
 };
 pub use store::{
     BulkOptions, BulkReport, Config, DEFAULT_MAX_PERSON_SIZE, Explanation, ExportedEvent, FilePart,
-    Forgotten, Guardrails, Hubs, OpSource, Pass, Refusal, Stats, Store, VerifyProgress,
+    Forgotten, Guardrails, Hubs, OpSource, Refusal, Stats, Store, VerifyProgress,
     VerifyReport,
 };
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use idgraph::ingest::files::{FileSource, Format, expand_reporting};
 use idgraph::ingest::resume::Resumed;
-use idgraph::{BulkOptions, BulkReport, Pass, now};
+use idgraph::{BulkOptions, BulkReport, now};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
@@ -163,18 +163,19 @@ fn import_once(db: &Db, job: &Job) -> Result<Run, Fail> {
                 eprintln!("... more bad lines skipped; the summary counts them");
             }
         })
-        .on_progress(move |pass, bytes, lines| {
-            let prefix = match pass {
-                Pass::Check => "checking",
-                Pass::Write => "writing",
-            };
-            if progress.prefix() != prefix {
-                progress.set_prefix(prefix);
+        .on_progress(move |bytes, lines| {
+            if progress.prefix().is_empty() {
+                progress.set_prefix("reading");
                 progress.reset_elapsed();
             }
             let secs = progress.elapsed().as_secs_f64().max(1e-3);
             progress.set_message(format!("{:.0} lines/s", lines as f64 / secs));
             progress.set_position(bytes);
+            // All read: what remains is writing the IDs, links and packed events.
+            if progress.length().is_some_and(|l| l > 0 && bytes >= l) {
+                progress.set_prefix("writing");
+                progress.set_message("ID records, links, events");
+            }
         });
     let nothing = |e: idgraph::Error| match e {
         e @ (idgraph::Error::Input(_) | idgraph::Error::Io { .. }) => {

@@ -2,14 +2,14 @@
 //! numeric order) and standard input, read as an [`OpSource`] with `FILE:LINE` on every error.
 
 use std::cell::RefCell;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::resume::{self, Resumed, Tap, Tapped};
 use crate::error::{Error, Result};
 use crate::op::{Op, Timestamp};
-use crate::store::{FilePart, OpSource, Pass, Store};
+use crate::store::{FilePart, OpSource, Store};
 
 /// A file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -263,8 +263,7 @@ pub fn expand_reporting(
     Ok(out)
 }
 
-/// Reads inputs as ops for [`Store::bulk_apply`]. Standard input is copied to a temporary file
-/// on the first pass so the second can read it again. Files are read up to the size they had
+/// Reads inputs as ops for [`Store::bulk_apply`] (once). Files are read up to the size they had
 /// when listed, and what was read of each is handed to the store to remember
 /// ([`OpSource::file_parts`]); [`FileSource::resume`] makes use of it.
 pub struct FileSource {
@@ -273,18 +272,17 @@ pub struct FileSource {
     taps: Vec<Option<Rc<RefCell<Tap>>>>,
     skip_invalid: bool,
     now: Timestamp,
-    spool: Option<tempfile::NamedTempFile>,
     on_skip: Box<dyn FnMut(&str)>,
-    on_progress: Box<dyn FnMut(Pass, u64, u64)>,
-    /// Lines read in the check pass (blank lines not counted).
+    on_progress: Box<dyn FnMut(u64, u64)>,
+    /// Lines read (blank lines not counted).
     pub lines: u64,
     /// Lines skipped as invalid.
     pub skipped: u64,
-    /// Bytes read in the check pass.
+    /// Bytes read.
     pub bytes: u64,
 }
 
-/// Bytes and lines read so far in a pass, for progress reports.
+/// Bytes and lines read so far, for progress reports.
 #[derive(Default)]
 struct Progress {
     bytes: u64,
@@ -308,9 +306,8 @@ impl FileSource {
             taps,
             skip_invalid,
             now,
-            spool: None,
             on_skip: Box::new(|_| {}),
-            on_progress: Box::new(|_, _, _| {}),
+            on_progress: Box::new(|_, _| {}),
             lines: 0,
             skipped: 0,
             bytes: 0,
@@ -347,9 +344,9 @@ impl FileSource {
         self
     }
 
-    /// Called now and then with the bytes and lines read so far in the pass.
+    /// Called now and then with the bytes and lines read so far.
     #[must_use]
-    pub fn on_progress(mut self, f: impl FnMut(Pass, u64, u64) + 'static) -> Self {
+    pub fn on_progress(mut self, f: impl FnMut(u64, u64) + 'static) -> Self {
         self.on_progress = Box::new(f);
         self
     }
@@ -359,55 +356,35 @@ impl FileSource {
         self.inputs.iter().map(|i| i.size - i.start).sum()
     }
 
-    /// Input `i` from where reading starts to its listed size; in the check pass a file's
-    /// bytes also go to its tap, and standard input to the spool.
-    fn open(&mut self, i: usize, pass: Pass) -> Result<Box<dyn BufRead>> {
+    /// Input `i` from where reading starts to its listed size; a file's bytes also go to its
+    /// tap.
+    fn open(&mut self, i: usize) -> Result<Box<dyn BufRead>> {
         let input = &self.inputs[i];
         let io = |e: std::io::Error| Error::io(&input.name, e);
-        Ok(match (&input.path, pass) {
-            (Some(p), _) => {
+        Ok(match &input.path {
+            Some(p) => {
                 let mut file = std::fs::File::open(p).map_err(io)?;
                 file.seek(SeekFrom::Start(input.start)).map_err(io)?;
                 let part = file.take(input.size - input.start);
-                match (&self.taps[i], pass) {
-                    (Some(tap), Pass::Check) => Box::new(BufReader::with_capacity(
+                match &self.taps[i] {
+                    Some(tap) => Box::new(BufReader::with_capacity(
                         1 << 20,
                         Tapped {
                             inner: part,
                             tap: tap.clone(),
                         },
                     )),
-                    _ => Box::new(BufReader::with_capacity(1 << 20, part)),
+                    None => Box::new(BufReader::with_capacity(1 << 20, part)),
                 }
             }
-            (None, Pass::Check) => {
-                let spool = |e| Error::io("spooling standard input", e);
-                let t = tempfile::NamedTempFile::new().map_err(spool)?;
-                let w = t.reopen().map_err(spool)?;
-                self.spool = Some(t);
-                Box::new(BufReader::new(Tee {
-                    inner: std::io::stdin(),
-                    copy: std::io::BufWriter::new(w),
-                }))
-            }
-            (None, Pass::Write) => {
-                let spool = self
-                    .spool
-                    .as_ref()
-                    .expect("stdin spooled in the check pass");
-                Box::new(BufReader::with_capacity(
-                    1 << 20,
-                    spool.reopen().map_err(io)?,
-                ))
-            }
+            None => Box::new(BufReader::with_capacity(1 << 20, std::io::stdin())),
         })
     }
 
     /// Hands a parsed line's ops to `f`; a bad line stops the run, or is skipped (and
-    /// reported in the check pass) with `skip_invalid`.
+    /// reported) with `skip_invalid`.
     fn emit(
         &mut self,
-        pass: Pass,
         at: &str,
         parsed: std::result::Result<Vec<Op>, String>,
         f: &mut dyn FnMut(Op) -> Result<()>,
@@ -415,10 +392,8 @@ impl FileSource {
         match parsed {
             Ok(ops) => ops.into_iter().try_for_each(f),
             Err(reason) if self.skip_invalid => {
-                if pass == Pass::Check {
-                    self.skipped += 1;
-                    (self.on_skip)(&format!("{at}: {reason}"));
-                }
+                self.skipped += 1;
+                (self.on_skip)(&format!("{at}: {reason}"));
                 Ok(())
             }
             Err(reason) => Err(Error::Input(format!("{at}: {reason}"))),
@@ -428,7 +403,6 @@ impl FileSource {
     fn read_json(
         &mut self,
         i: usize,
-        pass: Pass,
         mut reader: Box<dyn BufRead>,
         progress: &mut Progress,
         f: &mut dyn FnMut(Op) -> Result<()>,
@@ -451,26 +425,24 @@ impl FileSource {
                     "the line has {n} bytes, more than the limit of {MAX_LINE_BYTES} \
                      (max_line_bytes)"
                 );
-                self.emit(pass, &at, Err(reason), f)?;
+                self.emit(&at, Err(reason), f)?;
                 continue;
             }
             let text = match std::str::from_utf8(&buf) {
                 Ok(t) => t.trim_end_matches(['\n', '\r']),
                 Err(_) => {
-                    self.emit(pass, &at, Err("not UTF-8".into()), f)?;
+                    self.emit(&at, Err("not UTF-8".into()), f)?;
                     continue;
                 }
             };
             if text.trim().is_empty() {
                 continue;
             }
-            if pass == Pass::Check {
-                self.lines += 1;
-            }
+            self.lines += 1;
             let parsed = super::km_json::parse_line(text, Some(&at));
-            self.emit(pass, &at, parsed, f)?;
+            self.emit(&at, parsed, f)?;
             if line.is_multiple_of(8192) {
-                (self.on_progress)(pass, progress.bytes, progress.lines_before + line - first);
+                (self.on_progress)(progress.bytes, progress.lines_before + line - first);
             }
         }
         progress.lines_before += line - first;
@@ -480,7 +452,6 @@ impl FileSource {
     fn read_csv(
         &mut self,
         i: usize,
-        pass: Pass,
         reader: Box<dyn BufRead>,
         progress: &mut Progress,
         f: &mut dyn FnMut(Op) -> Result<()>,
@@ -531,21 +502,18 @@ impl FileSource {
                         rec.len(),
                         header.len()
                     );
-                    self.emit(pass, &format!("{name}:{line}"), Err(reason), f)?;
+                    self.emit(&format!("{name}:{line}"), Err(reason), f)?;
                 }
                 Ok(true) => {
                     let pos = rec.position();
                     let line = first + pos.map_or(local, |p| p.line());
                     progress.bytes = pos.map_or(progress.bytes, |p| bytes_before + p.byte());
-                    if pass == Pass::Check {
-                        self.lines += 1;
-                    }
+                    self.lines += 1;
                     let at = format!("{name}:{line}");
                     let parsed = super::csv::parse_row(&cols, &rec, self.now, Some(&at));
-                    self.emit(pass, &at, parsed, f)?;
+                    self.emit(&at, parsed, f)?;
                     if line.is_multiple_of(8192) {
                         (self.on_progress)(
-                            pass,
                             progress.bytes,
                             progress.lines_before + line - first,
                         );
@@ -564,7 +532,7 @@ impl FileSource {
                         } => format!("the row has {len} fields, the header {expected_len}"),
                         _ => e.to_string(),
                     };
-                    self.emit(pass, &format!("{name}:{line}"), Err(reason), f)?;
+                    self.emit(&format!("{name}:{line}"), Err(reason), f)?;
                 }
             }
         }
@@ -664,37 +632,18 @@ impl<R: Read> Read for RecordLimit<R> {
     }
 }
 
-/// A reader that copies what it reads to a spool (standard input, for the second pass).
-struct Tee<R> {
-    inner: R,
-    copy: std::io::BufWriter<std::fs::File>,
-}
-
-impl<R: Read> Read for Tee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.copy.write_all(&buf[..n])?;
-        if n == 0 {
-            self.copy.flush()?;
-        }
-        Ok(n)
-    }
-}
-
 impl OpSource for FileSource {
-    fn for_each(&mut self, pass: Pass, f: &mut dyn FnMut(Op) -> Result<()>) -> Result<()> {
+    fn for_each(&mut self, f: &mut dyn FnMut(Op) -> Result<()>) -> Result<()> {
         let mut progress = Progress::default();
         for i in 0..self.inputs.len() {
-            let reader = self.open(i, pass)?;
+            let reader = self.open(i)?;
             match self.inputs[i].format {
-                Format::KmJson => self.read_json(i, pass, reader, &mut progress, f)?,
-                Format::Csv => self.read_csv(i, pass, reader, &mut progress, f)?,
+                Format::KmJson => self.read_json(i, reader, &mut progress, f)?,
+                Format::Csv => self.read_csv(i, reader, &mut progress, f)?,
             }
-            (self.on_progress)(pass, progress.bytes, progress.lines_before);
+            (self.on_progress)(progress.bytes, progress.lines_before);
         }
-        if pass == Pass::Check {
-            self.bytes = progress.bytes;
-        }
+        self.bytes = progress.bytes;
         Ok(())
     }
 

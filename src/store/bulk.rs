@@ -1,12 +1,13 @@
 //! The bulk path: applying millions of ops from files much faster than one at a time, with the
 //! same result (DESIGN.md, "Offline batch merging").
 //!
-//! Pass 1 reads every op, plans the whole identity graph in memory (the same planner as
-//! [`Store::apply_batch`], so guardrails decide exactly as they would one op at a time) and
-//! aggregates properties to the latest value per ID and name; a bad input stops it before
-//! anything is written. Then the graph is committed, and a writer thread writes the ID records
-//! (with their properties), edges and refusals, while pass 2 reads the ops again and hands it
-//! buffers of events, which it writes sorted by key.
+//! One pass reads every op, plans the whole identity graph in memory (the same planner as
+//! [`Store::apply_batch`], so guardrails decide exactly as they would one op at a time),
+//! aggregates properties to the latest value per ID and name, and hands the events (keyed by
+//! the nodes just planned) to a thread that sorts them into runs in temporary files; a bad
+//! input stops it before anything is written. Then the graph is committed, the ID records
+//! (with their properties), edges and refusals are written, and the runs are merged into
+//! packed blocks of events.
 
 use rustc_hash::FxHashMap;
 
@@ -15,30 +16,21 @@ use crate::error::{Error, Result};
 use crate::forest::Node;
 use crate::op::{AliasOutcome, Op, Outcome, Properties, Timestamp};
 use crate::store::Store;
-use crate::store::plan::{DataCounts, NewId, Planner, Writes};
+use crate::store::plan::{DataCounts, NewId, Planner};
 use crate::store::records::known_id_record;
 
-/// Which pass an [`OpSource`] is asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pass {
-    /// Check every op and plan the graph; report bad input here.
-    Check,
-    /// Write the events; the ops must be the same as in [`Pass::Check`].
-    Write,
-}
-
-/// A replayable stream of ops: [`Store::bulk_apply`] reads it twice.
+/// A stream of ops: [`Store::bulk_apply`] reads it once.
 pub trait OpSource {
-    /// Calls `f` with every op, in order. Must give the same ops in both passes.
+    /// Calls `f` with every op, in order (once per import).
     ///
     /// # Errors
     /// Bad input ([`Error::Input`], with its position), a file that cannot be read
     /// ([`Error::Io`]), or whatever `f` returns.
-    fn for_each(&mut self, pass: Pass, f: &mut dyn FnMut(Op) -> Result<()>) -> Result<()>;
+    fn for_each(&mut self, f: &mut dyn FnMut(Op) -> Result<()>) -> Result<()>;
 
     /// What was read of each file, to remember once everything read is written (the last
     /// thing an import writes, so a crash before it leaves the files to be read again). Asked
-    /// after [`Pass::Write`]; none by default.
+    /// after [`OpSource::for_each`]; none by default.
     fn file_parts(&mut self) -> Vec<(std::path::PathBuf, FilePart)> {
         Vec::new()
     }
@@ -60,7 +52,7 @@ pub struct FilePart {
 }
 
 impl OpSource for Vec<Op> {
-    fn for_each(&mut self, _: Pass, f: &mut dyn FnMut(Op) -> Result<()>) -> Result<()> {
+    fn for_each(&mut self, f: &mut dyn FnMut(Op) -> Result<()>) -> Result<()> {
         for op in self.iter() {
             f(op.clone())?;
         }
@@ -350,19 +342,7 @@ impl Ids {
     }
 }
 
-/// Work for the writer thread.
-enum Job {
-    /// Keys in key order.
-    Keys(Writes),
-    /// The ID records planned in pass 1, with their properties (sent once; boxed).
-    Ids(Box<Ids>),
-    /// A buffer of pass 2.
-    Buffer(Buffer),
-    /// What was read of each file: written last.
-    Parts(Vec<(std::path::PathBuf, FilePart)>),
-}
-
-/// Events of pass 2, held until the memory budget is reached.
+/// Events read, held until the memory budget is reached, then sorted into a run.
 #[derive(Default)]
 struct Buffer {
     events: Vec<(Vec<u8>, Vec<u8>)>,
@@ -550,7 +530,6 @@ pub(crate) fn apply(
     counts: Option<DataCounts>,
 ) -> Result<BulkReport> {
     let mut rep = BulkReport::default();
-    // Pass 1: plan the graph.
     let graph = store.graph()?;
     let before = graph.len();
     let mut planner = Planner::new(store, &graph);
@@ -560,142 +539,120 @@ pub(crate) fn apply(
         ..PropAgg::default()
     };
     let db = &store.db;
-    source.for_each(Pass::Check, &mut |op| {
-        op.validate_with(&store.limits)?;
-        rep.ops += 1;
-        match &op {
-            Op::Alias { .. } => rep.aliases += 1,
-            Op::Record { .. } => rep.events += 1,
-            Op::Set { .. } => rep.sets += 1,
-        }
-        match planner.apply(&op)? {
-            Outcome::Alias(AliasOutcome::Joined { .. }) => rep.joined += 1,
-            Outcome::Alias(AliasOutcome::Refused(_)) => rep.refused += 1,
-            _ => {}
-        }
-        if let Op::Record {
-            id, properties, at, ..
-        }
-        | Op::Set { id, properties, at } = &op
-            && !properties.is_empty()
-        {
-            let n = planner.lookup(id.as_str()).expect("just planned");
-            // Store-wide apply order, as one op at a time would take it.
-            props.add(n, properties, *at, db.generate_id()?)?;
-        }
-        Ok(())
+    let dir = store.path().map(std::path::Path::to_path_buf);
+    // The one pass: plan the graph and aggregate properties here, while a helper thread
+    // sorts the events (keyed by the nodes just planned) into runs in temporary files.
+    // Nothing reaches sled before the whole input is read: a bad line stops the import with
+    // nothing written.
+    let (etx, erx) = std::sync::mpsc::sync_channel::<Buffer>(1);
+    let runs = std::thread::scope(|scope| -> Result<Runs> {
+        let spill_dir = dir.clone();
+        let sorter = scope.spawn(move || -> Result<Runs> {
+            let mut runs = Runs::new(spill_dir);
+            for buf in erx {
+                runs.push(buf)?;
+            }
+            Ok(runs)
+        });
+        let mut buf = Buffer::default();
+        let read = source.for_each(&mut |op| {
+            op.validate_with(&store.limits)?;
+            rep.ops += 1;
+            match &op {
+                Op::Alias { .. } => rep.aliases += 1,
+                Op::Record { .. } => rep.events += 1,
+                Op::Set { .. } => rep.sets += 1,
+            }
+            match planner.apply(&op)? {
+                Outcome::Alias(AliasOutcome::Joined { .. }) => rep.joined += 1,
+                Outcome::Alias(AliasOutcome::Refused(_)) => rep.refused += 1,
+                _ => {}
+            }
+            let (id, properties, at) = match &op {
+                Op::Record {
+                    id, properties, at, ..
+                }
+                | Op::Set { id, properties, at } => (id, properties, *at),
+                Op::Alias { .. } => return Ok(()),
+            };
+            let n = planner.last_node().ok_or_else(|| {
+                Error::Internal(format!("{id} was planned but has no node"))
+            })?;
+            if !properties.is_empty() {
+                // Store-wide apply order, as one op at a time would take it.
+                props.add(n, properties, at, db.generate_id()?)?;
+            }
+            if let Op::Record { event, .. } = &op {
+                let (k, v) = codec::event_entry(n, event, properties, at)?;
+                buf.bytes += k.len() + v.len() + 48;
+                buf.events.push((k, v));
+                if buf.bytes >= opts.memory_budget {
+                    etx.send(std::mem::take(&mut buf))
+                        .map_err(|_| Error::Internal("the bulk sorter thread stopped".into()))?;
+                }
+            }
+            Ok(())
+        });
+        let sent = read.and_then(|()| {
+            etx.send(buf)
+                .map_err(|_| Error::Internal("the bulk sorter thread stopped".into()))
+        });
+        drop(etx);
+        let runs = sorter.join().expect("the bulk sorter thread does not panic");
+        // A failing sorter stops the reading first; report its error, not the closed channel.
+        let runs = runs?;
+        sent?;
+        Ok(runs)
     })?;
     let (writes, old_ids, new_ids, delta) = planner.finish_bulk()?;
     let new_base = delta.base();
     drop(graph);
     store.graph_mut()?.commit(delta);
+    rep.new_ids = (store.graph()?.len() - before) as u64;
 
-    // Writing runs on its own thread, in order: first the graph's keys (so that after a
-    // crash no event is on disk before its ID), then each buffer of pass 2, while this
-    // thread parses the next one.
-    let graph = store.graph()?;
-    rep.new_ids = (graph.len() - before) as u64;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1);
-    let written = std::thread::scope(|scope| -> Result<(u64, DataCounts)> {
-        let writer = scope.spawn(move || -> Result<(u64, DataCounts)> {
-            let mut w = BatchWriter::new(db, opts.batch_keys);
-            let mut added = DataCounts::default();
-            let dir = store.path().map(std::path::Path::to_path_buf);
-            let mut runs = Runs::new(dir.clone());
-            for job in rx {
-                match job {
-                    Job::Keys(keys) => {
-                        for (k, v) in keys {
-                            w.put(k, v)?; // in key order: a BTreeMap
-                        }
-                        w.flush()?;
-                    }
-                    Job::Ids(ids) => ids.write(db, store, &mut w, &mut added)?,
-                    Job::Buffer(buf) => runs.push(buf)?,
-                    Job::Parts(parts) => {
-                        // The events, packed, before what was read of the files.
-                        let runs = std::mem::replace(&mut runs, Runs::new(dir.clone()));
-                        let (new, blocks) = runs.finish(db, opts.event_block_bytes)?;
-                        added.events += new;
-                        w.written += blocks;
-                        if blocks > 0 {
-                            store.packed_upto.store(
-                                super::events::packed_upto(db)?,
-                                std::sync::atomic::Ordering::Relaxed,
-                            );
-                        }
-                        for (path, part) in parts {
-                            let key = codec::file_key(path.as_os_str().as_encoded_bytes());
-                            w.put(key, codec::encode(&part)?)?;
-                        }
-                        w.flush()?;
-                    }
-                }
-            }
-            Ok((w.written, added))
-        });
-        let send = |job: Job| -> Result<()> {
-            tx.send(job)
-                .map_err(|_| Error::Internal("the bulk writer thread stopped".into()))
-        };
-        let parsed = (|| -> Result<()> {
-            // Nearly in key order, and so that nothing on disk ever names a node whose
-            // record is not (a crash leaves a store that opens; rerun the import): new ID
-            // records (an edge inside one names an older record), changed ID records, the
-            // other edges and refusals, then the events.
-            send(Job::Ids(Box::new(Ids {
-                base: new_base,
-                new: new_ids,
-                old: old_ids,
-                props,
-            })))?;
-            send(Job::Keys(writes))?;
-            // Pass 2: the events.
-            let mut buf = Buffer::default();
-            source.for_each(Pass::Write, &mut |op| {
-                let Op::Record {
-                    id,
-                    event,
-                    properties,
-                    at,
-                } = &op
-                else {
-                    return Ok(());
-                };
-                let n = graph.lookup(id.as_str()).ok_or_else(|| {
-                    Error::Input(format!(
-                        "an input changed while it was imported ({id} was not in it in the \
-                         first pass); run the import again"
-                    ))
-                })?;
-                let (k, v) = codec::event_entry(n, event, properties, *at)?;
-                buf.bytes += k.len() + v.len() + 48;
-                buf.events.push((k, v));
-                if buf.bytes >= opts.memory_budget {
-                    send(Job::Buffer(std::mem::take(&mut buf)))?;
-                }
-                Ok(())
-            })?;
-            send(Job::Buffer(buf))?;
-            send(Job::Parts(source.file_parts()))
-        })();
-        drop(tx);
-        let written = writer.join().expect("the writer thread does not panic");
-        // A write error stops the writer first; report it rather than the closed channel.
-        let written = written?;
-        parsed?;
-        Ok(written)
-    });
+    // Written in order, so that nothing on disk ever names a node whose record is not (a crash
+    // leaves a store that opens; rerun the import): new ID records (an edge inside one names
+    // an older record), changed ID records, the other edges and refusals, then the events
+    // packed, then what was read of each file.
+    let written = (|| -> Result<(u64, DataCounts)> {
+        let mut w = BatchWriter::new(db, opts.batch_keys);
+        let mut added = DataCounts::default();
+        Ids {
+            base: new_base,
+            new: new_ids,
+            old: old_ids,
+            props,
+        }
+        .write(db, store, &mut w, &mut added)?;
+        for (k, v) in writes {
+            w.put(k, v)?; // in key order: a BTreeMap
+        }
+        w.flush()?;
+        let (new, blocks) = runs.finish(db, opts.event_block_bytes)?;
+        added.events += new;
+        w.written += blocks;
+        if blocks > 0 {
+            store.packed_upto.store(
+                super::events::packed_upto(db)?,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        for (path, part) in source.file_parts() {
+            let key = codec::file_key(path.as_os_str().as_encoded_bytes());
+            w.put(key, codec::encode(&part)?)?;
+        }
+        w.flush()?;
+        Ok((w.written, added))
+    })();
     // Memory holds the whole import from here on; disk may hold part of it. Rather than
     // serve writes from a graph that disk does not match, the handle refuses them: reopening
     // loads what is on disk (a killed import's state; rerunning the import completes it).
     // The error itself is returned as it is; later writes get `Error::Interrupted`.
-    let written = written.inspect_err(|_| {
+    let (written, added) = written.inspect_err(|_| {
         store
             .poisoned
             .store(true, std::sync::atomic::Ordering::SeqCst);
     })?;
-    let (written, added) = written;
     rep.keys_written = written;
     // The counts kept for `stats`: packing tells a new event from one it replaces.
     if let Some(mut c) = counts {

@@ -41,7 +41,7 @@ use crate::op::{
     AliasOutcome, Cause, Event, Link, Op, Outcome, Person, Property, RefusalReason, Timestamp, now,
 };
 
-pub use bulk::{BulkOptions, BulkReport, ExportedEvent, FilePart, OpSource, Pass};
+pub use bulk::{BulkOptions, BulkReport, ExportedEvent, FilePart, OpSource};
 pub use config::{Config, DEFAULT_MAX_PERSON_SIZE};
 pub use repair::{Explanation, Forgotten, Hubs};
 pub use verify::{VerifyProgress, VerifyReport};
