@@ -131,7 +131,11 @@ const _: () = assert!(crate::id::MAX_ID_CHARS * 4 < 1 << SPAN_LEN_BITS);
 
 impl Idents {
     fn get(&self, n: Node) -> &str {
-        let s = self.spans[n.slot()];
+        self.get_at(n.slot())
+    }
+
+    fn get_at(&self, i: usize) -> &str {
+        let s = self.spans[i];
         let start = (s >> SPAN_LEN_BITS) as usize;
         let len = (s & ((1 << SPAN_LEN_BITS) - 1)) as usize;
         &self.text[start..start + len]
@@ -140,7 +144,11 @@ impl Idents {
     /// Whether node `n`'s ID is `id`: its bytes compared, without `get`'s checks of the
     /// span's ends as character boundaries (one memory read less per probe of a lookup).
     fn is(&self, n: Node, id: &str) -> bool {
-        let s = self.spans[n.slot()];
+        self.is_at(n.slot(), id)
+    }
+
+    fn is_at(&self, i: usize, id: &str) -> bool {
+        let s = self.spans[i];
         let start = (s >> SPAN_LEN_BITS) as usize;
         let len = (s & ((1 << SPAN_LEN_BITS) - 1)) as usize;
         len == id.len() && self.text.as_bytes().get(start..start + len) == Some(id.as_bytes())
@@ -400,12 +408,13 @@ impl Graph {
 
     /// Applies what a [`Staged`] view planned (after it was written to sled).
     pub fn commit(&mut self, d: Delta) {
-        for (ident, slot) in d.new_ids.into_iter().zip(d.new_slots) {
+        self.idents.text.reserve(d.new_ids.text.len());
+        for (i, slot) in d.new_slots.into_iter().enumerate() {
             let n = Node::from_usize(self.slots.len()).expect("the staged view checked the range");
             self.persons += usize::from(slot.parent == n);
             self.slots.push(slot);
             self.adj_head.push(NIL);
-            self.idents.push(&ident);
+            self.idents.push(d.new_ids.get_at(i));
             self.index_insert(n);
             self.live += 1;
         }
@@ -574,7 +583,8 @@ pub(crate) struct Delta {
     base: Node,
     slots: FxHashMap<Node, Slot>,
     new_slots: Vec<Slot>,
-    new_ids: Vec<Box<str>>,
+    /// The IDs of the new nodes (indexed from `base`).
+    new_ids: Idents,
     edges: Vec<((Node, Node), u64)>,
     next_edge: u64,
     refused: u64,
@@ -589,10 +599,8 @@ impl Delta {
     /// The new nodes with their IDs, in node order.
     pub fn new_nodes(&self) -> impl Iterator<Item = (Node, &str)> {
         let base = self.base.index();
-        self.new_ids
-            .iter()
-            .enumerate()
-            .map(move |(i, id)| (Node::from_index(base + i as u32), &**id))
+        (0..self.new_ids.spans.len())
+            .map(move |i| (Node::from_index(base + i as u32), self.new_ids.get_at(i)))
     }
 }
 
@@ -603,7 +611,8 @@ pub(crate) struct Staged<'g> {
     slots: FxHashMap<Node, Slot>,
     /// Slots of the nodes this view adds (node = committed length + index).
     new_slots: Vec<Slot>,
-    new_ids: Vec<Box<str>>,
+    /// The IDs of the new nodes (indexed from the committed length), in one string.
+    new_ids: Idents,
     /// Index of `new_ids` (each string stored once).
     new_index: HashTable<Node>,
     edges: Vec<((Node, Node), u64)>,
@@ -618,7 +627,7 @@ impl<'g> Staged<'g> {
             g,
             slots: FxHashMap::default(),
             new_slots: Vec::new(),
-            new_ids: Vec::new(),
+            new_ids: Idents::default(),
             new_index: HashTable::new(),
             edges: Vec::new(),
             edge_set: FxHashSet::default(),
@@ -649,7 +658,7 @@ impl<'g> Staged<'g> {
             let base = self.g.len();
             self.new_index
                 .find(self.g.hasher.hash_one(id), |&n| {
-                    &*self.new_ids[n.slot() - base] == id
+                    self.new_ids.is_at(n.slot() - base, id)
                 })
                 .copied()
         })
@@ -658,20 +667,20 @@ impl<'g> Staged<'g> {
     /// The ID of a node.
     pub fn ident(&self, n: Node) -> &str {
         match self.new_pos(n) {
-            Some(i) => &self.new_ids[i],
+            Some(i) => self.new_ids.get_at(i),
             None => self.g.ident(n),
         }
     }
 
     /// Adds a new ID as a singleton person and returns its node.
     pub fn add(&mut self, id: &str, flags: Flags) -> Result<Node> {
-        let n = Node::from_usize(self.g.len() + self.new_ids.len())
+        let n = Node::from_usize(self.g.len() + self.new_ids.spans.len())
             .ok_or(Error::Full(Node::MAX.as_u64()))?;
-        self.new_ids.push(id.into());
+        self.new_ids.push(id);
         let base = self.g.len();
         let (ids, hasher) = (&self.new_ids, &self.g.hasher);
         self.new_index.insert_unique(hasher.hash_one(id), n, |&m| {
-            hasher.hash_one(&*ids[m.slot() - base])
+            hasher.hash_one(ids.get_at(m.slot() - base))
         });
         self.new_slots.push(single(n, flags));
         Ok(n)

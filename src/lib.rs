@@ -61,8 +61,7 @@ pub use op::{
 };
 pub use store::{
     BulkOptions, BulkReport, Config, DEFAULT_MAX_PERSON_SIZE, Explanation, ExportedEvent, FilePart,
-    Forgotten, Guardrails, Hubs, OpSource, Refusal, Stats, Store, VerifyProgress,
-    VerifyReport,
+    Forgotten, Guardrails, Hubs, OpSource, Refusal, Stats, Store, VerifyProgress, VerifyReport,
 };
 
 /// The README's examples, compiled and run as doc-tests so they stay true.

@@ -513,10 +513,7 @@ impl FileSource {
                     let parsed = super::csv::parse_row(&cols, &rec, self.now, Some(&at));
                     self.emit(&at, parsed, f)?;
                     if line.is_multiple_of(8192) {
-                        (self.on_progress)(
-                            progress.bytes,
-                            progress.lines_before + line - first,
-                        );
+                        (self.on_progress)(progress.bytes, progress.lines_before + line - first);
                     }
                 }
                 Err(e) => {

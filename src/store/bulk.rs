@@ -575,9 +575,9 @@ pub(crate) fn apply(
                 | Op::Set { id, properties, at } => (id, properties, *at),
                 Op::Alias { .. } => return Ok(()),
             };
-            let n = planner.last_node().ok_or_else(|| {
-                Error::Internal(format!("{id} was planned but has no node"))
-            })?;
+            let n = planner
+                .last_node()
+                .ok_or_else(|| Error::Internal(format!("{id} was planned but has no node")))?;
             if !properties.is_empty() {
                 // Store-wide apply order, as one op at a time would take it.
                 props.add(n, properties, at, db.generate_id()?)?;
@@ -598,7 +598,9 @@ pub(crate) fn apply(
                 .map_err(|_| Error::Internal("the bulk sorter thread stopped".into()))
         });
         drop(etx);
-        let runs = sorter.join().expect("the bulk sorter thread does not panic");
+        let runs = sorter
+            .join()
+            .expect("the bulk sorter thread does not panic");
         // A failing sorter stops the reading first; report its error, not the closed channel.
         let runs = runs?;
         sent?;
