@@ -8,7 +8,7 @@
 //! | `recovery` | opening: format check, finishing a redo record, loading the graph; writing redo records |
 //! | `plan` | the planner: ops → staged graph changes + the sled writes of one batch |
 //! | `records` | the record layer: the one place that knows own keys vs packed blocks, events, edges kept in records |
-//! | `bulk` | [`Store::bulk_apply`]: two passes over millions of ops |
+//! | `bulk` | [`Store::bulk_apply`]: one pass over millions of ops |
 //! | `repair` | explain, unalias, forget, links, hubs |
 //! | `verify` | [`Store::verify`], one function per invariant family |
 
@@ -344,9 +344,9 @@ impl Store {
     /// Applies every op of `source`, with the same result as [`apply`](Self::apply) on each in
     /// order, but far faster for large inputs. Holds the writer for its whole run.
     ///
-    /// Nothing is written when `source` reports bad input in its check pass. The write pass
-    /// is not atomic across a crash: rerun the same import to complete it (re-applying the same
-    /// ops changes nothing).
+    /// `source` is read once. Nothing is written when it reports bad input (or fails) while it
+    /// is read. The writing that follows is not atomic across a crash: rerun the same import to
+    /// complete it (re-applying the same ops changes nothing).
     ///
     /// # Errors
     /// What `source` reports ([`Error::Input`](crate::Error::Input) with its position,
