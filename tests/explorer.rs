@@ -58,6 +58,15 @@ async fn loaded(c: &Client) -> u64 {
     .unwrap()
 }
 
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn text_of(c: &Client, css: &str) -> String {
     c.find(Locator::Css(css))
         .await
@@ -150,12 +159,7 @@ async fn explorer_search_person_explain_and_repair() {
     // Search: the form on the page, then the person page.
     let q = c.find(Locator::Css("#q")).await.unwrap();
     q.send_keys(EVIL_ANON).await.unwrap();
-    c.find(Locator::Css("#search button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#search button").await;
     loaded(&c).await;
     assert_eq!(text_of(&c, "#canonical").await, "alice@example.com");
     let summary = text_of(&c, "#summary").await;
@@ -245,12 +249,7 @@ async fn explorer_search_person_explain_and_repair() {
     let b = c.find(Locator::Css("#why-b")).await.unwrap();
     b.clear().await.unwrap();
     b.send_keys("dave").await.unwrap();
-    c.find(Locator::Css("#why button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#why button").await;
     wait_for(
         &c,
         "the explanation",
@@ -281,12 +280,7 @@ async fn explorer_search_person_explain_and_repair() {
         "{confirm}"
     );
     assert!(confirm.contains("No admin token"), "{confirm}");
-    c.find(Locator::Css("#confirm-yes"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#confirm-yes").await;
     wait_for(
         &c,
         "the refusal",
@@ -303,24 +297,14 @@ async fn explorer_search_person_explain_and_repair() {
     );
 
     // With the admin token (pasted once, kept for the tab): the person splits.
-    c.find(Locator::Css("#tokens summary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#tokens summary").await;
     c.find(Locator::Css("#admin-token"))
         .await
         .unwrap()
         .send_keys(ADMIN)
         .await
         .unwrap();
-    c.find(Locator::Css("#token-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#token-form button").await;
     loaded(&c).await;
     js(
         &c,
@@ -330,12 +314,7 @@ async fn explorer_search_person_explain_and_repair() {
     .await;
     js(&c, unalias_carol, vec![]).await;
     assert!(!text_of(&c, "#confirm").await.contains("No admin token"));
-    c.find(Locator::Css("#confirm-yes"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#confirm-yes").await;
     wait_for(
         &c,
         "the split",
@@ -356,23 +335,13 @@ async fn explorer_search_person_explain_and_repair() {
     // Forget: the confirmation counts what goes; then the person is gone.
     c.goto(&format!("{base}/explore?id=dave")).await.unwrap();
     loaded(&c).await;
-    c.find(Locator::Css("#forget"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#forget").await;
     let confirm = text_of(&c, "#confirm").await;
     assert!(
         confirm.contains("deletes 2 IDs, 1 alias link, 1 event and 0 properties"),
         "{confirm}"
     );
-    c.find(Locator::Css("#confirm-yes"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#confirm-yes").await;
     wait_for(
         &c,
         "the forget",
