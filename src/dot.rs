@@ -17,6 +17,8 @@ pub struct GraphId {
     pub id: String,
     /// Whether the store holds it as an anonymous ID (drawn differently from named IDs).
     pub anonymous: bool,
+    /// When the store first saw it (the time of the op that brought it).
+    pub first_seen: crate::op::Timestamp,
 }
 
 /// A person's IDs and the alias links among them.
@@ -143,10 +145,12 @@ mod tests {
                 GraphId {
                     id: "bob".into(),
                     anonymous: false,
+                    first_seen: 1,
                 },
                 GraphId {
                     id: "a\"b\\c=".into(),
                     anonymous: true,
+                    first_seen: 2,
                 },
             ],
             links: vec![Link {

@@ -178,6 +178,11 @@ async fn explorer_search_person_explain_and_repair() {
         ids.contains("anonymous") && ids.contains("named, canonical"),
         "{ids}"
     );
+    // First seen: the time of the op that brought each ID (KM_ANON at 90 s, dave at 400 s).
+    assert!(
+        ids.contains("1970-01-01 00:01:30 UTC") && ids.contains("1970-01-01 00:06:40 UTC"),
+        "{ids}"
+    );
     let props = text_of(&c, "#properties").await;
     assert!(
         props.contains("<b>note</b>") && props.contains(EVIL_VALUE),

@@ -1136,6 +1136,7 @@ async fn person_links(State(s): St, headers: HeaderMap, Path(id): Path<String>) 
             "person": g.person,
             "ids": g.ids.iter().map(|i| &i.id).collect::<Vec<_>>(),
             "anonymous": g.ids.iter().map(|i| i.anonymous).collect::<Vec<_>>(),
+            "first_seen": g.ids.iter().map(|i| i.first_seen).collect::<Vec<_>>(),
             "links": g.links,
         })))
     })

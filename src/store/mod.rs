@@ -780,26 +780,34 @@ impl Store {
     /// `id`'s person as a graph to draw; `None` for an unknown ID.
     ///
     /// # Cost
-    /// As [`Store::links`].
+    /// As [`Store::links`], plus one sled read per ID (its first-seen time).
     ///
     /// # Errors
     /// As [`Store::links`].
     pub fn person_graph(&self, id: &str) -> Result<Option<PersonGraph>> {
-        let (person, ids) = {
+        let (person, members) = {
             let g = self.graph()?;
             let Some(n) = g.lookup(id) else {
                 return Ok(None);
             };
-            let ids: Vec<GraphId> = g
+            let members: Vec<(Node, String, bool)> = g
                 .members_sorted(n)
                 .into_iter()
-                .map(|m| GraphId {
-                    id: g.ident(m).to_owned(),
-                    anonymous: g.flags(m).is_anonymous(),
-                })
+                .map(|m| (m, g.ident(m).to_owned(), g.flags(m).is_anonymous()))
                 .collect();
-            (g.person_id(n).to_owned(), ids)
+            (g.person_id(n).to_owned(), members)
         };
+        let mut ids = Vec::with_capacity(members.len());
+        for (m, ident, anonymous) in members {
+            let first_seen = records::read_id_record(&self.db, &ident, m)?
+                .ok_or_else(|| crate::Error::Corrupt(format!("ID {ident:?} has no record")))?
+                .first_seen;
+            ids.push(GraphId {
+                id: ident,
+                anonymous,
+                first_seen,
+            });
+        }
         let links = self.links(id)?;
         Ok(Some(PersonGraph { person, ids, links }))
     }
