@@ -255,10 +255,14 @@ impl Graph {
 
     /// Makes room for node `n`: the nodes up to it exist, unused.
     fn grow_to(&mut self, n: Node) {
-        if n.slot() >= self.slots.len() {
-            let (from, len) = (self.slots.len(), n.slot() + 1);
-            self.slots
-                .extend(Node::all(len).skip(from).map(|m| single(m, Flags::NONE)));
+        // O(new nodes): `Node::all(len).skip(from)` would step through the first `from`
+        // nodes on every call in a debug build (quadratic over a load).
+        let len = n.slot() + 1;
+        while self.slots.len() < len {
+            let m = Node::from_usize(self.slots.len()).expect("a node of the store");
+            self.slots.push(single(m, Flags::NONE));
+        }
+        if self.idents.spans.len() < len {
             self.idents.spans.resize(len, 0);
         }
     }
