@@ -17,8 +17,9 @@ pub struct GraphId {
     pub id: String,
     /// Whether the store holds it as an anonymous ID (drawn differently from named IDs).
     pub anonymous: bool,
-    /// When the store first saw it (the time of the op that brought it).
-    pub first_seen: crate::op::Timestamp,
+    /// When the store first saw it (the time of the op that brought it); only from
+    /// [`Store::person_graph_first_seen`](crate::Store::person_graph_first_seen).
+    pub first_seen: Option<crate::op::Timestamp>,
 }
 
 /// A person's IDs and the alias links among them.
@@ -145,12 +146,12 @@ mod tests {
                 GraphId {
                     id: "bob".into(),
                     anonymous: false,
-                    first_seen: 1,
+                    first_seen: None,
                 },
                 GraphId {
                     id: "a\"b\\c=".into(),
                     anonymous: true,
-                    first_seen: 2,
+                    first_seen: Some(2),
                 },
             ],
             links: vec![Link {

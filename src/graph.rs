@@ -210,24 +210,17 @@ pub(crate) fn pair(a: Node, b: Node) -> (Node, Node) {
 }
 
 impl Graph {
-    /// Starts a graph to be built with [`Graph::add_loaded`] and [`Graph::finish_load`]; `nodes`
-    /// and `text` are the expected node count and ID bytes (room reserved ahead).
-    pub fn loading(nodes: usize, text: usize) -> Graph {
+    /// Starts a graph to be built with [`Graph::add_loaded`] or [`Graph::add_span`] (whose IDs
+    /// are already in `text`) and [`Graph::finish_load`]; `nodes` is the expected node count.
+    pub fn loading(nodes: usize, text: String) -> Graph {
         let mut g = Graph::default();
         g.slots.reserve_exact(nodes);
         g.idents.spans.reserve_exact(nodes);
-        g.idents.text.reserve_exact(text);
-        g
-    }
-
-    /// Starts a graph whose IDs are all in `text`, to be placed with [`Graph::add_span`].
-    pub fn loading_text(nodes: usize, text: String) -> Graph {
-        let mut g = Graph::loading(nodes, 0);
         g.idents.text = text;
         g
     }
 
-    /// Adds the stored ID `text[start..start + len]` (of [`Graph::loading_text`]) at its node.
+    /// Adds the stored ID `text[start..start + len]` (of [`Graph::loading`]) at its node.
     ///
     /// # Errors
     /// [`Error::Corrupt`] when the node is taken already, or the span is not an ID of the text.
@@ -272,23 +265,15 @@ impl Graph {
     /// # Errors
     /// [`Error::Corrupt`] when the node is taken already, or the ID is empty or too long.
     pub fn add_loaded(&mut self, n: Node, ident: &str, flags: Flags) -> Result<()> {
-        self.grow_to(n);
-        if self.idents.is_live(n) {
+        if n.slot() < self.slots.len() && self.idents.is_live(n) {
             return Err(Error::Corrupt(format!(
                 "node {n} belongs to both {:?} and {ident:?}",
                 self.idents.get(n)
             )));
         }
-        if ident.is_empty() || ident.len() >= 1 << SPAN_LEN_BITS {
-            return Err(Error::Corrupt(format!(
-                "node {n} has an ID of {} bytes",
-                ident.len()
-            )));
-        }
-        self.slots[n.slot()] = single(n, flags);
-        self.idents.set(n, ident);
-        self.live += 1;
-        Ok(())
+        let start = self.idents.text.len() as u64;
+        self.idents.text.push_str(ident);
+        self.add_span(n, start, ident.len() as u64, flags)
     }
 
     /// Ends a load: indexes the IDs and replays the alias log `(seq, a, b)` in sequence order.
@@ -302,7 +287,9 @@ impl Graph {
     ) -> Result<Graph> {
         let len = self.slots.len();
         self.adj_head = vec![NIL; len];
-        self.index.reserve(self.live, |_| 0);
+        let (idents, hasher) = (&self.idents, &self.hasher);
+        self.index
+            .reserve(self.live, |&m| hasher.hash_one(idents.get(m)));
         for n in Node::all(len) {
             if self.idents.is_live(n) {
                 self.index_insert(n);

@@ -143,7 +143,7 @@ async fn explorer_search_person_explain_and_repair() {
     .await;
     let counts = text_of(&c, "#counts").await;
     assert!(
-        counts.contains("Persons") && counts.contains('8'),
+        counts.contains("IDs\n8\n") && counts.contains("Persons\n2\n"),
         "{counts}"
     );
     wait_for(

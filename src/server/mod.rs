@@ -975,13 +975,18 @@ async fn person(State(s): St, headers: HeaderMap, Path(id): Path<String>) -> Res
         let Some(p) = store.resolve(&id)? else {
             return Ok(unknown(&id));
         };
-        let props: serde_json::Map<String, serde_json::Value> = store
-            .properties(&id)?
-            .into_iter()
-            .map(|p| (p.name, serde_json::to_value(p.value).unwrap_or_default()))
-            .collect();
-        // Each property with when and under which ID its value was set (the explorer's).
+        // Each property with when and under which ID its value was set (the explorer's), and
+        // name → value as before.
         let detail = store.properties(&id)?;
+        let props: serde_json::Map<String, serde_json::Value> = detail
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    serde_json::to_value(&p.value).unwrap_or_default(),
+                )
+            })
+            .collect();
         Ok(json_response(json!({
             "person": p.person,
             "ids": p.ids,
@@ -1129,7 +1134,7 @@ async fn refusals(State(s): St, headers: HeaderMap, Query(q): Query<Limit>) -> R
 
 async fn person_links(State(s): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
     s.call(&headers, Access::Read, move |store| {
-        let Some(g) = store.person_graph(&id)? else {
+        let Some(g) = store.person_graph_first_seen(&id)? else {
             return Ok(unknown(&id));
         };
         Ok(json_response(json!({

@@ -545,20 +545,15 @@ impl GraphIndex {
     pub(crate) fn load_graph(&self) -> Result<Graph> {
         let l = self.layout;
         let n = l.nodes as usize;
-        let words = |b: Vec<u8>, width: usize| -> Vec<u64> {
-            b.chunks_exact(width)
-                .map(|c| {
-                    let mut w = [0u8; 8];
-                    w[..width].copy_from_slice(c);
-                    u64::from_le_bytes(w)
-                })
-                .collect()
-        };
-        let off = words(self.read_through(0, (l.nodes + 1) * 8)?, 8);
+        let off: Vec<u64> = self
+            .read_through(0, (l.nodes + 1) * 8)?
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
         let flags = self.read_through(l.flags, l.nodes)?;
         let text = String::from_utf8(self.read_through(l.blob, l.blob_len)?)
             .map_err(|_| self.corrupt("its IDs are not UTF-8"))?;
-        let mut g = Graph::loading_text(n, text);
+        let mut g = Graph::loading(n, text);
         for m in Node::all(n) {
             let (a, b) = (off[m.slot()], off[m.slot() + 1]);
             if b < a {

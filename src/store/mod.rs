@@ -777,14 +777,31 @@ impl Store {
         repair::explain(self, a, b)
     }
 
-    /// `id`'s person as a graph to draw; `None` for an unknown ID.
+    /// `id`'s person as a graph to draw; `None` for an unknown ID. Each ID's `first_seen` is
+    /// `None` (see [`Store::person_graph_first_seen`]).
     ///
     /// # Cost
-    /// As [`Store::links`], plus one sled read per ID (its first-seen time).
+    /// As [`Store::links`].
     ///
     /// # Errors
     /// As [`Store::links`].
     pub fn person_graph(&self, id: &str) -> Result<Option<PersonGraph>> {
+        self.person_graph_with(id, false)
+    }
+
+    /// [`Store::person_graph`] with each ID's first-seen time.
+    ///
+    /// # Cost
+    /// As [`Store::links`], plus one sled read per ID (its record).
+    ///
+    /// # Errors
+    /// As [`Store::links`]; [`Error::Corrupt`](crate::Error::Corrupt) for an ID without a
+    /// record.
+    pub fn person_graph_first_seen(&self, id: &str) -> Result<Option<PersonGraph>> {
+        self.person_graph_with(id, true)
+    }
+
+    fn person_graph_with(&self, id: &str, first_seen: bool) -> Result<Option<PersonGraph>> {
         let (person, members) = {
             let g = self.graph()?;
             let Some(n) = g.lookup(id) else {
@@ -799,9 +816,16 @@ impl Store {
         };
         let mut ids = Vec::with_capacity(members.len());
         for (m, ident, anonymous) in members {
-            let first_seen = records::read_id_record(&self.db, &ident, m)?
-                .ok_or_else(|| crate::Error::Corrupt(format!("ID {ident:?} has no record")))?
-                .first_seen;
+            let first_seen = match first_seen {
+                false => None,
+                true => Some(
+                    records::read_id_record(&self.db, &ident, m)?
+                        .ok_or_else(|| {
+                            crate::Error::Corrupt(format!("ID {ident:?} has no record"))
+                        })?
+                        .first_seen,
+                ),
+            };
             ids.push(GraphId {
                 id: ident,
                 anonymous,

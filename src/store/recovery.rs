@@ -156,7 +156,7 @@ fn replay(db: &sled::Db, writes: Vec<codec::Write>, faults: bool) -> Result<()> 
 /// The graph from every ID record and the alias log: the edges under `e` keys and those kept
 /// in ID records, replayed in sequence order.
 pub(crate) fn load_graph(db: &sled::Db) -> Result<Graph> {
-    let mut g = Graph::loading(0, 0);
+    let mut g = Graph::loading(0, String::new());
     let mut edges = Vec::new();
     records::scan_id_records(db, |id, v, at| {
         if matches!(at, RecordAt::Shadowed(_)) {
