@@ -306,11 +306,15 @@ impl Ids {
             codec::push_packed(&mut block, g.ident(n), &rec.encode()?);
             if block.len() >= codec::PACKED_BLOCK_BYTES {
                 let key = codec::node_key(codec::PACKED, first).to_vec();
-                w.put(key, std::mem::take(&mut block))?;
+                w.put(key, codec::compact::ids(&block)?)?;
+                block.clear();
             }
         }
         if !block.is_empty() {
-            w.put(codec::node_key(codec::PACKED, first).to_vec(), block)?;
+            w.put(
+                codec::node_key(codec::PACKED, first).to_vec(),
+                codec::compact::ids(&block)?,
+            )?;
         }
         let mut old: FxHashMap<String, IdRecord> = self.old.into_iter().collect();
         let mut idents: Vec<String> = old.keys().cloned().collect();

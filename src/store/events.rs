@@ -7,7 +7,7 @@
 //! folds in the `v` keys of the nodes it covers (they win over the old block, the import's own
 //! events win over both) and removes them in the same sled batch.
 
-use crate::codec::{self, Write};
+use crate::codec::{self, Write, compact};
 use crate::error::{Error, Result};
 use crate::forest::Node;
 use crate::op::{Properties, Timestamp};
@@ -32,7 +32,18 @@ fn full_key(bare: &[u8]) -> Vec<u8> {
 /// later.
 fn block_for(db: &sled::Db, node: Node) -> Result<Option<(sled::IVec, sled::IVec)>> {
     let from = codec::event_block_key(node);
-    Ok(db.range(&from[..]..&BLOCKS_END[..]).next().transpose()?)
+    match db.range(&from[..]..&BLOCKS_END[..]).next().transpose()? {
+        Some((k, v)) => Ok(Some((k, plain(v)?))),
+        None => Ok(None),
+    }
+}
+
+/// A stored block in its plain layout (compact blocks expanded: [`compact`]).
+fn plain(stored: sled::IVec) -> Result<sled::IVec> {
+    Ok(match compact::events_plain(&stored)? {
+        std::borrow::Cow::Borrowed(_) => stored,
+        std::borrow::Cow::Owned(p) => p.into(),
+    })
 }
 
 /// The packed events of `node`, in key order.
@@ -177,6 +188,7 @@ pub(crate) fn for_each(
     let mut nodes = Vec::new();
     for kv in db.scan_prefix([codec::EVENT_BLOCK]) {
         let (bk, bv) = kv?;
+        let bv = plain(bv)?;
         nodes.clear();
         let mut entries = Vec::new();
         for e in codec::block_events(&bv) {
@@ -244,7 +256,12 @@ pub(crate) fn forget(db: &sled::Db, nodes: &[Node]) -> Result<(Vec<Write>, u64)>
                 codec::push_block_event(&mut kept, &full_key(k), v);
             }
         }
-        writes.push((bk, (!kept.is_empty()).then_some(kept)));
+        let kept = if kept.is_empty() {
+            None
+        } else {
+            Some(compact::events(&kept)?)
+        };
+        writes.push((bk, kept));
     }
     Ok((writes, n))
 }
@@ -300,14 +317,16 @@ pub(crate) fn write_sorted(
                                wrote_old: &mut bool|
          -> Result<()> {
             let key = codec::event_block_key(last);
+            let stored = compact::events(piece)?;
+            piece.clear();
             blocks += 1;
             if hi == Some(last) {
                 *wrote_old = true;
             }
             if old.is_none() && folded.is_empty() {
-                db.insert(key, std::mem::take(piece))?;
+                db.insert(key, stored)?;
             } else {
-                batch.insert(&key[..], std::mem::take(piece));
+                batch.insert(&key[..], stored);
                 *batch_keys += 1;
                 for k in folded.drain(..) {
                     batch.remove(k);

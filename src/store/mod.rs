@@ -1091,3 +1091,126 @@ impl Store {
         Ok(rep)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::codec::{self, compact};
+    use crate::op::{Cause, Op, Properties};
+    use crate::{BulkOptions, Identity, Store};
+
+    fn id(s: &str) -> Identity {
+        Identity::new(s).unwrap()
+    }
+
+    /// Everything a reader sees: per ID its person, events and properties; all events
+    /// exported; verify's counts.
+    fn answers(s: &Store, ids: &[String]) -> String {
+        let mut out = String::new();
+        for i in ids {
+            out += &format!(
+                "{i} {:?} {:?} {:?}\n",
+                s.canonical(i).unwrap(),
+                s.events(i).unwrap(),
+                s.properties(i).unwrap()
+            );
+        }
+        s.for_each_event(|e| {
+            out += &format!("{e:?}\n");
+            Ok(())
+        })
+        .unwrap();
+        let v = s.verify().unwrap();
+        assert!(v.problems.is_empty(), "{:?}", v.problems);
+        out + &format!("{} {} {}", v.ids, v.events, v.properties)
+    }
+
+    fn ops(round: i64) -> Vec<Op> {
+        let mut ops = Vec::new();
+        for i in 0..300 {
+            let mut p = Properties::new();
+            p.insert("Plan", if i % 3 == 0 { "pro" } else { "Ünïcode ✓" })
+                .unwrap();
+            p.insert("n", i).unwrap();
+            p.insert("ratio", i as f64 / 7.0).unwrap();
+            let who = id(&format!("user{}", i % 120));
+            let name = ["Signed Up", "VIEWED", "Ärger", "x"][i as usize % 4];
+            ops.push(Op::record(
+                who.clone(),
+                name,
+                p.clone(),
+                1000 * round + i / 3,
+            ));
+            if i % 5 == 0 {
+                ops.push(Op::set(who.clone(), p, 1000 * round + i));
+            }
+            if i % 7 == 0 {
+                let anon = id(&format!("anon{}-{round}", i));
+                ops.push(Op::alias(anon, who, 1000 * round + i, Cause::Import));
+            }
+        }
+        ops
+    }
+
+    /// A format-5 store holds its blocks in the plain layout: such a store opens, answers as it
+    /// did, and takes writes (online and bulk) that fold its plain blocks into compact ones.
+    #[test]
+    fn plain_blocks_of_format_5_are_read_as_they_are() {
+        let small = BulkOptions {
+            event_block_bytes: 300,
+            ..BulkOptions::default()
+        };
+        let run = |dir: &std::path::Path, downgrade: bool| -> String {
+            let ids: Vec<String> = (0..120)
+                .map(|i| format!("user{i}"))
+                .chain((0..300).step_by(7).map(|i| format!("anon{i}-1")))
+                .collect();
+            {
+                let s = Store::open(dir).unwrap();
+                s.bulk_apply(&mut ops(1), small.clone()).unwrap();
+            }
+            if downgrade {
+                let db = sled::open(dir).unwrap();
+                let mut blocks = 0;
+                for prefix in [codec::PACKED, codec::EVENT_BLOCK] {
+                    for kv in db.scan_prefix([prefix]) {
+                        let (k, v) = kv.unwrap();
+                        assert_eq!(v[0], compact::MARK);
+                        let plain = if prefix == codec::PACKED {
+                            compact::ids_plain(&v).unwrap().into_owned()
+                        } else {
+                            compact::events_plain(&v).unwrap().into_owned()
+                        };
+                        db.insert(k, plain).unwrap();
+                        blocks += 1;
+                    }
+                }
+                assert!(blocks > 10, "{blocks}");
+                db.insert(codec::FORMAT_KEY, &5u32.to_be_bytes()).unwrap();
+                db.flush().unwrap();
+            }
+            let mut out = String::new();
+            {
+                let s = Store::open(dir).unwrap();
+                out += &answers(&s, &ids);
+                // Online writes onto packed IDs, then a second import over the same nodes.
+                for op in ops(2).into_iter().step_by(9) {
+                    s.apply(op).unwrap();
+                }
+                s.bulk_apply(&mut ops(2), small.clone()).unwrap();
+                s.bulk_apply(&mut ops(1), small.clone()).unwrap();
+                out += &answers(&s, &ids);
+            }
+            let db = sled::open(dir).unwrap();
+            assert_eq!(
+                db.get(codec::FORMAT_KEY).unwrap().unwrap().as_ref(),
+                codec::FORMAT_VERSION.to_be_bytes()
+            );
+            out
+        };
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let plain = run(a.path(), true);
+        let compact = run(b.path(), false);
+        assert_eq!(plain, compact);
+        assert!(plain.contains("Ünïcode ✓") && plain.contains("Ärger"));
+    }
+}

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashSet;
 
-use crate::codec::{self, IdRecord, StoredEdge, StoredRefusal};
+use crate::codec::{self, IdRecord, StoredEdge, StoredRefusal, compact};
 use crate::error::{Error, Result};
 use crate::forest::Node;
 use crate::graph::Graph;
@@ -48,6 +48,7 @@ pub(crate) fn scan_id_records(
     }
     for kv in db.scan_prefix([codec::PACKED]) {
         let (k, v) = kv?;
+        let v = plain(v)?;
         let block = codec::key_node(&k)?;
         for (id, rec) in codec::packed_entries(&v)? {
             let node = codec::record_node(rec)?.slot();
@@ -73,7 +74,19 @@ pub(crate) fn packed_block_of(
 ) -> Result<Option<(sled::IVec, sled::IVec)>> {
     let lo: &[u8] = &[codec::PACKED];
     let hi = codec::node_key(codec::PACKED, node);
-    Ok(db.range(lo..=&hi[..]).next_back().transpose()?)
+    match db.range(lo..=&hi[..]).next_back().transpose()? {
+        Some((k, v)) => Ok(Some((k, plain(v)?))),
+        None => Ok(None),
+    }
+}
+
+/// A stored block of packed records in its plain layout (compact blocks expanded:
+/// [`compact`]).
+fn plain(stored: sled::IVec) -> Result<sled::IVec> {
+    Ok(match compact::ids_plain(&stored)? {
+        std::borrow::Cow::Borrowed(_) => stored,
+        std::borrow::Cow::Owned(p) => p.into(),
+    })
 }
 
 /// The record of `ident`, node `node`: under its own key, else its entry in a block of packed
@@ -199,8 +212,12 @@ pub(crate) fn person_removal(
             }
         }
         if removed {
-            out.writes
-                .push((k.clone(), (!kept.is_empty()).then_some(kept)));
+            let kept = if kept.is_empty() {
+                None
+            } else {
+                Some(compact::ids(&kept)?)
+            };
+            out.writes.push((k.clone(), kept));
         }
     }
     for (_, ident) in members {
@@ -246,6 +263,7 @@ pub(crate) fn for_each_id(
                     && codec::key_node(k)? <= n
                 {
                     let (_, v) = blocks.next().expect("peeked")?;
+                    let v = plain(v)?;
                     block.clear();
                     for (_, rec) in codec::packed_entries(&v)? {
                         let head = IdRecord::decode_head(rec)?;

@@ -21,6 +21,8 @@ use crate::forest::Node;
 use crate::graph::Flags;
 use crate::op::{Cause, Properties, RefusalReason, Timestamp, Value};
 
+pub mod compact;
+
 /// The format this build reads and writes. Bump on any change to the layouts above.
 /// Version 2 added the intent record; a version 1 store is upgraded in place at open (its
 /// marker rewritten), so that an older build, which would ignore a pending intent, refuses it.
@@ -28,10 +30,13 @@ use crate::op::{Cause, Properties, RefusalReason, Timestamp, Value};
 /// upgraded the same way, so that a version-2 build, which would miss the packed IDs, refuses
 /// them. Version 4 added the graph index's stamp (`m` `index_stamp`): a version-3 build
 /// would write without removing it, and the index would then be believed while stale.
-pub const FORMAT_VERSION: u32 = 5;
+/// Version 6 writes blocks (`p`, `b`) in [`compact`] form; the plain blocks of older stores
+/// are read as they are, and a version-5 build, which would misread a compact block, refuses
+/// the store once its marker is rewritten.
+pub const FORMAT_VERSION: u32 = 6;
 
 /// The format versions this build opens.
-pub const READABLE_VERSIONS: [u32; 5] = [1, 2, 3, 4, 5];
+pub const READABLE_VERSIONS: [u32; 6] = [1, 2, 3, 4, 5, 6];
 
 /// The key of the redo record of the op being written (see `Store::apply_batch`).
 pub const INTENT_KEY: &[u8] = b"wintent";
@@ -203,37 +208,49 @@ impl IdRecord {
     }
 
     fn decode_parts(b: &[u8]) -> Result<(Self, &[u8])> {
-        let bad = || Error::Corrupt(format!("an ID record of {} bytes is cut short", b.len()));
-        if b.len() < 17 || (b.len() > 17 && b.len() < 21) {
-            return Err(bad());
-        }
+        let (node, first_seen, flags, edge, props) = record_parts(b)?;
         let mut rec = IdRecord {
-            node: record_node(b)?,
-            first_seen: i64::from_be_bytes(b[8..16].try_into().expect("8 bytes")),
-            flags: Flags::from_bits(b[16]),
+            node,
+            first_seen,
+            flags: Flags::from_bits(flags),
             ..IdRecord::default()
         };
-        if b.len() == 17 {
-            return Ok((rec, &[]));
-        }
-        let len = u32::from_be_bytes(b[17..21].try_into().expect("4 bytes")) as usize;
-        let edge = b.get(21..21 + len).ok_or_else(bad)?;
-        if len > 0 {
-            if len < 9 {
-                return Err(bad());
+        if !edge.is_empty() {
+            if edge.len() < 9 {
+                return Err(Error::Corrupt(format!(
+                    "an ID record of {} bytes is cut short",
+                    b.len()
+                )));
             }
             let seq = u64::from_be_bytes(edge[..8].try_into().expect("8 bytes"));
             rec.intro = Some((seq, decode(&edge[8..], "the edge of an ID record")?));
         }
-        Ok((rec, &b[21 + len..]))
+        Ok((rec, props))
     }
+}
+
+/// The parts of an encoded ID record: node, first-seen, flags, the edge part (seq and
+/// bincode edge; empty: none) and the properties part (bincode; empty: none).
+fn record_parts(b: &[u8]) -> Result<(Node, Timestamp, u8, &[u8], &[u8])> {
+    let bad = || Error::Corrupt(format!("an ID record of {} bytes is cut short", b.len()));
+    if b.len() < 17 || (b.len() > 17 && b.len() < 21) {
+        return Err(bad());
+    }
+    let node = record_node(b)?;
+    let first_seen = i64::from_be_bytes(b[8..16].try_into().expect("8 bytes"));
+    if b.len() == 17 {
+        return Ok((node, first_seen, b[16], &[], &[]));
+    }
+    let len = u32::from_be_bytes(b[17..21].try_into().expect("4 bytes")) as usize;
+    let edge = b.get(21..21 + len).ok_or_else(bad)?;
+    Ok((node, first_seen, b[16], edge, &b[21 + len..]))
 }
 
 /// Target size of a block of packed ID records: sled's cost is per key (~5-8 µs) up to a few
 /// KiB of value; 1M IDs written as 4 KiB blocks took 0.40 s against 5.8 s as one key each
 /// (a throwaway sled program, this machine; 8 KiB blocks: 0.38 s; at 16 KiB sled
 /// began creating and deleting files of its own during the run).
-pub const PACKED_BLOCK_BYTES: usize = 4096;
+pub const PACKED_BLOCK_BYTES: usize = 7168;
 
 /// Appends one ID record to a block of packed records: ID length u16 BE, ID, record length
 /// u32 BE, the record ([`IdRecord::encode`]). Entries are in node order.
@@ -406,7 +423,7 @@ pub fn event_key(node: Node, at: Timestamp, lower_name: &str) -> Vec<u8> {
 /// Target size of a block of packed events: a lookup reads one block, so small blocks keep
 /// reads fast (DESIGN.md, "Packed events": 1 KiB blocks read one node's events in 9.0 µs
 /// against 12.4 µs for one key per event, 4 KiB blocks in 21-22 µs).
-pub const EVENT_BLOCK_BYTES: usize = 1024;
+pub const EVENT_BLOCK_BYTES: usize = 2304;
 
 /// The key of a block of packed events whose last node is `last`.
 pub fn event_block_key(last: Node) -> [u8; 9] {
@@ -623,10 +640,15 @@ pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
 /// 16 x `b.len()`; the budget is that, rounded up to a power of 16 (bincode takes it as a
 /// constant).
 pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T> {
-    fn limited<const N: usize, T: serde::de::DeserializeOwned>(
-        b: &[u8],
+    decode_borrowed(b, what)
+}
+
+/// [`decode`] for a value that may borrow its strings from `b` (the same budget).
+pub fn decode_borrowed<'a, T: Deserialize<'a>>(b: &'a [u8], what: &str) -> Result<T> {
+    fn limited<'a, const N: usize, T: Deserialize<'a>>(
+        b: &'a [u8],
     ) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
-        bincode::serde::decode_from_slice(b, config().with_limit::<N>())
+        bincode::serde::borrow_decode_from_slice(b, config().with_limit::<N>())
     }
     let decoded = match b.len() {
         0..=0x100 => limited::<0x1000, T>(b),

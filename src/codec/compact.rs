@@ -1,0 +1,522 @@
+//! The compact form of blocks on disk (format 6, DESIGN.md "Compact blocks").
+//!
+//! The store's code works on blocks in their *plain* layout (length-prefixed entries whose
+//! keys and values are laid out as under their own keys: [`super::push_block_event`],
+//! [`super::push_packed`]); sled holds them compacted. A compact block starts with [`MARK`]
+//! (a plain block cannot: its first byte is the high byte of a length of at most 1,036), then
+//! a table of the block's distinct strings (event names, property names, text values), then
+//! the entries with integers as varints, nodes and times as differences from the entry before,
+//! and strings as indexes into the table. Plain blocks written by format 5 are read as they
+//! are.
+//!
+//! Integers are LEB128 varints; signed ones zigzag-encoded first.
+//!
+//! Events: node delta · time delta (zigzag) · name index · lower-cased name (0: the name's
+//! lower case, else index + 1) · property count · per property: (name index << 2 | tag) and
+//! the value (tag 0 integer, zigzag; 1 float, 8 bytes LE; 2 text, index).
+//!
+//! ID records: node delta · ID length · ID · first-seen delta (zigzag) · flags byte · edge
+//! length (0: none) · edge bytes as in the plain record · property count · per property:
+//! (name index << 2 | tag), value, time minus first-seen (zigzag), apply sequence.
+
+use std::borrow::Cow;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use super::{bare_event_node, bare_event_time, decode_borrowed, encode, record_parts};
+use crate::error::{Error, Result};
+use crate::forest::Node;
+
+/// The first byte of a compact block.
+pub const MARK: u8 = 0xC6;
+
+/// An event's value, borrowing its strings (the same bincode layout as `StoredEvent`).
+#[derive(Serialize, Deserialize)]
+struct EventRef<'a> {
+    name: &'a str,
+    #[serde(borrow)]
+    properties: Vec<(&'a str, ValueRef<'a>)>,
+}
+
+/// `StoredValue`, borrowing its text.
+#[derive(Serialize, Deserialize)]
+enum ValueRef<'a> {
+    Int(i64),
+    Float(f64),
+    Text(&'a str),
+}
+
+/// `StoredProp`, borrowing its strings (a `PropMap` is a list of these).
+#[derive(Serialize, Deserialize)]
+struct PropRef<'a> {
+    name: &'a str,
+    #[serde(borrow)]
+    value: ValueRef<'a>,
+    at: i64,
+    seq: u64,
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::Corrupt(format!("a compact block is damaged: {what}"))
+}
+
+fn put(out: &mut Vec<u8>, mut x: u64) {
+    while x >= 0x80 {
+        out.push(x as u8 | 0x80);
+        x >>= 7;
+    }
+    out.push(x as u8);
+}
+
+fn zigzag(x: i64) -> u64 {
+    ((x << 1) ^ (x >> 63)) as u64
+}
+
+fn unzigzag(x: u64) -> i64 {
+    (x >> 1) as i64 ^ -((x & 1) as i64)
+}
+
+/// The distinct strings of a block being compacted, in first-use order.
+#[derive(Default)]
+struct Table<'a> {
+    index: FxHashMap<&'a str, u64>,
+    bytes: Vec<u8>,
+}
+
+impl<'a> Table<'a> {
+    /// The index of `s`, added when new.
+    fn index(&mut self, s: &'a str) -> u64 {
+        let n = self.index.len() as u64;
+        *self.index.entry(s).or_insert_with(|| {
+            put(&mut self.bytes, s.len() as u64);
+            self.bytes.extend_from_slice(s.as_bytes());
+            n
+        })
+    }
+
+    fn finish(self, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(12 + self.bytes.len() + body.len());
+        out.push(MARK);
+        put(&mut out, self.index.len() as u64);
+        out.extend_from_slice(&self.bytes);
+        out.extend_from_slice(body);
+        out
+    }
+}
+
+fn put_value<'a>(out: &mut Vec<u8>, t: &mut Table<'a>, name: &'a str, v: &ValueRef<'a>) {
+    let tag = match v {
+        ValueRef::Int(_) => 0,
+        ValueRef::Float(_) => 1,
+        ValueRef::Text(_) => 2,
+    };
+    // The name's index with the tag in its low bits.
+    put(out, t.index(name) << 2 | tag);
+    match v {
+        ValueRef::Int(x) => put(out, zigzag(*x)),
+        ValueRef::Float(x) => out.extend_from_slice(&x.to_le_bytes()),
+        ValueRef::Text(s) => put(out, t.index(s)),
+    }
+}
+
+fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut x = 0u64;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        x |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return (i < 9 || byte <= 1).then_some((x, i + 1));
+        }
+    }
+    None
+}
+
+/// Reads a compact block: its string table, then its entries.
+struct Reader<'a> {
+    rest: &'a [u8],
+    table: Vec<&'a str>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(block: &'a [u8]) -> Result<Self> {
+        let mut r = Reader {
+            rest: block.get(1..).unwrap_or_default(),
+            table: Vec::new(),
+        };
+        let n = r.varint()?;
+        // Each string takes at least its length byte.
+        if n > r.rest.len() as u64 {
+            return Err(corrupt("its string table is cut short"));
+        }
+        r.table.reserve(n as usize);
+        for _ in 0..n {
+            let len = r.varint()?;
+            let s = r.take(len)?;
+            let s = std::str::from_utf8(s).map_err(|_| corrupt("a string is not UTF-8"))?;
+            r.table.push(s);
+        }
+        Ok(r)
+    }
+
+    fn done(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn varint(&mut self) -> Result<u64> {
+        let (x, n) = read_varint(self.rest).ok_or_else(|| corrupt("a number is cut short"))?;
+        self.rest = &self.rest[n..];
+        Ok(x)
+    }
+
+    fn take(&mut self, n: u64) -> Result<&'a [u8]> {
+        if n > self.rest.len() as u64 {
+            return Err(corrupt("an entry is cut short"));
+        }
+        let (a, b) = self.rest.split_at(n as usize);
+        self.rest = b;
+        Ok(a)
+    }
+
+    fn string(&mut self) -> Result<&'a str> {
+        let i = self.varint()?;
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| self.table.get(i).copied())
+            .ok_or_else(|| corrupt("a string index is out of range"))
+    }
+
+    /// A count of items that take at least one byte each.
+    fn count(&mut self) -> Result<usize> {
+        let n = self.varint()?;
+        if n > self.rest.len() as u64 {
+            return Err(corrupt("a count exceeds the block"));
+        }
+        Ok(n as usize)
+    }
+
+    fn node_after(&mut self, prev: u64) -> Result<u64> {
+        let n = prev
+            .checked_add(self.varint()?)
+            .filter(|&n| Node::from_u64(n).is_some())
+            .ok_or_else(|| corrupt("a node is out of range"))?;
+        Ok(n)
+    }
+
+    fn value(&mut self) -> Result<(&'a str, ValueRef<'a>)> {
+        let head = self.varint()?;
+        let name = usize::try_from(head >> 2)
+            .ok()
+            .and_then(|i| self.table.get(i).copied())
+            .ok_or_else(|| corrupt("a string index is out of range"))?;
+        let v = match head & 3 {
+            0 => ValueRef::Int(unzigzag(self.varint()?)),
+            1 => ValueRef::Float(f64::from_le_bytes(
+                self.take(8)?.try_into().expect("8 bytes"),
+            )),
+            2 => ValueRef::Text(self.string()?),
+            _ => return Err(corrupt("a value has an unknown type")),
+        };
+        Ok((name, v))
+    }
+}
+
+/// Whether `lower` is what the key of an event named `name` holds (its lower case).
+fn is_lower_of(lower: &str, name: &str) -> bool {
+    if name.is_ascii() {
+        lower.len() == name.len()
+            && lower
+                .bytes()
+                .zip(name.bytes())
+                .all(|(l, n)| l == n.to_ascii_lowercase())
+    } else {
+        name.to_lowercase() == lower
+    }
+}
+
+/// A plain block of packed events ([`super::push_block_event`] entries) in compact form.
+pub fn events(plain: &[u8]) -> Result<Vec<u8>> {
+    let mut t = Table::default();
+    let mut body = Vec::with_capacity(plain.len() / 2);
+    let (mut prev_node, mut prev_time) = (0u64, 0i64);
+    for e in super::block_events(plain) {
+        let (k, v) = e?;
+        let node = bare_event_node(k)?.as_u64();
+        let time = bare_event_time(k);
+        let lower = std::str::from_utf8(&k[16..])
+            .map_err(|_| Error::Corrupt("an event name is not UTF-8".into()))?;
+        let ev: EventRef = decode_borrowed(v, "an event")?;
+        let delta = node
+            .checked_sub(prev_node)
+            .ok_or_else(|| Error::Corrupt("a block's events are out of node order".into()))?;
+        put(&mut body, delta);
+        put(&mut body, zigzag(time.wrapping_sub(prev_time)));
+        (prev_node, prev_time) = (node, time);
+        put(&mut body, t.index(ev.name));
+        let lower = if is_lower_of(lower, ev.name) {
+            0
+        } else {
+            t.index(lower) + 1
+        };
+        put(&mut body, lower);
+        put(&mut body, ev.properties.len() as u64);
+        for (name, value) in &ev.properties {
+            put_value(&mut body, &mut t, name, value);
+        }
+    }
+    Ok(t.finish(&body))
+}
+
+/// A stored block of packed events in its plain layout: compact blocks expanded, plain ones
+/// (format 5) as they are.
+pub fn events_plain(stored: &[u8]) -> Result<Cow<'_, [u8]>> {
+    if stored.first() != Some(&MARK) {
+        return Ok(Cow::Borrowed(stored));
+    }
+    let mut r = Reader::new(stored)?;
+    let mut out = Vec::with_capacity(stored.len() * 3);
+    let (mut node, mut time) = (0u64, 0i64);
+    let mut props = Vec::new();
+    let mut lower_buf = String::new();
+    while !r.done() {
+        node = r.node_after(node)?;
+        time = time.wrapping_add(unzigzag(r.varint()?));
+        let name = r.string()?;
+        let lower = match r.varint()? {
+            0 => {
+                lower_buf.clear();
+                if name.is_ascii() {
+                    lower_buf.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+                } else {
+                    lower_buf.push_str(&name.to_lowercase());
+                }
+                lower_buf.as_str()
+            }
+            i => usize::try_from(i - 1)
+                .ok()
+                .and_then(|i| r.table.get(i).copied())
+                .ok_or_else(|| corrupt("a string index is out of range"))?,
+        };
+        let n = r.count()?;
+        props.clear();
+        for _ in 0..n {
+            props.push(r.value()?);
+        }
+        let key_len = u16::try_from(16 + lower.len()).map_err(|_| corrupt("a name is too long"))?;
+        out.extend_from_slice(&key_len.to_be_bytes());
+        out.extend_from_slice(&node.to_be_bytes());
+        out.extend_from_slice(&super::time_bytes(time));
+        out.extend_from_slice(lower.as_bytes());
+        let value = encode(&EventRef {
+            name,
+            properties: std::mem::take(&mut props),
+        })?;
+        out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        out.extend_from_slice(&value);
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// A plain block of packed ID records ([`super::push_packed`] entries) in compact form.
+pub fn ids(plain: &[u8]) -> Result<Vec<u8>> {
+    let mut t = Table::default();
+    let mut body = Vec::with_capacity(plain.len() / 2);
+    let (mut prev_node, mut prev_seen) = (0u64, 0i64);
+    for e in super::packed_iter(plain) {
+        let (id, rec) = e?;
+        let (node, first_seen, flags, edge, props) = record_parts(rec)?;
+        let node = node.as_u64();
+        let delta = node
+            .checked_sub(prev_node)
+            .ok_or_else(|| Error::Corrupt("a block's ID records are out of node order".into()))?;
+        put(&mut body, delta);
+        put(&mut body, id.len() as u64);
+        body.extend_from_slice(id);
+        put(&mut body, zigzag(first_seen.wrapping_sub(prev_seen)));
+        (prev_node, prev_seen) = (node, first_seen);
+        body.push(flags);
+        put(&mut body, edge.len() as u64);
+        body.extend_from_slice(edge);
+        let props: Vec<PropRef> = if props.is_empty() {
+            Vec::new()
+        } else {
+            decode_borrowed(props, "the properties of an ID record")?
+        };
+        put(&mut body, props.len() as u64);
+        for p in &props {
+            put_value(&mut body, &mut t, p.name, &p.value);
+            put(&mut body, zigzag(p.at.wrapping_sub(first_seen)));
+            put(&mut body, p.seq);
+        }
+    }
+    Ok(t.finish(&body))
+}
+
+/// A stored block of packed ID records in its plain layout: compact blocks expanded, plain
+/// ones (format 5) as they are.
+pub fn ids_plain(stored: &[u8]) -> Result<Cow<'_, [u8]>> {
+    if stored.first() != Some(&MARK) {
+        return Ok(Cow::Borrowed(stored));
+    }
+    let mut r = Reader::new(stored)?;
+    let mut out = Vec::with_capacity(stored.len() * 2);
+    let (mut node, mut seen) = (0u64, 0i64);
+    let mut rec = Vec::new();
+    while !r.done() {
+        node = r.node_after(node)?;
+        let id_len = r.varint()?;
+        let id = r.take(id_len)?;
+        seen = seen.wrapping_add(unzigzag(r.varint()?));
+        let flags = r.take(1)?[0];
+        let edge_len = r.varint()?;
+        let edge = r.take(edge_len)?;
+        let n = r.count()?;
+        let mut props = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (name, value) = r.value()?;
+            let at = seen.wrapping_add(unzigzag(r.varint()?));
+            let seq = r.varint()?;
+            props.push(PropRef {
+                name,
+                value,
+                at,
+                seq,
+            });
+        }
+        rec.clear();
+        rec.extend_from_slice(&node.to_be_bytes());
+        rec.extend_from_slice(&seen.to_be_bytes());
+        rec.push(flags);
+        if !edge.is_empty() || !props.is_empty() {
+            rec.extend_from_slice(&(edge.len() as u32).to_be_bytes());
+            rec.extend_from_slice(edge);
+            if !props.is_empty() {
+                rec.extend_from_slice(&encode(&props)?);
+            }
+        }
+        let id_len = u16::try_from(id.len()).map_err(|_| corrupt("an ID is too long"))?;
+        out.extend_from_slice(&id_len.to_be_bytes());
+        out.extend_from_slice(id);
+        out.extend_from_slice(&(rec.len() as u32).to_be_bytes());
+        out.extend_from_slice(&rec);
+    }
+    Ok(Cow::Owned(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{self, IdRecord, PropMap, StoredEdge, StoredProp, StoredValue};
+    use crate::op::{Cause, Properties};
+
+    fn event_block() -> Vec<u8> {
+        let mut plain = Vec::new();
+        let mut props = Properties::new();
+        props.insert("Price", 5).unwrap();
+        props.insert("ratio", -0.5).unwrap();
+        props.insert("plan", "Pro ✓").unwrap();
+        for (node, at, name) in [
+            (3, 1_400_000_000, "Signed Up"),
+            (3, 1_400_000_000, "Viewed"),
+            (3, 1_399_999_000, "Ärger"),
+            (9, -5, "Signed Up"),
+            (3_000_000_000, i64::MAX, "x"),
+        ] {
+            let (k, v) = codec::event_entry(Node::from_index(node), name, &props, at).unwrap();
+            codec::push_block_event(&mut plain, &k, &v);
+        }
+        plain
+    }
+
+    #[test]
+    fn event_blocks_expand_to_their_plain_bytes() {
+        let plain = event_block();
+        let compact = events(&plain).unwrap();
+        assert_eq!(compact[0], MARK);
+        assert!(
+            compact.len() * 2 < plain.len(),
+            "{} {}",
+            compact.len(),
+            plain.len()
+        );
+        assert_eq!(&*events_plain(&compact).unwrap(), &plain[..]);
+        // A plain block is read as it is.
+        assert!(matches!(events_plain(&plain).unwrap(), Cow::Borrowed(_)));
+        // A key whose name is not the value's lower case survives.
+        let mut odd = Vec::new();
+        let (mut k, v) =
+            codec::event_entry(Node::from_index(1), "Abc", &Properties::new(), 7).unwrap();
+        k.truncate(17);
+        k.extend_from_slice(b"other");
+        codec::push_block_event(&mut odd, &k, &v);
+        assert_eq!(&*events_plain(&events(&odd).unwrap()).unwrap(), &odd[..]);
+    }
+
+    #[test]
+    fn id_blocks_expand_to_their_plain_bytes() {
+        let edge = StoredEdge {
+            a: Node::from_index(1),
+            b: Node::from_index(2),
+            at: 9,
+            cause: Cause::Alias,
+            source: None,
+        };
+        let props = PropMap(vec![
+            StoredProp {
+                name: "a".into(),
+                value: StoredValue::Text("x".into()),
+                at: -3,
+                seq: 1 << 50,
+            },
+            StoredProp {
+                name: "b".into(),
+                value: StoredValue::Float(2.5),
+                at: 1_400_000_000,
+                seq: 0,
+            },
+        ]);
+        let mut plain = Vec::new();
+        for (i, (intro, props)) in [
+            (None, PropMap::default()),
+            (Some((7, edge.clone())), PropMap::default()),
+            (None, props.clone()),
+            (Some((8, edge)), props),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let rec = IdRecord {
+                node: Node::from_index(10 + i as u32 * 3),
+                first_seen: 1_400_000_000 - i as i64,
+                intro,
+                props,
+                ..IdRecord::default()
+            };
+            codec::push_packed(
+                &mut plain,
+                &format!("user{i}@example.com"),
+                &rec.encode().unwrap(),
+            );
+        }
+        let compact = ids(&plain).unwrap();
+        assert!(compact.len() < plain.len());
+        assert_eq!(&*ids_plain(&compact).unwrap(), &plain[..]);
+        assert!(matches!(ids_plain(&plain).unwrap(), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn damaged_compact_blocks_are_errors_not_panics() {
+        let e = events(&event_block()).unwrap();
+        for cut in 1..e.len() {
+            let _ = events_plain(&e[..cut]);
+            let _ = ids_plain(&e[..cut]);
+        }
+        for i in 1..e.len() {
+            let mut d = e.clone();
+            d[i] ^= 0xff;
+            let _ = events_plain(&d);
+            let _ = ids_plain(&d);
+        }
+        assert!(events_plain(&[MARK, 5]).is_err());
+        assert!(events_plain(&[MARK, 0, 0xff]).is_err());
+    }
+}
