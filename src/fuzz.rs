@@ -101,13 +101,17 @@ pub fn codec_values(data: &[u8]) {
         0 => drop(codec::IdRecord::decode(b)),
         1 => drop(codec::IdRecord::decode_head(b)),
         2 => drop(codec::decode_intent(b)),
-        3 => drop(codec::packed_entries(b)),
+        3 => {
+            drop(codec::packed_entries(b));
+            drop(codec::compact::ids_plain(b));
+        }
         4 => drop(codec::decode_event(b)),
         5 => drop(codec::decode::<codec::StoredEdge>(b, "an edge")),
         6 => drop(codec::decode::<codec::StoredRefusal>(b, "a refusal")),
         7 => drop(codec::decode::<crate::FilePart>(b, "a file record")),
         8 => {
             drop(codec::event_key_parts(b));
+            drop(codec::compact::events_plain(b));
             // The same bytes as a block of packed events, read as `events(id)` reads one.
             for (k, _) in codec::block_events(b).map_while(Result::ok) {
                 drop(codec::bare_event_node(k));
@@ -170,6 +174,10 @@ pub fn codec_seeds() -> Vec<Vec<u8>> {
         hash: 0xfeed,
         imported_at: 2,
     };
+    let mut events = Vec::new();
+    codec::push_block_event(&mut events, &ekey, &event);
+    let compact_events = codec::compact::events(&events).expect("encodes");
+    let compact_ids = codec::compact::ids(&packed).expect("encodes");
     let intent = codec::encode_intent(&[(b"ia".to_vec(), Some(rec.clone())), (ekey.clone(), None)]);
     let with = |sel: u8, b: &[u8]| [&[sel][..], b].concat();
     vec![
@@ -183,6 +191,8 @@ pub fn codec_seeds() -> Vec<Vec<u8>> {
         with(6, &codec::encode(&refusal).expect("encodes")),
         with(7, &codec::encode(&file).expect("encodes")),
         with(8, &ekey),
+        with(8, &compact_events),
+        with(3, &compact_ids),
         with(9, &rec),
     ]
 }

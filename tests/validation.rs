@@ -236,15 +236,15 @@ fn another_format_version_is_refused() {
     }
     let e = Store::open(dir.path()).unwrap_err();
     assert!(
-        matches!(e, Error::IncompatibleFormat { expected: 5, .. }),
+        matches!(e, Error::IncompatibleFormat { expected: 6, .. }),
         "{e:?}"
     );
     assert!(e.to_string().contains("format version 99"), "{e}");
 
     // Versions 1 (before the redo record), 2 (before packed ID records), 3 (before the
-    // graph index) and 4 (before packed events) open and are upgraded in place, so that an
-    // older build refuses the store from then on.
-    for old in [1u32, 2, 3, 4] {
+    // graph index), 4 (before packed events) and 5 (before compact blocks) open and are
+    // upgraded in place, so that an older build refuses the store from then on.
+    for old in [1u32, 2, 3, 4, 5] {
         {
             let db = sled::open(dir.path()).unwrap();
             db.insert(b"mformat_version", &old.to_be_bytes()).unwrap();
@@ -318,13 +318,29 @@ fn verify_reports_damaged_packed_records() {
         }
         out
     };
-    let (key, block) = {
+    // sled holds the block compact (format 6); a plain block, as format 5 wrote it, is read
+    // as it is: the test writes plain ones. Each record is node u64 BE, first-seen i64 BE
+    // (the first op's time), flags (0: named).
+    let block: Vec<u8> = names
+        .iter()
+        .enumerate()
+        .flat_map(|(node, name)| {
+            let mut e = (name.len() as u16).to_be_bytes().to_vec();
+            e.extend_from_slice(name.as_bytes());
+            e.extend_from_slice(&17u32.to_be_bytes());
+            e.extend_from_slice(&(node as u64).to_be_bytes());
+            e.extend_from_slice(&1i64.to_be_bytes());
+            e.push(0);
+            e
+        })
+        .collect();
+    let key = {
         let db = sled::open(dir.path()).unwrap();
         let mut blocks = db.scan_prefix(b"p");
         let (k, v) = blocks.next().unwrap().unwrap();
         assert!(blocks.next().is_none(), "one block for three IDs");
-        assert_eq!(entries(&v).len(), 3);
-        (k.to_vec(), v.to_vec())
+        assert_eq!(v[0], 0xC6, "a compact block");
+        k.to_vec()
     };
     let tamper = |value: Vec<u8>, extra: Option<(&[u8], Vec<u8>)>| {
         let db = sled::open(dir.path()).unwrap();
@@ -341,6 +357,10 @@ fn verify_reports_damaged_packed_records() {
         std::thread::sleep(std::time::Duration::from_millis(50));
         p
     };
+
+    // The plain block in place of the compact one: the same store.
+    tamper(block.clone(), None);
+    assert_eq!(problems(), Vec::<String>::new());
 
     // Entries out of order: the store still opens (nodes are in the records), verify says so.
     let mut e = entries(&block);

@@ -92,8 +92,9 @@ pub struct BulkOptions {
     /// filled, one being written). Default = 32 MiB: larger buffers measured no faster and
     /// left a larger store (BENCHMARKS.md, "Knobs").
     pub memory_budget: usize,
-    /// Target bytes of a block of packed events (DESIGN.md, "Packed events"). Default =
-    /// 1 KiB: smaller blocks read faster, larger ones make fewer keys.
+    /// Target bytes of a block of packed events in its plain layout (DESIGN.md, "Packed
+    /// events", "Compact blocks"). Default = 2.25 KiB (~0.8 KiB as stored): smaller blocks
+    /// read faster, larger ones make fewer keys.
     pub event_block_bytes: usize,
 }
 
