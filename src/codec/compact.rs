@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::{bare_event_node, bare_event_time, decode_borrowed, encode, record_parts};
 use crate::error::{Error, Result};
 use crate::forest::Node;
+use crate::op::{Properties, Value};
 
 /// The first byte of a compact block.
 pub const MARK: u8 = 0xC6;
@@ -179,6 +180,10 @@ impl<'a> Reader<'a> {
 
     fn string(&mut self) -> Result<&'a str> {
         let i = self.varint()?;
+        self.index(i)
+    }
+
+    fn index(&self, i: u64) -> Result<&'a str> {
         usize::try_from(i)
             .ok()
             .and_then(|i| self.table.get(i).copied())
@@ -204,10 +209,7 @@ impl<'a> Reader<'a> {
 
     fn value(&mut self) -> Result<(&'a str, ValueRef<'a>)> {
         let head = self.varint()?;
-        let name = usize::try_from(head >> 2)
-            .ok()
-            .and_then(|i| self.table.get(i).copied())
-            .ok_or_else(|| corrupt("a string index is out of range"))?;
+        let name = self.index(head >> 2)?;
         let v = match head & 3 {
             0 => ValueRef::Int(unzigzag(self.varint()?)),
             1 => ValueRef::Float(f64::from_le_bytes(
@@ -266,50 +268,137 @@ pub fn events(plain: &[u8]) -> Result<Vec<u8>> {
     Ok(t.finish(&body))
 }
 
+/// The head of one event of a compact block, read in place; its properties follow in the
+/// block ([`EventsReader::properties`] or [`EventsReader::skip_properties`]).
+pub struct EventHead<'a> {
+    pub node: Node,
+    pub time: i64,
+    pub name: &'a str,
+    /// The key's lower-cased name when it is not `name`'s lower case (not expected).
+    pub odd_lower: Option<&'a str>,
+}
+
+impl EventHead<'_> {
+    /// The lower-cased name the event's key holds.
+    pub fn lower(&self) -> Cow<'_, str> {
+        match self.odd_lower {
+            Some(l) => Cow::Borrowed(l),
+            None if self.name.is_ascii() => Cow::Owned(self.name.to_ascii_lowercase()),
+            None => Cow::Owned(self.name.to_lowercase()),
+        }
+    }
+
+    /// The event's key without its prefix byte (node, time, lower-cased name).
+    pub fn bare_key(&self) -> Vec<u8> {
+        let lower = self.lower();
+        let mut k = Vec::with_capacity(16 + lower.len());
+        k.extend_from_slice(&self.node.as_u64().to_be_bytes());
+        k.extend_from_slice(&super::time_bytes(self.time));
+        k.extend_from_slice(lower.as_bytes());
+        k
+    }
+}
+
+/// Reads a compact block of events in place, entry by entry (what `events(id)` reads: no
+/// expansion, only the wanted entries' properties decoded).
+pub struct EventsReader<'a> {
+    r: Reader<'a>,
+    node: u64,
+    time: i64,
+}
+
+impl<'a> EventsReader<'a> {
+    /// A reader of `compact` (a block starting with [`MARK`]).
+    pub fn new(compact: &'a [u8]) -> Result<Self> {
+        if compact.first() != Some(&MARK) {
+            return Err(corrupt("it does not start with its mark"));
+        }
+        Ok(EventsReader {
+            r: Reader::new(compact)?,
+            node: 0,
+            time: 0,
+        })
+    }
+
+    /// The next event's head; its properties must be read or skipped before the next call.
+    pub fn next_head(&mut self) -> Option<Result<EventHead<'a>>> {
+        if self.r.done() {
+            return None;
+        }
+        Some((|| {
+            self.node = self.r.node_after(self.node)?;
+            self.time = self.time.wrapping_add(unzigzag(self.r.varint()?));
+            let name = self.r.string()?;
+            let odd_lower = match self.r.varint()? {
+                0 => None,
+                i => Some(self.r.index(i - 1)?),
+            };
+            Ok(EventHead {
+                node: Node::from_u64(self.node).expect("checked"),
+                time: self.time,
+                name,
+                odd_lower,
+            })
+        })())
+    }
+
+    /// The current event's properties.
+    pub fn properties(&mut self) -> Result<Properties> {
+        let n = self.r.count()?;
+        let mut props = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (name, v) = self.r.value()?;
+            props.push((name.to_owned(), v.into()));
+        }
+        Ok(Properties::from_vec_unchecked(props))
+    }
+
+    /// Steps over the current event's properties.
+    pub fn skip_properties(&mut self) -> Result<()> {
+        for _ in 0..self.r.count()? {
+            self.r.value()?;
+        }
+        Ok(())
+    }
+
+    fn properties_ref(&mut self) -> Result<Vec<(&'a str, ValueRef<'a>)>> {
+        let n = self.r.count()?;
+        let mut props = Vec::with_capacity(n);
+        for _ in 0..n {
+            props.push(self.r.value()?);
+        }
+        Ok(props)
+    }
+}
+
+impl From<ValueRef<'_>> for Value {
+    fn from(v: ValueRef<'_>) -> Self {
+        match v {
+            ValueRef::Int(i) => Value::Int(i),
+            ValueRef::Float(x) => Value::Float(x),
+            ValueRef::Text(s) => Value::Text(s.to_owned()),
+        }
+    }
+}
+
 /// A stored block of packed events in its plain layout: compact blocks expanded, plain ones
 /// (format 5) as they are.
 pub fn events_plain(stored: &[u8]) -> Result<Cow<'_, [u8]>> {
     if stored.first() != Some(&MARK) {
         return Ok(Cow::Borrowed(stored));
     }
-    let mut r = Reader::new(stored)?;
+    let mut rd = EventsReader::new(stored)?;
     let mut out = Vec::with_capacity(stored.len() * 3);
-    let (mut node, mut time) = (0u64, 0i64);
-    let mut props = Vec::new();
-    let mut lower_buf = String::new();
-    while !r.done() {
-        node = r.node_after(node)?;
-        time = time.wrapping_add(unzigzag(r.varint()?));
-        let name = r.string()?;
-        let lower = match r.varint()? {
-            0 => {
-                lower_buf.clear();
-                if name.is_ascii() {
-                    lower_buf.extend(name.chars().map(|c| c.to_ascii_lowercase()));
-                } else {
-                    lower_buf.push_str(&name.to_lowercase());
-                }
-                lower_buf.as_str()
-            }
-            i => usize::try_from(i - 1)
-                .ok()
-                .and_then(|i| r.table.get(i).copied())
-                .ok_or_else(|| corrupt("a string index is out of range"))?,
-        };
-        let n = r.count()?;
-        props.clear();
-        for _ in 0..n {
-            props.push(r.value()?);
-        }
-        let key_len = u16::try_from(16 + lower.len()).map_err(|_| corrupt("a name is too long"))?;
-        out.extend_from_slice(&key_len.to_be_bytes());
-        out.extend_from_slice(&node.to_be_bytes());
-        out.extend_from_slice(&super::time_bytes(time));
-        out.extend_from_slice(lower.as_bytes());
+    while let Some(head) = rd.next_head() {
+        let head = head?;
+        let key = head.bare_key();
+        let key_len = u16::try_from(key.len()).map_err(|_| corrupt("a name is too long"))?;
         let value = encode(&EventRef {
-            name,
-            properties: std::mem::take(&mut props),
+            name: head.name,
+            properties: rd.properties_ref()?,
         })?;
+        out.extend_from_slice(&key_len.to_be_bytes());
+        out.extend_from_slice(&key);
         out.extend_from_slice(&(value.len() as u32).to_be_bytes());
         out.extend_from_slice(&value);
     }

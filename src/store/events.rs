@@ -64,67 +64,91 @@ fn packed_of(db: &sled::Db, node: Node) -> Result<Vec<Entry>> {
 
 /// Calls `f` with the index in `nodes`, time, name and properties of each event of each of
 /// `nodes` (ascending), node by node in key order. `packed_upto`: see [`packed_upto`]; a node
-/// at or past it has only `v` keys. Nodes sharing a block read it once, from where the
-/// previous node's entries ended.
+/// at or past it has only `v` keys. Nodes sharing a block read it once, in place (only their
+/// entries' properties decoded); a plain block of a format-5 store is compacted first.
 pub(crate) fn for_nodes(
     db: &sled::Db,
     nodes: &[Node],
     packed_upto: u64,
     mut f: impl FnMut(usize, Timestamp, String, Properties),
 ) -> Result<()> {
-    let mut emit = |i: usize, bare: &[u8], v: &[u8]| -> Result<()> {
-        if bare.len() < 16 {
-            return Err(Error::Corrupt(
-                "an event key is shorter than 17 bytes".into(),
-            ));
+    let mut i = 0;
+    while i < nodes.len() {
+        let node = nodes[i];
+        let block = if node.as_u64() < packed_upto {
+            let from = codec::event_block_key(node);
+            db.range(&from[..]..&BLOCKS_END[..]).next().transpose()?
+        } else {
+            None
+        };
+        let Some((bk, stored)) = block else {
+            with_loose(db, i, node, Vec::new(), &mut f)?;
+            i += 1;
+            continue;
+        };
+        // The run of ascending nodes this block may hold.
+        let last = codec::key_node(&bk)?;
+        let mut j = i + 1;
+        while j < nodes.len() && nodes[j] <= last && nodes[j] > nodes[j - 1] {
+            j += 1;
         }
-        let (name, props) = codec::decode_event(v)?;
-        f(i, codec::bare_event_time(bare), name, props);
-        Ok(())
-    };
-    // The current block: its last node, its bytes, and where the next node's entries start.
-    let mut cur: Option<(Node, sled::IVec, usize)> = None;
-    for (i, &node) in nodes.iter().enumerate() {
-        let mut mine: Vec<(&[u8], &[u8])> = Vec::new();
-        if node.as_u64() < packed_upto {
-            // Out of order (not expected): read the block again from its start.
-            if i > 0 && node <= nodes[i - 1] {
-                cur = None;
-            }
-            if cur.as_ref().is_none_or(|c| node > c.0) {
-                cur = block_for(db, node)?
-                    .map(|(k, b)| Ok::<_, Error>((codec::key_node(&k)?, b, 0)))
-                    .transpose()?;
-            }
-            if let Some((_, b, pos)) = &mut cur {
-                for e in codec::block_events(&b[*pos..]) {
-                    let (k, v) = e?;
-                    match codec::bare_event_node(k)?.cmp(&node) {
-                        std::cmp::Ordering::Greater => break,
-                        std::cmp::Ordering::Less => {}
-                        std::cmp::Ordering::Equal => mine.push((k, v)),
+        let bytes = match stored.first() {
+            Some(&compact::MARK) => std::borrow::Cow::Borrowed(&stored[..]),
+            _ => std::borrow::Cow::Owned(compact::events(&stored)?),
+        };
+        let mut rd = compact::EventsReader::new(&bytes)?;
+        let mut pending = rd.next_head().transpose()?;
+        for (k, &node) in nodes.iter().enumerate().take(j).skip(i) {
+            let mut mine = Vec::new();
+            while let Some(head) = pending.take() {
+                match head.node.cmp(&node) {
+                    std::cmp::Ordering::Greater => {
+                        pending = Some(head);
+                        break;
                     }
-                    *pos += 2 + k.len() + 4 + v.len();
+                    std::cmp::Ordering::Less => rd.skip_properties()?,
+                    std::cmp::Ordering::Equal => {
+                        let props = rd.properties()?;
+                        mine.push((head.bare_key(), head.time, head.name.to_owned(), props));
+                    }
                 }
+                pending = rd.next_head().transpose()?;
+            }
+            with_loose(db, k, node, mine, &mut f)?;
+        }
+        i = j;
+    }
+    Ok(())
+}
+
+/// Emits `node`'s packed events (`mine`: bare key, time, name, properties, in key order)
+/// merged with its `v` keys, which win.
+fn with_loose(
+    db: &sled::Db,
+    i: usize,
+    node: Node,
+    mine: Vec<(Vec<u8>, Timestamp, String, Properties)>,
+    f: &mut impl FnMut(usize, Timestamp, String, Properties),
+) -> Result<()> {
+    let mut mine = mine.into_iter().peekable();
+    for kv in db.scan_prefix(codec::node_key(codec::EVENT, node)) {
+        let (k, v) = kv?;
+        while let Some((pk, ..)) = mine.peek() {
+            match pk[..].cmp(&k[1..]) {
+                std::cmp::Ordering::Less => {
+                    let (_, at, name, props) = mine.next().expect("peeked");
+                    f(i, at, name, props);
+                }
+                std::cmp::Ordering::Equal => drop(mine.next()),
+                std::cmp::Ordering::Greater => break,
             }
         }
-        // Merged with the `v` keys, which win.
-        let mut mine = mine.into_iter().peekable();
-        for kv in db.scan_prefix(codec::node_key(codec::EVENT, node)) {
-            let (k, v) = kv?;
-            while let Some((pk, pv)) = mine.peek().copied() {
-                match pk.cmp(&k[1..]) {
-                    std::cmp::Ordering::Less => emit(i, pk, pv)?,
-                    std::cmp::Ordering::Equal => {}
-                    std::cmp::Ordering::Greater => break,
-                }
-                mine.next();
-            }
-            emit(i, &k[1..], &v)?;
-        }
-        for (pk, pv) in mine {
-            emit(i, pk, pv)?;
-        }
+        let (_, at) = codec::event_key_parts(&k)?;
+        let (name, props) = codec::decode_event(&v)?;
+        f(i, at, name, props);
+    }
+    for (_, at, name, props) in mine {
+        f(i, at, name, props);
     }
     Ok(())
 }
