@@ -177,7 +177,10 @@ pub fn codec_seeds() -> Vec<Vec<u8>> {
     let mut events = Vec::new();
     codec::push_block_event(&mut events, &ekey, &event);
     let compact_events = codec::compact::events(&events).expect("encodes");
-    let compact_ids = codec::compact::ids(&packed).expect("encodes");
+    let mut ordered = Vec::new(); // a compact block needs its entries in node order
+    codec::push_packed(&mut ordered, "b", &bare);
+    codec::push_packed(&mut ordered, "a@x.example", &rec);
+    let compact_ids = codec::compact::ids(&ordered).expect("encodes");
     let intent = codec::encode_intent(&[(b"ia".to_vec(), Some(rec.clone())), (ekey.clone(), None)]);
     let with = |sel: u8, b: &[u8]| [&[sel][..], b].concat();
     vec![

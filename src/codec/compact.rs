@@ -440,48 +440,83 @@ pub fn ids(plain: &[u8]) -> Result<Vec<u8>> {
     Ok(t.finish(&body))
 }
 
+/// Reads a compact block of ID records entry by entry, each as `(node, ID bytes, the record
+/// in its plain encoding)`.
+struct IdsReader<'a> {
+    r: Reader<'a>,
+    node: u64,
+    seen: i64,
+}
+
+impl<'a> IdsReader<'a> {
+    fn new(compact: &'a [u8]) -> Result<Self> {
+        Ok(IdsReader {
+            r: Reader::new(compact)?,
+            node: 0,
+            seen: 0,
+        })
+    }
+
+    /// The next entry, its record encoded into `rec` when `want` (else `rec` is left as is).
+    fn next(&mut self, rec: &mut Vec<u8>, want: bool) -> Option<Result<(Node, &'a [u8])>> {
+        if self.r.done() {
+            return None;
+        }
+        Some((|| {
+            let r = &mut self.r;
+            self.node = r.node_after(self.node)?;
+            let id_len = r.varint()?;
+            let id = r.take(id_len)?;
+            self.seen = self.seen.wrapping_add(unzigzag(r.varint()?));
+            let flags = r.take(1)?[0];
+            let edge_len = r.varint()?;
+            let edge = r.take(edge_len)?;
+            let n = r.count()?;
+            let mut props = Vec::with_capacity(if want { n } else { 0 });
+            for _ in 0..n {
+                let (name, value) = r.value()?;
+                let at = self.seen.wrapping_add(unzigzag(r.varint()?));
+                let seq = r.varint()?;
+                if want {
+                    props.push(PropRef {
+                        name,
+                        value,
+                        at,
+                        seq,
+                    });
+                }
+            }
+            let node = Node::from_u64(self.node).expect("checked");
+            if !want {
+                return Ok((node, id));
+            }
+            rec.clear();
+            rec.extend_from_slice(&self.node.to_be_bytes());
+            rec.extend_from_slice(&self.seen.to_be_bytes());
+            rec.push(flags);
+            if !edge.is_empty() || !props.is_empty() {
+                rec.extend_from_slice(&(edge.len() as u32).to_be_bytes());
+                rec.extend_from_slice(edge);
+                if !props.is_empty() {
+                    rec.extend_from_slice(&encode(&props)?);
+                }
+            }
+            Ok((node, id))
+        })())
+    }
+}
+
 /// A stored block of packed ID records in its plain layout: compact blocks expanded, plain
 /// ones (format 5) as they are.
 pub fn ids_plain(stored: &[u8]) -> Result<Cow<'_, [u8]>> {
     if stored.first() != Some(&MARK) {
         return Ok(Cow::Borrowed(stored));
     }
-    let mut r = Reader::new(stored)?;
+    let mut rd = IdsReader::new(stored)?;
     let mut out = Vec::with_capacity(stored.len() * 2);
-    let (mut node, mut seen) = (0u64, 0i64);
     let mut rec = Vec::new();
-    while !r.done() {
-        node = r.node_after(node)?;
-        let id_len = r.varint()?;
-        let id = r.take(id_len)?;
-        seen = seen.wrapping_add(unzigzag(r.varint()?));
-        let flags = r.take(1)?[0];
-        let edge_len = r.varint()?;
-        let edge = r.take(edge_len)?;
-        let n = r.count()?;
-        let mut props = Vec::with_capacity(n);
-        for _ in 0..n {
-            let (name, value) = r.value()?;
-            let at = seen.wrapping_add(unzigzag(r.varint()?));
-            let seq = r.varint()?;
-            props.push(PropRef {
-                name,
-                value,
-                at,
-                seq,
-            });
-        }
-        rec.clear();
-        rec.extend_from_slice(&node.to_be_bytes());
-        rec.extend_from_slice(&seen.to_be_bytes());
-        rec.push(flags);
-        if !edge.is_empty() || !props.is_empty() {
-            rec.extend_from_slice(&(edge.len() as u32).to_be_bytes());
-            rec.extend_from_slice(edge);
-            if !props.is_empty() {
-                rec.extend_from_slice(&encode(&props)?);
-            }
-        }
+    while let Some(entry) = rd.next(&mut rec, true) {
+        let (_, id) = entry?;
         let id_len = u16::try_from(id.len()).map_err(|_| corrupt("an ID is too long"))?;
         out.extend_from_slice(&id_len.to_be_bytes());
         out.extend_from_slice(id);
@@ -489,6 +524,32 @@ pub fn ids_plain(stored: &[u8]) -> Result<Cow<'_, [u8]>> {
         out.extend_from_slice(&rec);
     }
     Ok(Cow::Owned(out))
+}
+
+/// The ID and plain record of node `node` in a compact block of ID records, reading no
+/// further than it (the read path of one ID).
+pub fn ids_find(compact: &[u8], node: Node) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let mut rd = IdsReader::new(compact)?;
+    let mut rec = Vec::new();
+    loop {
+        // Each entry's node is known only once it is read: peek with `want` off, then read
+        // the one wanted again from where it started.
+        let from = (rd.r.rest, rd.node, rd.seen);
+        let Some(entry) = rd.next(&mut rec, false) else {
+            break;
+        };
+        let (n, _) = entry?;
+        match n.cmp(&node) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => {
+                (rd.r.rest, rd.node, rd.seen) = from;
+                let (_, id) = rd.next(&mut rec, true).expect("read once")?;
+                return Ok(Some((id.to_vec(), rec)));
+            }
+            std::cmp::Ordering::Greater => break,
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -589,6 +650,14 @@ mod tests {
         let compact = ids(&plain).unwrap();
         assert!(compact.len() < plain.len());
         assert_eq!(&*ids_plain(&compact).unwrap(), &plain[..]);
+        // One record found in place: the same ID and record bytes as the plain block's.
+        for (id, rec) in codec::packed_entries(&plain).unwrap() {
+            let node = codec::record_node(rec).unwrap();
+            let found = ids_find(&compact, node).unwrap().unwrap();
+            assert_eq!((&found.0[..], &found.1[..]), (id.as_bytes(), rec));
+        }
+        assert_eq!(ids_find(&compact, Node::from_index(11)).unwrap(), None);
+        assert_eq!(ids_find(&compact, Node::from_index(99)).unwrap(), None);
         assert!(matches!(ids_plain(&plain).unwrap(), Cow::Borrowed(_)));
     }
 

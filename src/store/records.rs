@@ -72,12 +72,17 @@ pub(crate) fn packed_block_of(
     db: &sled::Db,
     node: Node,
 ) -> Result<Option<(sled::IVec, sled::IVec)>> {
-    let lo: &[u8] = &[codec::PACKED];
-    let hi = codec::node_key(codec::PACKED, node);
-    match db.range(lo..=&hi[..]).next_back().transpose()? {
+    match stored_block_of(db, node)? {
         Some((k, v)) => Ok(Some((k, plain(v)?))),
         None => Ok(None),
     }
+}
+
+/// The block of packed ID records that would hold `node`, as stored.
+fn stored_block_of(db: &sled::Db, node: Node) -> Result<Option<(sled::IVec, sled::IVec)>> {
+    let lo: &[u8] = &[codec::PACKED];
+    let hi = codec::node_key(codec::PACKED, node);
+    Ok(db.range(lo..=&hi[..]).next_back().transpose()?)
 }
 
 /// A stored block of packed records in its plain layout (compact blocks expanded:
@@ -95,9 +100,16 @@ pub(crate) fn read_id_record(db: &sled::Db, ident: &str, node: Node) -> Result<O
     if let Some(v) = db.get(codec::id_key(ident))? {
         return IdRecord::decode(&v).map(Some);
     }
-    let Some((_, block)) = packed_block_of(db, node)? else {
+    let Some((_, block)) = stored_block_of(db, node)? else {
         return Ok(None);
     };
+    // A compact block is read in place up to the entry; a plain one (format 5) as it is.
+    if block.first() == Some(&compact::MARK) {
+        return match compact::ids_find(&block, node)? {
+            Some((id, rec)) if id == ident.as_bytes() => IdRecord::decode(&rec).map(Some),
+            _ => Ok(None),
+        };
+    }
     match codec::find_packed(&block, node)? {
         Some((id, rec)) if id == ident.as_bytes() => IdRecord::decode(rec).map(Some),
         _ => Ok(None),
