@@ -24,7 +24,11 @@ use std::borrow::Cow;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{bare_event_node, bare_event_time, decode_borrowed, encode, record_parts};
+use super::{
+    IdRecord, PropMap, StoredProp, bare_event_node, bare_event_time, decode_borrowed, decode_intro,
+    encode, record_parts,
+};
+use crate::graph::Flags;
 use crate::error::{Error, Result};
 use crate::forest::Node;
 use crate::op::{Properties, Value};
@@ -135,7 +139,8 @@ fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
 /// Reads a compact block: its string table, then its entries.
 struct Reader<'a> {
     rest: &'a [u8],
-    table: Vec<&'a str>,
+    /// The strings, checked for UTF-8 when used (a lookup uses few of them).
+    table: Vec<&'a [u8]>,
 }
 
 impl<'a> Reader<'a> {
@@ -153,7 +158,6 @@ impl<'a> Reader<'a> {
         for _ in 0..n {
             let len = r.varint()?;
             let s = r.take(len)?;
-            let s = std::str::from_utf8(s).map_err(|_| corrupt("a string is not UTF-8"))?;
             r.table.push(s);
         }
         Ok(r)
@@ -188,6 +192,7 @@ impl<'a> Reader<'a> {
             .ok()
             .and_then(|i| self.table.get(i).copied())
             .ok_or_else(|| corrupt("a string index is out of range"))
+            .and_then(|s| std::str::from_utf8(s).map_err(|_| corrupt("a string is not UTF-8")))
     }
 
     /// A count of items that take at least one byte each.
@@ -410,6 +415,7 @@ pub fn ids(plain: &[u8]) -> Result<Vec<u8>> {
     let mut t = Table::default();
     let mut body = Vec::with_capacity(plain.len() / 2);
     let (mut prev_node, mut prev_seen) = (0u64, 0i64);
+    let mut entry = Vec::new();
     for e in super::packed_iter(plain) {
         let (id, rec) = e?;
         let (node, first_seen, flags, edge, props) = record_parts(rec)?;
@@ -418,24 +424,28 @@ pub fn ids(plain: &[u8]) -> Result<Vec<u8>> {
             .checked_sub(prev_node)
             .ok_or_else(|| Error::Corrupt("a block's ID records are out of node order".into()))?;
         put(&mut body, delta);
-        put(&mut body, id.len() as u64);
-        body.extend_from_slice(id);
         put(&mut body, zigzag(first_seen.wrapping_sub(prev_seen)));
         (prev_node, prev_seen) = (node, first_seen);
-        body.push(flags);
-        put(&mut body, edge.len() as u64);
-        body.extend_from_slice(edge);
+        // The rest behind its length, so that a reader looking for one node steps over it.
+        entry.clear();
+        put(&mut entry, id.len() as u64);
+        entry.extend_from_slice(id);
+        entry.push(flags);
+        put(&mut entry, edge.len() as u64);
+        entry.extend_from_slice(edge);
         let props: Vec<PropRef> = if props.is_empty() {
             Vec::new()
         } else {
             decode_borrowed(props, "the properties of an ID record")?
         };
-        put(&mut body, props.len() as u64);
+        put(&mut entry, props.len() as u64);
         for p in &props {
-            put_value(&mut body, &mut t, p.name, &p.value);
-            put(&mut body, zigzag(p.at.wrapping_sub(first_seen)));
-            put(&mut body, p.seq);
+            put_value(&mut entry, &mut t, p.name, &p.value);
+            put(&mut entry, zigzag(p.at.wrapping_sub(first_seen)));
+            put(&mut entry, p.seq);
         }
+        put(&mut body, entry.len() as u64);
+        body.extend_from_slice(&entry);
     }
     Ok(t.finish(&body))
 }
@@ -457,52 +467,110 @@ impl<'a> IdsReader<'a> {
         })
     }
 
-    /// The next entry, its record encoded into `rec` when `want` (else `rec` is left as is).
-    fn next(&mut self, rec: &mut Vec<u8>, want: bool) -> Option<Result<(Node, &'a [u8])>> {
+    /// The next entry's node and, when `want`, its parts (else it is stepped over by its
+    /// length).
+    fn next(&mut self, want: bool) -> Option<Result<(Node, Option<IdEntry<'a>>)>> {
         if self.r.done() {
             return None;
         }
         Some((|| {
-            let r = &mut self.r;
-            self.node = r.node_after(self.node)?;
-            let id_len = r.varint()?;
-            let id = r.take(id_len)?;
-            self.seen = self.seen.wrapping_add(unzigzag(r.varint()?));
-            let flags = r.take(1)?[0];
-            let edge_len = r.varint()?;
-            let edge = r.take(edge_len)?;
-            let n = r.count()?;
-            let mut props = Vec::with_capacity(if want { n } else { 0 });
-            for _ in 0..n {
-                let (name, value) = r.value()?;
-                let at = self.seen.wrapping_add(unzigzag(r.varint()?));
-                let seq = r.varint()?;
-                if want {
-                    props.push(PropRef {
-                        name,
-                        value,
-                        at,
-                        seq,
-                    });
-                }
-            }
+            self.node = self.r.node_after(self.node)?;
+            self.seen = self.seen.wrapping_add(unzigzag(self.r.varint()?));
             let node = Node::from_u64(self.node).expect("checked");
+            let len = self.r.varint()?;
+            let entry = self.r.take(len)?;
             if !want {
-                return Ok((node, id));
+                return Ok((node, None));
             }
-            rec.clear();
-            rec.extend_from_slice(&self.node.to_be_bytes());
-            rec.extend_from_slice(&self.seen.to_be_bytes());
-            rec.push(flags);
-            if !edge.is_empty() || !props.is_empty() {
-                rec.extend_from_slice(&(edge.len() as u32).to_be_bytes());
-                rec.extend_from_slice(edge);
-                if !props.is_empty() {
-                    rec.extend_from_slice(&encode(&props)?);
-                }
+            let after = std::mem::replace(&mut self.r.rest, entry);
+            let parts = self.entry();
+            if self.r.rest.is_empty() {
+                self.r.rest = after;
+            } else if parts.is_ok() {
+                return Err(corrupt("an entry holds bytes past its ID record"));
             }
-            Ok((node, id))
+            Ok((node, Some(parts?)))
         })())
+    }
+
+    /// The parts of the entry `self.r` holds.
+    fn entry(&mut self) -> Result<IdEntry<'a>> {
+        let r = &mut self.r;
+        let id_len = r.varint()?;
+        let id = r.take(id_len)?;
+        let flags = r.take(1)?[0];
+        let edge_len = r.varint()?;
+        let edge = r.take(edge_len)?;
+        let n = r.count()?;
+        let mut props = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (name, value) = r.value()?;
+            let at = self.seen.wrapping_add(unzigzag(r.varint()?));
+            let seq = r.varint()?;
+            props.push(PropRef {
+                name,
+                value,
+                at,
+                seq,
+            });
+        }
+        Ok(IdEntry {
+            node: self.node,
+            first_seen: self.seen,
+            id,
+            flags,
+            edge,
+            props,
+        })
+    }
+}
+
+/// One entry of a compact block of ID records, read in place.
+struct IdEntry<'a> {
+    node: u64,
+    first_seen: i64,
+    id: &'a [u8],
+    flags: u8,
+    edge: &'a [u8],
+    props: Vec<PropRef<'a>>,
+}
+
+impl IdEntry<'_> {
+    /// The record in its plain encoding ([`IdRecord::encode`]).
+    fn plain(&self, rec: &mut Vec<u8>) -> Result<()> {
+        rec.clear();
+        rec.extend_from_slice(&self.node.to_be_bytes());
+        rec.extend_from_slice(&self.first_seen.to_be_bytes());
+        rec.push(self.flags);
+        if !self.edge.is_empty() || !self.props.is_empty() {
+            rec.extend_from_slice(&(self.edge.len() as u32).to_be_bytes());
+            rec.extend_from_slice(self.edge);
+            if !self.props.is_empty() {
+                rec.extend_from_slice(&encode(&self.props)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The record decoded (no plain bytes in between).
+    fn record(self) -> Result<IdRecord> {
+        Ok(IdRecord {
+            node: Node::from_u64(self.node).expect("checked when read"),
+            first_seen: self.first_seen,
+            flags: Flags::from_bits(self.flags),
+            intro: decode_intro(self.edge)?,
+            props: PropMap(
+                self.props
+                    .into_iter()
+                    .map(|p| StoredProp {
+                        name: p.name.to_owned(),
+                        value: Value::from(p.value).into(),
+                        at: p.at,
+                        seq: p.seq,
+                    })
+                    .collect(),
+            ),
+        })
     }
 }
 
@@ -515,41 +583,39 @@ pub fn ids_plain(stored: &[u8]) -> Result<Cow<'_, [u8]>> {
     let mut rd = IdsReader::new(stored)?;
     let mut out = Vec::with_capacity(stored.len() * 2);
     let mut rec = Vec::new();
-    while let Some(entry) = rd.next(&mut rec, true) {
-        let (_, id) = entry?;
-        let id_len = u16::try_from(id.len()).map_err(|_| corrupt("an ID is too long"))?;
+    while let Some(entry) = rd.next(true) {
+        let e = entry?.1.expect("wanted");
+        e.plain(&mut rec)?;
+        let id_len = u16::try_from(e.id.len()).map_err(|_| corrupt("an ID is too long"))?;
         out.extend_from_slice(&id_len.to_be_bytes());
-        out.extend_from_slice(id);
+        out.extend_from_slice(e.id);
         out.extend_from_slice(&(rec.len() as u32).to_be_bytes());
         out.extend_from_slice(&rec);
     }
     Ok(Cow::Owned(out))
 }
 
-/// The ID and plain record of node `node` in a compact block of ID records, reading no
-/// further than it (the read path of one ID).
-pub fn ids_find(compact: &[u8], node: Node) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+/// The ID and record of node `node` in a compact block of ID records, stepping over the
+/// entries before it (the read path of one ID).
+pub fn ids_find(compact: &[u8], node: Node) -> Result<Option<(&[u8], IdRecord)>> {
     let mut rd = IdsReader::new(compact)?;
-    let mut rec = Vec::new();
     loop {
-        // Each entry's node is known only once it is read: peek with `want` off, then read
-        // the one wanted again from where it started.
+        // An entry's node comes before its length: step over it, and read the wanted one
+        // again from where it started.
         let from = (rd.r.rest, rd.node, rd.seen);
-        let Some(entry) = rd.next(&mut rec, false) else {
-            break;
+        let Some(entry) = rd.next(false) else {
+            return Ok(None);
         };
-        let (n, _) = entry?;
-        match n.cmp(&node) {
+        match entry?.0.cmp(&node) {
             std::cmp::Ordering::Less => {}
             std::cmp::Ordering::Equal => {
                 (rd.r.rest, rd.node, rd.seen) = from;
-                let (_, id) = rd.next(&mut rec, true).expect("read once")?;
-                return Ok(Some((id.to_vec(), rec)));
+                let e = rd.next(true).expect("read once")?.1.expect("wanted");
+                return Ok(Some((e.id, e.record()?)));
             }
-            std::cmp::Ordering::Greater => break,
+            std::cmp::Ordering::Greater => return Ok(None),
         }
     }
-    Ok(None)
 }
 
 #[cfg(test)]
@@ -654,7 +720,7 @@ mod tests {
         for (id, rec) in codec::packed_entries(&plain).unwrap() {
             let node = codec::record_node(rec).unwrap();
             let found = ids_find(&compact, node).unwrap().unwrap();
-            assert_eq!((&found.0[..], &found.1[..]), (id.as_bytes(), rec));
+            assert_eq!((found.0, found.1), (id.as_bytes(), IdRecord::decode(rec).unwrap()));
         }
         assert_eq!(ids_find(&compact, Node::from_index(11)).unwrap(), None);
         assert_eq!(ids_find(&compact, Node::from_index(99)).unwrap(), None);

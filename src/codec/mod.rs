@@ -215,18 +215,24 @@ impl IdRecord {
             flags: Flags::from_bits(flags),
             ..IdRecord::default()
         };
-        if !edge.is_empty() {
-            if edge.len() < 9 {
-                return Err(Error::Corrupt(format!(
-                    "an ID record of {} bytes is cut short",
-                    b.len()
-                )));
-            }
-            let seq = u64::from_be_bytes(edge[..8].try_into().expect("8 bytes"));
-            rec.intro = Some((seq, decode(&edge[8..], "the edge of an ID record")?));
-        }
+        rec.intro = decode_intro(edge)?;
         Ok((rec, props))
     }
+}
+
+/// The edge part of an ID record (seq u64 BE + bincode edge; empty: none).
+fn decode_intro(edge: &[u8]) -> Result<Option<(u64, StoredEdge)>> {
+    if edge.is_empty() {
+        return Ok(None);
+    }
+    if edge.len() < 9 {
+        return Err(Error::Corrupt(format!(
+            "the edge part of an ID record ({} bytes) is cut short",
+            edge.len()
+        )));
+    }
+    let seq = u64::from_be_bytes(edge[..8].try_into().expect("8 bytes"));
+    Ok(Some((seq, decode(&edge[8..], "the edge of an ID record")?)))
 }
 
 /// The parts of an encoded ID record: node, first-seen, flags, the edge part (seq and

@@ -106,7 +106,7 @@ pub(crate) fn read_id_record(db: &sled::Db, ident: &str, node: Node) -> Result<O
     // A compact block is read in place up to the entry; a plain one (format 5) as it is.
     if block.first() == Some(&compact::MARK) {
         return match compact::ids_find(&block, node)? {
-            Some((id, rec)) if id == ident.as_bytes() => IdRecord::decode(&rec).map(Some),
+            Some((id, rec)) if id == ident.as_bytes() => Ok(Some(rec)),
             _ => Ok(None),
         };
     }
