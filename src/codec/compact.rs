@@ -15,9 +15,10 @@
 //! lower case, else index + 1) · property count · per property: (name index << 2 | tag) and
 //! the value (tag 0 integer, zigzag; 1 float, 8 bytes LE; 2 text, index).
 //!
-//! ID records: node delta · ID length · ID · first-seen delta (zigzag) · flags byte · edge
-//! length (0: none) · edge bytes as in the plain record · property count · per property:
-//! (name index << 2 | tag), value, time minus first-seen (zigzag), apply sequence.
+//! ID records: node delta · first-seen delta (zigzag) · length of the rest · ID length · ID ·
+//! flags byte · edge length (0: none) · edge bytes as in the plain record · property count ·
+//! per property: (name index << 2 | tag), value, time minus first-seen (zigzag), apply
+//! sequence.
 
 use std::borrow::Cow;
 
@@ -28,9 +29,9 @@ use super::{
     IdRecord, PropMap, StoredProp, bare_event_node, bare_event_time, decode_borrowed, decode_intro,
     encode, record_parts,
 };
-use crate::graph::Flags;
 use crate::error::{Error, Result};
 use crate::forest::Node;
+use crate::graph::Flags;
 use crate::op::{Properties, Value};
 
 /// The first byte of a compact block.
@@ -418,7 +419,13 @@ pub fn ids(plain: &[u8]) -> Result<Vec<u8>> {
     let mut entry = Vec::new();
     for e in super::packed_iter(plain) {
         let (id, rec) = e?;
-        let (node, first_seen, flags, edge, props) = record_parts(rec)?;
+        let super::RecordParts {
+            node,
+            first_seen,
+            flags,
+            edge,
+            props,
+        } = record_parts(rec)?;
         let node = node.as_u64();
         let delta = node
             .checked_sub(prev_node)
@@ -720,7 +727,10 @@ mod tests {
         for (id, rec) in codec::packed_entries(&plain).unwrap() {
             let node = codec::record_node(rec).unwrap();
             let found = ids_find(&compact, node).unwrap().unwrap();
-            assert_eq!((found.0, found.1), (id.as_bytes(), IdRecord::decode(rec).unwrap()));
+            assert_eq!(
+                (found.0, found.1),
+                (id.as_bytes(), IdRecord::decode(rec).unwrap())
+            );
         }
         assert_eq!(ids_find(&compact, Node::from_index(11)).unwrap(), None);
         assert_eq!(ids_find(&compact, Node::from_index(99)).unwrap(), None);

@@ -208,15 +208,15 @@ impl IdRecord {
     }
 
     fn decode_parts(b: &[u8]) -> Result<(Self, &[u8])> {
-        let (node, first_seen, flags, edge, props) = record_parts(b)?;
-        let mut rec = IdRecord {
-            node,
-            first_seen,
-            flags: Flags::from_bits(flags),
-            ..IdRecord::default()
+        let parts = record_parts(b)?;
+        let rec = IdRecord {
+            node: parts.node,
+            first_seen: parts.first_seen,
+            flags: Flags::from_bits(parts.flags),
+            intro: decode_intro(parts.edge)?,
+            props: PropMap::default(),
         };
-        rec.intro = decode_intro(edge)?;
-        Ok((rec, props))
+        Ok((rec, parts.props))
     }
 }
 
@@ -235,30 +235,48 @@ fn decode_intro(edge: &[u8]) -> Result<Option<(u64, StoredEdge)>> {
     Ok(Some((seq, decode(&edge[8..], "the edge of an ID record")?)))
 }
 
-/// The parts of an encoded ID record: node, first-seen, flags, the edge part (seq and
-/// bincode edge; empty: none) and the properties part (bincode; empty: none).
-fn record_parts(b: &[u8]) -> Result<(Node, Timestamp, u8, &[u8], &[u8])> {
+/// The parts of an encoded ID record, undecoded.
+struct RecordParts<'a> {
+    node: Node,
+    first_seen: Timestamp,
+    flags: u8,
+    /// seq u64 BE + bincode edge; empty: none.
+    edge: &'a [u8],
+    /// bincode `PropMap`; empty: none.
+    props: &'a [u8],
+}
+
+/// The parts of an encoded ID record.
+fn record_parts(b: &[u8]) -> Result<RecordParts<'_>> {
     let bad = || Error::Corrupt(format!("an ID record of {} bytes is cut short", b.len()));
     if b.len() < 17 || (b.len() > 17 && b.len() < 21) {
         return Err(bad());
     }
     let node = record_node(b)?;
     let first_seen = i64::from_be_bytes(b[8..16].try_into().expect("8 bytes"));
-    if b.len() == 17 {
-        return Ok((node, first_seen, b[16], &[], &[]));
+    let mut parts = RecordParts {
+        node,
+        first_seen,
+        flags: b[16],
+        edge: &[],
+        props: &[],
+    };
+    if b.len() > 17 {
+        let len = u32::from_be_bytes(b[17..21].try_into().expect("4 bytes")) as usize;
+        parts.edge = b.get(21..21 + len).ok_or_else(bad)?;
+        parts.props = &b[21 + len..];
     }
-    let len = u32::from_be_bytes(b[17..21].try_into().expect("4 bytes")) as usize;
-    let edge = b.get(21..21 + len).ok_or_else(bad)?;
-    Ok((node, first_seen, b[16], edge, &b[21 + len..]))
+    Ok(parts)
 }
 
 /// Target size of a block of packed ID records: sled's cost is per key (~5-8 µs) up to a few
 /// KiB of value; 1M IDs written as 4 KiB blocks took 0.40 s against 5.8 s as one key each
 /// (a throwaway sled program, this machine; 8 KiB blocks: 0.38 s; at 16 KiB sled
-/// began creating and deleting files of its own during the run). Counted in the plain layout:
-/// 7 KiB plain is ~4 KiB as stored ([`compact`]: 2,736,826 records in 46,936 blocks of
-/// 4.2 KB on 10M `gen_km` lines).
-pub const PACKED_BLOCK_BYTES: usize = 7168;
+/// began creating and deleting files of its own during the run). Counted in the plain layout;
+/// ~2.4 KB as stored ([`compact`]). 7 KiB plain (~4 KB stored) made a 1M-line store 2.5%
+/// smaller, but a record read steps over twice the entries: `properties` of packed records
+/// 1.2-1.3x slower than at 4 KiB (`cargo bench --bench store -- properties`).
+pub const PACKED_BLOCK_BYTES: usize = 4096;
 
 /// Appends one ID record to a block of packed records: ID length u16 BE, ID, record length
 /// u32 BE, the record ([`IdRecord::encode`]). Entries are in node order.

@@ -1166,7 +1166,7 @@ mod tests {
                 .collect();
             {
                 let s = Store::open(dir).unwrap();
-                s.bulk_apply(&mut ops(1), small.clone()).unwrap();
+                s.bulk_apply(&mut ops(1), small).unwrap();
             }
             if downgrade {
                 let db = sled::open(dir).unwrap();
@@ -1196,8 +1196,8 @@ mod tests {
                 for op in ops(2).into_iter().step_by(9) {
                     s.apply(op).unwrap();
                 }
-                s.bulk_apply(&mut ops(2), small.clone()).unwrap();
-                s.bulk_apply(&mut ops(1), small.clone()).unwrap();
+                s.bulk_apply(&mut ops(2), small).unwrap();
+                s.bulk_apply(&mut ops(1), small).unwrap();
                 out += &answers(&s, &ids);
             }
             let db = sled::open(dir).unwrap();
