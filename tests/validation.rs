@@ -599,3 +599,68 @@ fn the_refusal_log_keeps_at_most_max_refusals_logged_pairs_alike_in_apply_and_bu
     assert_eq!((st.refused_merges, st.refusals_not_logged), (2, 1));
     assert!(one.verify().unwrap().is_ok());
 }
+
+/// A damaged compact block (format 6) is an error where it is read and a problem `verify`
+/// reports; the store still opens, and the other IDs still answer.
+#[test]
+fn damaged_compact_blocks_are_reported_not_misread() {
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..40).map(|i| format!("c-{i}")).collect();
+    {
+        let s = Store::open(dir.path()).unwrap();
+        let mut ops: Vec<Op> = names
+            .iter()
+            .map(|n| {
+                let mut p = Properties::new();
+                p.insert("plan", "pro").unwrap();
+                Op::record(id(n), "Seen", p, 1)
+            })
+            .collect();
+        s.bulk_apply(&mut ops, idgraph::BulkOptions::default())
+            .unwrap();
+        assert!(s.verify().unwrap().is_ok());
+        assert_eq!(s.events("c-39").unwrap().len(), 1);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    for prefix in [b"b", b"p"] {
+        let (key, good) = {
+            let db = sled::open(dir.path()).unwrap();
+            let (k, v) = db.scan_prefix(prefix).next().unwrap().unwrap();
+            assert_eq!(v[0], 0xC6, "compact");
+            // A string index past the table: the last entry's bytes made all 0x7f.
+            let mut bad = v.to_vec();
+            let n = bad.len();
+            bad[n - 3..].fill(0x7f);
+            db.insert(&k, bad).unwrap();
+            db.flush().unwrap();
+            (k.to_vec(), v.to_vec())
+        };
+        {
+            let s = Store::open(dir.path()).unwrap();
+            if prefix == b"b" {
+                let report = s.verify().unwrap();
+                assert!(
+                    report.problems.iter().any(|p| p.contains("compact block")),
+                    "{:?}",
+                    report.problems
+                );
+                let e = s.events("c-39").unwrap_err();
+                assert!(e.to_string().contains("compact block"), "{e}");
+            } else {
+                // `verify` rebuilds the graph from the ID records: it cannot, and says why.
+                let e = s.verify().unwrap_err();
+                assert!(e.to_string().contains("compact block"), "{e}");
+                let e = s.properties("c-39").unwrap_err();
+                assert!(e.to_string().contains("compact block"), "{e}");
+            }
+            // The graph (from its index) still answers.
+            assert_eq!(s.canonical("c-39").unwrap().as_deref(), Some("c-39"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let db = sled::open(dir.path()).unwrap();
+        db.insert(&key, good).unwrap();
+        db.flush().unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert!(s.verify().unwrap().is_ok());
+}
