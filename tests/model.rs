@@ -382,3 +382,74 @@ fn refusal_twice_in_one_batch_counts_once() {
     assert_eq!(s.refusals().unwrap().len(), 1);
     assert!(!s.contains("guest").unwrap() && !s.contains("Alice").unwrap());
 }
+
+/// Every answer a store gives about `ids`, and `verify`'s counts.
+fn answers(s: &Store, ids: &[String]) -> String {
+    let mut out = String::new();
+    for i in ids {
+        out += &format!(
+            "{i} {:?} {:?} {:?}\n",
+            s.resolve(i).unwrap(),
+            s.events(i).unwrap(),
+            s.properties(i).unwrap()
+        );
+    }
+    let v = s.verify().unwrap();
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+    out + &format!("{} {} {} {}", v.ids, v.persons, v.events, v.properties)
+}
+
+fn arb_wide_op(ids: usize) -> impl Strategy<Value = Op> {
+    let id = |i: usize| Identity::new(format!("w{i}")).unwrap();
+    prop_oneof![
+        3 => (0..ids, 0..ids, 0..6i64)
+            .prop_map(move |(a, b, at)| Op::alias(id(a), id(b), at, Cause::Api)),
+        2 => (0..ids, 0..EVENTS.len(), arb_props(), 0..6i64)
+            .prop_map(move |(i, e, p, at)| Op::record(id(i), EVENTS[e], p, at)),
+        2 => (0..ids, arb_props(), 0..6i64).prop_map(move |(i, p, at)| Op::set(id(i), p, at)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Batches that add many IDs write their records in blocks (as the bulk import does):
+    /// the store answers as one that applied the same ops one at a time — outcomes, persons,
+    /// events, properties — also after later writes to those IDs (their own keys then win),
+    /// `unalias`, `forget` and a reopen.
+    #[test]
+    fn large_batches_answer_as_ops_one_at_a_time(
+        ops in proptest::collection::vec(arb_wide_op(120), 40..200),
+        cuts in proptest::collection::vec(1..80usize, 1..8),
+        later in proptest::collection::vec(arb_wide_op(140), 0..20),
+        undo in (0..120usize, 0..120usize),
+        load in any::<bool>(),
+    ) {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (mut a, mut b) = (Store::open(da.path()).unwrap(), Store::open(db.path()).unwrap());
+        let mut rest = &ops[..];
+        let mut cuts = cuts.into_iter().cycle();
+        while !rest.is_empty() {
+            let (batch, tail) = rest.split_at(cuts.next().unwrap().min(rest.len()));
+            let want: Vec<Outcome> = batch.iter().map(|op| b.apply(op.clone()).unwrap()).collect();
+            prop_assert_eq!(a.apply_batch(batch).unwrap(), want);
+            rest = tail;
+        }
+        for op in later {
+            prop_assert_eq!(a.apply(op.clone()).unwrap(), b.apply(op).unwrap());
+        }
+        let (x, y) = (format!("w{}", undo.0), format!("w{}", undo.1));
+        prop_assert_eq!(a.unalias(&x, &y).unwrap(), b.unalias(&x, &y).unwrap());
+        prop_assert_eq!(a.forget(&y).unwrap(), b.forget(&y).unwrap());
+        let ids: Vec<String> = (0..140).map(|i| format!("w{i}")).collect();
+        prop_assert_eq!(answers(&a, &ids), answers(&b, &ids));
+        drop((a, b));
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        a = Store::open(da.path()).unwrap();
+        b = Store::open(db.path()).unwrap();
+        if load {
+            a.load_graph().unwrap();
+        }
+        prop_assert_eq!(answers(&a, &ids), answers(&b, &ids));
+    }
+}

@@ -18,6 +18,10 @@ use crate::store::records::known_id_record;
 /// Sled keys and values a batch writes, in key order.
 pub(crate) type Writes = BTreeMap<Vec<u8>, Vec<u8>>;
 
+/// From this many new IDs on, a batch writes their records in blocks of packed records (as the
+/// bulk import does) instead of a key each (BENCHMARKS.md, "Batches").
+pub(crate) const PACK_MIN_NEW_IDS: usize = 16;
+
 /// The record of an ID that a batch adds, compact: the bulk path holds millions of them. Its
 /// node is its position; its ID and flags are in the staged graph.
 pub(crate) struct NewId {
@@ -116,8 +120,28 @@ impl<'a, 'g> Planner<'a, 'g> {
         for (ident, rec) in old_ids {
             writes.insert(codec::id_key(&ident), rec.encode()?);
         }
+        if new_ids.len() < PACK_MIN_NEW_IDS {
+            for (rec, (n, ident)) in new_ids.iter().zip(delta.new_nodes()) {
+                writes.insert(codec::id_key(ident), rec.record(n).encode()?);
+            }
+            return Ok((writes, delta));
+        }
+        // Many new IDs: their nodes are fresh and consecutive, past every block, so their
+        // records go in blocks as the bulk import writes them (a key per ~2.4 KB, not per ID).
+        let mut block = Vec::with_capacity(codec::PACKED_BLOCK_BYTES + 1024);
+        let mut first = None;
         for (rec, (n, ident)) in new_ids.iter().zip(delta.new_nodes()) {
-            writes.insert(codec::id_key(ident), rec.record(n).encode()?);
+            first.get_or_insert(n);
+            codec::push_packed(&mut block, ident, &rec.record(n).encode()?);
+            if block.len() >= codec::PACKED_BLOCK_BYTES {
+                let key = codec::node_key(codec::PACKED, first.take().expect("set")).to_vec();
+                writes.insert(key, codec::compact::ids(&block)?);
+                block.clear();
+            }
+        }
+        if let Some(first) = first {
+            let key = codec::node_key(codec::PACKED, first).to_vec();
+            writes.insert(key, codec::compact::ids(&block)?);
         }
         Ok((writes, delta))
     }
