@@ -168,6 +168,32 @@ pub(crate) fn packed_upto(db: &sled::Db) -> Result<u64> {
     }
 }
 
+/// Moves the events of nodes from `base` on (new in this batch: no `v` key or block holds
+/// events of theirs) out of `writes` into new blocks of packed events, cut at node boundaries
+/// every [`codec::EVENT_BLOCK_BYTES`]. `base` must be past every block (a batch's new nodes
+/// are). The caller raises `packed_upto` past the new blocks before readers see the nodes.
+pub(crate) fn pack_new(writes: &mut super::plan::Writes, base: Node) -> Result<()> {
+    let from = codec::node_key(codec::EVENT, base).to_vec();
+    let to = vec![codec::EVENT + 1];
+    let keys: Vec<Vec<u8>> = writes.range(from..to).map(|(k, _)| k.clone()).collect();
+    let mut piece = Vec::with_capacity(codec::EVENT_BLOCK_BYTES + 512);
+    let mut last: Option<Node> = None;
+    for k in keys {
+        let node = codec::key_node(&k)?;
+        if let Some(l) = last.filter(|&l| l != node && piece.len() >= codec::EVENT_BLOCK_BYTES) {
+            writes.insert(codec::event_block_key(l).to_vec(), compact::events(&piece)?);
+            piece.clear();
+        }
+        let v = writes.remove(&k).expect("listed");
+        codec::push_block_event(&mut piece, &k, &v);
+        last = Some(node);
+    }
+    if let Some(l) = last {
+        writes.insert(codec::event_block_key(l).to_vec(), compact::events(&piece)?);
+    }
+    Ok(())
+}
+
 /// Whether a block holds an event under `key` (a full `v` key).
 pub(crate) fn packed_contains(db: &sled::Db, key: &[u8]) -> Result<bool> {
     let node = codec::key_node(key)?;

@@ -291,6 +291,14 @@ impl Store {
         let packed = |k: &[u8]| -> Result<bool> {
             Ok(codec::key_node(k)?.as_u64() < upto && events::packed_contains(&self.db, k)?)
         };
+        // Blocks of packed events the batch writes (`events::pack_new`): readers must look
+        // them up from the moment the graph shows their nodes.
+        let packed_after = writes
+            .range(codec::event_block_key(Node::from_index(0)).to_vec()..)
+            .take_while(|(k, _)| k.first() == Some(&codec::EVENT_BLOCK))
+            .map(|(k, _)| codec::key_node(k).map(|n| n.as_u64() + 1))
+            .last()
+            .transpose()?;
         if counting && writes.len() > 1 {
             for k in writes.keys().filter(|k| k.first() == Some(&codec::EVENT)) {
                 replaced += u64::from(self.db.contains_key(k)? || packed(k)?);
@@ -331,6 +339,10 @@ impl Store {
                 batch.insert(k, v);
             }
             self.db.apply_batch(batch)?;
+        }
+        if let Some(upto) = packed_after {
+            self.packed_upto
+                .fetch_max(upto, std::sync::atomic::Ordering::Relaxed);
         }
         self.graph_mut()?.commit(delta);
         if let Some(c) = &mut *self.data_counts.lock() {

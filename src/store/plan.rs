@@ -19,7 +19,8 @@ use crate::store::records::known_id_record;
 pub(crate) type Writes = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// From this many new IDs on, a batch writes their records in blocks of packed records (as the
-/// bulk import does) instead of a key each (BENCHMARKS.md, "Batches").
+/// bulk import does) instead of a key each, and their events in blocks of packed events
+/// (BENCHMARKS.md, "Batches").
 pub(crate) const PACK_MIN_NEW_IDS: usize = 16;
 
 /// The record of an ID that a batch adds, compact: the bulk path holds millions of them. Its
@@ -116,9 +117,16 @@ impl<'a, 'g> Planner<'a, 'g> {
 
     /// The sled writes and the graph changes.
     pub(crate) fn finish(self) -> Result<(Writes, Delta)> {
+        let packed_upto = &self.store.packed_upto;
         let (mut writes, old_ids, new_ids, delta) = self.finish_bulk()?;
         for (ident, rec) in old_ids {
             writes.insert(codec::id_key(&ident), rec.encode()?);
+        }
+        // Events of the new nodes too, when no block's range reaches them (a block keeps
+        // its key when `forget` removes its last node, whose number may be handed out again).
+        let upto = packed_upto.load(std::sync::atomic::Ordering::Relaxed);
+        if new_ids.len() >= PACK_MIN_NEW_IDS && delta.base().as_u64() >= upto {
+            super::events::pack_new(&mut writes, delta.base())?;
         }
         if new_ids.len() < PACK_MIN_NEW_IDS {
             for (rec, (n, ident)) in new_ids.iter().zip(delta.new_nodes()) {
