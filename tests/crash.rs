@@ -178,15 +178,19 @@ fn fault_child() {
         .parse()
         .unwrap();
     if step == 2 {
-        // A batch of 50 aliases of new IDs (100 keys) through one redo record.
-        let ops: Vec<Op> = (0..50)
-            .map(|i| {
-                Op::alias(
-                    id(format!("batch-a{i}")),
-                    id(format!("batch-b{i}")),
-                    5,
-                    Cause::Alias,
-                )
+        // A batch of 200 aliases of new IDs and an event each through one redo record: the
+        // 400 records in blocks of packed records, the events in blocks of packed events.
+        let ops: Vec<Op> = (0..200)
+            .flat_map(|i| {
+                [
+                    Op::alias(
+                        id(format!("batch-a{i}")),
+                        id(format!("batch-b{i}")),
+                        5,
+                        Cause::Alias,
+                    ),
+                    Op::record(id(format!("batch-b{i}")), "Seen", Properties::new(), 6),
+                ]
             })
             .collect();
         s.apply_batch(&ops).unwrap(); // aborts inside when the fault point is set
@@ -220,7 +224,8 @@ fn a_crash_inside_a_multi_key_op_is_finished_at_open() {
         (1, "1"),
         (0, "9"),
         (2, "0"),
-        (2, "37"),
+        (2, "1"),
+        (2, "4"),
         (2, "200"),
     ] {
         let dir = tempfile::tempdir().unwrap();
@@ -255,9 +260,10 @@ fn a_crash_inside_a_multi_key_op_is_finished_at_open() {
         assert!(report.is_ok(), "step {step}, fault {after}: {report:?}");
         if step == 2 {
             // The whole batch, whichever key the crash came before.
-            for i in 0..50 {
+            for i in 0..200 {
                 let p = s.resolve(&format!("batch-a{i}")).unwrap().expect("whole");
                 assert_eq!(p.ids.len(), 2, "fault {after}: pair {i}");
+                assert_eq!(s.events(&p.ids[0]).unwrap().len(), 1, "fault {after}: {i}");
             }
             continue;
         }

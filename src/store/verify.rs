@@ -142,7 +142,10 @@ fn id_records(
     let mut disk_edges: Vec<(u64, StoredEdge)> = Vec::new();
     let mut last_packed: Option<(Node, Node)> = None; // (block, node of the last entry)
     let scanned = records::scan_id_records(db, |id, v, at| {
-        tick.step();
+        // The progress counts IDs (its total), not the stale copies that own keys replace.
+        if !matches!(at, RecordAt::Shadowed(_)) {
+            tick.step();
+        }
         let mut rec = match IdRecord::decode(v) {
             Ok(r) => r,
             Err(e) => {
