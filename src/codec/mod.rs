@@ -30,9 +30,9 @@ pub mod compact;
 /// upgraded the same way, so that a version-2 build, which would miss the packed IDs, refuses
 /// them. Version 4 added the graph index's stamp (`m` `index_stamp`): a version-3 build
 /// would write without removing it, and the index would then be believed while stale.
-/// Version 6 writes blocks (`p`, `b`) in [`compact`] form; the plain blocks of older stores
-/// are read as they are, and a version-5 build, which would misread a compact block, refuses
-/// the store once its marker is rewritten.
+/// Version 6 writes blocks (`p`, `b`) in compact form (DESIGN.md, "Compact blocks"); the
+/// plain blocks of older stores are read as they are, and a version-5 build, which would
+/// misread a compact block, refuses the store once its marker is rewritten.
 pub const FORMAT_VERSION: u32 = 6;
 
 /// The format versions this build opens.
