@@ -474,9 +474,9 @@ impl<'a> IdsReader<'a> {
         })
     }
 
-    /// The next entry's node and, when `want`, its parts (else it is stepped over by its
-    /// length).
-    fn next(&mut self, want: bool) -> Option<Result<(Node, Option<IdEntry<'a>>)>> {
+    /// The next entry's node and, unless `want` is [`Want::Node`], its parts (else it is
+    /// stepped over by its length).
+    fn next(&mut self, want: Want) -> Option<Result<(Node, Option<IdEntry<'a>>)>> {
         if self.r.done() {
             return None;
         }
@@ -486,11 +486,11 @@ impl<'a> IdsReader<'a> {
             let node = Node::from_u64(self.node).expect("checked");
             let len = self.r.varint()?;
             let entry = self.r.take(len)?;
-            if !want {
+            if want == Want::Node {
                 return Ok((node, None));
             }
             let after = std::mem::replace(&mut self.r.rest, entry);
-            let parts = self.entry();
+            let parts = self.entry(want);
             if self.r.rest.is_empty() {
                 self.r.rest = after;
             } else if parts.is_ok() {
@@ -500,8 +500,9 @@ impl<'a> IdsReader<'a> {
         })())
     }
 
-    /// The parts of the entry `self.r` holds.
-    fn entry(&mut self) -> Result<IdEntry<'a>> {
+    /// The parts of the entry `self.r` holds (its properties only read over for
+    /// [`Want::Head`]).
+    fn entry(&mut self, want: Want) -> Result<IdEntry<'a>> {
         let r = &mut self.r;
         let id_len = r.varint()?;
         let id = r.take(id_len)?;
@@ -509,17 +510,19 @@ impl<'a> IdsReader<'a> {
         let edge_len = r.varint()?;
         let edge = r.take(edge_len)?;
         let n = r.count()?;
-        let mut props = Vec::with_capacity(n);
+        let mut props = Vec::with_capacity(if want == Want::All { n } else { 0 });
         for _ in 0..n {
             let (name, value) = r.value()?;
             let at = self.seen.wrapping_add(unzigzag(r.varint()?));
             let seq = r.varint()?;
-            props.push(PropRef {
-                name,
-                value,
-                at,
-                seq,
-            });
+            if want == Want::All {
+                props.push(PropRef {
+                    name,
+                    value,
+                    at,
+                    seq,
+                });
+            }
         }
         Ok(IdEntry {
             node: self.node,
@@ -530,6 +533,17 @@ impl<'a> IdsReader<'a> {
             props,
         })
     }
+}
+
+/// How much of an entry [`IdsReader::next`] reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// Its node only.
+    Node,
+    /// All but the properties (which are read over).
+    Head,
+    /// Everything.
+    All,
 }
 
 /// One entry of a compact block of ID records, read in place.
@@ -590,7 +604,7 @@ pub fn ids_plain(stored: &[u8]) -> Result<Cow<'_, [u8]>> {
     let mut rd = IdsReader::new(stored)?;
     let mut out = Vec::with_capacity(stored.len() * 2);
     let mut rec = Vec::new();
-    while let Some(entry) = rd.next(true) {
+    while let Some(entry) = rd.next(Want::All) {
         let e = entry?.1.expect("wanted");
         e.plain(&mut rec)?;
         let id_len = u16::try_from(e.id.len()).map_err(|_| corrupt("an ID is too long"))?;
@@ -602,6 +616,20 @@ pub fn ids_plain(stored: &[u8]) -> Result<Cow<'_, [u8]>> {
     Ok(Cow::Owned(out))
 }
 
+/// Calls `f` with each entry of a compact block of ID records as (ID, the record in its plain
+/// encoding but without its properties): what loading the graph reads, without encoding the
+/// properties only to skip them.
+pub fn ids_heads(compact: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+    let mut rd = IdsReader::new(compact)?;
+    let mut rec = Vec::new();
+    while let Some(entry) = rd.next(Want::Head) {
+        let e = entry?.1.expect("wanted");
+        e.plain(&mut rec)?;
+        f(e.id, &rec)?;
+    }
+    Ok(())
+}
+
 /// The ID and record of node `node` in a compact block of ID records, stepping over the
 /// entries before it (the read path of one ID).
 pub fn ids_find(compact: &[u8], node: Node) -> Result<Option<(&[u8], IdRecord)>> {
@@ -610,14 +638,14 @@ pub fn ids_find(compact: &[u8], node: Node) -> Result<Option<(&[u8], IdRecord)>>
         // An entry's node comes before its length: step over it, and read the wanted one
         // again from where it started.
         let from = (rd.r.rest, rd.node, rd.seen);
-        let Some(entry) = rd.next(false) else {
+        let Some(entry) = rd.next(Want::Node) else {
             return Ok(None);
         };
         match entry?.0.cmp(&node) {
             std::cmp::Ordering::Less => {}
             std::cmp::Ordering::Equal => {
                 (rd.r.rest, rd.node, rd.seen) = from;
-                let e = rd.next(true).expect("read once")?.1.expect("wanted");
+                let e = rd.next(Want::All).expect("read once")?.1.expect("wanted");
                 return Ok(Some((e.id, e.record()?)));
             }
             std::cmp::Ordering::Greater => return Ok(None),
@@ -732,6 +760,20 @@ mod tests {
                 (id.as_bytes(), IdRecord::decode(rec).unwrap())
             );
         }
+        // The heads (what loading the graph reads): the same IDs and heads, no properties.
+        let mut heads = Vec::new();
+        ids_heads(&compact, |id, rec| {
+            heads.push((id.to_vec(), IdRecord::decode(rec)?));
+            Ok(())
+        })
+        .unwrap();
+        let want: Vec<(Vec<u8>, IdRecord)> = codec::packed_entries(&plain)
+            .unwrap()
+            .into_iter()
+            .map(|(id, rec)| (id.as_bytes().to_vec(), IdRecord::decode_head(rec).unwrap()))
+            .collect();
+        assert_eq!(heads, want);
+        assert!(want.iter().any(|(_, r)| r.intro.is_some()));
         assert_eq!(ids_find(&compact, Node::from_index(11)).unwrap(), None);
         assert_eq!(ids_find(&compact, Node::from_index(99)).unwrap(), None);
         assert!(matches!(ids_plain(&plain).unwrap(), Cow::Borrowed(_)));

@@ -32,6 +32,16 @@ pub(crate) enum RecordAt {
 /// in node order (an entry whose node also has an own key is [`RecordAt::Shadowed`]).
 pub(crate) fn scan_id_records(
     db: &sled::Db,
+    f: impl FnMut(&str, &[u8], RecordAt) -> Result<()>,
+) -> Result<()> {
+    scan_id_records_with(db, false, f)
+}
+
+/// [`scan_id_records`]; with `heads_only`, the records of compact blocks come without their
+/// properties (loading the graph reads only the heads).
+pub(crate) fn scan_id_records_with(
+    db: &sled::Db,
+    heads_only: bool,
     mut f: impl FnMut(&str, &[u8], RecordAt) -> Result<()>,
 ) -> Result<()> {
     let mut own: Vec<u64> = Vec::new(); // a bit per node
@@ -48,9 +58,10 @@ pub(crate) fn scan_id_records(
     }
     for kv in db.scan_prefix([codec::PACKED]) {
         let (k, v) = kv?;
-        let v = plain(v)?;
         let block = codec::key_node(&k)?;
-        for (id, rec) in codec::packed_entries(&v)? {
+        let mut entry = |id: &[u8], rec: &[u8]| -> Result<()> {
+            let id = std::str::from_utf8(id)
+                .map_err(|_| Error::Corrupt("a packed ID is not UTF-8".into()))?;
             let node = codec::record_node(rec)?.slot();
             let shadowed = own
                 .get(node / 64)
@@ -60,7 +71,14 @@ pub(crate) fn scan_id_records(
             } else {
                 RecordAt::Packed(block)
             };
-            f(id, rec, at)?;
+            f(id, rec, at)
+        };
+        if heads_only && v.first() == Some(&compact::MARK) {
+            compact::ids_heads(&v, &mut entry)?;
+            continue;
+        }
+        for (id, rec) in codec::packed_entries(&plain(v)?)? {
+            entry(id.as_bytes(), rec)?;
         }
     }
     Ok(())

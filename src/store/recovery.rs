@@ -158,7 +158,7 @@ fn replay(db: &sled::Db, writes: Vec<codec::Write>, faults: bool) -> Result<()> 
 pub(crate) fn load_graph(db: &sled::Db) -> Result<Graph> {
     let mut g = Graph::loading(0, String::new());
     let mut edges = Vec::new();
-    records::scan_id_records(db, |id, v, at| {
+    records::scan_id_records_with(db, true, |id, v, at| {
         if matches!(at, RecordAt::Shadowed(_)) {
             return Ok(());
         }
