@@ -104,6 +104,11 @@ pub fn codec_values(data: &[u8]) {
         3 => {
             drop(codec::packed_entries(b));
             drop(codec::compact::ids_plain(b));
+            drop(codec::compact::ids_find(
+                b,
+                crate::forest::Node::from_index(3),
+            ));
+            drop(codec::compact::ids_heads(b, |_, _| Ok(())));
         }
         4 => drop(codec::decode_event(b)),
         5 => drop(codec::decode::<codec::StoredEdge>(b, "an edge")),

@@ -228,6 +228,23 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Writes an entry's node and time as differences from the previous entry's (`prev`, then
+/// updated); entries must come in node order.
+fn put_step(
+    out: &mut Vec<u8>,
+    (node, time): (u64, i64),
+    prev: &mut (u64, i64),
+    what: &str,
+) -> Result<()> {
+    let delta = node
+        .checked_sub(prev.0)
+        .ok_or_else(|| Error::Corrupt(format!("a block's {what} are out of node order")))?;
+    put(out, delta);
+    put(out, zigzag(time.wrapping_sub(prev.1)));
+    *prev = (node, time);
+    Ok(())
+}
+
 /// Whether `lower` is what the key of an event named `name` holds (its lower case).
 fn is_lower_of(lower: &str, name: &str) -> bool {
     if name.is_ascii() {
@@ -245,7 +262,7 @@ fn is_lower_of(lower: &str, name: &str) -> bool {
 pub fn events(plain: &[u8]) -> Result<Vec<u8>> {
     let mut t = Table::default();
     let mut body = Vec::with_capacity(plain.len() / 2);
-    let (mut prev_node, mut prev_time) = (0u64, 0i64);
+    let mut prev = (0u64, 0i64);
     for e in super::block_events(plain) {
         let (k, v) = e?;
         let node = bare_event_node(k)?.as_u64();
@@ -253,12 +270,7 @@ pub fn events(plain: &[u8]) -> Result<Vec<u8>> {
         let lower = std::str::from_utf8(&k[16..])
             .map_err(|_| Error::Corrupt("an event name is not UTF-8".into()))?;
         let ev: EventRef = decode_borrowed(v, "an event")?;
-        let delta = node
-            .checked_sub(prev_node)
-            .ok_or_else(|| Error::Corrupt("a block's events are out of node order".into()))?;
-        put(&mut body, delta);
-        put(&mut body, zigzag(time.wrapping_sub(prev_time)));
-        (prev_node, prev_time) = (node, time);
+        put_step(&mut body, (node, time), &mut prev, "events")?;
         put(&mut body, t.index(ev.name));
         let lower = if is_lower_of(lower, ev.name) {
             0
@@ -415,7 +427,7 @@ pub fn events_plain(stored: &[u8]) -> Result<Cow<'_, [u8]>> {
 pub fn ids(plain: &[u8]) -> Result<Vec<u8>> {
     let mut t = Table::default();
     let mut body = Vec::with_capacity(plain.len() / 2);
-    let (mut prev_node, mut prev_seen) = (0u64, 0i64);
+    let mut prev = (0u64, 0i64);
     let mut entry = Vec::new();
     for e in super::packed_iter(plain) {
         let (id, rec) = e?;
@@ -427,12 +439,7 @@ pub fn ids(plain: &[u8]) -> Result<Vec<u8>> {
             props,
         } = record_parts(rec)?;
         let node = node.as_u64();
-        let delta = node
-            .checked_sub(prev_node)
-            .ok_or_else(|| Error::Corrupt("a block's ID records are out of node order".into()))?;
-        put(&mut body, delta);
-        put(&mut body, zigzag(first_seen.wrapping_sub(prev_seen)));
-        (prev_node, prev_seen) = (node, first_seen);
+        put_step(&mut body, (node, first_seen), &mut prev, "ID records")?;
         // The rest behind its length, so that a reader looking for one node steps over it.
         entry.clear();
         put(&mut entry, id.len() as u64);
@@ -467,6 +474,9 @@ struct IdsReader<'a> {
 
 impl<'a> IdsReader<'a> {
     fn new(compact: &'a [u8]) -> Result<Self> {
+        if compact.first() != Some(&MARK) {
+            return Err(corrupt("it does not start with its mark"));
+        }
         Ok(IdsReader {
             r: Reader::new(compact)?,
             node: 0,

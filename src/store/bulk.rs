@@ -294,29 +294,16 @@ impl Ids {
         };
         let g = store.graph()?;
         let base = self.base;
-        let mut block = Vec::with_capacity(codec::PACKED_BLOCK_BYTES + 1024);
-        let mut first = base;
+        let mut blocks = super::records::IdBlocks::new();
+        let mut put = |k, v| w.put(k, v);
         for (new, n) in self.new.iter().zip(Node::all(g.len()).skip(base.slot())) {
-            if block.is_empty() {
-                first = n;
-            }
             let mut rec = new.record(n);
             let before = rec.props.0.len();
             self.props.merge_into(n, &mut rec.props)?;
             count(before, rec.props.0.len());
-            codec::push_packed(&mut block, g.ident(n), &rec.encode()?);
-            if block.len() >= codec::PACKED_BLOCK_BYTES {
-                let key = codec::node_key(codec::PACKED, first).to_vec();
-                w.put(key, codec::compact::ids(&block)?)?;
-                block.clear();
-            }
+            blocks.push(n, g.ident(n), &rec, &mut put)?;
         }
-        if !block.is_empty() {
-            w.put(
-                codec::node_key(codec::PACKED, first).to_vec(),
-                codec::compact::ids(&block)?,
-            )?;
-        }
+        blocks.flush(&mut put)?;
         let mut old: FxHashMap<String, IdRecord> = self.old.into_iter().collect();
         let mut idents: Vec<String> = old.keys().cloned().collect();
         idents.extend(

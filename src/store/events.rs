@@ -109,7 +109,8 @@ pub(crate) fn for_nodes(
                     std::cmp::Ordering::Less => rd.skip_properties()?,
                     std::cmp::Ordering::Equal => {
                         let props = rd.properties()?;
-                        mine.push((head.bare_key(), head.time, head.name.to_owned(), props));
+                        let odd = head.odd_lower.map(str::to_owned);
+                        mine.push((head.time, head.name.to_owned(), odd, props));
                     }
                 }
                 pending = rd.next_head().transpose()?;
@@ -121,20 +122,36 @@ pub(crate) fn for_nodes(
     Ok(())
 }
 
-/// Emits `node`'s packed events (`mine`: bare key, time, name, properties, in key order)
-/// merged with its `v` keys, which win.
+/// A packed event as `events(id)` reads it: time, name, the key's lower-cased name when it is
+/// not the name's lower case (not expected), properties.
+type Unpacked = (Timestamp, String, Option<String>, Properties);
+
+/// Emits `node`'s packed events (`mine`, in key order) merged with its `v` keys, which win.
+/// Their keys are built only when the node has `v` keys.
 fn with_loose(
     db: &sled::Db,
     i: usize,
     node: Node,
-    mine: Vec<(Vec<u8>, Timestamp, String, Properties)>,
+    mine: Vec<Unpacked>,
     f: &mut impl FnMut(usize, Timestamp, String, Properties),
 ) -> Result<()> {
-    let mut mine = mine.into_iter().peekable();
-    for kv in db.scan_prefix(codec::node_key(codec::EVENT, node)) {
-        let (k, v) = kv?;
-        while let Some((pk, ..)) = mine.peek() {
-            match pk[..].cmp(&k[1..]) {
+    let loose = db
+        .scan_prefix(codec::node_key(codec::EVENT, node))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let keyed = !loose.is_empty();
+    let mut mine = mine
+        .into_iter()
+        .map(|(at, name, odd, props)| {
+            let key = keyed.then(|| {
+                let lower = odd.unwrap_or_else(|| name.to_lowercase());
+                codec::event_key(node, at, &lower)
+            });
+            (key, at, name, props)
+        })
+        .peekable();
+    for (k, v) in loose {
+        while let Some((Some(pk), ..)) = mine.peek() {
+            match pk[..].cmp(&k[..]) {
                 std::cmp::Ordering::Less => {
                     let (_, at, name, props) = mine.next().expect("peeked");
                     f(i, at, name, props);

@@ -294,10 +294,9 @@ impl Store {
         // Blocks of packed events the batch writes (`events::pack_new`): readers must look
         // them up from the moment the graph shows their nodes.
         let packed_after = writes
-            .range(codec::event_block_key(Node::from_index(0)).to_vec()..)
-            .take_while(|(k, _)| k.first() == Some(&codec::EVENT_BLOCK))
+            .range(vec![codec::EVENT_BLOCK]..vec![codec::EVENT_BLOCK + 1])
+            .next_back()
             .map(|(k, _)| codec::key_node(k).map(|n| n.as_u64() + 1))
-            .last()
             .transpose()?;
         if counting && writes.len() > 1 {
             for k in writes.keys().filter(|k| k.first() == Some(&codec::EVENT)) {

@@ -122,34 +122,28 @@ impl<'a, 'g> Planner<'a, 'g> {
         for (ident, rec) in old_ids {
             writes.insert(codec::id_key(&ident), rec.encode()?);
         }
-        // Events of the new nodes too, when no block's range reaches them (a block keeps
-        // its key when `forget` removes its last node, whose number may be handed out again).
-        let upto = packed_upto.load(std::sync::atomic::Ordering::Relaxed);
-        if new_ids.len() >= PACK_MIN_NEW_IDS && delta.base().as_u64() >= upto {
-            super::events::pack_new(&mut writes, delta.base())?;
-        }
+        let records = new_ids.iter().zip(delta.new_nodes());
         if new_ids.len() < PACK_MIN_NEW_IDS {
-            for (rec, (n, ident)) in new_ids.iter().zip(delta.new_nodes()) {
+            for (rec, (n, ident)) in records {
                 writes.insert(codec::id_key(ident), rec.record(n).encode()?);
             }
             return Ok((writes, delta));
         }
-        // Many new IDs: their nodes are fresh and consecutive, past every block, so their
-        // records go in blocks as the bulk import writes them (a key per ~2.4 KB, not per ID).
-        let mut block = Vec::with_capacity(codec::PACKED_BLOCK_BYTES + 1024);
-        let mut first = None;
-        for (rec, (n, ident)) in new_ids.iter().zip(delta.new_nodes()) {
-            first.get_or_insert(n);
-            codec::push_packed(&mut block, ident, &rec.record(n).encode()?);
-            if block.len() >= codec::PACKED_BLOCK_BYTES {
-                let key = codec::node_key(codec::PACKED, first.take().expect("set")).to_vec();
-                writes.insert(key, codec::compact::ids(&block)?);
-                block.clear();
-            }
+        // Many new IDs: their nodes are fresh and consecutive, past every block of records,
+        // so their records go in blocks as the bulk import writes them (a key per ~2.4 KB,
+        // not per ID). Their events too, when no block's range reaches them (a block keeps its
+        // key when `forget` removes its last node, whose number may be handed out again).
+        let mut blocks = super::records::IdBlocks::new();
+        let mut put = |k, v| {
+            writes.insert(k, v);
+            Ok(())
+        };
+        for (rec, (n, ident)) in records {
+            blocks.push(n, ident, &rec.record(n), &mut put)?;
         }
-        if let Some(first) = first {
-            let key = codec::node_key(codec::PACKED, first).to_vec();
-            writes.insert(key, codec::compact::ids(&block)?);
+        blocks.flush(&mut put)?;
+        if delta.base().as_u64() >= packed_upto.load(std::sync::atomic::Ordering::Relaxed) {
+            super::events::pack_new(&mut writes, delta.base())?;
         }
         Ok((writes, delta))
     }

@@ -96,6 +96,52 @@ pub(crate) fn packed_block_of(
     }
 }
 
+/// Cuts ID records, added in node order, into compact blocks of packed records (`p` + the
+/// block's first node, ~[`codec::PACKED_BLOCK_BYTES`] plain each): what the bulk import and a
+/// batch of many new IDs write.
+pub(crate) struct IdBlocks {
+    block: Vec<u8>,
+    first: Option<Node>,
+}
+
+impl IdBlocks {
+    pub(crate) fn new() -> Self {
+        IdBlocks {
+            block: Vec::with_capacity(codec::PACKED_BLOCK_BYTES + 1024),
+            first: None,
+        }
+    }
+
+    /// Adds the record of `id`, node `n`, handing a full block to `put` (key, value).
+    pub(crate) fn push(
+        &mut self,
+        n: Node,
+        id: &str,
+        rec: &IdRecord,
+        put: &mut impl FnMut(Vec<u8>, Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        self.first.get_or_insert(n);
+        codec::push_packed(&mut self.block, id, &rec.encode()?);
+        if self.block.len() >= codec::PACKED_BLOCK_BYTES {
+            self.flush(put)?;
+        }
+        Ok(())
+    }
+
+    /// Hands the last block, if any, to `put`.
+    pub(crate) fn flush(
+        &mut self,
+        put: &mut impl FnMut(Vec<u8>, Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        if let Some(first) = self.first.take() {
+            let key = codec::node_key(codec::PACKED, first).to_vec();
+            put(key, compact::ids(&self.block)?)?;
+            self.block.clear();
+        }
+        Ok(())
+    }
+}
+
 /// The block of packed ID records that would hold `node`, as stored.
 fn stored_block_of(db: &sled::Db, node: Node) -> Result<Option<(sled::IVec, sled::IVec)>> {
     let lo: &[u8] = &[codec::PACKED];
