@@ -303,6 +303,11 @@ fn op_ids(op: &Op) -> (&str, Option<&str>) {
 
 // ---------------------------------------------------------------- one measurement
 
+/// The same allocator as the `idgraph` binary (SQLite allocates with its own `malloc` calls,
+/// which this does not change).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn child(args: &Args, workload: &str, system: &str) -> Row {
     let tmp = match &args.dir {
         Some(d) => tempfile::tempdir_in(d),
@@ -334,7 +339,9 @@ fn child(args: &Args, workload: &str, system: &str) -> Row {
         (_, "idgraph bulk") => {
             let store = config().open().unwrap();
             let t = Instant::now();
-            let rep = store.bulk_apply(&mut ops, bulk_options(args)).unwrap();
+            let rep = store
+                .bulk_apply(&mut ops.into_iter(), bulk_options(args))
+                .unwrap();
             store.flush().unwrap();
             eprintln!(
                 "  ({workload}: idgraph bulk wrote {} sled keys, {:.3} per op)",

@@ -400,6 +400,13 @@ impl Graph {
     /// Applies what a [`Staged`] view planned (after it was written to sled).
     pub fn commit(&mut self, d: Delta) {
         self.idents.text.reserve(d.new_ids.text.len());
+        // Grown once, not by doubling (each growth rehashes every ID).
+        let more = d.new_slots.len();
+        let (idents, hasher) = (&self.idents, &self.hasher);
+        self.index
+            .reserve(more, |&m| hasher.hash_one(idents.get(m)));
+        self.slots.reserve(more);
+        self.adj_head.reserve(more);
         for (i, slot) in d.new_slots.into_iter().enumerate() {
             let n = Node::from_usize(self.slots.len()).expect("the staged view checked the range");
             self.persons += usize::from(slot.parent == n);

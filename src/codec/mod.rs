@@ -630,6 +630,26 @@ pub enum StoredValue {
     Text(String),
 }
 
+/// [`StoredValue`] borrowing its text: encodes to the same bytes without a copy of the value.
+#[derive(Serialize)]
+#[serde(rename = "StoredValue")]
+enum StoredValueRef<'a> {
+    Int(i64),
+    Float(f64),
+    Text(&'a str),
+}
+
+/// Appends `v` encoded as a [`StoredValue`] to `out` (what [`encode`] of it would return).
+pub fn encode_value_into(v: &Value, out: &mut Vec<u8>) -> Result<()> {
+    let r = match v {
+        Value::Int(i) => StoredValueRef::Int(*i),
+        Value::Float(x) => StoredValueRef::Float(*x),
+        Value::Text(s) => StoredValueRef::Text(s),
+    };
+    bincode::serde::encode_into_std_write(&r, out, config())?;
+    Ok(())
+}
+
 impl From<Value> for StoredValue {
     fn from(v: Value) -> Self {
         match v {
@@ -698,6 +718,27 @@ pub fn decode_borrowed<'a, T: Deserialize<'a>>(b: &'a [u8], what: &str) -> Resul
 
 #[cfg(test)]
 mod tests {
+    use super::Value;
+    use proptest::prelude::*;
+
+    proptest::proptest! {
+        #[test]
+        fn values_encode_alike_borrowed_or_owned(
+            v in proptest::prop_oneof![
+                proptest::num::i64::ANY.prop_map(Value::Int),
+                proptest::num::f64::ANY.prop_map(Value::Float),
+                ".{0,20}".prop_map(Value::Text),
+            ],
+            prefix in proptest::collection::vec(proptest::num::u8::ANY, 0..4),
+        ) {
+            let mut out = prefix.clone();
+            super::encode_value_into(&v, &mut out).unwrap();
+            let want = super::encode(&super::StoredValue::from(v)).unwrap();
+            prop_assert_eq!(&out[..prefix.len()], &prefix[..]);
+            prop_assert_eq!(&out[prefix.len()..], &want[..]);
+        }
+    }
+
     #[test]
     fn the_decode_budget_holds_every_value_the_store_writes() {
         use super::*;

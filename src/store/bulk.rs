@@ -51,12 +51,20 @@ pub struct FilePart {
     pub imported_at: Timestamp,
 }
 
+/// The ops of a vector, copied (the vector is left as it was).
 impl OpSource for Vec<Op> {
     fn for_each(&mut self, f: &mut dyn FnMut(Op) -> Result<()>) -> Result<()> {
         for op in self.iter() {
             f(op.clone())?;
         }
         Ok(())
+    }
+}
+
+/// The ops of a vector, moved (`ops.into_iter()`): no copy of each op.
+impl OpSource for std::vec::IntoIter<Op> {
+    fn for_each(&mut self, f: &mut dyn FnMut(Op) -> Result<()>) -> Result<()> {
+        self.try_for_each(f)
     }
 }
 
@@ -166,9 +174,14 @@ struct PropAgg {
     latest: FxHashMap<(Node, u32), Latest>,
     /// [`Limits::max_properties_per_id`](crate::Limits::max_properties_per_id).
     max_per_id: usize,
-    /// The keys of `latest` sorted, made by [`index`](Self::index) once pass 1 is over: a
-    /// node's names without a walk over every name of the input.
-    by_node: Vec<(Node, u32)>,
+    /// The entries of `latest` sorted by node, then arrival, made by [`index`](Self::index)
+    /// once pass 1 is over: a node's names in one run, without a hash lookup each.
+    by_node: Vec<(Node, Latest)>,
+    /// Where the last [`merge_into`](Self::merge_into) stopped: the new IDs ask for their
+    /// nodes in order, so each finds its run here instead of by a binary search.
+    cursor: std::cell::Cell<usize>,
+    /// A value being encoded (one buffer for all).
+    scratch: Vec<u8>,
 }
 
 /// Of one (node, name) in [`PropAgg`]: (first spelling, value, at, seq, arrival).
@@ -212,10 +225,18 @@ impl<K: std::hash::Hash + Eq + Clone> Interner<K> {
 impl PropAgg {
     fn add(&mut self, n: Node, props: &Properties, at: Timestamp, seq: u64) -> Result<()> {
         for (name, value) in props.iter() {
-            let lname = self.lnames.intern(name.to_lowercase().as_str());
-            let v = self
-                .values
-                .intern(codec::encode(&codec::StoredValue::from(value.clone()))?.as_slice());
+            // ASCII without capitals is its own lower case: no copy.
+            let lname = if name
+                .bytes()
+                .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+            {
+                self.lnames.intern(name)
+            } else {
+                self.lnames.intern(name.to_lowercase().as_str())
+            };
+            self.scratch.clear();
+            codec::encode_value_into(value, &mut self.scratch)?;
+            let v = self.values.intern(self.scratch.as_slice());
             let arrival = self.latest.len() as u64;
             match self.latest.get_mut(&(n, lname)) {
                 Some(e) if e.2 > at => {}
@@ -231,23 +252,35 @@ impl PropAgg {
 
     /// Sorts the (node, name) pairs that have values; call once, after the last `add`.
     fn index(&mut self) {
-        self.by_node = self.latest.keys().copied().collect();
-        self.by_node.sort_unstable();
+        self.by_node = std::mem::take(&mut self.latest)
+            .into_iter()
+            .map(|((n, _), e)| (n, e))
+            .collect();
+        self.by_node.sort_unstable_by_key(|&(n, e)| (n, e.4));
+    }
+
+    /// The run of node `n`'s entries in `by_node`.
+    fn run_of(&self, n: Node) -> &[(Node, Latest)] {
+        let hint = self.cursor.get();
+        let starts_here = |i: usize| {
+            (i == 0 || self.by_node[i - 1].0 < n) && self.by_node.get(i).is_none_or(|e| e.0 >= n)
+        };
+        let from = if hint <= self.by_node.len() && starts_here(hint) {
+            hint
+        } else {
+            self.by_node.partition_point(|e| e.0 < n)
+        };
+        let len = self.by_node[from..].iter().take_while(|e| e.0 == n).count();
+        self.cursor.set(from + len);
+        &self.by_node[from..from + len]
     }
 
     /// Merges the aggregated values of node `n` into `map`; whether anything changed.
     /// O(log entries + names of `n`).
     fn merge_into(&self, n: Node, map: &mut PropMap) -> Result<bool> {
         let mut changed = false;
-        let from = self.by_node.partition_point(|k| k.0 < n);
-        let mut mine: Vec<_> = self.by_node[from..]
-            .iter()
-            .take_while(|k| k.0 == n)
-            .map(|key| self.latest[key])
-            .collect();
         // In arrival order: names past the per-ID limit are the later ones.
-        mine.sort_unstable_by_key(|e| e.4);
-        for (sp, v, at, seq, _) in mine {
+        for &(_, (sp, v, at, seq, _)) in self.run_of(n) {
             let value = codec::decode(self.values.get(v), "a property value")?;
             let name = self.spellings.get(sp);
             changed |= map.merge_within(name, value, at, seq, self.max_per_id).0;
@@ -512,6 +545,97 @@ impl Iterator for Merge {
     }
 }
 
+/// Ops handed from the reading thread to the planning thread at a time.
+const OPS_PER_CHUNK: usize = 1024;
+/// Chunks of ops read but not yet planned, at most (bounds the memory between the two).
+const OP_CHUNKS_IN_FLIGHT: usize = 8;
+
+/// What the planning thread made of the ops.
+struct Planned {
+    plan: (
+        super::plan::Writes,
+        Vec<(String, IdRecord)>,
+        Vec<NewId>,
+        crate::graph::Delta,
+    ),
+    joined: u64,
+    refused: u64,
+}
+
+/// The planning thread of [`apply`]: plans every op received on `ops`, in order, and hands
+/// the events and property sets on with their nodes, in the same order.
+fn plan(
+    store: &Store,
+    graph: &crate::graph::Graph,
+    ops: std::sync::mpsc::Receiver<Vec<Op>>,
+    data: std::sync::mpsc::SyncSender<Vec<(Node, Op)>>,
+) -> Result<Planned> {
+    let mut planner = Planner::new(store, graph);
+    planner.graph_only = true;
+    let (mut joined, mut refused) = (0, 0);
+    let stopped = || Error::Internal("the bulk aggregating thread stopped".into());
+    for chunk in ops {
+        let mut out = Vec::with_capacity(chunk.len());
+        for op in chunk {
+            match planner.apply(&op)? {
+                Outcome::Alias(AliasOutcome::Joined { .. }) => joined += 1,
+                Outcome::Alias(AliasOutcome::Refused(_)) => refused += 1,
+                _ => {}
+            }
+            if let Op::Record { id, .. } | Op::Set { id, .. } = &op {
+                let n = planner
+                    .last_node()
+                    .ok_or_else(|| Error::Internal(format!("{id} was planned but has no node")))?;
+                out.push((n, op));
+            }
+        }
+        data.send(out).map_err(|_| stopped())?;
+    }
+    Ok(Planned {
+        plan: planner.finish_bulk()?,
+        joined,
+        refused,
+    })
+}
+
+/// The aggregating thread of [`apply`]: the latest value of every property, and the events
+/// handed to the sorter in buffers of `memory_budget` bytes.
+fn aggregate(
+    store: &Store,
+    data: std::sync::mpsc::Receiver<Vec<(Node, Op)>>,
+    events: std::sync::mpsc::SyncSender<Buffer>,
+    memory_budget: usize,
+) -> Result<PropAgg> {
+    let mut props = PropAgg {
+        max_per_id: store.limits.max_properties_per_id,
+        ..PropAgg::default()
+    };
+    let mut buf = Buffer::default();
+    let stopped = || Error::Internal("the bulk sorter thread stopped".into());
+    for (n, op) in data.into_iter().flatten() {
+        let (properties, at) = match &op {
+            Op::Record { properties, at, .. } | Op::Set { properties, at, .. } => (properties, *at),
+            Op::Alias { .. } => continue,
+        };
+        if !properties.is_empty() {
+            // Store-wide apply order, as one op at a time would take it.
+            props.add(n, properties, at, store.db.generate_id()?)?;
+        }
+        if let Op::Record { event, .. } = &op {
+            let (k, v) = codec::event_entry(n, event, properties, at)?;
+            buf.bytes += k.len() + v.len() + 48;
+            buf.events.push((k, v));
+            if buf.bytes >= memory_budget {
+                events
+                    .send(std::mem::take(&mut buf))
+                    .map_err(|_| stopped())?;
+            }
+        }
+    }
+    events.send(buf).map_err(|_| stopped())?;
+    Ok(props)
+}
+
 /// See [`Store::bulk_apply`]. The caller holds the writer lock.
 /// `counts`: the store's data counts before the import, if kept; the import adds to them
 /// what it wrote.
@@ -524,20 +648,18 @@ pub(crate) fn apply(
     let mut rep = BulkReport::default();
     let graph = store.graph()?;
     let before = graph.len();
-    let mut planner = Planner::new(store, &graph);
-    planner.graph_only = true;
-    let mut props = PropAgg {
-        max_per_id: store.limits.max_properties_per_id,
-        ..PropAgg::default()
-    };
     let db = &store.db;
     let dir = store.path().map(std::path::Path::to_path_buf);
-    // The one pass: plan the graph and aggregate properties here, while a helper thread
-    // sorts the events (keyed by the nodes just planned) into runs in temporary files.
-    // Nothing reaches sled before the whole input is read: a bad line stops the import with
-    // nothing written.
+    // The one pass, on four threads in a pipeline: this one reads, parses and validates the
+    // ops; a planning thread plans the graph; an aggregating thread keeps the latest value of
+    // each property and keys the events by the nodes just planned; a sorting thread sorts
+    // them into runs in temporary files. Ops go in order through each channel, so the result
+    // is the one a single thread would make. Nothing
+    // reaches sled before the whole input is read: a bad line stops the import with nothing
+    // written.
+    let (otx, orx) = std::sync::mpsc::sync_channel::<Vec<Op>>(OP_CHUNKS_IN_FLIGHT);
     let (etx, erx) = std::sync::mpsc::sync_channel::<Buffer>(1);
-    let runs = std::thread::scope(|scope| -> Result<Runs> {
+    let (planned, props, runs) = std::thread::scope(|scope| -> Result<(Planned, PropAgg, Runs)> {
         let spill_dir = dir.clone();
         let sorter = scope.spawn(move || -> Result<Runs> {
             let mut runs = Runs::new(spill_dir);
@@ -546,7 +668,12 @@ pub(crate) fn apply(
             }
             Ok(runs)
         });
-        let mut buf = Buffer::default();
+        let (dtx, drx) = std::sync::mpsc::sync_channel::<Vec<(Node, Op)>>(OP_CHUNKS_IN_FLIGHT);
+        let aggregating = scope.spawn(move || aggregate(store, drx, etx, opts.memory_budget));
+        let graph: &crate::graph::Graph = &graph;
+        let planning = scope.spawn(move || plan(store, graph, orx, dtx));
+        let mut chunk = Vec::with_capacity(OPS_PER_CHUNK);
+        let stopped = || Error::Internal("the bulk planning thread stopped".into());
         let read = source.for_each(&mut |op| {
             op.validate_with(&store.limits)?;
             rep.ops += 1;
@@ -555,50 +682,37 @@ pub(crate) fn apply(
                 Op::Record { .. } => rep.events += 1,
                 Op::Set { .. } => rep.sets += 1,
             }
-            match planner.apply(&op)? {
-                Outcome::Alias(AliasOutcome::Joined { .. }) => rep.joined += 1,
-                Outcome::Alias(AliasOutcome::Refused(_)) => rep.refused += 1,
-                _ => {}
-            }
-            let (id, properties, at) = match &op {
-                Op::Record {
-                    id, properties, at, ..
-                }
-                | Op::Set { id, properties, at } => (id, properties, *at),
-                Op::Alias { .. } => return Ok(()),
-            };
-            let n = planner
-                .last_node()
-                .ok_or_else(|| Error::Internal(format!("{id} was planned but has no node")))?;
-            if !properties.is_empty() {
-                // Store-wide apply order, as one op at a time would take it.
-                props.add(n, properties, at, db.generate_id()?)?;
-            }
-            if let Op::Record { event, .. } = &op {
-                let (k, v) = codec::event_entry(n, event, properties, at)?;
-                buf.bytes += k.len() + v.len() + 48;
-                buf.events.push((k, v));
-                if buf.bytes >= opts.memory_budget {
-                    etx.send(std::mem::take(&mut buf))
-                        .map_err(|_| Error::Internal("the bulk sorter thread stopped".into()))?;
-                }
+            chunk.push(op);
+            if chunk.len() == OPS_PER_CHUNK {
+                otx.send(std::mem::take(&mut chunk))
+                    .map_err(|_| stopped())?;
+                chunk.reserve(OPS_PER_CHUNK);
             }
             Ok(())
         });
-        let sent = read.and_then(|()| {
-            etx.send(buf)
-                .map_err(|_| Error::Internal("the bulk sorter thread stopped".into()))
-        });
-        drop(etx);
+        let sent = read.and_then(|()| otx.send(chunk).map_err(|_| stopped()));
+        drop(otx);
+        let planned = planning
+            .join()
+            .expect("the bulk planning thread does not panic");
+        let props = aggregating
+            .join()
+            .expect("the bulk aggregating thread does not panic");
         let runs = sorter
             .join()
             .expect("the bulk sorter thread does not panic");
-        // A failing sorter stops the reading first; report its error, not the closed channel.
+        // A failing thread stops the one before it (the sorter the aggregating, which stops
+        // the planning, which stops the reading): report the first error, not the closed
+        // channels it left behind.
         let runs = runs?;
+        let props = props?;
+        let planned = planned?;
         sent?;
-        Ok(runs)
+        Ok((planned, props, runs))
     })?;
-    let (writes, old_ids, new_ids, delta) = planner.finish_bulk()?;
+    rep.joined = planned.joined;
+    rep.refused = planned.refused;
+    let (writes, old_ids, new_ids, delta) = planned.plan;
     let new_base = delta.base();
     drop(graph);
     store.graph_mut()?.commit(delta);
