@@ -513,14 +513,47 @@ pub fn event_entry(
     properties: &Properties,
     at: Timestamp,
 ) -> Result<(Vec<u8>, Vec<u8>)> {
-    let value = StoredEvent {
-        name: event.to_owned(),
-        properties: properties
-            .iter()
-            .map(|(k, v)| (k.to_owned(), v.clone().into()))
-            .collect(),
+    let mut k = Vec::with_capacity(17 + event.len());
+    event_key_into(&mut k, node, at, event);
+    let mut v = Vec::new();
+    event_value_into(&mut v, event, properties)?;
+    Ok((k, v))
+}
+
+/// Appends the key of an event named `event` (any case) to `out`: what [`event_key`] of its
+/// lower-cased name returns.
+pub fn event_key_into(out: &mut Vec<u8>, node: Node, at: Timestamp, event: &str) {
+    out.push(EVENT);
+    out.extend_from_slice(&node.as_u64().to_be_bytes());
+    out.extend_from_slice(&time_bytes(at));
+    if event.is_ascii() {
+        out.extend(event.bytes().map(|b| b.to_ascii_lowercase()));
+    } else {
+        out.extend_from_slice(event.to_lowercase().as_bytes());
+    }
+}
+
+/// Appends an event's stored value ([`StoredEvent`]) to `out`, without copying its strings.
+pub fn event_value_into(out: &mut Vec<u8>, event: &str, properties: &Properties) -> Result<()> {
+    /// The properties as [`StoredEvent`]'s list of (name, [`StoredValue`]).
+    struct Props<'a>(&'a Properties);
+    impl Serialize for Props<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            s.collect_seq(self.0.iter().map(|(k, v)| (k, StoredValueRef::from(v))))
+        }
+    }
+    #[derive(Serialize)]
+    #[serde(rename = "StoredEvent")]
+    struct EventRef<'a> {
+        name: &'a str,
+        properties: Props<'a>,
+    }
+    let e = EventRef {
+        name: event,
+        properties: Props(properties),
     };
-    Ok((event_key(node, at, &event.to_lowercase()), encode(&value)?))
+    bincode::serde::encode_into_std_write(e, out, config())?;
+    Ok(())
 }
 
 /// An event's stored value (its node, time and lower-cased name are in the key).
@@ -639,14 +672,19 @@ enum StoredValueRef<'a> {
     Text(&'a str),
 }
 
+impl<'a> From<&'a Value> for StoredValueRef<'a> {
+    fn from(v: &'a Value) -> Self {
+        match v {
+            Value::Int(i) => StoredValueRef::Int(*i),
+            Value::Float(x) => StoredValueRef::Float(*x),
+            Value::Text(s) => StoredValueRef::Text(s),
+        }
+    }
+}
+
 /// Appends `v` encoded as a [`StoredValue`] to `out` (what [`encode`] of it would return).
 pub fn encode_value_into(v: &Value, out: &mut Vec<u8>) -> Result<()> {
-    let r = match v {
-        Value::Int(i) => StoredValueRef::Int(*i),
-        Value::Float(x) => StoredValueRef::Float(*x),
-        Value::Text(s) => StoredValueRef::Text(s),
-    };
-    bincode::serde::encode_into_std_write(&r, out, config())?;
+    bincode::serde::encode_into_std_write(StoredValueRef::from(v), out, config())?;
     Ok(())
 }
 
@@ -736,6 +774,25 @@ mod tests {
             let want = super::encode(&super::StoredValue::from(v)).unwrap();
             prop_assert_eq!(&out[..prefix.len()], &prefix[..]);
             prop_assert_eq!(&out[prefix.len()..], &want[..]);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn events_encode_alike_borrowed_or_owned(
+            name in "[a-zA-Z é]{0,12}",
+            props in proptest::collection::vec(("[a-zA-Z]{1,6}", proptest::num::i64::ANY), 0..4),
+            node in 0u32..1000,
+            at in proptest::num::i64::ANY,
+        ) {
+            let props = crate::op::Properties::from_pairs(props).unwrap();
+            let (k, v) = super::event_entry(super::Node::from_index(node), &name, &props, at).unwrap();
+            let owned = super::StoredEvent {
+                name: name.clone(),
+                properties: props.iter().map(|(k, v)| (k.to_owned(), v.clone().into())).collect(),
+            };
+            prop_assert_eq!(k, super::event_key(super::Node::from_index(node), at, &name.to_lowercase()));
+            prop_assert_eq!(v, super::encode(&owned).unwrap());
         }
     }
 

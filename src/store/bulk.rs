@@ -367,26 +367,68 @@ impl Ids {
     }
 }
 
-/// Events read, held until the memory budget is reached, then sorted into a run.
+/// Events read, held until the memory budget is reached, then sorted into a run. Keys and
+/// values live in one arena: no allocation per event.
 #[derive(Default)]
 struct Buffer {
-    events: Vec<(Vec<u8>, Vec<u8>)>,
-    bytes: usize,
+    arena: Vec<u8>,
+    /// Each event: (its node, the start of its key in `arena`, key length, value length),
+    /// in arrival order (in key order once [`sorted`](Self::sorted)).
+    events: Vec<(u64, usize, u32, u32)>,
 }
 
 impl Buffer {
+    /// Bytes held (what the memory budget counts).
+    fn bytes(&self) -> usize {
+        self.arena.len() + self.events.len() * std::mem::size_of::<(u64, usize, u32, u32)>()
+    }
+
+    fn push(&mut self, n: Node, event: &str, properties: &Properties, at: Timestamp) -> Result<()> {
+        let start = self.arena.len();
+        codec::event_key_into(&mut self.arena, n, at, event);
+        let klen = self.arena.len() - start;
+        codec::event_value_into(&mut self.arena, event, properties)?;
+        let vlen = self.arena.len() - start - klen;
+        let len = |l: usize| {
+            u32::try_from(l).map_err(|_| Error::Internal(format!("an event of {l} bytes")))
+        };
+        self.events
+            .push((n.as_u64(), start, len(klen)?, len(vlen)?));
+        Ok(())
+    }
+
+    fn key(&self, e: &(u64, usize, u32, u32)) -> &[u8] {
+        &self.arena[e.1..e.1 + e.2 as usize]
+    }
+
+    fn value(&self, e: &(u64, usize, u32, u32)) -> &[u8] {
+        let from = e.1 + e.2 as usize;
+        &self.arena[from..from + e.3 as usize]
+    }
+
     /// The events in key order, one per key (the last of equal keys wins, as it would one op
     /// at a time).
-    fn sorted(mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.events.sort_by(|a, b| a.0.cmp(&b.0)); // stable: equal keys stay in arrival order
-        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(self.events.len());
-        for e in self.events {
+    fn sorted(mut self) -> Self {
+        let mut events = std::mem::take(&mut self.events);
+        // Stable: equal keys stay in arrival order. The node first, without reading the arena.
+        events.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| self.key(a).cmp(self.key(b))));
+        let mut out: Vec<(u64, usize, u32, u32)> = Vec::with_capacity(events.len());
+        for e in events {
             match out.last_mut() {
-                Some(last) if last.0 == e.0 => *last = e,
+                Some(last) if self.key(last) == self.key(&e) => *last = e,
                 _ => out.push(e),
             }
         }
-        out
+        self.events = out;
+        self
+    }
+
+    /// The events, in their order, each as its own (key, value).
+    fn into_entries(self) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
+        (0..self.events.len()).map(move |i| {
+            let e = &self.events[i];
+            (self.key(e).to_vec(), self.value(e).to_vec())
+        })
     }
 }
 
@@ -396,7 +438,7 @@ impl Buffer {
 struct Runs {
     dir: Option<std::path::PathBuf>,
     files: Vec<std::fs::File>,
-    pending: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+    pending: Option<Buffer>,
 }
 
 impl Runs {
@@ -408,7 +450,7 @@ impl Runs {
         Ok(())
     }
 
-    fn spill(&mut self, run: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+    fn spill(&mut self, run: Buffer) -> Result<()> {
         use std::io::Write as _;
         let io = |e| Error::io("a temporary file of the import", e);
         let file = match &self.dir {
@@ -417,11 +459,12 @@ impl Runs {
         }
         .map_err(io)?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-        for (k, v) in run {
+        for e in &run.events {
+            let (k, v) = (run.key(e), run.value(e));
             w.write_all(&(k.len() as u32).to_le_bytes()).map_err(io)?;
-            w.write_all(&k).map_err(io)?;
+            w.write_all(k).map_err(io)?;
             w.write_all(&(v.len() as u32).to_le_bytes()).map_err(io)?;
-            w.write_all(&v).map_err(io)?;
+            w.write_all(v).map_err(io)?;
         }
         let mut file = w.into_inner().map_err(|e| io(e.into_error()))?;
         std::io::Seek::rewind(&mut file).map_err(io)?;
@@ -433,7 +476,7 @@ impl Runs {
     fn finish(mut self, db: &sled::Db, block_bytes: usize) -> Result<(u64, u64)> {
         let last = self.pending.take().unwrap_or_default();
         if self.files.is_empty() {
-            let mut it = last.into_iter().map(Ok);
+            let mut it = last.into_entries().map(Ok);
             return super::events::write_sorted(db, &mut it, block_bytes);
         }
         let mut sources: Vec<Source> = self
@@ -441,7 +484,7 @@ impl Runs {
             .into_iter()
             .map(|f| Box::new(RunReader(std::io::BufReader::with_capacity(1 << 16, f))) as _)
             .collect();
-        sources.push(Box::new(last.into_iter().map(Ok)));
+        sources.push(Box::new(last.into_entries().map(Ok)));
         let mut merged = Merge::new(sources)?;
         super::events::write_sorted(db, &mut merged, block_bytes)
     }
@@ -622,10 +665,8 @@ fn aggregate(
             props.add(n, properties, at, store.db.generate_id()?)?;
         }
         if let Op::Record { event, .. } = &op {
-            let (k, v) = codec::event_entry(n, event, properties, at)?;
-            buf.bytes += k.len() + v.len() + 48;
-            buf.events.push((k, v));
-            if buf.bytes >= memory_budget {
+            buf.push(n, event, properties, at)?;
+            if buf.bytes() >= memory_budget {
                 events
                     .send(std::mem::take(&mut buf))
                     .map_err(|_| stopped())?;
