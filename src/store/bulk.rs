@@ -95,10 +95,11 @@ pub struct BulkOptions {
     /// Keys per sled batch when writing; 1 = plain inserts. Default = 1: sorted plain inserts
     /// measured fastest (BENCHMARKS.md, "Bulk import").
     pub batch_keys: usize,
-    /// Bytes of events held in memory, sorted by key before they are written (sled inserts in
-    /// key order cost less than random order). Two such buffers exist at a time (one being
-    /// filled, one being written). Default = 32 MiB: larger buffers measured no faster and
-    /// left a larger store (BENCHMARKS.md, "Knobs").
+    /// Bytes of events held in memory (keys, values and 24 bytes of index each), sorted by key
+    /// before they are written (sled inserts in key order cost less than random order). At
+    /// most four such buffers exist at a time: one being filled, one queued, one being sorted
+    /// and the last sorted run. Default = 32 MiB: larger buffers measured no faster and left a
+    /// larger store (BENCHMARKS.md, "Knobs").
     pub memory_budget: usize,
     /// Target bytes of a block of packed events in its plain layout (DESIGN.md, "Packed
     /// events", "Compact blocks"). Default = 2.25 KiB (~0.8 KiB as stored): smaller blocks
