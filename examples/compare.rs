@@ -337,6 +337,7 @@ fn child(args: &Args, workload: &str, system: &str) -> Row {
     let (secs, ids, disk) = match (workload, system) {
         ("reads", s) => reads(args, s, &ops, &path, config),
         (_, "idgraph bulk") => {
+            measure::like_idgraph_import();
             let store = config().open().unwrap();
             let t = Instant::now();
             let rep = store

@@ -18,6 +18,7 @@ mod measure;
 use measure::peak_rss_mib;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    measure::like_idgraph_import();
     let mut args = std::env::args().skip(1);
     let data = args
         .next()

@@ -36,3 +36,14 @@ pub fn dir_size(p: &std::path::Path) -> u64 {
     }
     total
 }
+
+/// What `idgraph import` does to its process before importing (`src/main.rs`,
+/// `small_pages_only`): transparent huge pages off, so that a bulk measurement here is the
+/// import's.
+pub fn like_idgraph_import() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and touches no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
