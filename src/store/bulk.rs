@@ -17,6 +17,7 @@ use crate::forest::Node;
 use crate::op::{AliasOutcome, Op, Outcome, Properties, Timestamp};
 use crate::store::Store;
 use crate::store::plan::{DataCounts, NewId, Planner};
+use crate::store::events::BlockWrite;
 use crate::store::records::known_id_record;
 
 /// A stream of ops: [`Store::bulk_apply`] reads it once.
@@ -473,12 +474,18 @@ impl Runs {
         Ok(())
     }
 
-    /// Packs every event into blocks; returns how many were new, and the blocks written.
-    fn finish(mut self, db: &sled::Db, block_bytes: usize) -> Result<(u64, u64)> {
+    /// Packs every event into blocks, handed to `out` in order; returns how many were new,
+    /// and the blocks written.
+    fn finish(
+        mut self,
+        db: &sled::Db,
+        block_bytes: usize,
+        out: &mut dyn FnMut(BlockWrite) -> Result<()>,
+    ) -> Result<(u64, u64)> {
         let last = self.pending.take().unwrap_or_default();
         if self.files.is_empty() {
             let mut it = last.into_entries().map(Ok);
-            return super::events::write_sorted(db, &mut it, block_bytes);
+            return super::events::write_sorted(db, &mut it, block_bytes, out);
         }
         let mut sources: Vec<Source> = self
             .files
@@ -487,7 +494,7 @@ impl Runs {
             .collect();
         sources.push(Box::new(last.into_entries().map(Ok)));
         let mut merged = Merge::new(sources)?;
-        super::events::write_sorted(db, &mut merged, block_bytes)
+        super::events::write_sorted(db, &mut merged, block_bytes, out)
     }
 }
 
@@ -588,6 +595,9 @@ impl Iterator for Merge {
         Some(Ok((key, value)))
     }
 }
+
+/// Event blocks built ahead of their writing, at most (~0.8 KiB each as stored: ~50 MiB).
+const EVENT_BLOCKS_AHEAD: usize = 1 << 16;
 
 /// Ops handed from the reading thread to the planning thread at a time.
 const OPS_PER_CHUNK: usize = 1024;
@@ -764,21 +774,42 @@ pub(crate) fn apply(
     // leaves a store that opens; rerun the import): new ID records (an edge inside one names
     // an older record), changed ID records, the other edges and refusals, then the events
     // packed, then what was read of each file.
-    let written = (|| -> Result<(u64, DataCounts)> {
+    let written = std::thread::scope(|scope| -> Result<(u64, DataCounts)> {
+        // A packing thread merges the runs and builds the event blocks while this one writes
+        // the ID records; the blocks wait in a bounded channel and are written after them.
+        let (btx, brx) = std::sync::mpsc::sync_channel::<BlockWrite>(EVENT_BLOCKS_AHEAD);
+        let packer = scope.spawn(move || {
+            let stopped = || Error::Internal("the import's writing thread stopped".into());
+            runs.finish(db, opts.event_block_bytes, &mut |b| {
+                btx.send(b).map_err(|_| stopped())
+            })
+        });
         let mut w = BatchWriter::new(db, opts.batch_keys);
         let mut added = DataCounts::default();
-        Ids {
-            base: new_base,
-            new: new_ids,
-            old: old_ids,
-            props,
-        }
-        .write(db, store, &mut w, &mut added)?;
-        for (k, v) in writes {
-            w.put(k, v)?; // in key order: a BTreeMap
-        }
-        w.flush()?;
-        let (new, blocks) = runs.finish(db, opts.event_block_bytes)?;
+        let mine = (|| -> Result<()> {
+            Ids {
+                base: new_base,
+                new: new_ids,
+                old: old_ids,
+                props,
+            }
+            .write(db, store, &mut w, &mut added)?;
+            for (k, v) in writes {
+                w.put(k, v)?; // in key order: a BTreeMap
+            }
+            w.flush()?;
+            for b in brx.iter() {
+                b.apply(db)?;
+            }
+            Ok(())
+        })();
+        drop(brx); // a packer waiting to send gives up
+        let packed = packer
+            .join()
+            .expect("the bulk packing thread does not panic");
+        // This thread's error first: the packer's would only be the closed channel.
+        mine?;
+        let (new, blocks) = packed?;
         added.events += new;
         w.written += blocks;
         if blocks > 0 {
@@ -793,7 +824,7 @@ pub(crate) fn apply(
         }
         w.flush()?;
         Ok((w.written, added))
-    })();
+    });
     // Memory holds the whole import from here on; disk may hold part of it. Rather than
     // serve writes from a graph that disk does not match, the handle refuses them: reopening
     // loads what is on disk (a killed import's state; rerunning the import completes it).

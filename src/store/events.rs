@@ -333,14 +333,37 @@ pub(crate) fn forget(db: &sled::Db, nodes: &[Node]) -> Result<(Vec<Write>, u64)>
     Ok((writes, n))
 }
 
+/// One write of [`write_sorted`]: a new block, or the rewrite of an existing one in one sled
+/// batch with the removal of the `v` keys it folds in.
+pub(crate) enum BlockWrite {
+    Insert([u8; 9], Vec<u8>),
+    Batch(sled::Batch),
+}
+
+impl BlockWrite {
+    pub(crate) fn apply(self, db: &sled::Db) -> Result<()> {
+        match self {
+            BlockWrite::Insert(k, v) => {
+                db.insert(k, v)?;
+            }
+            BlockWrite::Batch(b) => db.apply_batch(b)?,
+        }
+        Ok(())
+    }
+}
+
 /// Writes key-ordered events (no two with one key) into blocks: into the existing blocks
 /// their nodes fall in (each rewritten once, in one sled batch with the removal of the `v`
 /// keys it folds in) and new blocks past them. Returns the number of events that are new
 /// (not replacing a stored one) and the number of blocks written.
+///
+/// The writes go to `out`, in order, which may apply them later: each step reads only the
+/// blocks and `v` keys of its own node range, which no earlier write touches.
 pub(crate) fn write_sorted(
     db: &sled::Db,
     events: &mut dyn Iterator<Item = Result<Entry>>,
     block_bytes: usize,
+    out: &mut dyn FnMut(BlockWrite) -> Result<()>,
 ) -> Result<(u64, u64)> {
     let mut events = events.peekable();
     let mut added = 0u64;
@@ -391,7 +414,7 @@ pub(crate) fn write_sorted(
                 *wrote_old = true;
             }
             if old.is_none() && folded.is_empty() {
-                db.insert(key, stored)?;
+                out(BlockWrite::Insert(key, stored))?;
             } else {
                 batch.insert(&key[..], stored);
                 *batch_keys += 1;
@@ -400,7 +423,7 @@ pub(crate) fn write_sorted(
                     *batch_keys += 1;
                 }
                 if old.is_none() {
-                    db.apply_batch(std::mem::take(batch))?;
+                    out(BlockWrite::Batch(std::mem::take(batch)))?;
                     *batch_keys = 0;
                 }
             }
@@ -478,7 +501,7 @@ pub(crate) fn write_sorted(
                 batch_keys += 1;
             }
             if batch_keys > 0 {
-                db.apply_batch(batch)?;
+                out(BlockWrite::Batch(batch))?;
             }
         }
         if old.is_none() && events.peek().is_some() {
