@@ -1,13 +1,13 @@
 //! The bulk path: applying millions of ops from files much faster than one at a time, with the
 //! same result (DESIGN.md, "Offline batch merging").
 //!
-//! One pass reads every op, plans the whole identity graph in memory (the same planner as
-//! [`Store::apply_batch`], so guardrails decide exactly as they would one op at a time),
-//! aggregates properties to the latest value per ID and name, and hands the events (keyed by
-//! the nodes just planned) to a thread that sorts them into runs in temporary files; a bad
+//! One pass, a pipeline of four threads, reads every op, plans the whole identity graph in
+//! memory (the same planner as [`Store::apply_batch`], so guardrails decide exactly as they
+//! would one op at a time), aggregates properties to the latest value per ID and name, and
+//! sorts the events (keyed by the nodes just planned) into runs in temporary files; a bad
 //! input stops it before anything is written. Then the graph is committed, the ID records
-//! (with their properties), edges and refusals are written, and the runs are merged into
-//! packed blocks of events.
+//! (with their properties), edges and refusals are written, while a packing thread merges the
+//! runs into packed blocks of events, written after the records.
 
 use rustc_hash::FxHashMap;
 
@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::forest::Node;
 use crate::op::{AliasOutcome, Op, Outcome, Properties, Timestamp};
 use crate::store::Store;
-use crate::store::plan::{DataCounts, NewId, Planner};
 use crate::store::events::BlockWrite;
+use crate::store::plan::{DataCounts, NewId, Planner};
 use crate::store::records::known_id_record;
 
 /// A stream of ops: [`Store::bulk_apply`] reads it once.
