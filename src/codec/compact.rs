@@ -145,9 +145,13 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader of `block`, which must start with [`MARK`].
     fn new(block: &'a [u8]) -> Result<Self> {
+        let Some((&MARK, rest)) = block.split_first() else {
+            return Err(corrupt("it does not start with its mark"));
+        };
         let mut r = Reader {
-            rest: block.get(1..).unwrap_or_default(),
+            rest,
             table: Vec::new(),
         };
         let n = r.varint()?;
@@ -328,9 +332,6 @@ pub struct EventsReader<'a> {
 impl<'a> EventsReader<'a> {
     /// A reader of `compact` (a block starting with [`MARK`]).
     pub fn new(compact: &'a [u8]) -> Result<Self> {
-        if compact.first() != Some(&MARK) {
-            return Err(corrupt("it does not start with its mark"));
-        }
         Ok(EventsReader {
             r: Reader::new(compact)?,
             node: 0,
@@ -474,9 +475,6 @@ struct IdsReader<'a> {
 
 impl<'a> IdsReader<'a> {
     fn new(compact: &'a [u8]) -> Result<Self> {
-        if compact.first() != Some(&MARK) {
-            return Err(corrupt("it does not start with its mark"));
-        }
         Ok(IdsReader {
             r: Reader::new(compact)?,
             node: 0,
@@ -700,6 +698,9 @@ mod tests {
             plain.len()
         );
         assert_eq!(&*events_plain(&compact).unwrap(), &plain[..]);
+        let mut unmarked = compact.clone();
+        unmarked[0] = 0;
+        assert!(EventsReader::new(&unmarked).is_err());
         // A plain block is read as it is.
         assert!(matches!(events_plain(&plain).unwrap(), Cow::Borrowed(_)));
         // A key whose name is not the value's lower case survives.
@@ -787,6 +788,11 @@ mod tests {
         assert_eq!(ids_find(&compact, Node::from_index(11)).unwrap(), None);
         assert_eq!(ids_find(&compact, Node::from_index(99)).unwrap(), None);
         assert!(matches!(ids_plain(&plain).unwrap(), Cow::Borrowed(_)));
+        // Read in place, a block without its mark is an error, not read as compact.
+        let mut unmarked = compact.clone();
+        unmarked[0] = 0;
+        assert!(ids_find(&unmarked, Node::from_index(10)).is_err());
+        assert!(ids_heads(&unmarked, |_, _| Ok(())).is_err());
     }
 
     #[test]
