@@ -596,8 +596,11 @@ impl Iterator for Merge {
     }
 }
 
-/// Event blocks built ahead of their writing, at most (~0.8 KiB each as stored: ~50 MiB).
-const EVENT_BLOCKS_AHEAD: usize = 1 << 16;
+/// Event blocks go from the packing thread to the writing one in groups of this many bytes
+/// (or one write, if larger: the rewrite of one stored block, as before).
+const BLOCK_GROUP_BYTES: usize = 1 << 20;
+/// Groups of event blocks built ahead of their writing, at most: ~48 MiB.
+const BLOCK_GROUPS_AHEAD: usize = 48;
 
 /// Ops handed from the reading thread to the planning thread at a time.
 const OPS_PER_CHUNK: usize = 1024;
@@ -706,9 +709,8 @@ pub(crate) fn apply(
     // ops; a planning thread plans the graph; an aggregating thread keeps the latest value of
     // each property and keys the events by the nodes just planned; a sorting thread sorts
     // them into runs in temporary files. Ops go in order through each channel, so the result
-    // is the one a single thread would make. Nothing
-    // reaches sled before the whole input is read: a bad line stops the import with nothing
-    // written.
+    // is the one a single thread would make. Nothing reaches sled before the whole input is
+    // read: a bad line stops the import with nothing written.
     let (otx, orx) = std::sync::mpsc::sync_channel::<Vec<Op>>(OP_CHUNKS_IN_FLIGHT);
     let (etx, erx) = std::sync::mpsc::sync_channel::<Buffer>(1);
     let (planned, props, runs) = std::thread::scope(|scope| -> Result<(Planned, PropAgg, Runs)> {
@@ -776,13 +778,24 @@ pub(crate) fn apply(
     // packed, then what was read of each file.
     let written = std::thread::scope(|scope| -> Result<(u64, DataCounts)> {
         // A packing thread merges the runs and builds the event blocks while this one writes
-        // the ID records; the blocks wait in a bounded channel and are written after them.
-        let (btx, brx) = std::sync::mpsc::sync_channel::<BlockWrite>(EVENT_BLOCKS_AHEAD);
-        let packer = scope.spawn(move || {
+        // the ID records; the blocks wait in a channel bounded in bytes (groups of
+        // BLOCK_GROUP_BYTES, BLOCK_GROUPS_AHEAD of them) and are written after them.
+        let (btx, brx) = std::sync::mpsc::sync_channel::<Vec<BlockWrite>>(BLOCK_GROUPS_AHEAD);
+        let packer = scope.spawn(move || -> Result<(u64, u64)> {
             let stopped = || Error::Internal("the import's writing thread stopped".into());
-            runs.finish(db, opts.event_block_bytes, &mut |b| {
-                btx.send(b).map_err(|_| stopped())
-            })
+            let (mut group, mut bytes) = (Vec::new(), 0);
+            let packed = runs.finish(db, opts.event_block_bytes, &mut |b| {
+                bytes += b.bytes();
+                group.push(b);
+                if bytes >= BLOCK_GROUP_BYTES {
+                    bytes = 0;
+                    btx.send(std::mem::take(&mut group))
+                        .map_err(|_| stopped())?;
+                }
+                Ok(())
+            })?;
+            btx.send(group).map_err(|_| stopped())?;
+            Ok(packed)
         });
         let mut w = BatchWriter::new(db, opts.batch_keys);
         let mut added = DataCounts::default();
@@ -798,7 +811,7 @@ pub(crate) fn apply(
                 w.put(k, v)?; // in key order: a BTreeMap
             }
             w.flush()?;
-            for b in brx.iter() {
+            for b in brx.iter().flatten() {
                 b.apply(db)?;
             }
             Ok(())

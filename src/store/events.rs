@@ -337,7 +337,8 @@ pub(crate) fn forget(db: &sled::Db, nodes: &[Node]) -> Result<(Vec<Write>, u64)>
 /// batch with the removal of the `v` keys it folds in.
 pub(crate) enum BlockWrite {
     Insert([u8; 9], Vec<u8>),
-    Batch(sled::Batch),
+    /// The batch, and the bytes of the keys and values in it.
+    Batch(sled::Batch, usize),
 }
 
 impl BlockWrite {
@@ -346,9 +347,17 @@ impl BlockWrite {
             BlockWrite::Insert(k, v) => {
                 db.insert(k, v)?;
             }
-            BlockWrite::Batch(b) => db.apply_batch(b)?,
+            BlockWrite::Batch(b, _) => db.apply_batch(b)?,
         }
         Ok(())
+    }
+
+    /// The bytes of keys and values it writes.
+    pub(crate) fn bytes(&self) -> usize {
+        match self {
+            BlockWrite::Insert(k, v) => k.len() + v.len(),
+            BlockWrite::Batch(_, bytes) => *bytes,
+        }
     }
 }
 
@@ -394,7 +403,7 @@ pub(crate) fn write_sorted(
             Ok(hi.is_none_or(|h| codec::key_node(k).is_ok_and(|n| n <= h)))
         };
         let mut batch = sled::Batch::default();
-        let mut batch_keys = 0usize;
+        let mut batch_bytes = 0usize;
         let mut wrote_old_key = false;
         let mut piece: Vec<u8> = Vec::with_capacity(block_bytes + 512);
         let mut piece_last: Option<Node> = None;
@@ -403,7 +412,7 @@ pub(crate) fn write_sorted(
                                last: Node,
                                folded: &mut Vec<sled::IVec>,
                                batch: &mut sled::Batch,
-                               batch_keys: &mut usize,
+                               batch_bytes: &mut usize,
                                wrote_old: &mut bool|
          -> Result<()> {
             let key = codec::event_block_key(last);
@@ -416,15 +425,15 @@ pub(crate) fn write_sorted(
             if old.is_none() && folded.is_empty() {
                 out(BlockWrite::Insert(key, stored))?;
             } else {
+                *batch_bytes += key.len() + stored.len();
                 batch.insert(&key[..], stored);
-                *batch_keys += 1;
                 for k in folded.drain(..) {
+                    *batch_bytes += k.len();
                     batch.remove(k);
-                    *batch_keys += 1;
                 }
                 if old.is_none() {
-                    out(BlockWrite::Batch(std::mem::take(batch)))?;
-                    *batch_keys = 0;
+                    out(BlockWrite::Batch(std::mem::take(batch), *batch_bytes))?;
+                    *batch_bytes = 0;
                 }
             }
             Ok(())
@@ -462,7 +471,7 @@ pub(crate) fn write_sorted(
                     last,
                     &mut folded,
                     &mut batch,
-                    &mut batch_keys,
+                    &mut batch_bytes,
                     &mut wrote_old_key,
                 )?;
             }
@@ -491,17 +500,17 @@ pub(crate) fn write_sorted(
                 last,
                 &mut folded,
                 &mut batch,
-                &mut batch_keys,
+                &mut batch_bytes,
                 &mut wrote_old_key,
             )?;
         }
         if let Some((k, _)) = &old {
             if !wrote_old_key {
+                batch_bytes += k.len();
                 batch.remove(k);
-                batch_keys += 1;
             }
-            if batch_keys > 0 {
-                out(BlockWrite::Batch(batch))?;
+            if batch_bytes > 0 {
+                out(BlockWrite::Batch(batch, batch_bytes))?;
             }
         }
         if old.is_none() && events.peek().is_some() {
