@@ -50,6 +50,7 @@ pub mod ingest;
 mod op;
 pub mod rules;
 pub mod server;
+mod source;
 mod store;
 
 pub use codec::FORMAT_VERSION;
@@ -59,9 +60,10 @@ pub use op::{
     AliasOutcome, Cause, Event, Limits, Link, Op, Outcome, Person, Properties, Property,
     RefusalReason, Timestamp, Value, now,
 };
+pub use source::{FilePart, OpSource};
 pub use store::{
-    BulkOptions, BulkReport, Config, DEFAULT_MAX_PERSON_SIZE, Explanation, ExportedEvent, FilePart,
-    Forgotten, Guardrails, Hubs, OpSource, Refusal, Stats, Store, VerifyProgress, VerifyReport,
+    BulkOptions, BulkReport, Config, DEFAULT_MAX_PERSON_SIZE, Explanation, ExportedEvent,
+    Forgotten, Guardrails, Hubs, Refusal, Stats, Store, VerifyProgress, VerifyReport,
 };
 
 /// The README's examples, compiled and run as doc-tests so they stay true.

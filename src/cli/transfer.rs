@@ -184,7 +184,9 @@ fn import_once(db: &Db, job: &Job) -> Result<Run, Fail> {
         e => e.into(),
     };
     let store = db.open_rw_with(|c| c.max_person_size(job.max_person_size))?;
-    let resumed = source.resume(&store, job.reimport).map_err(nothing)?;
+    let resumed = source
+        .resume(|p| store.file_part(p), job.reimport)
+        .map_err(nothing)?;
     let total = source.total_bytes();
     if total > 0 {
         bar.set_length(total);

@@ -3,5 +3,6 @@
 
 pub mod csv;
 pub mod files;
+mod input;
 pub mod km_json;
 pub mod resume;

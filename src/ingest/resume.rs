@@ -10,10 +10,10 @@ use std::rc::Rc;
 
 use xxhash_rust::xxh3::Xxh3;
 
-use super::files::Input;
+use super::input::Input;
 use crate::error::{Error, Result};
 use crate::op::Timestamp;
-use crate::store::{FilePart, Store};
+use crate::source::FilePart;
 
 /// The running hash and newline count of the bytes read of one file, from its start.
 #[derive(Clone)]
@@ -151,7 +151,7 @@ fn compare(input: &Input, canon: &Path, part: Option<FilePart>) -> Result<Found>
 /// [`Error::Input`] naming every file whose imported part changed, unless `reimport` (then
 /// they are read in full); I/O errors reading a file or the store.
 pub(crate) fn plan(
-    store: &Store,
+    mut known: impl FnMut(&Path) -> Result<Option<FilePart>>,
     inputs: Vec<Input>,
     reimport: bool,
 ) -> Result<(Vec<Input>, Vec<Option<Tap>>, Resumed)> {
@@ -166,7 +166,7 @@ pub(crate) fn plan(
             continue;
         };
         let canon = std::fs::canonicalize(path).map_err(|e| Error::io(&input.name, e))?;
-        let part = store.file_part(&canon)?;
+        let part = known(&canon)?;
         match compare(&input, &canon, part)? {
             Found::New => {
                 sum.new_files += 1;

@@ -521,3 +521,18 @@ pub(crate) fn write_sorted(
     }
     Ok((added, blocks))
 }
+
+/// One event as an export sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportedEvent {
+    /// The ID it was recorded under.
+    pub id: String,
+    /// The canonical ID of its person now.
+    pub person: String,
+    /// The event name.
+    pub event: String,
+    /// When.
+    pub at: Timestamp,
+    /// Its properties.
+    pub properties: Properties,
+}

@@ -40,9 +40,11 @@ use crate::id::{Identity, blocked_key};
 use crate::op::{
     AliasOutcome, Cause, Event, Link, Op, Outcome, Person, Property, RefusalReason, Timestamp, now,
 };
+use crate::source::{FilePart, OpSource};
 
-pub use bulk::{BulkOptions, BulkReport, ExportedEvent, FilePart, OpSource};
+pub use bulk::{BulkOptions, BulkReport};
 pub use config::{Config, DEFAULT_MAX_PERSON_SIZE};
+pub use events::ExportedEvent;
 pub use repair::{Explanation, Forgotten, Hubs};
 pub use verify::{VerifyProgress, VerifyReport};
 

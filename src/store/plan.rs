@@ -46,6 +46,18 @@ impl NewId {
     }
 }
 
+/// What a planner decided, with the ID records unencoded (see [`Planner::finish_bulk`]).
+pub(crate) struct BulkPlan {
+    /// Edges, refusals and events to write, in key order.
+    pub(crate) writes: Writes,
+    /// The changed records of IDs known before the batch, with their IDs.
+    pub(crate) old_ids: Vec<(String, IdRecord)>,
+    /// The records of the new IDs, in node order (their IDs are in `delta`).
+    pub(crate) new_ids: Vec<NewId>,
+    /// The graph changes.
+    pub(crate) delta: Delta,
+}
+
 /// Plans one batch: stages graph changes and collects the sled writes.
 pub(crate) struct Planner<'a, 'g> {
     st: Staged<'g>,
@@ -118,7 +130,12 @@ impl<'a, 'g> Planner<'a, 'g> {
     /// The sled writes and the graph changes.
     pub(crate) fn finish(self) -> Result<(Writes, Delta)> {
         let packed_upto = &self.store.packed_upto;
-        let (mut writes, old_ids, new_ids, delta) = self.finish_bulk()?;
+        let BulkPlan {
+            mut writes,
+            old_ids,
+            new_ids,
+            delta,
+        } = self.finish_bulk()?;
         for (ident, rec) in old_ids {
             writes.insert(codec::id_key(&ident), rec.encode()?);
         }
@@ -151,13 +168,7 @@ impl<'a, 'g> Planner<'a, 'g> {
     /// As [`finish`](Self::finish), but the ID records stay unencoded for the bulk path to
     /// write: those of known IDs with their IDs, those of new IDs compact (in node order, their
     /// IDs in the delta).
-    #[expect(
-        clippy::type_complexity,
-        reason = "private; destructured by its two callers"
-    )]
-    pub(crate) fn finish_bulk(
-        mut self,
-    ) -> Result<(Writes, Vec<(String, IdRecord)>, Vec<NewId>, Delta)> {
+    pub(crate) fn finish_bulk(mut self) -> Result<BulkPlan> {
         let old_ids = std::mem::take(&mut self.ids)
             .into_iter()
             .map(|(n, rec)| (self.st.ident(n).to_owned(), rec))
@@ -171,7 +182,12 @@ impl<'a, 'g> Planner<'a, 'g> {
                 .st
                 .flags(Node::from_usize(base + i).expect("a planned node"));
         }
-        Ok((self.writes, old_ids, self.new_ids, self.st.into_delta()))
+        Ok(BulkPlan {
+            writes: self.writes,
+            old_ids,
+            new_ids: self.new_ids,
+            delta: self.st.into_delta(),
+        })
     }
 
     pub(crate) fn apply(&mut self, op: &Op) -> Result<Outcome> {
