@@ -7,7 +7,7 @@
 //! folds in the `v` keys of the nodes it covers (they win over the old block, the import's own
 //! events win over both) and removes them in the same sled batch.
 
-use crate::codec::{self, Write, compact};
+use crate::codec::{self, RedoEntry, compact};
 use crate::error::{Error, Result};
 use crate::forest::Node;
 use crate::op::{Properties, Timestamp};
@@ -290,7 +290,7 @@ pub(crate) fn count(db: &sled::Db) -> Result<u64> {
 
 /// The writes that delete every event of `nodes`, and how many events that is. A block
 /// holding several of them is rewritten once.
-pub(crate) fn forget(db: &sled::Db, nodes: &[Node]) -> Result<(Vec<Write>, u64)> {
+pub(crate) fn forget(db: &sled::Db, nodes: &[Node]) -> Result<(Vec<RedoEntry>, u64)> {
     let mut writes = Vec::new();
     let mut n = 0u64;
     let mut blocks: std::collections::BTreeMap<Vec<u8>, (sled::IVec, Vec<Node>)> =
@@ -335,19 +335,19 @@ pub(crate) fn forget(db: &sled::Db, nodes: &[Node]) -> Result<(Vec<Write>, u64)>
 
 /// One write of [`write_sorted`]: a new block, or the rewrite of an existing one in one sled
 /// batch with the removal of the `v` keys it folds in.
-pub(crate) enum BlockWrite {
+pub(crate) enum BlockUpdate {
     Insert([u8; 9], Vec<u8>),
     /// The batch, and the bytes of the keys and values in it.
     Batch(sled::Batch, usize),
 }
 
-impl BlockWrite {
+impl BlockUpdate {
     pub(crate) fn apply(self, db: &sled::Db) -> Result<()> {
         match self {
-            BlockWrite::Insert(k, v) => {
+            BlockUpdate::Insert(k, v) => {
                 db.insert(k, v)?;
             }
-            BlockWrite::Batch(b, _) => db.apply_batch(b)?,
+            BlockUpdate::Batch(b, _) => db.apply_batch(b)?,
         }
         Ok(())
     }
@@ -355,8 +355,8 @@ impl BlockWrite {
     /// The bytes of keys and values it writes.
     pub(crate) fn bytes(&self) -> usize {
         match self {
-            BlockWrite::Insert(k, v) => k.len() + v.len(),
-            BlockWrite::Batch(_, bytes) => *bytes,
+            BlockUpdate::Insert(k, v) => k.len() + v.len(),
+            BlockUpdate::Batch(_, bytes) => *bytes,
         }
     }
 }
@@ -372,7 +372,7 @@ pub(crate) fn write_sorted(
     db: &sled::Db,
     events: &mut dyn Iterator<Item = Result<Entry>>,
     block_bytes: usize,
-    out: &mut dyn FnMut(BlockWrite) -> Result<()>,
+    out: &mut dyn FnMut(BlockUpdate) -> Result<()>,
 ) -> Result<(u64, u64)> {
     let mut events = events.peekable();
     let mut added = 0u64;
@@ -423,7 +423,7 @@ pub(crate) fn write_sorted(
                 *wrote_old = true;
             }
             if old.is_none() && folded.is_empty() {
-                out(BlockWrite::Insert(key, stored))?;
+                out(BlockUpdate::Insert(key, stored))?;
             } else {
                 *batch_bytes += key.len() + stored.len();
                 batch.insert(&key[..], stored);
@@ -432,7 +432,7 @@ pub(crate) fn write_sorted(
                     batch.remove(k);
                 }
                 if old.is_none() {
-                    out(BlockWrite::Batch(std::mem::take(batch), *batch_bytes))?;
+                    out(BlockUpdate::Batch(std::mem::take(batch), *batch_bytes))?;
                     *batch_bytes = 0;
                 }
             }
@@ -510,7 +510,7 @@ pub(crate) fn write_sorted(
                 batch.remove(k);
             }
             if batch_bytes > 0 {
-                out(BlockWrite::Batch(batch, batch_bytes))?;
+                out(BlockUpdate::Batch(batch, batch_bytes))?;
             }
         }
         if old.is_none() && events.peek().is_some() {

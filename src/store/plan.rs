@@ -13,7 +13,7 @@ use crate::graph::{Delta, Flags, Graph, Staged};
 use crate::id::{Identity, is_kissmetrics_anonymous};
 use crate::op::{AliasOutcome, Cause, Op, Outcome, Properties, RefusalReason, Timestamp};
 use crate::store::Store;
-use crate::store::records::known_id_record;
+use crate::store::records::{PropMerge, known_id_record};
 
 /// Sled keys and values a batch writes, in key order.
 pub(crate) type Writes = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -427,7 +427,9 @@ impl<'a, 'g> Planner<'a, 'g> {
         let before = map.0.len();
         let mut refused = 0;
         for (name, value) in props.iter() {
-            refused += usize::from(map.merge_within(name, value.clone().into(), at, seq, max).1);
+            refused += usize::from(
+                map.merge_within(name, value.clone().into(), at, seq, max) == PropMerge::NoRoom,
+            );
         }
         let after = map.0.len();
         self.cost += map.approx_bytes();

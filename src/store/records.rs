@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashSet;
 
-use crate::codec::{self, IdRecord, StoredEdge, StoredRefusal, compact};
+use crate::codec::{
+    self, IdRecord, PropMap, StoredEdge, StoredProp, StoredRefusal, StoredValue, compact,
+};
 use crate::error::{Error, Result};
 use crate::forest::Node;
 use crate::graph::Graph;
@@ -249,7 +251,7 @@ pub(crate) fn remove_edge(db: &sled::Db, seq: u64, a: (Node, &str), b: (Node, &s
 /// What deleting a person takes on disk: the removals (and packed blocks rewritten without its
 /// IDs) for one redo record, and the counts of events and refusals among them.
 pub(crate) struct PersonRemoval {
-    pub writes: Vec<codec::Write>,
+    pub writes: Vec<codec::RedoEntry>,
     pub events: u64,
     pub refusals: u64,
 }
@@ -390,4 +392,71 @@ pub(crate) fn for_each_event(
             })
         },
     )
+}
+
+/// What [`PropMap::merge_within`] did with one value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PropMerge {
+    /// The value was set (the name new, or its stored value not later).
+    Set,
+    /// The stored value is later: nothing changed.
+    Older,
+    /// The name is new and the map is full: nothing changed, the name is refused.
+    NoRoom,
+}
+
+/// The rule of property values, the same for every write path: the latest value wins.
+impl PropMap {
+    /// Sets `name` unless the stored value is later; equal times: this one (applied last).
+    /// The first spelling of a name is kept. A name new to the map is added only while the map
+    /// holds fewer than `max` names.
+    pub(crate) fn merge_within(
+        &mut self,
+        name: &str,
+        value: StoredValue,
+        at: Timestamp,
+        seq: u64,
+        max: usize,
+    ) -> PropMerge {
+        match self
+            .0
+            .binary_search_by(|p| crate::op::cmp_ignore_case(&p.name, name))
+        {
+            Ok(i) => {
+                let p = &mut self.0[i];
+                if p.at > at {
+                    return PropMerge::Older;
+                }
+                p.value = value;
+                p.at = at;
+                p.seq = seq;
+                PropMerge::Set
+            }
+            Err(_) if self.0.len() >= max => PropMerge::NoRoom,
+            Err(i) => {
+                self.0.insert(
+                    i,
+                    StoredProp {
+                        name: name.to_owned(),
+                        value,
+                        at,
+                        seq,
+                    },
+                );
+                PropMerge::Set
+            }
+        }
+    }
+
+    /// [`merge_within`](Self::merge_within) without a limit (the unit tests' shorthand).
+    #[cfg(test)]
+    pub(crate) fn merge(
+        &mut self,
+        name: &str,
+        value: StoredValue,
+        at: Timestamp,
+        seq: u64,
+    ) -> bool {
+        self.merge_within(name, value, at, seq, usize::MAX) == PropMerge::Set
+    }
 }

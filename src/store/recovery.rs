@@ -139,7 +139,7 @@ fn finish_redo(db: &sled::Db) -> Result<()> {
 
 /// Writes (or removes) each key of a redo record in order, then removes the record. `faults`:
 /// honour the crash-test hook (the first run of an op, not its recovery).
-fn replay(db: &sled::Db, writes: Vec<codec::Write>, faults: bool) -> Result<()> {
+fn replay(db: &sled::Db, writes: Vec<codec::RedoEntry>, faults: bool) -> Result<()> {
     for (i, (k, v)) in writes.into_iter().enumerate() {
         if faults {
             fault_point(db, i)?;
@@ -192,7 +192,7 @@ pub(crate) fn load_graph(db: &sled::Db) -> Result<Graph> {
 /// # Errors
 /// [`Error::Storage`] when the redo record cannot be written (nothing changed);
 /// [`Error::Interrupted`] when a later write fails: the handle then refuses writes.
-pub(crate) fn write_redo(store: &Store, writes: Vec<codec::Write>) -> Result<()> {
+pub(crate) fn write_redo(store: &Store, writes: Vec<codec::RedoEntry>) -> Result<()> {
     let db = &store.db;
     db.insert(codec::INTENT_KEY, codec::encode_intent(&writes))?;
     replay(db, writes, true).map_err(|e| {

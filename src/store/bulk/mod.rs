@@ -21,7 +21,7 @@ use crate::codec::{self};
 use crate::error::{Error, Result};
 use crate::source::OpSource;
 use crate::store::Store;
-use crate::store::events::BlockWrite;
+use crate::store::events::BlockUpdate;
 use crate::store::plan::{BulkPlan, DataCounts};
 
 /// What a bulk apply did.
@@ -159,7 +159,7 @@ fn write_pass(
         // A packing thread merges the runs and builds the event blocks while this one writes
         // the ID records; the blocks wait in a channel bounded in bytes (groups of
         // BLOCK_GROUP_BYTES, BLOCK_GROUPS_AHEAD of them) and are written after them.
-        let (btx, brx) = std::sync::mpsc::sync_channel::<Vec<BlockWrite>>(BLOCK_GROUPS_AHEAD);
+        let (btx, brx) = std::sync::mpsc::sync_channel::<Vec<BlockUpdate>>(BLOCK_GROUPS_AHEAD);
         let packer = scope.spawn(move || -> Result<(u64, u64)> {
             let stopped = || Error::Internal("the import's writing thread stopped".into());
             let (mut group, mut bytes) = (Vec::new(), 0);

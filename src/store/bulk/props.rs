@@ -7,6 +7,7 @@ use crate::codec::{self, PropMap};
 use crate::error::Result;
 use crate::forest::Node;
 use crate::op::{Properties, Timestamp};
+use crate::store::records::PropMerge;
 
 /// The latest value of every property of every node, aggregated over the whole input in pass 1
 /// so that each ID's property map is written once. Names and values are interned: the same few
@@ -146,7 +147,7 @@ impl PropAgg {
         for &(_, (sp, v, at, seq, _)) in self.run_of(n) {
             let value = codec::decode(self.values.get(v), "a property value")?;
             let name = self.spellings.get(sp);
-            changed |= map.merge_within(name, value, at, seq, self.max_per_id).0;
+            changed |= map.merge_within(name, value, at, seq, self.max_per_id) == PropMerge::Set;
         }
         Ok(changed)
     }

@@ -5,7 +5,7 @@ use crate::codec::{self};
 use crate::error::{Error, Result};
 use crate::forest::Node;
 use crate::op::{Properties, Timestamp};
-use crate::store::events::BlockWrite;
+use crate::store::events::BlockUpdate;
 
 /// Events read, held until the memory budget is reached, then sorted into a run. Keys and
 /// values live in one arena: no allocation per event.
@@ -124,7 +124,7 @@ impl Runs {
         mut self,
         db: &sled::Db,
         block_bytes: usize,
-        out: &mut dyn FnMut(BlockWrite) -> Result<()>,
+        out: &mut dyn FnMut(BlockUpdate) -> Result<()>,
     ) -> Result<(u64, u64)> {
         let last = self.pending.take().unwrap_or_default();
         if self.files.is_empty() {
