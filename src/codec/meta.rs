@@ -25,6 +25,15 @@ pub const INDEX_STAMP_KEY: &[u8] = b"mindex_stamp";
 /// counted for (4 × u64 BE), as of the last clean close; absent while a handle writes.
 pub const DATA_COUNTS_KEY: &[u8] = b"mdata_counts";
 
+/// The value of [`DATA_COUNTS_KEY`]: (events, properties, at limit, limit), 4 × u64 BE.
+pub fn encode_data_counts(counts: [u64; 4]) -> [u8; 32] {
+    let mut v = [0u8; 32];
+    for (i, x) in counts.iter().enumerate() {
+        v[i * 8..i * 8 + 8].copy_from_slice(&x.to_be_bytes());
+    }
+    v
+}
+
 /// The data counts under [`DATA_COUNTS_KEY`]: (events, properties, at limit, limit).
 pub fn decode_data_counts(v: &[u8]) -> Option<[u64; 4]> {
     if v.len() != 32 {

@@ -174,8 +174,8 @@ impl<'a, 'g> Planner<'a, 'g> {
             .map(|(n, rec)| (self.st.ident(n).to_owned(), rec))
             .collect();
         use std::sync::atomic::Ordering::Relaxed;
-        (self.store.links_not_recorded).fetch_add(self.links_not_recorded, Relaxed);
-        (self.store.refusals_not_logged).fetch_add(self.refusals_not_logged, Relaxed);
+        (self.store.counts.links_not_recorded).fetch_add(self.links_not_recorded, Relaxed);
+        (self.store.counts.refusals_not_logged).fetch_add(self.refusals_not_logged, Relaxed);
         let base = self.st.base().slot();
         for (i, rec) in self.new_ids.iter_mut().enumerate() {
             rec.flags = self
@@ -317,7 +317,7 @@ impl<'a, 'g> Planner<'a, 'g> {
         if ra == rb {
             if !self.st.has_edge(na, nb) {
                 // A redundant link: recorded only while the person has room for links.
-                if self.st.links_of_root(ra) < self.store.max_links_per_person {
+                if self.st.links_of_root(ra) < self.store.policy.max_links_per_person {
                     self.edge(na, nb, at, cause, source)?;
                 } else {
                     self.links_not_recorded += 1;
@@ -381,7 +381,7 @@ impl<'a, 'g> Planner<'a, 'g> {
         let key = codec::refusal_key(a.as_str(), b.as_str());
         // Already refused (earlier in this batch, or stored): count it once.
         let known = self.writes.contains_key(&key) || self.db.contains_key(&key)?;
-        if !known && self.st.refused() >= self.store.max_refusals_logged {
+        if !known && self.st.refused() >= self.store.policy.max_refusals_logged {
             // The log is full: refused all the same, counted, not written.
             self.refusals_not_logged += 1;
             return Ok(AliasOutcome::Refused(reason));
@@ -406,7 +406,7 @@ impl<'a, 'g> Planner<'a, 'g> {
         } else {
             Outcome::PropertiesRefused {
                 refused,
-                max: self.store.limits.max_properties_per_id,
+                max: self.store.policy.limits.max_properties_per_id,
             }
         }
     }
@@ -416,7 +416,7 @@ impl<'a, 'g> Planner<'a, 'g> {
         if props.is_empty() {
             return Ok(0);
         }
-        let max = self.store.limits.max_properties_per_id;
+        let max = self.store.policy.limits.max_properties_per_id;
         // Store-wide apply order, monotonic across restarts (sled persists its ID generator).
         let seq = self.db.generate_id()?;
         let map = if self.st.is_new(n) {
@@ -494,7 +494,7 @@ mod tests {
         use crate::BulkOptions;
         let dir = tempfile::tempdir().unwrap();
         let store = Config::new(dir.path().join("db")).open().unwrap();
-        assert_eq!(*store.data_counts.lock(), Some(DataCounts::default()));
+        assert_eq!(*store.counts.data.lock(), Some(DataCounts::default()));
         let ev = |id: &str, t| {
             Op::record(
                 Identity::new(id).unwrap(),
@@ -510,7 +510,7 @@ mod tests {
             properties: 5, // a: plan + 3 names from the set; b: plan
             at_limit: 0,
         };
-        assert_eq!(*store.data_counts.lock(), Some(want));
+        assert_eq!(*store.counts.data.lock(), Some(want));
         // Again, onto the store: the same events add nothing.
         store
             .bulk_apply(&mut vec![ev("a", 1), ev("c", 2)], BulkOptions::default())
@@ -520,9 +520,9 @@ mod tests {
             properties: 6,
             ..want
         };
-        assert_eq!(*store.data_counts.lock(), Some(want));
+        assert_eq!(*store.counts.data.lock(), Some(want));
         assert!(store.verify().unwrap().is_ok());
-        *store.data_counts.lock() = Some(DataCounts { events: 4, ..want });
+        *store.counts.data.lock() = Some(DataCounts { events: 4, ..want });
         let rep = store.verify().unwrap();
         assert!(
             rep.problems[0].contains("kept counts say 4 events"),

@@ -3,6 +3,7 @@
 //!
 //! DESIGN.md, "Crash story", says what each step guarantees.
 
+use super::{Counters, IndexState, Policy};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -57,23 +58,29 @@ pub(crate) fn open(c: Config) -> Result<Store> {
     Ok(Store {
         db,
         writer: Mutex::new(()),
-        index_due: AtomicBool::new(index.is_none() && !c.temporary && c.path.is_some()),
-        index_unstamped: AtomicBool::new(false),
-        index_broken: AtomicBool::new(false),
-        loading: Mutex::new(()),
-        data_counts: Mutex::new(data_counts),
-        counts_due: AtomicBool::new(false),
-        packed_upto: std::sync::atomic::AtomicU64::new(packed_upto),
-        index,
         graph: RwLock::new(graph),
+        loading: Mutex::new(()),
+        ix: IndexState {
+            due: AtomicBool::new(index.is_none() && !c.temporary && c.path.is_some()),
+            unstamped: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
+            current: index,
+        },
+        counts: Counters {
+            data: Mutex::new(data_counts),
+            due: AtomicBool::new(false),
+            links_not_recorded: Default::default(),
+            refusals_not_logged: Default::default(),
+        },
+        policy: Policy {
+            blocked: c.blocked_ids.iter().map(|s| blocked_key(s)).collect(),
+            max_person_size: c.max_person_size,
+            max_links_per_person: c.max_links_per_person,
+            max_refusals_logged: c.max_refusals_logged,
+            limits: c.limits,
+        },
+        packed_upto: std::sync::atomic::AtomicU64::new(packed_upto),
         poisoned: AtomicBool::new(false),
-        blocked: c.blocked_ids.iter().map(|s| blocked_key(s)).collect(),
-        max_person_size: c.max_person_size,
-        max_links_per_person: c.max_links_per_person,
-        links_not_recorded: Default::default(),
-        max_refusals_logged: c.max_refusals_logged,
-        refusals_not_logged: Default::default(),
-        limits: c.limits,
         path: c.path,
     })
 }

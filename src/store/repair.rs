@@ -6,6 +6,7 @@
 //! unalias only deletes one edge on disk (one key) and re-splits the person in memory; events
 //! and properties are stored per ID and follow their IDs by themselves.
 
+use crate::dot::{GraphId, PersonGraph};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
@@ -248,5 +249,46 @@ pub(crate) fn hubs(g: &Graph, top: usize) -> Hubs {
             .into_iter()
             .map(|(d, n)| (g.ident(n).to_owned(), u64::from(d)))
             .collect(),
+    }
+}
+
+impl Store {
+    pub(super) fn person_graph_with(
+        &self,
+        id: &str,
+        first_seen: bool,
+    ) -> Result<Option<PersonGraph>> {
+        let (person, members) = {
+            let g = self.graph()?;
+            let Some(n) = g.lookup(id) else {
+                return Ok(None);
+            };
+            let members: Vec<(Node, String, bool)> = g
+                .members_sorted(n)
+                .into_iter()
+                .map(|m| (m, g.ident(m).to_owned(), g.flags(m).is_anonymous()))
+                .collect();
+            (g.person_id(n).to_owned(), members)
+        };
+        let mut ids = Vec::with_capacity(members.len());
+        for (m, ident, anonymous) in members {
+            let first_seen = match first_seen {
+                false => None,
+                true => Some(
+                    records::read_id_record(&self.db, &ident, m)?
+                        .ok_or_else(|| {
+                            crate::Error::Corrupt(format!("ID {ident:?} has no record"))
+                        })?
+                        .first_seen,
+                ),
+            };
+            ids.push(GraphId {
+                id: ident,
+                anonymous,
+                first_seen,
+            });
+        }
+        let links = self.links(id)?;
+        Ok(Some(PersonGraph { person, ids, links }))
     }
 }

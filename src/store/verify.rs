@@ -2,6 +2,7 @@
 //! against what is on disk, one function per family. Broken invariants are reported, not
 //! returned as errors; only a failing read of sled is an error.
 
+use crate::store::Store;
 use rustc_hash::FxHashMap;
 
 use crate::codec::{self, IdRecord, StoredEdge, StoredRefusal};
@@ -470,4 +471,64 @@ fn events_and_refusals(
         }
     }
     Ok(())
+}
+
+impl Store {
+    /// Checks every invariant of the store (DESIGN.md, "Invariants") against what is on disk:
+    /// ID records, the forest, the alias log, events and properties.
+    ///
+    /// # Cost
+    /// Reads the whole store once and rebuilds the forest from the alias log (and reads the
+    /// whole graph index, when current, to compare it with the forest).
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) when sled cannot be read. Broken invariants are
+    /// reported in the [`VerifyReport`], not as errors.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        self.verify_with(&mut |_| {})
+    }
+
+    /// [`verify`](Self::verify), telling `progress` how far it has come (at each stage's
+    /// start and end, and every 65,536 items): for a progress bar.
+    ///
+    /// # Errors
+    /// As [`verify`](Self::verify).
+    pub fn verify_with(&self, progress: &mut dyn FnMut(VerifyProgress)) -> Result<VerifyReport> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let _w = self.writer.lock(); // a stable snapshot: no writes while we look
+        // Not loaded yet: rebuilt from the alias log, not from the index it is checked against.
+        self.load_graph_from(false)?;
+        let g = self.graph()?;
+        let mut tick = Tick::new(progress);
+        let mut rep = verify(&self.db, &g, &mut tick)?;
+        // The counts `stats` keeps, against what was just counted.
+        let kept = *self.counts.data.lock();
+        if let Some(c) = kept
+            && (c.events, c.properties) != (rep.events, rep.properties)
+        {
+            rep.problem(format!(
+                "the kept counts say {} events and {} property values, the store holds {} and {}",
+                c.events, c.properties, rep.events, rep.properties
+            ));
+        }
+        // The graph index, while it is current (this handle has not written): the same person
+        // for every ID as the graph rebuilt from the alias log.
+        if let Some(ix) = &self.ix.current
+            && !self.ix.unstamped.load(SeqCst)
+            && !self.ix.broken.load(SeqCst)
+        {
+            tick.stage("graph index", g.len() as u64);
+            let mut bad = false;
+            super::index::check(ix, &g, &mut tick, |p| {
+                bad = true;
+                rep.problem(format!("{p} (it is rewritten when the store is closed)"));
+            });
+            if bad {
+                self.ix.broken.store(true, SeqCst);
+                self.ix.due.store(true, SeqCst);
+            }
+        }
+        tick.finish();
+        Ok(rep)
+    }
 }

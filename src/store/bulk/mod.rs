@@ -138,7 +138,7 @@ pub(crate) fn apply(
         c.events += added.events;
         c.properties += added.properties;
         c.at_limit += added.at_limit;
-        *store.data_counts.lock() = Some(c);
+        *store.counts.data.lock() = Some(c);
     }
     Ok(rep)
 }

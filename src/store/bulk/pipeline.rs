@@ -66,7 +66,7 @@ pub(super) fn aggregate(
     events: std::sync::mpsc::SyncSender<Buffer>,
     memory_budget: usize,
 ) -> Result<PropAgg> {
-    let mut props = PropAgg::new(store.limits.max_properties_per_id);
+    let mut props = PropAgg::new(store.policy.limits.max_properties_per_id);
     let mut buf = Buffer::default();
     let stopped = || Error::Internal("the bulk sorter thread stopped".into());
     for (n, op) in data.into_iter().flatten() {
@@ -122,7 +122,7 @@ pub(super) fn read_pass(
         let mut chunk = Vec::with_capacity(OPS_PER_CHUNK);
         let stopped = || Error::Internal("the bulk planning thread stopped".into());
         let read = source.for_each(&mut |op| {
-            op.validate_with(&store.limits)?;
+            op.validate_with(&store.policy.limits)?;
             rep.ops += 1;
             match &op {
                 Op::Alias { .. } => rep.aliases += 1,

@@ -1,0 +1,92 @@
+//! The commit strategy of one batch's writes, chosen by their size: one key is a plain insert
+//! (atomic on its own); several keys up to a bound go through a redo record (written, applied
+//! as plain inserts in key order, removed; finished at the next open after a crash); more, one
+//! sled batch. It also tells how many of the batch's events replace a stored one.
+
+use super::{Store, codec, events, plan::Writes, recovery};
+use crate::error::Result;
+
+/// The largest write (keys and values) of one op that goes through a redo record; a larger
+/// one is a sled batch. The redo record copies every byte once more (written, then removed),
+/// which costs more than a batch's fixed 80-100 µs past a few tens of KiB: a small op on an ID
+/// holding 8 MB of properties took 35.8 ms with the redo record, 4.4 ms as a batch
+/// (`cargo bench --bench hostile`).
+const REDO_MAX_BYTES: usize = 32 << 10;
+
+/// The same limit for a batch of several ops. Through a redo record and plain inserts, a
+/// batch of 100-2,000 alias ops ran 1.25-1.34x `apply` per op at 1.2x its memory, where one
+/// sled batch ran 0.79x at 2.3x (and 845 MB for 10,000 ops); 10,000 ops (1.2 MB of writes)
+/// ran 0.90x through the record at 137 MB (BENCHMARKS.md, "Batches").
+const REDO_BATCH_MAX_BYTES: usize = 4 << 20;
+
+impl Store {
+    /// Writes `writes`, the planned writes of a batch of `ops` ops, under the writer lock.
+    /// Returns how many of its events replace a stored one (same ID, name and second), counted
+    /// only while the data counts are kept.
+    pub(super) fn commit(&self, writes: Writes, ops: usize) -> Result<u64> {
+        // Planned events that replace a stored one (same ID, name and second) add nothing to
+        // the count of events: a plain insert says so itself; for several keys, when the
+        // counts are kept, one read per event key before the write.
+        let counting = self.counts.data.lock().is_some();
+        let mut replaced = 0u64;
+        // An event also replaces its packed copy (DESIGN.md, "Packed events"), looked up
+        // only for a node that blocks may hold, and only when no `v` key was replaced.
+        let upto = self.packed_upto.load(std::sync::atomic::Ordering::Relaxed);
+        let packed = |k: &[u8]| -> Result<bool> {
+            Ok(codec::key_node(k)?.as_u64() < upto && events::packed_contains(&self.db, k)?)
+        };
+        // Blocks of packed events the batch writes (`events::pack_new`): readers must look
+        // them up from the moment the graph shows their nodes.
+        let packed_after = writes
+            .range(vec![codec::EVENT_BLOCK]..vec![codec::EVENT_BLOCK + 1])
+            .next_back()
+            .map(|(k, _)| codec::key_node(k).map(|n| n.as_u64() + 1))
+            .transpose()?;
+        if counting && writes.len() > 1 {
+            for k in writes.keys().filter(|k| k.first() == Some(&codec::EVENT)) {
+                replaced += u64::from(self.db.contains_key(k)? || packed(k)?);
+            }
+        }
+        // One key is atomic on its own and a plain insert costs a fraction of a sled batch.
+        // Several keys (one op, or a batch up to REDO_BATCH_MAX_BYTES): a redo record, the
+        // plain inserts in key order, and the record's removal; recovery at open finishes
+        // writes whose record survived a crash. Larger: one sled batch.
+        if writes.len() == 1 {
+            let (k, v) = writes.into_iter().next().expect("one write");
+            let event = k.first() == Some(&codec::EVENT);
+            // The key is kept (a copy) only when a block may hold its event.
+            let may_be_packed =
+                event && counting && codec::key_node(&k).is_ok_and(|n| n.as_u64() < upto);
+            let key = may_be_packed.then(|| k.clone());
+            let old = self.db.insert(k, v)?;
+            if event && old.is_some() {
+                replaced += 1;
+            } else if let Some(k) = key {
+                replaced += u64::from(events::packed_contains(&self.db, &k)?);
+            }
+        } else if !writes.is_empty()
+            && writes.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+                <= if ops == 1 {
+                    REDO_MAX_BYTES
+                } else {
+                    REDO_BATCH_MAX_BYTES
+                }
+        {
+            recovery::write_redo(
+                self,
+                writes.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+            )?;
+        } else if !writes.is_empty() {
+            let mut batch = sled::Batch::default();
+            for (k, v) in writes {
+                batch.insert(k, v);
+            }
+            self.db.apply_batch(batch)?;
+        }
+        if let Some(upto) = packed_after {
+            self.packed_upto
+                .fetch_max(upto, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(replaced)
+    }
+}
