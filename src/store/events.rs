@@ -402,42 +402,7 @@ pub(crate) fn write_sorted(
         let in_range = |k: &[u8]| -> Result<bool> {
             Ok(hi.is_none_or(|h| codec::key_node(k).is_ok_and(|n| n <= h)))
         };
-        let mut batch = sled::Batch::default();
-        let mut batch_bytes = 0usize;
-        let mut wrote_old_key = false;
-        let mut piece: Vec<u8> = Vec::with_capacity(block_bytes + 512);
-        let mut piece_last: Option<Node> = None;
-        let mut folded: Vec<sled::IVec> = Vec::new();
-        let mut flush_piece = |piece: &mut Vec<u8>,
-                               last: Node,
-                               folded: &mut Vec<sled::IVec>,
-                               batch: &mut sled::Batch,
-                               batch_bytes: &mut usize,
-                               wrote_old: &mut bool|
-         -> Result<()> {
-            let key = codec::event_block_key(last);
-            let stored = compact::events(piece)?;
-            piece.clear();
-            blocks += 1;
-            if hi == Some(last) {
-                *wrote_old = true;
-            }
-            if old.is_none() && folded.is_empty() {
-                out(BlockUpdate::Insert(key, stored))?;
-            } else {
-                *batch_bytes += key.len() + stored.len();
-                batch.insert(&key[..], stored);
-                for k in folded.drain(..) {
-                    *batch_bytes += k.len();
-                    batch.remove(k);
-                }
-                if old.is_none() {
-                    out(BlockUpdate::Batch(std::mem::take(batch), *batch_bytes))?;
-                    *batch_bytes = 0;
-                }
-            }
-            Ok(())
-        };
+        let mut packer = BlockPacker::new(hi, old.is_some(), block_bytes);
         loop {
             // The smallest key among the three sources; of equal keys the import's wins over
             // a `v` key, which wins over the old block.
@@ -464,17 +429,7 @@ pub(crate) fn write_sorted(
                 break;
             };
             let node = codec::key_node(&key)?;
-            if piece_last.is_some_and(|l| l != node) && piece.len() >= block_bytes {
-                let last = piece_last.expect("checked");
-                flush_piece(
-                    &mut piece,
-                    last,
-                    &mut folded,
-                    &mut batch,
-                    &mut batch_bytes,
-                    &mut wrote_old_key,
-                )?;
-            }
+            packer.before(node, out)?;
             let mut existed = false;
             let mut value = None;
             if old_key.as_ref() == Some(&key) {
@@ -484,42 +439,128 @@ pub(crate) fn write_sorted(
             if loose_key.as_ref() == Some(&key) {
                 let (k, v) = loose.next().expect("peeked")?;
                 value = Some(v.to_vec());
-                folded.push(k);
+                packer.folded.push(k);
                 existed = true;
             }
             if new_key.as_ref() == Some(&key) {
                 value = Some(events.next().expect("peeked")?.1);
                 added += u64::from(!existed);
             }
-            codec::push_block_event(&mut piece, &key, &value.expect("one source had it"));
-            piece_last = Some(node);
+            packer.push(node, &key, &value.expect("one source had it"));
         }
-        if let Some(last) = piece_last {
-            flush_piece(
-                &mut piece,
-                last,
-                &mut folded,
-                &mut batch,
-                &mut batch_bytes,
-                &mut wrote_old_key,
-            )?;
-        }
-        if let Some((k, _)) = &old {
-            if !wrote_old_key {
-                batch_bytes += k.len();
-                batch.remove(k);
-            }
-            if batch_bytes > 0 {
-                out(BlockUpdate::Batch(batch, batch_bytes))?;
-            }
-        }
-        if old.is_none() && events.peek().is_some() {
+        blocks += packer.finish(old.map(|(k, _)| k), out)?;
+        if hi.is_none() && events.peek().is_some() {
             return Err(Error::Internal(
                 "packing events: input left past the last block".into(),
             ));
         }
     }
     Ok((added, blocks))
+}
+
+/// Packs one node range of [`write_sorted`] into blocks: the events, in key order, fill a
+/// block until it reaches the target size at a node boundary. Past the last block each new
+/// block is its own insert; inside an existing block's range everything (the new blocks, the
+/// `v` keys folded in, the old block's removal unless a new block takes its key) goes in one
+/// sled batch, so that a crash leaves the old block or the new ones.
+struct BlockPacker {
+    /// The last node of the existing block this range rewrites (`None`: past every block).
+    hi: Option<Node>,
+    rewrites: bool,
+    block_bytes: usize,
+    /// The block being filled (plain layout), and its last node.
+    piece: Vec<u8>,
+    piece_last: Option<Node>,
+    /// `v` keys whose events the block being filled holds: removed with its write.
+    folded: Vec<sled::IVec>,
+    /// The one batch of a rewrite, and its bytes.
+    batch: sled::Batch,
+    batch_bytes: usize,
+    /// Whether a new block took the old block's key.
+    wrote_old_key: bool,
+    blocks: u64,
+}
+
+impl BlockPacker {
+    fn new(hi: Option<Node>, rewrites: bool, block_bytes: usize) -> Self {
+        BlockPacker {
+            hi,
+            rewrites,
+            block_bytes,
+            piece: Vec::with_capacity(block_bytes + 512),
+            piece_last: None,
+            folded: Vec::new(),
+            batch: sled::Batch::default(),
+            batch_bytes: 0,
+            wrote_old_key: false,
+            blocks: 0,
+        }
+    }
+
+    /// Before an event of `node`: ends the block being filled when it is full and `node`
+    /// starts a new node (a node's events never span two blocks).
+    fn before(&mut self, node: Node, out: &mut dyn FnMut(BlockUpdate) -> Result<()>) -> Result<()> {
+        match self.piece_last {
+            Some(last) if last != node && self.piece.len() >= self.block_bytes => {
+                self.flush(last, out)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn push(&mut self, node: Node, key: &[u8], value: &[u8]) {
+        codec::push_block_event(&mut self.piece, key, value);
+        self.piece_last = Some(node);
+    }
+
+    /// Writes the block being filled, whose last node is `last`.
+    fn flush(&mut self, last: Node, out: &mut dyn FnMut(BlockUpdate) -> Result<()>) -> Result<()> {
+        let key = codec::event_block_key(last);
+        let stored = compact::events(&self.piece)?;
+        self.piece.clear();
+        self.blocks += 1;
+        if self.hi == Some(last) {
+            self.wrote_old_key = true;
+        }
+        if !self.rewrites && self.folded.is_empty() {
+            return out(BlockUpdate::Insert(key, stored));
+        }
+        self.batch_bytes += key.len() + stored.len();
+        self.batch.insert(&key[..], stored);
+        for k in self.folded.drain(..) {
+            self.batch_bytes += k.len();
+            self.batch.remove(k);
+        }
+        if !self.rewrites {
+            out(BlockUpdate::Batch(
+                std::mem::take(&mut self.batch),
+                std::mem::take(&mut self.batch_bytes),
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the last block, and the rewrite's batch (with the old block's removal, `old`,
+    /// unless a new block took its key). Returns the blocks written.
+    fn finish(
+        mut self,
+        old: Option<sled::IVec>,
+        out: &mut dyn FnMut(BlockUpdate) -> Result<()>,
+    ) -> Result<u64> {
+        if let Some(last) = self.piece_last {
+            self.flush(last, out)?;
+        }
+        if let Some(k) = old {
+            if !self.wrote_old_key {
+                self.batch_bytes += k.len();
+                self.batch.remove(k);
+            }
+            if self.batch_bytes > 0 {
+                out(BlockUpdate::Batch(self.batch, self.batch_bytes))?;
+            }
+        }
+        Ok(self.blocks)
+    }
 }
 
 /// One event as an export sees it.
