@@ -48,6 +48,54 @@ pub fn parse(
     now: Timestamp,
     source: impl FnOnce() -> String,
 ) -> Result<Op, String> {
+    parse_op(endpoint, params, keys, limits, now, source).map_err(|r| r.reason)
+}
+
+/// Why a tracking request was refused: the one-line reason, and the limit it went past, if
+/// that is why ([`Error::Limit`](crate::Error::Limit)'s name).
+#[derive(Debug)]
+pub(crate) struct Rejected {
+    pub(crate) reason: String,
+    pub(crate) limit: Option<&'static str>,
+}
+
+impl From<String> for Rejected {
+    fn from(reason: String) -> Self {
+        Rejected {
+            reason,
+            limit: None,
+        }
+    }
+}
+
+impl From<&str> for Rejected {
+    fn from(reason: &str) -> Self {
+        Rejected::from(reason.to_owned())
+    }
+}
+
+impl From<crate::Error> for Rejected {
+    fn from(e: crate::Error) -> Self {
+        let limit = match &e {
+            crate::Error::Limit { limit, .. } => Some(*limit),
+            _ => None,
+        };
+        Rejected {
+            reason: e.to_string(),
+            limit,
+        }
+    }
+}
+
+/// [`parse`], with the limit a refusal went past kept typed.
+pub(crate) fn parse_op(
+    endpoint: Endpoint,
+    params: &[(String, String)],
+    keys: &[String],
+    limits: &Limits,
+    now: Timestamp,
+    source: impl FnOnce() -> String,
+) -> Result<Op, Rejected> {
     let get = |name: &str| {
         params
             .iter()
@@ -58,12 +106,12 @@ pub fn parse(
     // careless tracker, or an injected one) would make the request mean two things: refused.
     for name in RESERVED {
         if params.iter().filter(|(k, _)| k == name).nth(1).is_some() {
-            return Err(format!("{name} is given twice"));
+            return Err(format!("{name} is given twice").into());
         }
     }
     let key = get("_k").ok_or("missing _k (the API key)")?;
     if !keys.iter().any(|k| k == key) {
-        return Err(format!("unknown API key _k={key:?}"));
+        return Err(format!("unknown API key _k={key:?}").into());
     }
     let at = match (get("_t"), get("_d")) {
         (Some(t), d) => {
@@ -79,13 +127,12 @@ pub fn parse(
         Identity::new(v).map_err(|e| format!("{name}: {e}"))
     };
     let p = id("_p", "the ID")?;
-    let props = || -> Result<Properties, String> {
+    let props = || -> Result<Properties, Rejected> {
         let named = params.iter().filter(|(k, _)| !k.starts_with('_'));
-        limits
-            .check_count(named.clone().count())
-            .map_err(|e| e.to_string())?;
-        Properties::from_pairs(named.map(|(k, v)| (k.as_str(), v.as_str())))
-            .map_err(|e| e.to_string())
+        limits.check_count(named.clone().count())?;
+        Ok(Properties::from_pairs(
+            named.map(|(k, v)| (k.as_str(), v.as_str())),
+        )?)
     };
     let op = match endpoint {
         Endpoint::Event => {
@@ -110,7 +157,7 @@ pub fn parse(
             }
         }
     };
-    op.validate_with(limits).map_err(|e| e.to_string())?;
+    op.validate_with(limits)?;
     Ok(op)
 }
 

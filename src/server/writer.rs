@@ -50,7 +50,7 @@ struct Pending {
 
 /// Sends ops to the writer thread; cheap to clone.
 #[derive(Clone)]
-pub(crate) struct Ingest {
+pub(crate) struct Writer {
     tx: mpsc::Sender<Msg>,
 }
 
@@ -60,8 +60,8 @@ pub(crate) struct Threads {
     threads: Vec<JoinHandle<()>>,
 }
 
-impl Ingest {
-    pub(crate) fn start(store: Arc<Store>, metrics: Arc<Metrics>, sync: bool) -> (Ingest, Threads) {
+impl Writer {
+    pub(crate) fn start(store: Arc<Store>, metrics: Arc<Metrics>, sync: bool) -> (Writer, Threads) {
         let (tx, mut rx) = mpsc::channel::<Msg>(65_536);
         let pending = Arc::new((Mutex::new(Pending::default()), Condvar::new()));
         let mut threads = Vec::new();
@@ -129,7 +129,7 @@ impl Ingest {
                 })
                 .expect("spawn the writer thread"),
         );
-        (Ingest { tx: tx.clone() }, Threads { tx, threads })
+        (Writer { tx: tx.clone() }, Threads { tx, threads })
     }
 
     /// Queues `op`; the answer comes once it is applied (and, with `sync`, flushed).
