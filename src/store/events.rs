@@ -189,7 +189,7 @@ pub(crate) fn packed_upto(db: &sled::Db) -> Result<u64> {
 /// events of theirs) out of `writes` into new blocks of packed events, cut at node boundaries
 /// every [`codec::EVENT_BLOCK_BYTES`]. `base` must be past every block (a batch's new nodes
 /// are). The caller raises `packed_upto` past the new blocks before readers see the nodes.
-pub(crate) fn pack_new(writes: &mut super::plan::Writes, base: Node) -> Result<()> {
+pub(crate) fn pack_new(writes: &mut super::Writes, base: Node) -> Result<()> {
     let from = codec::node_key(codec::EVENT, base).to_vec();
     let to = vec![codec::EVENT + 1];
     let keys: Vec<Vec<u8>> = writes.range(from..to).map(|(k, _)| k.clone()).collect();

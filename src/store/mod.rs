@@ -70,6 +70,10 @@ pub struct Refusal {
     pub at: Timestamp,
 }
 
+/// Sled keys and values a batch writes, in key order (the planner makes them, `commit`
+/// writes them).
+pub(crate) type Writes = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// The identity graph: a persistent union-find of IDs on sled, with events and properties per
 /// person.
 ///

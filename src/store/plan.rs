@@ -15,8 +15,7 @@ use crate::op::{AliasOutcome, Cause, Op, Outcome, Properties, RefusalReason, Tim
 use crate::store::Store;
 use crate::store::records::{PropMerge, known_id_record};
 
-/// Sled keys and values a batch writes, in key order.
-pub(crate) type Writes = BTreeMap<Vec<u8>, Vec<u8>>;
+pub(crate) use super::Writes;
 
 /// From this many new IDs on, a batch writes their records in blocks of packed records (as the
 /// bulk import does) instead of a key each, and their events in blocks of packed events

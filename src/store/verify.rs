@@ -519,7 +519,7 @@ impl Store {
         {
             tick.stage("graph index", g.len() as u64);
             let mut bad = false;
-            super::index::check(ix, &g, &mut tick, |p| {
+            super::index::check(ix, &g, &mut || tick.step(), |p| {
                 bad = true;
                 rep.problem(format!("{p} (it is rewritten when the store is closed)"));
             });

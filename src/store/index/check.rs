@@ -15,7 +15,7 @@ use super::read::GraphIndex;
 pub(crate) fn check(
     ix: &GraphIndex,
     g: &Graph,
-    tick: &mut crate::store::verify::Tick,
+    step: &mut dyn FnMut(),
     mut problem: impl FnMut(String),
 ) {
     let mut run = || -> Result<()> {
@@ -30,7 +30,7 @@ pub(crate) fn check(
         // Free nodes at the end are not reloaded: the two may differ in length by them.
         let len = (ix.layout.nodes as usize).max(g.len());
         for n in Node::all(len) {
-            tick.step();
+            step();
             if n.slot() >= ix.layout.nodes as usize {
                 if g.is_live(n) {
                     problem(format!("the graph index lacks {:?} (node {n})", g.ident(n)));
