@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use idgraph::server::track::{self, Endpoint};
+use idgraph::ingest::km_http::{self as track, Endpoint};
 use idgraph::{Config, Limits, Op, Store};
 
 /// The form body of a tracking request: `_k`, `_p`, `_n`, then `props` properties named by

@@ -4,8 +4,8 @@
 //! Not part of the library's API.
 
 use crate::codec;
+use crate::ingest::km_http::{self as track, Endpoint};
 use crate::op::Limits;
-use crate::server::track::{self, Endpoint};
 
 /// A fuzz target: any bytes in, nothing out.
 pub type Target = fn(&[u8]);

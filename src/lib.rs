@@ -49,6 +49,7 @@ mod id;
 pub mod ingest;
 mod op;
 pub mod rules;
+#[cfg(feature = "server")]
 pub mod server;
 mod source;
 mod store;

@@ -4,5 +4,6 @@
 pub mod csv;
 pub mod files;
 mod input;
+pub mod km_http;
 pub mod km_json;
 pub mod resume;

@@ -21,7 +21,7 @@ mod connection;
 mod metrics;
 mod pages;
 mod request_log;
-pub mod track;
+pub use crate::ingest::km_http as track;
 mod tracking;
 mod writer;
 

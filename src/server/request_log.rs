@@ -62,7 +62,7 @@ impl AppState {
     pub(super) fn log_request(
         &self,
         method: &Method,
-        ep: super::track::Endpoint,
+        ep: crate::ingest::km_http::Endpoint,
         raw: String,
         status: StatusCode,
         reason: Option<String>,

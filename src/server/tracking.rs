@@ -1,7 +1,7 @@
 //! `/e`, `/s`, `/a`: the KISSmetrics tracking endpoints.
 
-use super::track::{self, Endpoint};
 use super::*;
+use crate::ingest::km_http::{self as track, Endpoint};
 
 /// The 1x1 transparent GIF every accepted tracking request gets, as KISSmetrics answers.
 pub const GIF: [u8; 43] = [

@@ -137,10 +137,8 @@ pub(crate) fn new_stamp(g: &Graph) -> [u8; 16] {
     h.digest128().to_le_bytes()
 }
 
-/// Writes the index of `g` with `stamp` into `dir`: to a temporary file, synced, then renamed
-/// over the old one (a crash leaves the old index or the new one, and a stale one is refused
-/// by its stamp).
-
+/// The 128-byte header: magic, version, stamp, layout, counters, and the checksum of it all
+/// with the pages' checksums.
 pub(super) fn encode_header(
     stamp: [u8; 16],
     l: &Layout,

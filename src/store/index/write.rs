@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 use crate::forest::Node;
 use crate::graph::Graph;
 
+/// Writes the index of `g` with `stamp` into `dir`: to a temporary file, synced, then renamed
+/// over the old one (a crash leaves the old index or the new one, and a stale one is refused
+/// by its stamp).
 pub(crate) fn write(dir: &Path, g: &Graph, stamp: [u8; 16]) -> Result<()> {
     let io = |e: std::io::Error| Error::io(path_in(dir).display().to_string(), e);
     let n = g.len();

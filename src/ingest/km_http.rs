@@ -54,9 +54,11 @@ pub fn parse(
 /// Why a tracking request was refused: the one-line reason, and the limit it went past, if
 /// that is why ([`Error::Limit`](crate::Error::Limit)'s name).
 #[derive(Debug)]
-pub(crate) struct Rejected {
-    pub(crate) reason: String,
-    pub(crate) limit: Option<&'static str>,
+pub struct Rejected {
+    /// The one-line reason, naming the parameter.
+    pub reason: String,
+    /// The name of the limit the request went past, if that is why.
+    pub limit: Option<&'static str>,
 }
 
 impl From<String> for Rejected {
@@ -88,7 +90,10 @@ impl From<crate::Error> for Rejected {
 }
 
 /// [`parse`], with the limit a refusal went past kept typed.
-pub(crate) fn parse_op(
+///
+/// # Errors
+/// As [`parse`].
+pub fn parse_op(
     endpoint: Endpoint,
     params: &[(String, String)],
     keys: &[String],
