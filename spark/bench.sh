@@ -10,7 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 data=$1; shift
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-/usr/bin/time -f "idgraph import: %e s, peak RSS %M KB" ./target/release/idgraph --db "$work/store" import "$data"
+target=$(cargo metadata --format-version 1 --no-deps \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+/usr/bin/time -f "idgraph import: %e s, peak RSS %M KB" "$target/release/idgraph" --db "$work/store" import "$data"
 rm -rf "$work/store"
 ( peak=0; while true; do
     r=$( (ps -C java -o rss= || true) | awk '{s+=$1} END {print s+0}')

@@ -2,7 +2,8 @@
 
 Run by spark/test.sh (which scripts/test.sh calls). Spark starts once, on local[2], loopback
 only; files are cut into many small blocks (spark.sql.files.maxPartitionBytes) so that line
-numbers and input order cross block boundaries. IDGRAPH_BIN names the idgraph binary.
+numbers and input order cross block boundaries. IDGRAPH_BIN names the idgraph binary,
+IDGRAPH_GEN_KM the gen_km example (spark/test.sh sets both from cargo metadata).
 """
 
 import glob
@@ -96,7 +97,8 @@ def refusals(rows):
 
 
 def gen_km(out, lines, seed, hubs):
-    gen = os.path.join(ROOT, "target", "debug", "examples", "gen_km")
+    gen = os.environ.get("IDGRAPH_GEN_KM",
+                         os.path.join(ROOT, "target", "debug", "examples", "gen_km"))
     subprocess.run([gen, "--lines", str(lines), "--seed", str(seed), "--hubs", str(hubs),
                     "--files", "3", "--out", out], check=True)
 
