@@ -1,4 +1,4 @@
-//! The identity rules (spec: identity-rules.md) through `rules::Visitor` and the simulator:
+//! The identity rules (`spec/identity-rules.md`) through `rules::Visitor` and the simulator:
 //! every row of the seed's table and every listed consequence, as data in
 //! `tests/vectors/identity-rules.json` (cookies, `KM.i()` and requests after each step, persons
 //! and events in the store at the end); plus a property test that the store's partition is

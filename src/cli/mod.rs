@@ -67,10 +67,8 @@ pub fn run(cli: Cli) -> Result<(), Fail> {
 
 /// Turns transparent huge pages off for this process (Linux). An import allocates fresh memory
 /// at a high rate on four threads; a huge page is zeroed whole (2 MiB) at its first touch, and
-/// mimalloc asks for huge pages. Measured: `idgraph import` of 10M lines 1.03-1.07x faster with
-/// 5-6% less memory, and the bulk path of `examples/compare` 14.95-17.2x SQLite against a
-/// bimodal 9.2-16x. The server keeps them: lookups in the in-memory graph ran 1.3-1.7x faster
-/// with them (BENCHMARKS.md, "Import on four threads").
+/// mimalloc asks for huge pages. The server keeps them: its lookups gain from them
+/// (BENCHMARKS.md, "Import on four threads").
 fn small_pages_only() {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and touches no memory of ours.

@@ -5,13 +5,10 @@ use super::*;
 use crate::error::{Error, Result};
 use crate::forest::Node;
 
-/// Target size of a block of packed ID records: sled's cost is per key (~5-8 µs) up to a few
-/// KiB of value; 1M IDs written as 4 KiB blocks took 0.40 s against 5.8 s as one key each
-/// (a throwaway sled program, this machine; 8 KiB blocks: 0.38 s; at 16 KiB sled
-/// began creating and deleting files of its own during the run). Counted in the plain layout;
-/// ~2.4 KB as stored ([`compact`]). 7 KiB plain (~4 KB stored) made a 1M-line store 2.5%
-/// smaller, but a record read steps over twice the entries: `properties` of packed records
-/// 1.2-1.3x slower than at 4 KiB (`cargo bench --bench store -- properties`).
+/// Target size of a block of packed ID records, in the plain layout (smaller as stored:
+/// [`compact`]). sled's cost is per key up to a few KiB of value, so larger blocks write
+/// faster; a record read steps over the entries before it, so smaller blocks read faster
+/// (BENCHMARKS.md, "Knobs").
 pub const PACKED_BLOCK_BYTES: usize = 4096;
 
 /// Appends one ID record to a block of packed records: ID length u16 BE, ID, record length

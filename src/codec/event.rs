@@ -8,11 +8,9 @@ use crate::error::{Error, Result};
 use crate::forest::Node;
 use crate::op::{Properties, Timestamp};
 
-/// Target size of a block of packed events: a lookup reads one block, so small blocks keep
-/// reads fast (DESIGN.md, "Packed events": 1 KiB blocks read one node's events in 9.0 µs
-/// against 12.4 µs for one key per event, 4 KiB blocks in 21-22 µs). Counted in the plain
-/// layout: 2.25 KiB plain is ~0.8 KiB as stored ([`compact`]: 7.0M events in 160,956
-/// blocks of 780 bytes on 10M `gen_km` lines).
+/// Target size of a block of packed events, in the plain layout (smaller as stored:
+/// [`compact`]): a lookup reads one block, so small blocks keep reads fast; larger ones make
+/// fewer keys (`docs/decisions/0002-packed-events.md`).
 pub const EVENT_BLOCK_BYTES: usize = 2304;
 
 /// The key of a block of packed events whose last node is `last`.

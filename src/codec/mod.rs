@@ -12,7 +12,20 @@
 //! | `r` + ID a + `0x00` + ID b (a < b) | [`StoredRefusal`] (bincode) |
 //! | `v` + node u64 BE + time (i64, sign bit flipped) BE + lower-cased event name | [`StoredEvent`] |
 //! | `f` + a file's canonical path (its OS bytes) | [`FilePart`](crate::FilePart) (bincode): how much of that file imports have read; written after the file's events |
+//! | `b` + node u64 BE | a block of packed events, the last of node `node` ([`push_block_event`]) |
 //! | `wintent` (at most one) | the keys and values (or removals) of one op being written ([`encode_intent`]): a redo record, see `Store::apply_batch` and `Store::forget` |
+//!
+//! One file per layout:
+//!
+//! | module | owns |
+//! |---|---|
+//! | `keys` | prefixes and key builders |
+//! | `meta` | [`FORMAT_VERSION`] and the `m` keys |
+//! | `redo` | the redo record ([`RedoEntry`]) |
+//! | `record` | [`IdRecord`], [`StoredEdge`], [`StoredRefusal`], [`PropMap`] |
+//! | `event` | event keys and values ([`StoredEvent`]) |
+//! | `block` | the plain layout of both kinds of block |
+//! | [`compact`] | the compact form of blocks |
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! Form-field capture for `trackSubmit` (spec: identity-rules.md, "Form-field capture").
+//! Form-field capture for `trackSubmit` (`spec/identity-rules.md`, "Form-field capture").
 
 use serde::Deserialize;
 

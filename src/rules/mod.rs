@@ -1,5 +1,5 @@
-//! The identity rules of a KISSmetrics tracker as a pure state machine (spec:
-//! `identity-rules.md`): tracker commands in, [`Op`](crate::Op)s and tracking requests out.
+//! The identity rules of a KISSmetrics tracker as a pure state machine
+//! (`spec/identity-rules.md`): tracker commands in, [`Op`](crate::Op)s and tracking requests out.
 //! No I/O, and the anonymous-ID generator is injectable, so every case is deterministic.
 
 mod anon;

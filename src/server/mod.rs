@@ -12,6 +12,20 @@
 //!
 //! Store reads of the query API run on tokio's blocking pool; writes go through the writer
 //! thread; nothing blocks the async workers on sled.
+//!
+//! | module | owns |
+//! |---|---|
+//! | `config` | [`ServeConfig`] and its defaults |
+//! | `connection` | the accept loop, reading a body within its limits |
+//! | `tracking` | `/e` `/s` `/a` as steps: admit, read, parse, apply, account, answer |
+//! | `writer` | the one writer thread, `--sync` group commit |
+//! | `api` | the query and admin API |
+//! | `auth` | the client a request is charged to, bearer tokens |
+//! | `budget` | write budgets, connections per client |
+//! | `metrics` | `/metrics` |
+//! | `request_log` | `/api/requests` |
+//! | `pages` | km.js, the snippet's scripts, the demo page, the explorer |
+//! | [`track`] | (re-exported from `ingest::km_http`) the tracking API's parameters to an op |
 
 mod api;
 mod auth;

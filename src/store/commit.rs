@@ -8,15 +8,12 @@ use crate::error::Result;
 
 /// The largest write (keys and values) of one op that goes through a redo record; a larger
 /// one is a sled batch. The redo record copies every byte once more (written, then removed),
-/// which costs more than a batch's fixed 80-100 µs past a few tens of KiB: a small op on an ID
-/// holding 8 MB of properties took 35.8 ms with the redo record, 4.4 ms as a batch
-/// (`cargo bench --bench hostile`).
+/// which past a few tens of KiB costs more than a batch's fixed cost (`cargo bench --bench
+/// hostile`).
 const REDO_MAX_BYTES: usize = 32 << 10;
 
-/// The same limit for a batch of several ops. Through a redo record and plain inserts, a
-/// batch of 100-2,000 alias ops ran 1.25-1.34x `apply` per op at 1.2x its memory, where one
-/// sled batch ran 0.79x at 2.3x (and 845 MB for 10,000 ops); 10,000 ops (1.2 MB of writes)
-/// ran 0.90x through the record at 137 MB (BENCHMARKS.md, "Batches").
+/// The same limit for a batch of several ops: a redo record and plain inserts hold far less
+/// memory than one sled batch of the same writes (BENCHMARKS.md, "Batches").
 const REDO_BATCH_MAX_BYTES: usize = 4 << 20;
 
 impl Store {

@@ -6,10 +6,15 @@
 //! |---|---|
 //! | `config` | [`Config`], the builder and its defaults |
 //! | `recovery` | opening: format check, finishing a redo record, loading the graph; writing redo records |
+//! | `lifecycle` | the graph in memory and the graph index's lifecycle |
 //! | `plan` | the planner: ops → staged graph changes + the sled writes of one batch |
-//! | `records` | the record layer: the one place that knows own keys vs packed blocks, events, edges kept in records |
+//! | `commit` | the commit strategy: plain insert, redo record or sled batch |
+//! | `counts` | [`Stats`], [`Guardrails`]: counts kept or scanned |
+//! | `records` | the record layer: the one place that knows own keys vs packed blocks, edges kept in records |
+//! | `events` | packed events: reading, packing, [`ExportedEvent`] |
+//! | `index` | the graph index file |
 //! | `bulk` | [`Store::bulk_apply`]: one pass over millions of ops |
-//! | `repair` | explain, unalias, forget, links, hubs |
+//! | `repair` | explain, unalias, forget, links, hubs, person graphs |
 //! | `verify` | [`Store::verify`], one function per invariant family |
 
 mod bulk;

@@ -1,9 +1,8 @@
 //! The graph index: who is who, in a flat file next to sled, so that a query does not wait for
 //! the whole graph to be rebuilt.
 //!
-//! Opening a store used to rebuild the in-memory graph from every ID record and the alias log
-//! (10M KISSmetrics lines, 2.7M IDs: 1.6-1.8 s and ~860 MB before the first answer). The index
-//! holds what `resolve`, `events` and `properties` need — each ID's node, each node's person
+//! Without it, opening a store rebuilds the in-memory graph from every ID record and the alias
+//! log before the first answer (`docs/decisions/0003-graph-index.md`). The index holds what `resolve`, `events` and `properties` need — each ID's node, each node's person
 //! and the person's canonical ID and members — in fixed-width little-endian arrays that are read
 //! in place: a lookup reads the few pages it touches (with `pread`, no `mmap`: the crate has no
 //! `unsafe`), each verified against its checksum the first time, so a damaged index is
