@@ -402,7 +402,7 @@ pub(crate) fn write_sorted(
         let in_range = |k: &[u8]| -> Result<bool> {
             Ok(hi.is_none_or(|h| codec::key_node(k).is_ok_and(|n| n <= h)))
         };
-        let mut packer = BlockPacker::new(hi, old.is_some(), block_bytes);
+        let mut packer = BlockPacker::new(hi, block_bytes);
         loop {
             // The smallest key among the three sources; of equal keys the import's wins over
             // a `v` key, which wins over the old block.
@@ -482,10 +482,10 @@ struct BlockPacker {
 }
 
 impl BlockPacker {
-    fn new(hi: Option<Node>, rewrites: bool, block_bytes: usize) -> Self {
+    fn new(hi: Option<Node>, block_bytes: usize) -> Self {
         BlockPacker {
             hi,
-            rewrites,
+            rewrites: hi.is_some(),
             block_bytes,
             piece: Vec::with_capacity(block_bytes + 512),
             piece_last: None,

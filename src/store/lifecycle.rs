@@ -10,6 +10,15 @@ use super::{Store, codec, index, recovery};
 use crate::error::Result;
 use crate::graph::Graph;
 
+/// Where [`Store::load_graph_from`] builds the graph from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum GraphSource {
+    /// The graph index while it is current, else sled.
+    IndexIfCurrent,
+    /// The ID records and the alias log in sled (`verify`, to check the index against them).
+    AliasLog,
+}
+
 impl Store {
     /// Before a write, under the writer lock: refuses when the handle is poisoned, loads the
     /// graph, and makes the graph index stale — its stamp removed from sled before anything
@@ -124,12 +133,12 @@ impl Store {
     /// [`Error::Storage`](crate::Error::Storage) or [`Error::Corrupt`](crate::Error::Corrupt)
     /// when the graph cannot be read from sled.
     pub fn load_graph(&self) -> Result<()> {
-        self.load_graph_from(true)
+        self.load_graph_from(GraphSource::IndexIfCurrent)
     }
 
-    /// [`Store::load_graph`], from the graph index only when `use_index` (and it is current):
+    /// [`Store::load_graph`], from the graph index only when `from` says so (and it is current):
     /// `verify` rebuilds from the alias log, to check the index against it.
-    pub(super) fn load_graph_from(&self, use_index: bool) -> Result<()> {
+    pub(super) fn load_graph_from(&self, from: GraphSource) -> Result<()> {
         if self.graph.read().is_some() {
             return Ok(());
         }
@@ -140,15 +149,17 @@ impl Store {
             // loaded): no scan of the ID records, whose pages sled would keep (DESIGN.md,
             // "What the server's memory is made of"). A damaged index: from sled.
             let from_index = match &self.ix.current {
-                Some(ix) if use_index && !self.ix.broken.load(SeqCst) => match ix.load_graph() {
-                    Ok(g) => Some(g),
-                    Err(_) => {
-                        // Rewritten when the handle closes, as when a query finds it damaged.
-                        self.ix.broken.store(true, SeqCst);
-                        self.ix.due.store(true, SeqCst);
-                        None
+                Some(ix) if from == GraphSource::IndexIfCurrent && !self.ix.broken.load(SeqCst) => {
+                    match ix.load_graph() {
+                        Ok(g) => Some(g),
+                        Err(_) => {
+                            // Rewritten when the handle closes, as when a query finds it damaged.
+                            self.ix.broken.store(true, SeqCst);
+                            self.ix.due.store(true, SeqCst);
+                            None
+                        }
                     }
-                },
+                }
                 _ => None,
             };
             let g = match from_index {

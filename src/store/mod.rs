@@ -559,7 +559,7 @@ impl Store {
     /// # Errors
     /// As [`Store::links`].
     pub fn person_graph(&self, id: &str) -> Result<Option<PersonGraph>> {
-        self.person_graph_with(id, false)
+        self.person_graph_with(id, repair::FirstSeen::Without)
     }
 
     /// [`Store::person_graph`] with each ID's first-seen time.
@@ -571,7 +571,7 @@ impl Store {
     /// As [`Store::links`]; [`Error::Corrupt`](crate::Error::Corrupt) for an ID without a
     /// record.
     pub fn person_graph_first_seen(&self, id: &str) -> Result<Option<PersonGraph>> {
-        self.person_graph_with(id, true)
+        self.person_graph_with(id, repair::FirstSeen::With)
     }
 
     /// The `top` largest persons and the `top` IDs with the most alias links: where squished

@@ -252,11 +252,19 @@ pub(crate) fn hubs(g: &Graph, top: usize) -> Hubs {
     }
 }
 
+/// Whether a person graph carries each ID's first-seen time (read from its record).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum FirstSeen {
+    With,
+    Without,
+}
+
 impl Store {
+    /// The alias graph of `id`'s person; see [`Store::person_graph`].
     pub(super) fn person_graph_with(
         &self,
         id: &str,
-        first_seen: bool,
+        first_seen: FirstSeen,
     ) -> Result<Option<PersonGraph>> {
         let (person, members) = {
             let g = self.graph()?;
@@ -273,8 +281,8 @@ impl Store {
         let mut ids = Vec::with_capacity(members.len());
         for (m, ident, anonymous) in members {
             let first_seen = match first_seen {
-                false => None,
-                true => Some(
+                FirstSeen::Without => None,
+                FirstSeen::With => Some(
                     records::read_id_record(&self.db, &ident, m)?
                         .ok_or_else(|| {
                             crate::Error::Corrupt(format!("ID {ident:?} has no record"))

@@ -3,6 +3,7 @@
 //! returned as errors; only a failing read of sled is an error.
 
 use crate::store::Store;
+use crate::store::lifecycle::GraphSource;
 use rustc_hash::FxHashMap;
 
 use crate::codec::{self, IdRecord, StoredEdge, StoredRefusal};
@@ -497,7 +498,7 @@ impl Store {
         use std::sync::atomic::Ordering::SeqCst;
         let _w = self.writer.lock(); // a stable snapshot: no writes while we look
         // Not loaded yet: rebuilt from the alias log, not from the index it is checked against.
-        self.load_graph_from(false)?;
+        self.load_graph_from(GraphSource::AliasLog)?;
         let g = self.graph()?;
         let mut tick = Tick::new(progress);
         let mut rep = verify(&self.db, &g, &mut tick)?;
