@@ -18,6 +18,9 @@ use crate::store::{Config, Store, index, plan};
 
 /// Opens (or creates) the store `c` describes.
 pub(crate) fn open(c: Config) -> Result<Store> {
+    if let (Some(dir), false) = (&c.path, c.temporary) {
+        create_durably(dir)?;
+    }
     let mut sc = sled::Config::new()
         .cache_capacity(c.cache_capacity)
         .flush_every_ms(c.flush_every_ms);
@@ -83,6 +86,35 @@ pub(crate) fn open(c: Config) -> Result<Store> {
         poisoned: AtomicBool::new(false),
         path: c.path,
     })
+}
+
+/// Creates the store's directory (and its missing ancestors) so that it survives a power cut:
+/// each new directory's entry is fsynced in its parent. sled fsyncs what it creates inside.
+fn create_durably(dir: &Path) -> Result<()> {
+    let io = |e| Error::io(dir.display().to_string(), e);
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d.to_path_buf());
+        at = d.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(io)?;
+    for d in missing.iter().rev() {
+        let parent = match d.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        sync_dir(parent).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// fsyncs a directory: the entries created, renamed or removed in it become durable.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Opens sled, waiting a moment when the directory is still locked: sled's I/O threads can

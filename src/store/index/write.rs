@@ -122,7 +122,8 @@ pub(crate) fn write(dir: &Path, g: &Graph, stamp: [u8; 16]) -> Result<()> {
     file.sync_all().map_err(io)?;
     drop(file);
     std::fs::rename(&tmp, path_in(dir)).map_err(io)?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    // The rename is durable before the stamp naming this index is written.
+    crate::store::recovery::sync_dir(dir).map_err(io)?;
     Ok(())
 }
 
