@@ -66,6 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             o @ Outcome::PropertiesRefused { .. } => {
                 format!("stored; {}", o.refusal().unwrap_or_default())
             }
+            o @ Outcome::Suppressed => o.refusal().unwrap_or_default(),
         };
         println!("{what:50} -> {outcome}");
     }

@@ -63,8 +63,9 @@ pub use op::{
 };
 pub use source::{FilePart, OpSource};
 pub use store::{
-    BulkOptions, BulkReport, Config, DEFAULT_MAX_PERSON_SIZE, Explanation, ExportedEvent,
-    Forgotten, Guardrails, Hubs, Refusal, Stats, Store, VerifyProgress, VerifyReport,
+    BulkOptions, BulkReport, Compacted, Config, DEFAULT_MAX_PERSON_SIZE, Explanation,
+    ExportedEvent, Forgotten, Guardrails, Hubs, Refusal, Stats, Store, VerifyProgress,
+    VerifyReport,
 };
 
 /// The README's examples, compiled and run as doc-tests so they stay true.

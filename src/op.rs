@@ -467,6 +467,9 @@ pub enum RefusalReason {
         /// The configured maximum.
         max: u64,
     },
+    /// An endpoint was forgotten (`forget`) and is suppressed: data naming it is dropped
+    /// until `unsuppress`. The ID is not named, here or in the refusal log.
+    Suppressed,
 }
 
 impl fmt::Display for RefusalReason {
@@ -479,6 +482,10 @@ impl fmt::Display for RefusalReason {
             RefusalReason::TooLarge { size, max } => write!(
                 f,
                 "the merged person would have {size} IDs, more than the maximum of {max}"
+            ),
+            RefusalReason::Suppressed => write!(
+                f,
+                "an ID of the link was forgotten and is suppressed (idgraph unsuppress lifts it)"
             ),
         }
     }
@@ -514,6 +521,8 @@ pub enum Outcome {
         /// The limit.
         max: usize,
     },
+    /// An [`Op::Record`] or [`Op::Set`] named a forgotten, suppressed ID: nothing was stored.
+    Suppressed,
 }
 
 impl Outcome {
@@ -521,6 +530,11 @@ impl Outcome {
     pub fn refusal(&self) -> Option<String> {
         match self {
             Outcome::Alias(AliasOutcome::Refused(why)) => Some(why.to_string()),
+            Outcome::Suppressed => Some(
+                "the ID was forgotten and is suppressed: nothing stored (idgraph unsuppress \
+                 lifts it)"
+                    .into(),
+            ),
             Outcome::PropertiesRefused { refused, max } => Some(format!(
                 "{refused} property names not kept on the ID: it holds {max}, the most allowed \
                  (max_properties_per_id)"

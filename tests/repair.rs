@@ -27,6 +27,8 @@ fn id(s: &str) -> Identity {
 struct Model {
     seen: BTreeSet<usize>,
     edges: BTreeSet<(usize, usize)>,
+    /// Forgotten IDs: suppressed, so no later op brings them back.
+    suppressed: BTreeSet<usize>,
 }
 
 impl Model {
@@ -112,6 +114,14 @@ fn check(s: &Store, m: &Model) {
 }
 
 fn touch(s: &Store, m: &mut Model, i: usize, t: i64) {
+    if m.suppressed.contains(&i) {
+        // Dropped, whatever the op: a forgotten ID stays forgotten.
+        let o = s
+            .apply(Op::record(id(&name(i)), "Seen", Properties::new(), t))
+            .unwrap();
+        assert_eq!(o, idgraph::Outcome::Suppressed);
+        return;
+    }
     if m.seen.insert(i) {
         s.apply(Op::record(id(&name(i)), "Seen", Properties::new(), t))
             .unwrap();
@@ -167,8 +177,11 @@ proptest! {
                 Step::Alias(a, b) => {
                     touch(store, &mut m, a, t);
                     touch(store, &mut m, b, t);
-                    store.apply(Op::alias(id(&name(a)), id(&name(b)), t, Cause::Alias)).unwrap();
-                    if a != b {
+                    let o = store.apply(Op::alias(id(&name(a)), id(&name(b)), t, Cause::Alias)).unwrap();
+                    if m.suppressed.contains(&a) || m.suppressed.contains(&b) {
+                        prop_assert_eq!(o, idgraph::Outcome::Alias(idgraph::AliasOutcome::Refused(
+                            idgraph::RefusalReason::Suppressed)));
+                    } else if a != b {
                         m.edges.insert((a.min(b), a.max(b)));
                     }
                 }
@@ -221,6 +234,7 @@ proptest! {
                         m.edges.retain(|(x, _)| !gone.contains(x));
                         for g in gone {
                             m.seen.remove(&g);
+                            m.suppressed.insert(g);
                         }
                     }
                 }

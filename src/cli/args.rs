@@ -57,8 +57,15 @@ pub enum Cmd {
     /// Remove the direct link between two IDs and split their person along the links that
     /// remain; events and properties follow their IDs.
     Unalias(UnaliasArgs),
-    /// Delete a whole person: every ID, link, event and property (privacy requests).
+    /// Delete a whole person: every ID, link, event and property (privacy requests). The IDs
+    /// are suppressed: later data naming them is dropped (`idgraph compact` then erases the old
+    /// bytes from disk).
     Forget(ForgetArgs),
+    /// Lift the suppression `forget` put on an ID: data naming it is taken again.
+    Unsuppress(UnsuppressArgs),
+    /// Rewrite the store with its live data only: afterwards no file of it holds anything
+    /// deleted (run it after `forget`; the store must not be in use).
+    Compact(CompactArgs),
     /// List the merges the guardrails refused (blocked IDs, persons too large).
     Refused(RefusedArgs),
     /// The largest persons and the IDs with the most links: where squished identities show up.
@@ -257,6 +264,10 @@ pub enum ExportWhat {
         #[arg(long, value_enum, default_value = "km-json")]
         format: EventsFormat,
     },
+    /// The suppressions of forgotten IDs, as JSON lines: `{"key": hex}` (the store's secret),
+    /// then `{"suppressed": hex}` per ID (BLAKE2b-128 of the ID keyed with the secret). The
+    /// Spark job's `--suppressions` reads it.
+    Suppressions,
 }
 
 #[derive(Args)]
@@ -300,6 +311,19 @@ pub struct UnaliasArgs {
     /// Print the resulting persons as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub struct CompactArgs {
+    /// Print what it did as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct UnsuppressArgs {
+    /// The forgotten ID.
+    pub id: String,
 }
 
 #[derive(Args)]

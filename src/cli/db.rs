@@ -18,7 +18,7 @@ impl Db {
         self.path.display()
     }
 
-    fn config(&self) -> Config {
+    pub fn config(&self) -> Config {
         Config::new(&self.path).cache_capacity(self.cache_mb.max(1) << 20)
     }
 

@@ -61,6 +61,8 @@ pub fn run(cli: Cli) -> Result<(), Fail> {
         Cmd::Explain(a) => repair::explain(db, a),
         Cmd::Unalias(a) => repair::unalias(db, a),
         Cmd::Forget(a) => repair::forget(db, a),
+        Cmd::Unsuppress(a) => repair::unsuppress(db, a),
+        Cmd::Compact(a) => repair::compact(db, a),
         Cmd::Serve(a) => serve::serve(db, a),
     }
 }

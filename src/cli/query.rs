@@ -155,6 +155,7 @@ pub fn refused(db: &Db, args: RefusedArgs) -> Result<(), Fail> {
                 let kind = match r.reason {
                     RefusalReason::BlockedId { .. } => "blocked_id",
                     RefusalReason::TooLarge { .. } => "too_large",
+                    RefusalReason::Suppressed => "suppressed",
                 };
                 json!({"a": r.a, "b": r.b, "reason": kind, "why": r.reason.to_string(),
                        "cause": r.cause, "at": r.at})

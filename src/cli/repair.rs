@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use super::args::{ExplainArgs, ForgetArgs, UnaliasArgs};
+use super::args::{CompactArgs, ExplainArgs, ForgetArgs, UnaliasArgs, UnsuppressArgs};
 use super::db::Db;
 use super::exit::{Fail, unknown};
 use super::output::{count, ids, print_json, when};
@@ -104,6 +104,35 @@ pub fn forget(db: &Db, args: ForgetArgs) -> Result<(), Fail> {
             f.links,
             f.events,
             f.refusals
+        );
+    }
+    Ok(())
+}
+
+pub fn unsuppress(db: &Db, args: UnsuppressArgs) -> Result<(), Fail> {
+    let store = db.open_rw()?;
+    if store.unsuppress(&args.id)? {
+        store.flush()?;
+        println!(
+            "{} is no longer suppressed: data naming it is taken again",
+            args.id
+        );
+        Ok(())
+    } else {
+        Err(Fail::not_found(format!("{} is not suppressed", args.id)))
+    }
+}
+
+pub fn compact(db: &Db, args: CompactArgs) -> Result<(), Fail> {
+    let c = db.config().compact()?;
+    if args.json {
+        print_json(&c);
+    } else {
+        println!(
+            "compacted: {} of live data; {} before, {} after",
+            count(c.keys as usize, "key"),
+            indicatif::HumanBytes(c.bytes_before),
+            indicatif::HumanBytes(c.bytes_after)
         );
     }
     Ok(())

@@ -55,7 +55,8 @@ impl Run {
             "reread_files": self.resumed.reread_files,
             "known_bytes": self.resumed.known_bytes,
             "events": r.events, "sets": r.sets, "aliases": r.aliases,
-            "joined": r.joined, "refused": r.refused, "new_ids": r.new_ids,
+            "joined": r.joined, "refused": r.refused, "suppressed": r.suppressed,
+            "new_ids": r.new_ids,
             "ids": self.ids, "persons": self.persons, "keys_written": r.keys_written,
             "seconds": self.secs, "lines_per_second": rate,
         })
@@ -95,7 +96,7 @@ impl Run {
         let r = &self.rep;
         format!(
             "imported {} lines ({}) from {} files ({}{known}){}: {} events, {} sets, {} aliases \
-             ({} merges, {} refused); {} new IDs, {} IDs in {} persons; {} keys written; \
+             ({} merges, {} refused){}; {} new IDs, {} IDs in {} persons; {} keys written; \
              {:.1} s ({:.0} lines/s)",
             self.lines,
             bytes(self.bytes),
@@ -115,6 +116,11 @@ impl Run {
             r.aliases,
             r.joined,
             r.refused,
+            if r.suppressed > 0 {
+                format!("; {} dropped: they name forgotten IDs", r.suppressed)
+            } else {
+                String::new()
+            },
             r.new_ids,
             self.ids,
             self.persons,
@@ -301,6 +307,14 @@ pub fn export(db: &Db, what: ExportWhat) -> Result<(), Fail> {
         source: e.into(),
     };
     match what {
+        ExportWhat::Suppressions => {
+            if let Some((key, hashes)) = store.suppressions() {
+                writeln!(out, "{}", serde_json::json!({ "key": key })).map_err(io)?;
+                for h in hashes {
+                    writeln!(out, "{}", serde_json::json!({ "suppressed": h })).map_err(io)?;
+                }
+            }
+        }
         ExportWhat::Mapping {
             format: MappingFormat::Csv,
         } => {

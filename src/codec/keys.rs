@@ -15,6 +15,8 @@ pub const EVENT: u8 = b'v';
 /// taken: the redo record's key.)
 pub const EVENT_BLOCK: u8 = b'b';
 pub const FILE: u8 = b'f';
+/// Suppressions: `s` + the keyed hash of a forgotten ID (`store/suppress.rs`).
+pub const SUPPRESSED: u8 = b's';
 
 pub(super) fn with_prefix(prefix: u8, cap: usize) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + cap);
@@ -89,5 +91,13 @@ pub fn event_key(node: Node, at: Timestamp, lower_name: &str) -> Vec<u8> {
     k.extend_from_slice(&node.as_u64().to_be_bytes());
     k.extend_from_slice(&time_bytes(at));
     k.extend_from_slice(lower_name.as_bytes());
+    k
+}
+
+/// The key of a suppression: `s` + the 16-byte keyed hash of the forgotten ID.
+pub fn suppressed_key(hash: &[u8; 16]) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = SUPPRESSED;
+    k[1..].copy_from_slice(hash);
     k
 }

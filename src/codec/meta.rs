@@ -10,16 +10,22 @@
 /// Version 6 writes blocks (`p`, `b`) in compact form (DESIGN.md, "Compact blocks"); the
 /// plain blocks of older stores are read as they are, and a version-5 build, which would
 /// misread a compact block, refuses the store once its marker is rewritten.
-pub const FORMAT_VERSION: u32 = 6;
+/// Version 7 adds suppressions (`s` keys and `m` `suppress_key`): a version-6 build would
+/// ignore them and let a forgotten person back in, so it must refuse the store.
+pub const FORMAT_VERSION: u32 = 7;
 
 /// The format versions this build opens.
-pub const READABLE_VERSIONS: [u32; 6] = [1, 2, 3, 4, 5, 6];
+pub const READABLE_VERSIONS: [u32; 7] = [1, 2, 3, 4, 5, 6, 7];
 
 pub const FORMAT_KEY: &[u8] = b"mformat_version";
 
 /// The stamp of the current graph index (16 bytes), absent while the index is stale
 /// (`store::index`).
 pub const INDEX_STAMP_KEY: &[u8] = b"mindex_stamp";
+
+/// The store's 32-byte secret for the keyed hashes of suppressed IDs, made by the first
+/// `forget` (`store/suppress.rs`).
+pub const SUPPRESS_KEY: &[u8] = b"msuppress_key";
 
 /// The counts of events, properties and IDs at the property limit, with the limit they were
 /// counted for (4 × u64 BE), as of the last clean close; absent while a handle writes.

@@ -294,11 +294,15 @@ pub(super) async fn unalias(State(s): St, headers: HeaderMap, Query(q): Query<Pa
 }
 
 pub(super) async fn forget(State(s): St, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let state = s.clone();
     s.call(&headers, Access::Admin, move |store| {
         match store.forget(&id)? {
             None => Ok(unknown(&id)),
             Some(f) => {
                 store.flush()?;
+                // Nothing the server keeps shows them again: the request log (which the
+                // explorer's recent IDs come from) loses every entry naming them.
+                state.scrub_log(&f.ids);
                 Ok(json_response(f))
             }
         }

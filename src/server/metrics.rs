@@ -10,6 +10,8 @@ pub(crate) struct Metrics {
     pub(super) merges: AtomicU64,
     pub(super) merges_refused: AtomicU64,
     pub(super) flushes: AtomicU64,
+    /// Tracking ops dropped because they name a forgotten, suppressed ID.
+    pub(super) suppressed: AtomicU64,
     /// Requests refused by a limit, by the limit's name.
     pub(super) limited: Mutex<BTreeMap<&'static str, u64>>,
     /// Request-log entries whose query or reason was cut to fit.
@@ -74,6 +76,12 @@ pub(super) async fn metrics(State(s): St) -> Response {
             "Aliases refused by a guardrail (blocked ID, person too large).",
             "counter",
             s.metrics.merges_refused.load(Relaxed),
+        ),
+        (
+            "idgraph_suppressed_total",
+            "Tracking ops dropped: they name a forgotten, suppressed ID.",
+            "counter",
+            s.metrics.suppressed.load(Relaxed),
         ),
         (
             "idgraph_sync_flushes_total",

@@ -94,3 +94,17 @@ impl AppState {
         });
     }
 }
+
+impl AppState {
+    /// Removes from the request log every entry whose query names one of `ids` (as a
+    /// parameter's value, decoded, or anywhere in the raw text).
+    pub(super) fn scrub_log(&self, ids: &[String]) {
+        let names = |q: &str| {
+            ids.iter().any(|id| q.contains(id.as_str()))
+                || form_urlencoded::parse(q.as_bytes()).any(|(_, v)| ids.iter().any(|id| *id == v))
+        };
+        let mut log = self.log.lock();
+        log.entries
+            .retain(|e| !names(&e.query) && !e.reason.as_deref().is_some_and(names));
+    }
+}

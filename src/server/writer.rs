@@ -214,6 +214,10 @@ impl Metrics {
         use std::sync::atomic::Ordering::Relaxed;
         self.ops_applied.fetch_add(1, Relaxed);
         match outcome {
+            Outcome::Alias(AliasOutcome::Refused(crate::op::RefusalReason::Suppressed))
+            | Outcome::Suppressed => {
+                self.suppressed.fetch_add(1, Relaxed);
+            }
             Outcome::Alias(AliasOutcome::Refused(_)) => {
                 self.merges_refused.fetch_add(1, Relaxed);
             }

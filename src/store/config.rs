@@ -139,4 +139,18 @@ impl Config {
     pub fn open(self) -> Result<Store> {
         crate::store::recovery::open(self)
     }
+
+    /// Rewrites the store with its live data only: afterwards no file in its directory holds
+    /// the bytes of anything deleted (a forgotten person's IDs, events and properties).
+    /// Crash-safe (the store is the old one or the new one after a crash; the next open
+    /// finishes or drops the interrupted compaction). Needs the store not in use by another
+    /// process. Cost: one read of every live key and one write of it, and the disk space of
+    /// the live data once more while it runs.
+    ///
+    /// # Errors
+    /// As [`Config::open`]; [`Error::Io`](crate::Error::Io) when the directories cannot be
+    /// written or renamed.
+    pub fn compact(self) -> Result<crate::store::Compacted> {
+        crate::store::compact::compact(self)
+    }
 }

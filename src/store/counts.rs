@@ -35,6 +35,8 @@ pub struct Stats {
     pub ids_at_property_limit: u64,
     /// Bytes sled uses on disk.
     pub disk_bytes: u64,
+    /// IDs forgotten and suppressed (`forget`; lifted by `unsuppress`).
+    pub suppressed: u64,
 }
 
 /// What the state guardrails left out since the handle opened; see [`Store::guardrails`].
@@ -100,6 +102,7 @@ impl Store {
             refused_merges: c.refused,
             links_not_recorded: guard.links_not_recorded,
             refusals_not_logged: guard.refusals_not_logged,
+            suppressed: self.suppressed.len() as u64,
             ..Stats::default()
         };
         if let Some(g) = &*self.graph.read() {

@@ -19,6 +19,7 @@
 
 mod bulk;
 mod commit;
+mod compact;
 mod config;
 mod counts;
 mod events;
@@ -28,6 +29,7 @@ mod plan;
 mod records;
 mod recovery;
 mod repair;
+mod suppress;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -49,6 +51,7 @@ use crate::op::{
 use crate::source::{FilePart, OpSource};
 
 pub use bulk::{BulkOptions, BulkReport};
+pub use compact::Compacted;
 pub use config::{Config, DEFAULT_MAX_PERSON_SIZE};
 pub use counts::{Guardrails, Stats};
 pub use events::ExportedEvent;
@@ -98,6 +101,8 @@ pub struct Store {
     pub(crate) counts: Counters,
     /// The rules this handle was opened with.
     pub(crate) policy: Policy,
+    /// Forgotten IDs, by keyed hash (`suppress`).
+    pub(crate) suppressed: suppress::Suppressions,
     /// One past the last node with packed events (`events::packed_upto`).
     packed_upto: AtomicU64,
     /// Set when a write failed between the keys of one op (see
@@ -208,7 +213,7 @@ impl Store {
     pub fn alias(&self, a: &Identity, b: &Identity) -> Result<AliasOutcome> {
         match self.apply(Op::alias(a.clone(), b.clone(), now(), Cause::Api))? {
             Outcome::Alias(o) => Ok(o),
-            Outcome::Stored | Outcome::PropertiesRefused { .. } => {
+            Outcome::Stored | Outcome::PropertiesRefused { .. } | Outcome::Suppressed => {
                 unreachable!("an alias op has an alias outcome")
             }
         }
@@ -636,6 +641,34 @@ impl Store {
         self.begin_write()?;
         *self.counts.data.lock() = None; // the next `stats` counts by a scan
         repair::forget(self, id)
+    }
+
+    /// Lifts the suppression `forget` put on `id`: data naming it is taken again. Returns
+    /// whether it was suppressed.
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) when sled cannot be written.
+    pub fn unsuppress(&self, id: &str) -> Result<bool> {
+        let _w = self.writer.lock();
+        self.begin_write()?;
+        let Some(key) = self.suppressed.key_of(id) else {
+            return Ok(false);
+        };
+        self.db.remove(key)?;
+        self.suppressed.remove(id);
+        Ok(true)
+    }
+
+    /// The suppressions, for a rebuild elsewhere (the Spark job's `--suppressions`): the
+    /// store's secret and the keyed hash of every suppressed ID, in hex. `None` when nothing
+    /// was ever forgotten.
+    pub fn suppressions(&self) -> Option<(String, Vec<String>)> {
+        self.suppressed.export()
+    }
+
+    /// Whether `id` is suppressed (forgotten, not unsuppressed).
+    pub fn is_suppressed(&self, id: &str) -> bool {
+        self.suppressed.contains(id)
     }
 
     // ---- how is the store? -----------------------------------------------------------------

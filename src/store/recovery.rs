@@ -19,6 +19,7 @@ use crate::store::{Config, Store, index, plan};
 /// Opens (or creates) the store `c` describes.
 pub(crate) fn open(c: Config) -> Result<Store> {
     if let (Some(dir), false) = (&c.path, c.temporary) {
+        super::compact::finish_interrupted(dir)?;
         create_durably(dir)?;
     }
     let mut sc = sled::Config::new()
@@ -54,6 +55,7 @@ pub(crate) fn open(c: Config) -> Result<Store> {
         })
         .map_or_else(|| empty_store_counts(&db), |c| Ok(Some(c)))?;
     let packed_upto = super::events::packed_upto(&db)?;
+    let suppressed = super::suppress::Suppressions::load(&db)?;
     let graph = match index {
         Some(_) => None,
         None => Some(load_graph(&db)?),
@@ -83,6 +85,7 @@ pub(crate) fn open(c: Config) -> Result<Store> {
             limits: c.limits,
         },
         packed_upto: std::sync::atomic::AtomicU64::new(packed_upto),
+        suppressed,
         poisoned: AtomicBool::new(false),
         path: c.path,
     })

@@ -210,7 +210,12 @@ pub(crate) fn forget(store: &Store, id: &str) -> Result<Option<Forgotten>> {
         events: removal.events,
         refusals: removal.refusals,
     };
-    recovery::write_redo(store, removal.writes)?;
+    // The person's IDs are suppressed in the same write: no later data brings them back.
+    let (suppress, added) = store.suppressed.writes(&out.ids, crate::op::now());
+    let mut writes = removal.writes;
+    writes.extend(suppress);
+    recovery::write_redo(store, writes)?;
+    store.suppressed.add(added);
     let mut g = store.graph_mut()?;
     g.forget(members[0].0);
     g.uncount_refusals(out.refusals);

@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::Mutex;
 
@@ -194,7 +194,13 @@ impl Handler {
         f(&mut st)
     }
 
-    fn make(&self, parent: INodeNo, name: &OsStr, dir: bool, mode: u32) -> Result<(u64, FileAttr), Errno> {
+    fn make(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        dir: bool,
+        mode: u32,
+    ) -> Result<(u64, FileAttr), Errno> {
         self.with(|st| {
             let p = st.inodes.get(&parent.0).ok_or(Errno::ENOENT)?;
             if !p.dir {
@@ -339,7 +345,10 @@ impl Filesystem for Handler {
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let empty = self.with(|st| {
-            let n = *st.inodes[&parent.0].entries.get(name).ok_or(Errno::ENOENT)?;
+            let n = *st.inodes[&parent.0]
+                .entries
+                .get(name)
+                .ok_or(Errno::ENOENT)?;
             Ok(st.inodes[&n].entries.is_empty())
         });
         match empty {

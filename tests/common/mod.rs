@@ -1,3 +1,3 @@
 pub mod chromium;
-pub mod server;
 pub mod lossyfs;
+pub mod server;

@@ -39,6 +39,8 @@ pub struct BulkReport {
     pub joined: u64,
     /// Aliases refused by a guardrail.
     pub refused: u64,
+    /// Ops dropped because they name a forgotten, suppressed ID (`Store::forget`).
+    pub suppressed: u64,
     /// IDs the store had not seen.
     pub new_ids: u64,
     /// sled keys written.
@@ -95,6 +97,7 @@ pub(crate) fn apply(
     let (planned, props, runs) = pipeline::read_pass(store, &graph, source, opts, &mut rep)?;
     rep.joined = planned.joined;
     rep.refused = planned.refused;
+    rep.suppressed = planned.suppressed;
     let BulkPlan {
         writes,
         old_ids,

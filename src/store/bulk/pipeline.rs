@@ -5,7 +5,7 @@ use super::props::PropAgg;
 use super::runs::{Buffer, Runs};
 use crate::error::{Error, Result};
 use crate::forest::Node;
-use crate::op::{AliasOutcome, Op, Outcome};
+use crate::op::{AliasOutcome, Op, Outcome, RefusalReason};
 use crate::source::OpSource;
 use crate::store::Store;
 use crate::store::plan::Planner;
@@ -20,6 +20,7 @@ pub(super) struct Planned {
     pub(super) plan: crate::store::plan::BulkPlan,
     pub(super) joined: u64,
     pub(super) refused: u64,
+    pub(super) suppressed: u64,
 }
 
 /// The planning thread of [`apply`]: plans every op received on `ops`, in order, and hands
@@ -32,13 +33,19 @@ pub(super) fn plan(
 ) -> Result<Planned> {
     let mut planner = Planner::new(store, graph);
     planner.graph_only = true;
-    let (mut joined, mut refused) = (0, 0);
+    let (mut joined, mut refused, mut suppressed) = (0, 0, 0);
     let stopped = || Error::Internal("the bulk aggregating thread stopped".into());
     for chunk in ops {
         let mut out = Vec::with_capacity(chunk.len());
         for op in chunk {
             match planner.apply(&op)? {
                 Outcome::Alias(AliasOutcome::Joined { .. }) => joined += 1,
+                Outcome::Alias(AliasOutcome::Refused(RefusalReason::Suppressed))
+                | Outcome::Suppressed => {
+                    // Dropped: names a forgotten ID.
+                    suppressed += 1;
+                    continue;
+                }
                 Outcome::Alias(AliasOutcome::Refused(_)) => refused += 1,
                 _ => {}
             }
@@ -55,6 +62,7 @@ pub(super) fn plan(
         plan: planner.finish_bulk()?,
         joined,
         refused,
+        suppressed,
     })
 }
 

@@ -1,0 +1,172 @@
+//! Suppressions: what makes a forgotten person stay forgotten. `forget` records a keyed hash of
+//! each forgotten ID (BLAKE2b-128 keyed with the store's 32-byte secret, never the ID itself)
+//! under `s` + hash. Later data naming a suppressed ID is dropped by the planner, whatever path
+//! it comes by (`apply`, batches, imports, the server, `simulate`); an alias to one is refused
+//! with [`RefusalReason::Suppressed`](crate::RefusalReason::Suppressed). `unsuppress` lifts it.
+//!
+//! The set is held in memory (16 bytes per forgotten ID); a store that never forgot pays
+//! nothing: no hash is computed while it is empty. Anyone holding the store and its secret can
+//! test whether a given ID was forgotten (that is what the check does), not list the IDs.
+
+use blake2::digest::consts::U16;
+use blake2::digest::{KeyInit, Mac};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::RwLock;
+use rustc_hash::FxHashSet;
+
+use crate::codec;
+use crate::error::{Error, Result};
+
+/// The keyed hash of one ID.
+pub(crate) type Hash = [u8; 16];
+
+/// Suppressions written, to add to memory once the write succeeded.
+pub(crate) struct Added {
+    key: [u8; 32],
+    hashes: Vec<Hash>,
+}
+
+/// The secret and the set, as loaded at open and kept by the writers.
+pub(crate) struct Suppressions {
+    key: RwLock<Option<[u8; 32]>>,
+    set: RwLock<FxHashSet<Hash>>,
+    /// Whether the set is empty (read without a lock on every op).
+    empty: AtomicBool,
+}
+
+/// The keyed hash of `id` under `key`: BLAKE2b with a 16-byte output (RFC 7693), the same as
+/// Python's `hashlib.blake2b(id, key=key, digest_size=16)` (the Spark job's).
+pub(crate) fn hash(key: &[u8; 32], id: &str) -> Hash {
+    let mut m = <blake2::Blake2bMac<U16> as KeyInit>::new_from_slice(key).expect("a 32-byte key");
+    m.update(id.as_bytes());
+    m.finalize().into_bytes().into()
+}
+
+impl Suppressions {
+    /// Loads the secret and the set from sled.
+    pub(crate) fn load(db: &sled::Db) -> Result<Self> {
+        let key = match db.get(codec::SUPPRESS_KEY)? {
+            None => None,
+            Some(v) => Some(
+                <[u8; 32]>::try_from(v.as_ref())
+                    .map_err(|_| Error::Corrupt("the suppression key is not 32 bytes".into()))?,
+            ),
+        };
+        let mut set = FxHashSet::default();
+        for kv in db.scan_prefix([codec::SUPPRESSED]) {
+            let (k, _) = kv?;
+            set.insert(
+                Hash::try_from(&k[1..]).map_err(|_| {
+                    Error::Corrupt(format!("a suppression key of {} bytes", k.len()))
+                })?,
+            );
+        }
+        Ok(Suppressions {
+            key: RwLock::new(key),
+            empty: AtomicBool::new(set.is_empty()),
+            set: RwLock::new(set),
+        })
+    }
+
+    /// Whether `id` was forgotten and not unsuppressed. O(1) and no hashing while the set is
+    /// empty.
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        let set = self.set.read();
+        if set.is_empty() {
+            return false;
+        }
+        match &*self.key.read() {
+            Some(key) => set.contains(&hash(key, id)),
+            None => false,
+        }
+    }
+
+    /// How many IDs are suppressed.
+    pub(crate) fn len(&self) -> usize {
+        self.set.read().len()
+    }
+
+    /// Whether no ID is suppressed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.empty.load(Ordering::Relaxed)
+    }
+
+    /// The writes that suppress `ids` (the secret too, when this is the first suppression),
+    /// and what to [`add`](Self::add) once they are written.
+    pub(crate) fn writes(
+        &self,
+        ids: &[String],
+        at: crate::op::Timestamp,
+    ) -> (Vec<codec::RedoEntry>, Added) {
+        let mut writes = Vec::with_capacity(ids.len() + 1);
+        let key = match *self.key.read() {
+            Some(k) => k,
+            None => {
+                let k: [u8; 32] = rand::random();
+                writes.push((codec::SUPPRESS_KEY.to_vec(), Some(k.to_vec())));
+                k
+            }
+        };
+        let hashes: Vec<Hash> = ids.iter().map(|id| hash(&key, id)).collect();
+        for h in &hashes {
+            writes.push((
+                codec::suppressed_key(h).to_vec(),
+                Some(at.to_be_bytes().to_vec()),
+            ));
+        }
+        (writes, Added { key, hashes })
+    }
+
+    /// Adds written suppressions (and the secret, if it was new) to memory.
+    pub(crate) fn add(&self, added: Added) {
+        self.key.write().get_or_insert(added.key);
+        let mut set = self.set.write();
+        set.extend(added.hashes);
+        self.empty.store(set.is_empty(), Ordering::Relaxed);
+    }
+
+    /// The key of `id`'s suppression, if it is suppressed.
+    pub(crate) fn key_of(&self, id: &str) -> Option<[u8; 17]> {
+        let h = hash((*self.key.read()).as_ref()?, id);
+        self.set
+            .read()
+            .contains(&h)
+            .then(|| codec::suppressed_key(&h))
+    }
+
+    /// Removes `id`'s suppression from the set (after its key was removed from sled).
+    pub(crate) fn remove(&self, id: &str) {
+        if let Some(key) = *self.key.read() {
+            let mut set = self.set.write();
+            set.remove(&hash(&key, id));
+            self.empty.store(set.is_empty(), Ordering::Relaxed);
+        }
+    }
+
+    /// The secret (hex) and the hashes (hex), for `idgraph export suppressions`.
+    pub(crate) fn export(&self) -> Option<(String, Vec<String>)> {
+        let key = (*self.key.read())?;
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let mut v: Vec<String> = self.set.read().iter().map(|h| hex(h)).collect();
+        v.sort();
+        Some((hex(&key), v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The same bytes as Python's `hashlib.blake2b(b"u1", key=bytes(range(32)),
+    /// digest_size=16).hexdigest()`, computed with CPython 3.11: the Spark job hashes IDs that
+    /// way.
+    #[test]
+    fn the_keyed_hash_is_pythons_blake2b() {
+        let key: [u8; 32] = std::array::from_fn(|i| i as u8);
+        let h = super::hash(&key, "u1");
+        let hex: String = h.iter().map(|x| format!("{x:02x}")).collect();
+        assert_eq!(hex, PYTHON_U1);
+    }
+
+    const PYTHON_U1: &str = "0b6c2f05a174a0e82f2ac751f14e3a20";
+}
