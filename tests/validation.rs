@@ -236,15 +236,16 @@ fn another_format_version_is_refused() {
     }
     let e = Store::open(dir.path()).unwrap_err();
     assert!(
-        matches!(e, Error::IncompatibleFormat { expected: 6, .. }),
+        matches!(e, Error::IncompatibleFormat { expected: 7, .. }),
         "{e:?}"
     );
     assert!(e.to_string().contains("format version 99"), "{e}");
 
     // Versions 1 (before the redo record), 2 (before packed ID records), 3 (before the
-    // graph index), 4 (before packed events) and 5 (before compact blocks) open and are
-    // upgraded in place, so that an older build refuses the store from then on.
-    for old in [1u32, 2, 3, 4, 5] {
+    // graph index), 4 (before packed events), 5 (before compact blocks) and 6 (before
+    // suppressions) open and are upgraded in place, so that an older build refuses the store
+    // from then on.
+    for old in [1u32, 2, 3, 4, 5, 6] {
         {
             let db = sled::open(dir.path()).unwrap();
             db.insert(b"mformat_version", &old.to_be_bytes()).unwrap();
