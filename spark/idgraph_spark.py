@@ -617,6 +617,51 @@ def join(d, *parts):
 # The job.
 
 
+def load_suppressions(path):
+    """(key, set of hashes) from `idgraph export suppressions` (JSON lines: `{"key": hex}`,
+    then `{"suppressed": hex}` per forgotten ID); an empty file suppresses nothing."""
+    key, hashes = None, set()
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if "key" in row:
+                    key = bytes.fromhex(row["key"])
+                else:
+                    hashes.add(bytes.fromhex(row["suppressed"]))
+            except (ValueError, KeyError, TypeError) as e:
+                raise Bad("%s:%d: not a suppression (%s)" % (path, n, e))
+    if hashes and (key is None or len(key) != 32):
+        raise Bad("%s: no 32-byte key line" % path)
+    return key, hashes
+
+
+def suppressed_id(key, hashes):
+    """Whether an ID is suppressed: its BLAKE2b-128 keyed with the store's secret is listed
+    (the store's `store/suppress.rs` computes the same)."""
+    import hashlib
+
+    def test(x):
+        return x is not None and hashlib.blake2b(
+            x.encode("utf-8"), key=key, digest_size=16).digest() in hashes
+    return test
+
+
+def suppressed_ops(suppressions):
+    """A column: true for an op (alias, record, set) naming a suppressed ID; None when
+    nothing is suppressed."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    key, hashes = suppressions
+    if not hashes:
+        return None
+    sup = F.udf(suppressed_id(key, hashes), T.BooleanType())
+    return F.col("kind").isin("alias", "record", "set") & (sup("a") | sup("b"))
+
+
 def op_schema():
     from pyspark.sql import types as T
 
@@ -853,7 +898,15 @@ class Job:
         self.log("%d input files" % len(files))
 
         t0 = time.time()
-        ops = self.read_ops(files).persist(keep)
+        ops = self.read_ops(files)
+        n_suppressed = 0
+        if args.suppressions:
+            dropped = suppressed_ops(load_suppressions(args.suppressions))
+            if dropped is not None:
+                ops = ops.persist(keep)
+                n_suppressed = ops.where(dropped).count()
+                ops = ops.where(~dropped)
+        ops = ops.persist(keep)
         sources = spark.createDataFrame(
             [(i, f) for i, (f, _) in enumerate(files)], "file int, source string"
         )
@@ -1017,6 +1070,7 @@ class Job:
             "persons": stats["n"],
             "largest_person": stats["largest"] or 0,
             "refused_merges": n_refused,
+            "suppressed_ops": n_suppressed,
             "oversized_persons": n_big,
             "events": n_events,
             "rounds": rounds,
@@ -1093,6 +1147,9 @@ def parse_args(argv):
                     help="another value refused as an alias endpoint (repeatable)")
     ap.add_argument("--checkpoint-dir", help="where rounds are checkpointed "
                     "(default: a temporary folder in --output)")
+    ap.add_argument("--suppressions", metavar="FILE",
+                    help="the output of `idgraph export suppressions`: ops naming a forgotten "
+                    "ID are dropped, so a rebuild from raw history brings no one back")
     ap.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                     help="a Spark setting (repeatable)")
     return ap.parse_args(argv)

@@ -749,41 +749,86 @@ fn a_second_import_reads_only_what_is_new() {
     assert!(e.contains("2.json") && e.contains("shorter"), "{e}");
 }
 
-/// A last line imported without its newline may not grow; lines after a newline may follow.
+/// A last line without its newline (caught while it is written) is not imported: it waits for
+/// the next run, which reads it once it is whole.
 #[test]
-fn a_last_line_without_newline_must_stay_whole() {
+fn a_last_line_without_newline_waits_for_the_next_run() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("a.json");
     std::fs::write(
         &f,
-        "{\"_p\":\"ann\",\"_t\":1,\"_n\":\"A\"}\n{\"_p\":\"ann\",\"_t\":2,\"_n\":\"B\"}",
+        "{\"_p\":\"ann\",\"_t\":1,\"_n\":\"A\"}\n{\"_p\":\"ann\",\"_t\":2,\"_n\":\"B",
     )
     .unwrap();
     let db = dir.path().join("s");
     let p = f.to_str().unwrap();
-    assert_eq!(json_ok(&db, &["import", p, "--json"])["lines"], 2);
-    append(&f, "\n{\"_p\":\"ann\",\"_t\":3,\"_n\":\"C\"}\n");
+    assert_eq!(json_ok(&db, &["import", p, "--json"])["lines"], 1);
+    let ev = ok(&db, &["events", "ann"]);
+    assert!(ev.contains('A') && !ev.contains("\"B"), "{ev}");
+    // The line is finished, and another follows: both are read, nothing is refused.
+    append(&f, "\"}\n{\"_p\":\"ann\",\"_t\":3,\"_n\":\"C\"}\n");
     let second = json_ok(&db, &["import", p, "--json"]);
     assert_eq!(
         (second["grown_files"].as_u64(), second["lines"].as_u64()),
-        (Some(1), Some(1))
+        (Some(1), Some(2))
     );
     let ev = ok(&db, &["events", "ann"]);
     assert!(
         ev.contains('A') && ev.contains('B') && ev.contains('C'),
         "{ev}"
     );
-    // Now the last line ends without newline again, and then grows in place.
-    append(&f, "{\"_p\":\"ann\",\"_t\":4,\"_n\":\"D\"}");
-    ok(&db, &["import", p]);
-    append(&f, "x\n");
-    let out = idgraph(&db, &["import", p], None);
-    assert_eq!(out.status.code(), Some(2));
+    // A CSV row caught without its newline is not imported truncated either.
+    let c = dir.path().join("e.csv");
+    std::fs::write(&c, "Identity,Timestamp,Event\nbob,10,Paid\nbob,11,Refun").unwrap();
+    let out = json_ok(&db, &["import", c.to_str().unwrap(), "--json"]);
+    assert_eq!(out["lines"], 1, "{out}"); // the header is not counted
+    assert!(!ok(&db, &["events", "bob"]).contains("Refun"));
+    append(&c, "ded\n");
+    json_ok(&db, &["import", c.to_str().unwrap(), "--json"]);
+    let ev = ok(&db, &["events", "bob"]);
+    assert!(ev.contains("Refunded") && !ev.contains("\"Refun\""), "{ev}");
+}
+
+/// A file is remembered as the file its descriptor read: a symlink repointed between the
+/// listing of the inputs and their reading records nothing under the other file's name.
+#[test]
+fn a_symlink_repointed_mid_import_records_the_file_that_was_read() {
+    use idgraph::ingest::files::{FileSource, expand};
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.json");
+    let b = dir.path().join("b.json");
+    std::fs::write(&a, "{\"_p\":\"ann\",\"_t\":1,\"_n\":\"FromA\"}\n").unwrap();
+    std::fs::write(
+        &b,
+        "{\"_p\":\"bob\",\"_t\":1,\"_n\":\"FromB\"}\n{\"_p\":\"bob\",\"_t\":2,\"_n\":\"More\"}\n",
+    )
+    .unwrap();
+    let link = dir.path().join("current.json");
+    std::os::unix::fs::symlink(&a, &link).unwrap();
+    let store = Config::new(dir.path().join("s")).open().unwrap();
+    let mut source = FileSource::new(expand(std::slice::from_ref(&link), None).unwrap(), false, 0);
+    // Log rotation: the link now names the other file.
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&b, &link).unwrap();
+    source.resume(|p| store.file_part(p), false).unwrap();
+    store
+        .bulk_apply(&mut source, idgraph::BulkOptions::default())
+        .unwrap();
+    assert_eq!(store.events("ann").unwrap().len(), 1);
+    assert!(store.events("bob").unwrap().is_empty());
+    let part = store.file_part(&a).unwrap().expect("a.json is remembered");
+    assert_eq!(part.size, std::fs::metadata(&a).unwrap().len());
     assert!(
-        err(&out).contains("line 4") && err(&out).contains("has grown"),
-        "{}",
-        err(&out)
+        store.file_part(&b).unwrap().is_none(),
+        "b.json was not read"
     );
+    // The next import through the link reads b.json, in full.
+    let mut again = FileSource::new(expand(std::slice::from_ref(&link), None).unwrap(), false, 0);
+    again.resume(|p| store.file_part(p), false).unwrap();
+    store
+        .bulk_apply(&mut again, idgraph::BulkOptions::default())
+        .unwrap();
+    assert_eq!(store.events("bob").unwrap().len(), 2);
 }
 
 /// CSV: appended rows are read with the columns of the file's header line, and a bad appended

@@ -18,6 +18,9 @@ pub use super::input::{Format, Input, expand, expand_reporting};
 /// ([`OpSource::file_parts`]); [`FileSource::resume`] makes use of it.
 pub struct FileSource {
     inputs: Vec<Input>,
+    /// Per input, the file opened when it was listed (`None`: standard input, or a file that
+    /// could not be opened, whose error shows when it is read).
+    opened: Vec<Option<resume::Opened>>,
     /// Per input, the hash of what is read of it (`None`: standard input).
     taps: Vec<Option<Rc<RefCell<Tap>>>>,
     skip_invalid: bool,
@@ -42,17 +45,34 @@ struct Progress {
 impl FileSource {
     /// Reads `inputs`; with `skip_invalid`, bad lines are passed to `on_skip` and skipped,
     /// otherwise the first one stops the run. `now` is the time of CSV alias rows without one.
-    pub fn new(inputs: Vec<Input>, skip_invalid: bool, now: Timestamp) -> Self {
+    ///
+    /// Each file is opened here, once: what is read of it, hashed and remembered is what this
+    /// descriptor reads, up to its last newline (a last line without one waits for the next
+    /// run).
+    pub fn new(mut inputs: Vec<Input>, skip_invalid: bool, now: Timestamp) -> Self {
+        let opened: Vec<Option<resume::Opened>> = inputs
+            .iter_mut()
+            .map(|i| {
+                let o = resume::Opened::open(i.path.as_ref()?).ok()?;
+                i.size = o.line_end(i.start).ok()?;
+                Some(o)
+            })
+            .collect();
         let taps = inputs
             .iter()
-            .map(|i| {
+            .zip(&opened)
+            .map(|(i, o)| {
                 let p = i.path.as_ref()?;
-                let canon = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+                let canon = match o {
+                    Some(o) => o.canon.clone(),
+                    None => std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()),
+                };
                 Some(Rc::new(RefCell::new(Tap::new(canon))))
             })
             .collect();
         FileSource {
             inputs,
+            opened,
             taps,
             skip_invalid,
             now,
@@ -77,9 +97,12 @@ impl FileSource {
         known: impl FnMut(&Path) -> Result<Option<FilePart>>,
         reimport: bool,
     ) -> Result<Resumed> {
-        let inputs = std::mem::take(&mut self.inputs);
+        let inputs = std::mem::take(&mut self.inputs)
+            .into_iter()
+            .zip(std::mem::take(&mut self.opened))
+            .collect();
         let (inputs, taps, resumed) = resume::plan(known, inputs, reimport)?;
-        self.inputs = inputs;
+        (self.inputs, self.opened) = inputs.into_iter().unzip();
         self.taps = taps
             .into_iter()
             .map(|t| t.map(|t| Rc::new(RefCell::new(t))))
@@ -118,8 +141,14 @@ impl FileSource {
         let io = |e: std::io::Error| Error::io(&input.name, e);
         Ok(match &input.path {
             Some(p) => {
-                let mut file = std::fs::File::open(p).map_err(io)?;
-                file.seek(SeekFrom::Start(input.start)).map_err(io)?;
+                let file: Box<dyn Read> = match &self.opened[i] {
+                    Some(o) => Box::new(resume::ReadAt::new(o, input.start).map_err(io)?),
+                    None => {
+                        let mut f = std::fs::File::open(p).map_err(io)?;
+                        f.seek(SeekFrom::Start(input.start)).map_err(io)?;
+                        Box::new(f)
+                    }
+                };
                 let part = file.take(input.size - input.start);
                 match &self.taps[i] {
                     Some(tap) => Box::new(BufReader::with_capacity(
@@ -218,7 +247,11 @@ impl FileSource {
         // and checked unchanged).
         let header = match (&input.path, input.start) {
             (Some(p), start) if start > 0 => {
-                let file = std::fs::File::open(p).map_err(|e| Error::io(&name, e))?;
+                let io = |e| Error::io(&name, e);
+                let file: Box<dyn Read> = match &self.opened[i] {
+                    Some(o) => Box::new(resume::ReadAt::new(o, 0).map_err(io)?),
+                    None => Box::new(std::fs::File::open(p).map_err(io)?),
+                };
                 csv::Reader::from_reader(file).headers().cloned()
             }
             _ => Ok(csv::StringRecord::new()),

@@ -4,7 +4,7 @@
 //! when the part already imported changed (or, asked to, all of it again).
 
 use std::cell::RefCell;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -14,6 +14,77 @@ use super::input::Input;
 use crate::error::{Error, Result};
 use crate::op::Timestamp;
 use crate::source::FilePart;
+
+/// A file opened once, when an import lists it: its canonical path and size are the
+/// descriptor's, and every byte hashed or read comes from that descriptor. A path repointed
+/// meanwhile (a symlink moved by log rotation) changes nothing: the part recorded is the part
+/// of the file that was read.
+pub(crate) struct Opened {
+    pub file: std::fs::File,
+    /// The path of the file the descriptor is open on (`/proc/self/fd`), canonical.
+    pub canon: PathBuf,
+    /// Its size when opened.
+    pub size: u64,
+}
+
+impl Opened {
+    pub fn open(path: &Path) -> std::io::Result<Opened> {
+        let file = std::fs::File::open(path)?;
+        let canon = descriptor_path(&file).or_else(|_| std::fs::canonicalize(path))?;
+        let size = file.metadata()?.len();
+        Ok(Opened { file, canon, size })
+    }
+
+    /// Just past the last newline in `from..size`: where reading stops, so that a last line
+    /// or CSV row caught without its newline (being written) waits for the next run. `from`
+    /// when there is none.
+    pub fn line_end(&self, from: u64) -> std::io::Result<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut end = self.size;
+        let mut buf = vec![0u8; 64 << 10];
+        while end > from {
+            let n = (end - from).min(buf.len() as u64) as usize;
+            let at = end - n as u64;
+            self.file.read_exact_at(&mut buf[..n], at)?;
+            if let Some(i) = memchr::memrchr(b'\n', &buf[..n]) {
+                return Ok(at + i as u64 + 1);
+            }
+            end = at;
+        }
+        Ok(from)
+    }
+}
+
+/// A reader of an [`Opened`] file from a position, by `pread`: readers of one descriptor
+/// (its duplicates share one offset) never move each other.
+pub(crate) struct ReadAt {
+    file: std::fs::File,
+    pos: u64,
+}
+
+impl ReadAt {
+    pub fn new(o: &Opened, pos: u64) -> std::io::Result<ReadAt> {
+        Ok(ReadAt {
+            file: o.file.try_clone()?,
+            pos,
+        })
+    }
+}
+
+impl Read for ReadAt {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// The path of the file `f` is open on.
+fn descriptor_path(f: &std::fs::File) -> std::io::Result<PathBuf> {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))
+}
 
 /// The running hash and newline count of the bytes read of one file, from its start.
 #[derive(Clone)]
@@ -92,20 +163,21 @@ enum Found {
     Changed(String),
 }
 
-/// Compares file `input` (at canonical path `canon`, `input.size` bytes now) with `part`.
-fn compare(input: &Input, canon: &Path, part: Option<FilePart>) -> Result<Found> {
+/// Compares file `input` (opened as `opened`; `input.size` bytes to its last newline) with
+/// `part`.
+fn compare(input: &Input, opened: &Opened, part: Option<FilePart>) -> Result<Found> {
     let Some(part) = part else {
         return Ok(Found::New);
     };
-    if input.size < part.size {
+    if opened.size < part.size {
         return Ok(Found::Changed(format!(
             "it is {} bytes, shorter than the {} bytes imported before",
-            input.size, part.size
+            opened.size, part.size
         )));
     }
     let io = |e: std::io::Error| Error::io(&input.name, e);
-    let mut file = std::fs::File::open(canon).map_err(io)?;
-    let mut tap = Tap::new(canon.to_path_buf());
+    let mut file = ReadAt::new(opened, 0).map_err(io)?;
+    let mut tap = Tap::new(opened.canon.clone());
     let mut buf = vec![0u8; 1 << 20];
     let mut left = part.size;
     let mut last = b'\n';
@@ -125,14 +197,16 @@ fn compare(input: &Input, canon: &Path, part: Option<FilePart>) -> Result<Found>
             part.size
         )));
     }
-    if input.size == part.size {
+    if input.size <= part.size {
         return Ok(Found::Unchanged);
     }
     if last != b'\n' {
-        // The part ended inside a line: that line must have been complete.
+        // The part ended inside a line (imported by a build that read a last line without
+        // its newline): that line must have been complete.
         let mut next = [0u8; 1];
-        file.seek(SeekFrom::Start(part.size)).map_err(io)?;
-        file.read_exact(&mut next).map_err(io)?;
+        ReadAt::new(opened, part.size)
+            .and_then(|mut r| r.read_exact(&mut next))
+            .map_err(io)?;
         if next[0] != b'\n' && next[0] != b'\r' {
             return Ok(Found::Changed(format!(
                 "its last line imported (line {}, which had no newline) has grown since",
@@ -150,28 +224,38 @@ fn compare(input: &Input, canon: &Path, part: Option<FilePart>) -> Result<Found>
 /// # Errors
 /// [`Error::Input`] naming every file whose imported part changed, unless `reimport` (then
 /// they are read in full); I/O errors reading a file or the store.
+#[expect(
+    clippy::type_complexity,
+    reason = "crate-private; its one caller takes the three apart at once"
+)]
 pub(crate) fn plan(
     mut known: impl FnMut(&Path) -> Result<Option<FilePart>>,
-    inputs: Vec<Input>,
+    inputs: Vec<(Input, Option<Opened>)>,
     reimport: bool,
-) -> Result<(Vec<Input>, Vec<Option<Tap>>, Resumed)> {
+) -> Result<(Vec<(Input, Option<Opened>)>, Vec<Option<Tap>>, Resumed)> {
     let mut out = Vec::with_capacity(inputs.len());
     let mut taps = Vec::with_capacity(inputs.len());
     let mut sum = Resumed::default();
     let mut changed = Vec::new();
-    for mut input in inputs {
-        let Some(path) = &input.path else {
-            out.push(input);
+    for (mut input, opened) in inputs {
+        if input.path.is_none() {
+            out.push((input, opened));
             taps.push(None);
             continue;
+        }
+        let opened = match opened {
+            Some(o) => o,
+            None => Opened::open(input.path.as_deref().expect("checked"))
+                .map_err(|e| Error::io(&input.name, e))?,
         };
-        let canon = std::fs::canonicalize(path).map_err(|e| Error::io(&input.name, e))?;
+        input.size = opened.line_end(0).map_err(|e| Error::io(&input.name, e))?;
+        let canon = opened.canon.clone();
         let part = known(&canon)?;
-        match compare(&input, &canon, part)? {
+        match compare(&input, &opened, part)? {
             Found::New => {
                 sum.new_files += 1;
                 taps.push(Some(Tap::new(canon)));
-                out.push(input);
+                out.push((input, Some(opened)));
             }
             Found::Unchanged => {
                 sum.unchanged_files += 1;
@@ -183,12 +267,12 @@ pub(crate) fn plan(
                 input.start = part.size;
                 input.first_line = part.lines;
                 taps.push(Some(*tap));
-                out.push(input);
+                out.push((input, Some(opened)));
             }
             Found::Changed(_) if reimport => {
                 sum.reread_files += 1;
                 taps.push(Some(Tap::new(canon)));
-                out.push(input);
+                out.push((input, Some(opened)));
             }
             Found::Changed(why) => changed.push(format!("{}: {why}", input.name)),
         }
