@@ -12,6 +12,11 @@ pub(crate) struct Metrics {
     pub(super) flushes: AtomicU64,
     /// Tracking ops dropped because they name a forgotten, suppressed ID.
     pub(super) suppressed: AtomicU64,
+    /// Write errors of the storage layer.
+    pub(super) write_errors: AtomicU64,
+    /// Set by the first write error of the storage layer: why. The server then refuses
+    /// writes and `/healthz` answers 503 until it is restarted.
+    pub(super) failed: Mutex<Option<String>>,
     /// Requests refused by a limit, by the limit's name.
     pub(super) limited: Mutex<BTreeMap<&'static str, u64>>,
     /// Request-log entries whose query or reason was cut to fit.
@@ -76,6 +81,18 @@ pub(super) async fn metrics(State(s): St) -> Response {
             "Aliases refused by a guardrail (blocked ID, person too large).",
             "counter",
             s.metrics.merges_refused.load(Relaxed),
+        ),
+        (
+            "idgraph_store_write_errors_total",
+            "Writes that failed at the storage layer (disk full, I/O error).",
+            "counter",
+            s.metrics.write_errors.load(Relaxed),
+        ),
+        (
+            "idgraph_store_failed",
+            "1 once a write failed at the storage layer: writes are refused until a restart.",
+            "gauge",
+            u64::from(s.metrics.failed.lock().is_some()),
         ),
         (
             "idgraph_suppressed_total",

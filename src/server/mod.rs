@@ -179,8 +179,15 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
         .into_response()
 }
 
-async fn healthz() -> Response {
-    text(StatusCode::OK, "ok")
+/// `ok`, or `503` with the reason once a write failed at the storage layer.
+async fn healthz(State(s): St) -> Response {
+    match s.metrics.failed.lock().clone() {
+        None => text(StatusCode::OK, "ok"),
+        Some(why) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("failing: a write failed ({why}); writes are refused until a restart"),
+        ),
+    }
 }
 
 async fn not_found(State(s): St, uri: axum::http::Uri) -> Response {

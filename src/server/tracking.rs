@@ -101,6 +101,13 @@ pub(super) async fn track(
     let mut raw = query.unwrap_or_default();
     let client = s.client(peer, &headers);
     let result = async {
+        if let Some(why) = s.metrics.failed.lock().clone() {
+            return Err(Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the store failed ({why}): writes are refused until the server is restarted"),
+            )
+            .unread());
+        }
         admit(&s, client, &method).await?;
         read_form(&s, &method, &headers, body, &mut raw).await?;
         let params: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
@@ -125,6 +132,12 @@ pub(super) async fn track(
                 "the server is shutting down".into(),
             )),
             Err(Failed::Store(e)) => Err(Refused::new(StatusCode::INTERNAL_SERVER_ERROR, e)),
+            Err(Failed::Unknown) => {
+                // Maybe applied: no answer at all rather than an error that may turn out
+                // false (the connection closes at shutdown, or when the client gives up).
+                std::future::pending::<()>().await;
+                unreachable!("a pending future never completes")
+            }
         }
     }
     .await;

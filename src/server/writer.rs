@@ -31,6 +31,10 @@ pub(crate) enum Failed {
     ShuttingDown,
     /// The store failed (the message says how); nothing of the op is acknowledged.
     Store(String),
+    /// Writing failed at the storage layer, partway: the op may or may not be on disk (a redo
+    /// record that reached it is finished at the next open). Such a request is never answered
+    /// with an error, which would be a lie if it is applied later: it is not answered at all.
+    Unknown,
 }
 
 enum Msg {
@@ -111,6 +115,9 @@ impl Writer {
                                     } else {
                                         let _ = reply.send(Ok(outcome));
                                     }
+                                }
+                                Err(e) if metrics.store_failed(&e) => {
+                                    let _ = reply.send(Err(Failed::Unknown));
                                 }
                                 Err(e) => {
                                     let _ = reply.send(Err(Failed::Store(e.to_string())));
@@ -200,9 +207,10 @@ fn flusher(store: &Store, pending: &(Mutex<Pending>, Condvar), metrics: &Metrics
                 }
             }
             Err(e) => {
-                let msg = format!("flush failed: {e}");
+                // Applied, not known to be durable: not acknowledged, and not refused either.
+                metrics.store_failed(&e);
                 for (reply, _) in replies {
-                    let _ = reply.send(Err(Failed::Store(msg.clone())));
+                    let _ = reply.send(Err(Failed::Unknown));
                 }
             }
         }
@@ -226,5 +234,24 @@ impl Metrics {
             }
             _ => {}
         }
+    }
+}
+
+impl Metrics {
+    /// Records a write error of the storage layer (not a refused input): from now on the
+    /// server says it is failing (`/healthz` 503) and refuses writes at once. Returns whether
+    /// `e` was one.
+    pub(crate) fn store_failed(&self, e: &crate::Error) -> bool {
+        use crate::Error as E;
+        if !matches!(
+            e,
+            E::Storage(_) | E::Interrupted(_) | E::Io { .. } | E::Corrupt(_) | E::Full(_)
+        ) {
+            return false;
+        }
+        self.write_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.failed.lock().get_or_insert_with(|| e.to_string());
+        true
     }
 }
