@@ -55,7 +55,11 @@ fn get(base: &str, path: &str, timeout: Duration) -> Option<u16> {
     let host = base.strip_prefix("http://").unwrap();
     let mut s = std::net::TcpStream::connect(host).ok()?;
     s.set_read_timeout(Some(timeout)).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
     let head = String::from_utf8_lossy(&buf[..buf.len().min(12)]).to_string();
@@ -99,17 +103,29 @@ fn a_full_disk_is_reported_and_loses_no_acknowledged_write() {
             break;
         }
     }
-    assert!(!acked.is_empty(), "nothing was acknowledged before the disk filled");
-    assert!(refused.len() >= 20, "the disk never filled: {} acknowledged", acked.len());
+    assert!(
+        !acked.is_empty(),
+        "nothing was acknowledged before the disk filled"
+    );
+    assert!(
+        refused.len() >= 20,
+        "the disk never filled: {} acknowledged",
+        acked.len()
+    );
     let after = healthz_503_after.expect("/healthz never said the store is failing");
-    assert!(after < Duration::from_secs(1), "/healthz said so after {after:?}");
+    assert!(
+        after < Duration::from_secs(1),
+        "/healthz said so after {after:?}"
+    );
     let metrics = get(&srv.base, "/metrics", Duration::from_secs(2));
     assert_eq!(metrics, Some(200));
     srv.kill9();
     // Space is back: the store opens, verifies and holds every acknowledged write; no write
     // answered with an error is in it.
     fs.grow("64m");
-    let store = Config::new(&db).open().expect("the store opens once space is back");
+    let store = Config::new(&db)
+        .open()
+        .expect("the store opens once space is back");
     let rep = store.verify().unwrap();
     assert!(rep.is_ok(), "{:?}", rep.problems);
     let names = |u: usize| -> Vec<String> {
@@ -122,10 +138,16 @@ fn a_full_disk_is_reported_and_loses_no_acknowledged_write() {
     };
     let all: Vec<Vec<String>> = (0..10).map(names).collect();
     for i in &acked {
-        assert!(all[i % 10].contains(&format!("E{i}")), "acknowledged E{i} is gone");
+        assert!(
+            all[i % 10].contains(&format!("E{i}")),
+            "acknowledged E{i} is gone"
+        );
     }
     for i in &refused {
-        assert!(!all[i % 10].contains(&format!("E{i}")), "E{i}, answered 503, was applied");
+        assert!(
+            !all[i % 10].contains(&format!("E{i}")),
+            "E{i}, answered 503, was applied"
+        );
     }
     eprintln!(
         "{} acknowledged, {unanswered} unanswered (outcome unknown), {} refused; /healthz 503 \

@@ -104,7 +104,9 @@ pub(super) async fn track(
         if let Some(why) = s.metrics.failed.lock().clone() {
             return Err(Refused::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("the store failed ({why}): writes are refused until the server is restarted"),
+                format!(
+                    "the store failed ({why}): writes are refused until the server is restarted"
+                ),
             )
             .unread());
         }

@@ -342,6 +342,11 @@ pub(crate) enum BlockUpdate {
 }
 
 impl BlockUpdate {
+    /// Whether it removes keys (a rewrite of a stored block, or `v` keys folded in).
+    pub(crate) fn folds(&self) -> bool {
+        matches!(self, BlockUpdate::Batch(..))
+    }
+
     pub(crate) fn apply(self, db: &sled::Db) -> Result<()> {
         match self {
             BlockUpdate::Insert(k, v) => {

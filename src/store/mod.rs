@@ -105,6 +105,10 @@ pub struct Store {
     pub(crate) suppressed: suppress::Suppressions,
     /// One past the last node with packed events (`events::packed_upto`).
     packed_upto: AtomicU64,
+    /// Odd while a write that removes data (forget, unalias, a block rewrite that folds `v`
+    /// keys) is between its first key and its graph update; bumped twice by each. Readers
+    /// that read sled after the graph retry when it moved (`consistent`).
+    pub(crate) removals: AtomicU64,
     /// Set when a write failed between the keys of one op (see
     /// [`Error::Interrupted`](crate::Error::Interrupted)).
     poisoned: AtomicBool,
@@ -415,6 +419,10 @@ impl Store {
     /// [`Error::Storage`](crate::Error::Storage) or [`Error::Corrupt`](crate::Error::Corrupt)
     /// when stored events cannot be read.
     pub fn events(&self, id: &str) -> Result<Vec<Event>> {
+        self.consistent(|| self.events_now(id))
+    }
+
+    fn events_now(&self, id: &str) -> Result<Vec<Event>> {
         let mut out = Vec::new();
         let members = self.member_nodes(id)?;
         let nodes: Vec<Node> = members.iter().map(|m| m.0).collect();
@@ -449,6 +457,10 @@ impl Store {
     /// [`Error::Storage`](crate::Error::Storage) or [`Error::Corrupt`](crate::Error::Corrupt)
     /// when stored values cannot be read.
     pub fn properties(&self, id: &str) -> Result<Vec<Property>> {
+        self.consistent(|| self.properties_now(id))
+    }
+
+    fn properties_now(&self, id: &str) -> Result<Vec<Property>> {
         let mut best: BTreeMap<String, (StoredProp, String)> = BTreeMap::new();
         // The spelling shown: the one of the earliest-seen ID holding the name (members come
         // in first-seen order).
@@ -510,6 +522,10 @@ impl Store {
     /// [`Error::Storage`](crate::Error::Storage) or [`Error::Corrupt`](crate::Error::Corrupt)
     /// when the log cannot be read.
     pub fn refusals(&self) -> Result<Vec<Refusal>> {
+        self.consistent(|| self.refusals_now())
+    }
+
+    fn refusals_now(&self) -> Result<Vec<Refusal>> {
         let mut out = Vec::new();
         for kv in self.db.scan_prefix([codec::REFUSAL]) {
             let (_, v) = kv?;
@@ -537,6 +553,10 @@ impl Store {
     /// [`Error::Storage`](crate::Error::Storage) or [`Error::Corrupt`](crate::Error::Corrupt)
     /// when a stored link cannot be read.
     pub fn links(&self, id: &str) -> Result<Vec<Link>> {
+        self.consistent(|| self.links_now(id))
+    }
+
+    fn links_now(&self, id: &str) -> Result<Vec<Link>> {
         repair::links(self, id)
     }
 
@@ -552,6 +572,10 @@ impl Store {
     /// [`Error::Storage`](crate::Error::Storage) or [`Error::Corrupt`](crate::Error::Corrupt)
     /// when a stored link cannot be read.
     pub fn explain(&self, a: &str, b: &str) -> Result<Explanation> {
+        self.consistent(|| self.explain_now(a, b))
+    }
+
+    fn explain_now(&self, a: &str, b: &str) -> Result<Explanation> {
         repair::explain(self, a, b)
     }
 
@@ -564,7 +588,7 @@ impl Store {
     /// # Errors
     /// As [`Store::links`].
     pub fn person_graph(&self, id: &str) -> Result<Option<PersonGraph>> {
-        self.person_graph_with(id, repair::FirstSeen::Without)
+        self.consistent(|| self.person_graph_with(id, repair::FirstSeen::Without))
     }
 
     /// [`Store::person_graph`] with each ID's first-seen time.
@@ -576,7 +600,7 @@ impl Store {
     /// As [`Store::links`]; [`Error::Corrupt`](crate::Error::Corrupt) for an ID without a
     /// record.
     pub fn person_graph_first_seen(&self, id: &str) -> Result<Option<PersonGraph>> {
-        self.person_graph_with(id, repair::FirstSeen::With)
+        self.consistent(|| self.person_graph_with(id, repair::FirstSeen::With))
     }
 
     /// The `top` largest persons and the `top` IDs with the most alias links: where squished
@@ -669,6 +693,36 @@ impl Store {
     /// Whether `id` is suppressed (forgotten, not unsuppressed).
     pub fn is_suppressed(&self, id: &str) -> bool {
         self.suppressed.contains(id)
+    }
+
+    /// Runs a write that removes data: readers that overlap it read again.
+    pub(crate) fn removing<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.removals.fetch_add(1, SeqCst);
+        let r = f();
+        self.removals.fetch_add(1, SeqCst);
+        r
+    }
+
+    /// Runs a read that looks at the graph, then at sled, so that it sees the store before a
+    /// removing write or after it, never between (a seqlock): it waits while one is under
+    /// way and reads again when one happened meanwhile. After 5 s of that it answers with
+    /// what it read.
+    fn consistent<T>(&self, mut read: impl FnMut() -> Result<T>) -> Result<T> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let before = self.removals.load(SeqCst);
+            let late = std::time::Instant::now() >= deadline;
+            if before % 2 == 1 && !late {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+                continue;
+            }
+            let r = read();
+            if self.removals.load(SeqCst) == before || late {
+                return r;
+            }
+        }
     }
 
     // ---- how is the store? -----------------------------------------------------------------

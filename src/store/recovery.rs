@@ -86,6 +86,7 @@ pub(crate) fn open(c: Config) -> Result<Store> {
         },
         packed_upto: std::sync::atomic::AtomicU64::new(packed_upto),
         suppressed,
+        removals: Default::default(),
         poisoned: AtomicBool::new(false),
         path: c.path,
     })

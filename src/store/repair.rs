@@ -184,8 +184,14 @@ pub(crate) fn unalias(store: &Store, a: &str, b: &str) -> Result<Option<Vec<Node
             None => return Ok(None),
         }
     };
-    records::remove_edge(&store.db, seq, (na, a), (nb, b))?;
-    Ok(Some(store.graph_mut()?.remove_edge_and_split(na, nb)))
+    // Readers see the link and the person whole, or the split: never the link gone from disk
+    // while the graph still shows it.
+    store
+        .removing(|| {
+            records::remove_edge(&store.db, seq, (na, a), (nb, b))?;
+            Ok(store.graph_mut()?.remove_edge_and_split(na, nb))
+        })
+        .map(Some)
 }
 
 /// See [`Store::forget`]. The caller holds the writer lock.
@@ -214,11 +220,15 @@ pub(crate) fn forget(store: &Store, id: &str) -> Result<Option<Forgotten>> {
     let (suppress, added) = store.suppressed.writes(&out.ids, crate::op::now());
     let mut writes = removal.writes;
     writes.extend(suppress);
-    recovery::write_redo(store, writes)?;
-    store.suppressed.add(added);
-    let mut g = store.graph_mut()?;
-    g.forget(members[0].0);
-    g.uncount_refusals(out.refusals);
+    // Readers see the person whole or gone, never half its keys removed.
+    store.removing(|| {
+        recovery::write_redo(store, writes)?;
+        store.suppressed.add(added);
+        let mut g = store.graph_mut()?;
+        g.forget(members[0].0);
+        g.uncount_refusals(out.refusals);
+        Ok(())
+    })?;
     Ok(Some(out))
 }
 
