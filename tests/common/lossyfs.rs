@@ -111,6 +111,19 @@ impl Mounted {
 }
 
 impl LossyFs {
+    /// Whether this process can mount it: root, with `/dev/fuse`. (CI runs as root.)
+    pub fn available() -> bool {
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        if !root || !Path::new("/dev/fuse").exists() {
+            eprintln!("skipped: the lossy filesystem needs root and /dev/fuse");
+            return false;
+        }
+        true
+    }
+
     /// An empty filesystem mounted on `dir` (which must exist and be empty).
     pub fn mount(dir: &Path) -> Mounted {
         let mut st = State {
