@@ -75,13 +75,19 @@ fn secrets() -> [&'static str; 5] {
     [VICTIM, ANON, CARD, SECRET_EVENT, SECRET_PROP]
 }
 
-#[test]
-fn forget_then_compact_leaves_no_byte_of_the_person() {
+/// A store in a new directory with the export imported: (its directory, the store, the file).
+fn imported() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("store");
     let file = dir.path().join("export.json");
     std::fs::write(&file, export_lines()).unwrap();
     run(idgraph(&db).arg("import").arg(&file));
+    (dir, db, file)
+}
+
+#[test]
+fn forget_then_compact_leaves_no_byte_of_the_person() {
+    let (dir, db, _) = imported();
     // Online writes too: a record of its own, and a property on the victim's record.
     run(idgraph(&db).args(["set", VICTIM, &format!("card_backup={CARD}")]));
     run(idgraph(&db).args(["record", ANON, SECRET_EVENT, "again=1"]));
@@ -121,11 +127,7 @@ fn forget_then_compact_leaves_no_byte_of_the_person() {
 
 #[test]
 fn a_forgotten_person_does_not_come_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store");
-    let file = dir.path().join("export.json");
-    std::fs::write(&file, export_lines()).unwrap();
-    run(idgraph(&db).arg("import").arg(&file));
+    let (dir, db, file) = imported();
     run(idgraph(&db).args(["forget", ANON, "--yes"]));
     // The same file renamed: a new file to the importer, the same people.
     let renamed = dir.path().join("renamed.json");
@@ -155,15 +157,15 @@ fn a_forgotten_person_does_not_come_back() {
         Outcome::Alias(AliasOutcome::Refused(RefusalReason::Suppressed))
     );
     assert!(!out.refusal().unwrap().contains(VICTIM));
-    let out = store
-        .apply(Op::record(
+    let back = || {
+        Op::record(
             Identity::new(VICTIM).unwrap(),
             "Back",
             Properties::new(),
             60,
-        ))
-        .unwrap();
-    assert_eq!(out, Outcome::Suppressed);
+        )
+    };
+    assert_eq!(store.apply(back()).unwrap(), Outcome::Suppressed);
     assert!(store.resolve(VICTIM).unwrap().is_none());
     assert!(
         store
@@ -175,14 +177,7 @@ fn a_forgotten_person_does_not_come_back() {
     // Lifted: the ID is taken again.
     assert!(store.unsuppress(VICTIM).unwrap());
     assert!(!store.unsuppress(VICTIM).unwrap());
-    store
-        .apply(Op::record(
-            Identity::new(VICTIM).unwrap(),
-            "Back",
-            Properties::new(),
-            60,
-        ))
-        .unwrap();
+    store.apply(back()).unwrap();
     assert_eq!(store.events(VICTIM).unwrap().len(), 1);
     // Still suppressed: the other ID of the person (each forgotten ID is suppressed).
     assert!(store.is_suppressed(ANON));

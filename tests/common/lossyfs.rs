@@ -237,6 +237,15 @@ impl Handler {
     }
 }
 
+impl Handler {
+    fn make_entry(&self, parent: INodeNo, name: &OsStr, dir: bool, mode: u32, reply: ReplyEntry) {
+        match self.make(parent, name, dir, mode) {
+            Ok((_, a)) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
 impl Filesystem for Handler {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.with(|st| {
@@ -302,10 +311,7 @@ impl Filesystem for Handler {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        match self.make(parent, name, false, mode) {
-            Ok((_, a)) => reply.entry(&TTL, &a, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        self.make_entry(parent, name, false, mode, reply);
     }
 
     fn mkdir(
@@ -317,10 +323,7 @@ impl Filesystem for Handler {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.make(parent, name, true, mode) {
-            Ok((_, a)) => reply.entry(&TTL, &a, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        self.make_entry(parent, name, true, mode, reply);
     }
 
     fn create(
