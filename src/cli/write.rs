@@ -27,10 +27,12 @@ fn write(db: &Db, op: Op) -> Result<Outcome, Fail> {
     let store = db.open_rw()?;
     let out = store.apply(op)?;
     store.flush()?;
-    if let Outcome::PropertiesRefused { .. } = out
-        && let Some(why) = out.refusal()
-    {
-        eprintln!("idgraph: stored, but {why}");
+    match &out {
+        Outcome::PropertiesRefused { .. } => {
+            eprintln!("idgraph: stored, but {}", out.refusal().unwrap_or_default());
+        }
+        Outcome::Suppressed => eprintln!("idgraph: {}", out.refusal().unwrap_or_default()),
+        _ => {}
     }
     Ok(out)
 }

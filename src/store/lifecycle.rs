@@ -171,3 +171,36 @@ impl Store {
         Ok(())
     }
 }
+
+/// Readers against writes that remove data: a seqlock (DESIGN.md, "What readers observe").
+impl Store {
+    /// Runs a write that removes data: readers that overlap it read again.
+    pub(crate) fn removing<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.removals.fetch_add(1, SeqCst);
+        let r = f();
+        self.removals.fetch_add(1, SeqCst);
+        r
+    }
+
+    /// Runs a read that looks at the graph, then at sled, so that it sees the store before a
+    /// removing write or after it, never between (a seqlock): it waits while one is under
+    /// way and reads again when one happened meanwhile. After 5 s of that it answers with
+    /// what it read.
+    pub(super) fn consistent<T>(&self, mut read: impl FnMut() -> Result<T>) -> Result<T> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let before = self.removals.load(SeqCst);
+            let late = std::time::Instant::now() >= deadline;
+            if before % 2 == 1 && !late {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+                continue;
+            }
+            let r = read();
+            if self.removals.load(SeqCst) == before || late {
+                return r;
+            }
+        }
+    }
+}

@@ -667,64 +667,6 @@ impl Store {
         repair::forget(self, id)
     }
 
-    /// Lifts the suppression `forget` put on `id`: data naming it is taken again. Returns
-    /// whether it was suppressed.
-    ///
-    /// # Errors
-    /// [`Error::Storage`](crate::Error::Storage) when sled cannot be written.
-    pub fn unsuppress(&self, id: &str) -> Result<bool> {
-        let _w = self.writer.lock();
-        self.begin_write()?;
-        let Some(key) = self.suppressed.key_of(id) else {
-            return Ok(false);
-        };
-        self.db.remove(key)?;
-        self.suppressed.remove(id);
-        Ok(true)
-    }
-
-    /// The suppressions, for a rebuild elsewhere (the Spark job's `--suppressions`): the
-    /// store's secret and the keyed hash of every suppressed ID, in hex. `None` when nothing
-    /// was ever forgotten.
-    pub fn suppressions(&self) -> Option<(String, Vec<String>)> {
-        self.suppressed.export()
-    }
-
-    /// Whether `id` is suppressed (forgotten, not unsuppressed).
-    pub fn is_suppressed(&self, id: &str) -> bool {
-        self.suppressed.contains(id)
-    }
-
-    /// Runs a write that removes data: readers that overlap it read again.
-    pub(crate) fn removing<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        use std::sync::atomic::Ordering::SeqCst;
-        self.removals.fetch_add(1, SeqCst);
-        let r = f();
-        self.removals.fetch_add(1, SeqCst);
-        r
-    }
-
-    /// Runs a read that looks at the graph, then at sled, so that it sees the store before a
-    /// removing write or after it, never between (a seqlock): it waits while one is under
-    /// way and reads again when one happened meanwhile. After 5 s of that it answers with
-    /// what it read.
-    fn consistent<T>(&self, mut read: impl FnMut() -> Result<T>) -> Result<T> {
-        use std::sync::atomic::Ordering::SeqCst;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            let before = self.removals.load(SeqCst);
-            let late = std::time::Instant::now() >= deadline;
-            if before % 2 == 1 && !late {
-                std::thread::sleep(std::time::Duration::from_micros(200));
-                continue;
-            }
-            let r = read();
-            if self.removals.load(SeqCst) == before || late {
-                return r;
-            }
-        }
-    }
-
     // ---- how is the store? -----------------------------------------------------------------
 }
 

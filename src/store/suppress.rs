@@ -155,6 +155,36 @@ impl Suppressions {
     }
 }
 
+impl crate::store::Store {
+    /// Lifts the suppression `forget` put on `id`: data naming it is taken again. Returns
+    /// whether it was suppressed.
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) when sled cannot be written.
+    pub fn unsuppress(&self, id: &str) -> Result<bool> {
+        let _w = self.writer.lock();
+        self.begin_write()?;
+        let Some(key) = self.suppressed.key_of(id) else {
+            return Ok(false);
+        };
+        self.db.remove(key)?;
+        self.suppressed.remove(id);
+        Ok(true)
+    }
+
+    /// The suppressions, for a rebuild elsewhere (the Spark job's `--suppressions`): the
+    /// store's secret and the keyed hash of every suppressed ID, in hex. `None` when nothing
+    /// was ever forgotten.
+    pub fn suppressions(&self) -> Option<(String, Vec<String>)> {
+        self.suppressed.export()
+    }
+
+    /// Whether `id` is suppressed (forgotten, not unsuppressed).
+    pub fn is_suppressed(&self, id: &str) -> bool {
+        self.suppressed.contains(id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The same bytes as Python's `hashlib.blake2b(b"u1", key=bytes(range(32)),
