@@ -222,3 +222,60 @@ async fn a_tracking_request_does_not_bring_a_forgotten_person_back() {
         .unwrap();
     assert!(metrics.contains("idgraph_suppressed_total 1"), "{metrics}");
 }
+
+/// A running server erases within `--erase-within`: after a forget of the admin API, no file
+/// of its store holds the person's bytes, while it goes on serving.
+#[tokio::test]
+async fn a_running_server_erases_within_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let srv = Server::start(
+        &db,
+        &["--admin-token", "admin-secret", "--erase-within", "1s"],
+    );
+    let c = reqwest::Client::new();
+    let b = &srv.base;
+    let get = |u: String| {
+        let c = c.clone();
+        async move { c.get(u).send().await.unwrap().status().as_u16() }
+    };
+    let victim = "erased.person%40example.com";
+    for i in 0..20 {
+        let u = format!("{b}/e?_k=demo&_p={victim}&_n=Secret+Visit&card={CARD}&i={i}");
+        assert_eq!(get(u).await, 200);
+        assert_eq!(get(format!("{b}/e?_k=demo&_p=stays{i}&_n=Kept")).await, 200);
+    }
+    let needle = b"erased.person@example.com";
+    let del = c
+        .delete(format!("{b}/api/people/{victim}"))
+        .header("Authorization", "Bearer admin-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 200);
+    let t = std::time::Instant::now();
+    while !holding(&db, needle).is_empty() || !holding(&db, CARD.as_bytes()).is_empty() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "still on disk after {:?}: {:?}",
+            t.elapsed(),
+            holding(&db, needle)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // It goes on serving, with everything else.
+    assert_eq!(get(format!("{b}/e?_k=demo&_p=after&_n=Later")).await, 200);
+    let (st, body) = api(&c, &format!("{b}/api/people/stays7/events")).await;
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("Kept"), "{body}");
+    assert_eq!(api(&c, &format!("{b}/api/people/after")).await.0, 200);
+    let metrics = c
+        .get(format!("{b}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("idgraph_erasures_total 0"), "{metrics}");
+}

@@ -426,6 +426,11 @@ pub struct ServeArgs {
     /// At shutdown, how long requests in flight may take before their connections are dropped.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: std::time::Duration,
+    /// A person forgotten through the admin API leaves no byte on disk within this time: the
+    /// server compacts its store (writes wait meanwhile). `0s` turns it off (then run
+    /// `idgraph compact` with the server stopped).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub erase_within: std::time::Duration,
     /// Each client's write budget, bytes a second: a tracking request costs the bytes it sent
     /// plus about the bytes its op wrote; past the burst, 429 with Retry-After. A client is
     /// an IPv4 address or an IPv6 /64. 0: no budgets.

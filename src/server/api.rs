@@ -303,6 +303,11 @@ pub(super) async fn forget(State(s): St, headers: HeaderMap, Path(id): Path<Stri
                 // Nothing the server keeps shows them again: the request log (which the
                 // explorer's recent IDs come from) loses every entry naming them.
                 state.scrub_log(&f.ids);
+                state
+                    .metrics
+                    .erase_due
+                    .lock()
+                    .get_or_insert_with(std::time::Instant::now);
                 Ok(json_response(f))
             }
         }

@@ -77,8 +77,8 @@ impl AppState {
         let r = match self.deny(headers, access) {
             Some(r) => r,
             None => {
-                let store = self.store.clone();
-                match tokio::task::spawn_blocking(move || f(&store)).await {
+                let slot = self.slot.clone();
+                match tokio::task::spawn_blocking(move || f(&*slot.get()?)).await {
                     Ok(Ok(r)) => r,
                     Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
                     Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

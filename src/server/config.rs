@@ -43,6 +43,11 @@ pub struct ServeConfig {
     /// are dropped (nothing unacknowledged is lost: what was acknowledged is flushed first).
     /// Default = 10 s.
     pub shutdown_grace: Duration,
+    /// A person forgotten through `DELETE /api/people/{id}` leaves no byte in the store's
+    /// directory within this time: the writer compacts the store (`server/erase.rs`); writes
+    /// wait while the live data is copied, reads go on but for the moment of the swap.
+    /// `None`: never while serving. Default = 1 h.
+    pub erase_within: Option<Duration>,
     /// Each client's write budget, in bytes a second: a tracking request costs the bytes it
     /// sent plus about the bytes its op wrote (a property set rewrites the ID's whole record).
     /// A client that has spent more than [`client_write_burst`](Self::client_write_burst)
@@ -90,6 +95,7 @@ impl Default for ServeConfig {
             body_timeout: Duration::from_secs(10),
             max_connections: 1024,
             shutdown_grace: Duration::from_secs(10),
+            erase_within: Some(Duration::from_secs(3600)),
             client_write_rate: 1 << 20,
             client_write_burst: 4 << 20,
             max_connections_per_client: 64,

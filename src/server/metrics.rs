@@ -12,6 +12,11 @@ pub(crate) struct Metrics {
     pub(super) flushes: AtomicU64,
     /// Tracking ops dropped because they name a forgotten, suppressed ID.
     pub(super) suppressed: AtomicU64,
+    /// Set by a forget of the admin API: since when an erasure (compaction) is due.
+    pub(super) erase_due: Mutex<Option<std::time::Instant>>,
+    /// Erasures done, and how long the last one paused writes.
+    pub(super) erasures: AtomicU64,
+    pub(super) last_erasure_ms: Mutex<u64>,
     /// Write errors of the storage layer.
     pub(super) write_errors: AtomicU64,
     /// Set by the first write error of the storage layer: why. The server then refuses
@@ -61,8 +66,11 @@ pub(super) async fn metrics(State(s): St) -> Response {
         let _ = writeln!(out, "idgraph_limited_total{{limit=\"{limit}\"}} {n}");
     }
     // Counters kept with the graph: O(1), no walk over the IDs.
-    let (ids, persons) = s.store.counts();
-    let guard = s.store.guardrails();
+    let Ok(store) = s.slot.get() else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "the store is closed");
+    };
+    let (ids, persons) = store.counts();
+    let guard = store.guardrails();
     for (name, help, kind, v) in [
         (
             "idgraph_ops_applied_total",
@@ -81,6 +89,18 @@ pub(super) async fn metrics(State(s): St) -> Response {
             "Aliases refused by a guardrail (blocked ID, person too large).",
             "counter",
             s.metrics.merges_refused.load(Relaxed),
+        ),
+        (
+            "idgraph_erasures_total",
+            "Compactions after a forget, so that no byte of a forgotten person stays on disk.",
+            "counter",
+            s.metrics.erasures.load(Relaxed),
+        ),
+        (
+            "idgraph_last_erasure_milliseconds",
+            "How long the last erasure paused writes.",
+            "gauge",
+            *s.metrics.last_erasure_ms.lock(),
         ),
         (
             "idgraph_store_write_errors_total",

@@ -32,6 +32,7 @@ mod auth;
 mod budget;
 mod config;
 mod connection;
+mod erase;
 mod metrics;
 mod pages;
 mod request_log;
@@ -77,7 +78,8 @@ use tracking::*;
 
 /// What every handler shares.
 struct AppState {
-    store: Arc<Store>,
+    /// The store (replaced by an erasure: `erase.rs`).
+    slot: Arc<erase::StoreSlot>,
     cfg: ServeConfig,
     writer: Writer,
     metrics: Arc<Metrics>,
@@ -105,7 +107,11 @@ pub async fn serve(
     // here shows again, as an error, on the first write).
     let warm = store.clone();
     tokio::task::spawn_blocking(move || warm.load_graph());
-    let (writer, threads) = Writer::start(store.clone(), metrics.clone(), cfg.sync);
+    let slot = Arc::new(erase::StoreSlot::new(store));
+    let (writer, threads) = Writer::start(slot.clone(), metrics.clone(), cfg.sync);
+    if let Some(within) = cfg.erase_within {
+        erase::schedule(within, metrics.clone(), writer.clone());
+    }
     let conn = Connections {
         header_timeout: cfg.header_timeout,
         max: cfg.max_connections.max(1),
@@ -116,7 +122,7 @@ pub async fn serve(
         ),
     };
     let state = Arc::new(AppState {
-        store: store.clone(),
+        slot: slot.clone(),
         budgets: Budgets::new(
             cfg.client_write_rate,
             cfg.client_write_burst,
@@ -132,7 +138,7 @@ pub async fn serve(
     // Every request in flight has been answered (or its connection dropped): the writer
     // applies (and flushes) the rest.
     threads.stop().await;
-    tokio::task::spawn_blocking(move || store.flush())
+    tokio::task::spawn_blocking(move || slot.get()?.flush())
         .await
         .map_err(|e| Error::Internal(format!("the final flush panicked: {e}")))?
         .map(|_| ())

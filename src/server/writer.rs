@@ -17,6 +17,8 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Metrics;
+use super::erase::StoreSlot;
+use crate::error::Error;
 use crate::op::{AliasOutcome, Op, Outcome};
 use crate::store::Store;
 
@@ -39,6 +41,8 @@ pub(crate) enum Failed {
 
 enum Msg {
     Apply(Op, Reply),
+    /// Compact the store now (`erase.rs`); the answer says whether it worked.
+    Erase(oneshot::Sender<bool>),
     Stop,
 }
 
@@ -65,12 +69,16 @@ pub(crate) struct Threads {
 }
 
 impl Writer {
-    pub(crate) fn start(store: Arc<Store>, metrics: Arc<Metrics>, sync: bool) -> (Writer, Threads) {
+    pub(crate) fn start(
+        slot: Arc<StoreSlot>,
+        metrics: Arc<Metrics>,
+        sync: bool,
+    ) -> (Writer, Threads) {
         let (tx, mut rx) = mpsc::channel::<Msg>(65_536);
         let pending = Arc::new((Mutex::new(Pending::default()), Condvar::new()));
         let mut threads = Vec::new();
         if sync {
-            let (store, pending, metrics) = (store.clone(), pending.clone(), metrics.clone());
+            let (store, pending, metrics) = (slot.clone(), pending.clone(), metrics.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name("idgraph-flush".into())
@@ -97,6 +105,7 @@ impl Writer {
                         }
                         let mut ops = Vec::with_capacity(msgs.len());
                         let mut replies = Vec::with_capacity(msgs.len());
+                        let mut erases = Vec::new();
                         for m in msgs {
                             match m {
                                 Msg::Stop => stop = true,
@@ -104,9 +113,17 @@ impl Writer {
                                     ops.push(op);
                                     replies.push(reply);
                                 }
+                                Msg::Erase(done) => erases.push(done),
                             }
                         }
-                        for (reply, result) in replies.into_iter().zip(apply_group(&store, ops)) {
+                        let results = match slot.get() {
+                            Ok(store) => apply_group(&store, ops),
+                            Err(e) => ops
+                                .iter()
+                                .map(|_| Err(Error::Internal(e.to_string())))
+                                .collect(),
+                        };
+                        for (reply, result) in replies.into_iter().zip(results) {
                             match result {
                                 Ok(outcome) => {
                                     metrics.applied(&outcome.0);
@@ -129,6 +146,12 @@ impl Writer {
                             lock.lock().replies.append(&mut group);
                             cv.notify_one();
                         }
+                        if !erases.is_empty() {
+                            let ok = erase_now(&slot, &metrics);
+                            for done in erases {
+                                let _ = done.send(ok);
+                            }
+                        }
                     }
                     let (lock, cv) = &*pending;
                     lock.lock().stop = true;
@@ -137,6 +160,16 @@ impl Writer {
                 .expect("spawn the writer thread"),
         );
         (Writer { tx: tx.clone() }, Threads { tx, threads })
+    }
+
+    /// Asks the writer to compact the store now (`erase.rs`); whether it worked.
+    pub(crate) async fn erase(&self) -> Result<bool, Failed> {
+        let (done, answer) = oneshot::channel();
+        self.tx
+            .send(Msg::Erase(done))
+            .await
+            .map_err(|_| Failed::ShuttingDown)?;
+        answer.await.map_err(|_| Failed::ShuttingDown)
     }
 
     /// Queues `op`; the answer comes once it is applied (and, with `sync`, flushed).
@@ -183,7 +216,29 @@ fn apply_group(store: &Store, ops: Vec<Op>) -> Vec<crate::Result<(Outcome, u64)>
         .collect()
 }
 
-fn flusher(store: &Store, pending: &(Mutex<Pending>, Condvar), metrics: &Metrics) {
+/// One erasure by the writer thread, counted; a failure leaves the erasure due.
+fn erase_now(slot: &StoreSlot, metrics: &Metrics) -> bool {
+    let due = metrics.erase_due.lock().take();
+    let started = std::time::Instant::now();
+    match super::erase::erase(slot) {
+        Ok(_) => {
+            metrics
+                .erasures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *metrics.last_erasure_ms.lock() = started.elapsed().as_millis() as u64;
+            true
+        }
+        Err(e) => {
+            eprintln!("idgraph: erasure (compaction) failed: {e}");
+            if let Some(t) = due {
+                metrics.erase_due.lock().get_or_insert(t);
+            }
+            false
+        }
+    }
+}
+
+fn flusher(slot: &StoreSlot, pending: &(Mutex<Pending>, Condvar), metrics: &Metrics) {
     let (lock, cv) = pending;
     loop {
         let replies = {
@@ -196,7 +251,7 @@ fn flusher(store: &Store, pending: &(Mutex<Pending>, Condvar), metrics: &Metrics
             }
             std::mem::take(&mut p.replies)
         };
-        let flushed = store.flush();
+        let flushed = slot.get().and_then(|s| s.flush());
         metrics
             .flushes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -97,18 +97,38 @@ pub(crate) fn compact(config: Config) -> Result<Compacted> {
         .path
         .clone()
         .ok_or_else(|| Error::Internal("a temporary store has nothing to compact".into()))?;
-    let io = |e| Error::io(path.display().to_string(), e);
-    let new = sibling(&path, ".compact-new");
-    let old = sibling(&path, ".compact-old");
-    let mut rep = Compacted {
-        bytes_before: dir_bytes(&path),
-        ..Compacted::default()
-    };
+    let bytes_before = dir_bytes(&path);
     // Opening finishes any redo record and any earlier compaction, and holds the lock.
     let store = config.clone().open()?;
+    let keys = copy_live(&store)?;
+    // The old handle must not write its index or counts into the directory being retired.
+    store.retire();
+    drop(store);
+    swap_in(&path)?;
+    // Opened once more: the graph is loaded from the copy and its index written at close.
+    drop(config.open()?);
+    Ok(Compacted {
+        keys,
+        bytes_before,
+        bytes_after: dir_bytes(&path),
+    })
+}
+
+/// Copies every live key of `store`, in order, into a new sled directory beside it
+/// (`STORE.compact-new`), made durable and marked complete. Writes must be paused (the caller
+/// holds the writer, or no one else has the store); readers may go on. Returns the keys
+/// copied.
+pub(crate) fn copy_live(store: &Store) -> Result<u64> {
+    let path = store
+        .path()
+        .ok_or_else(|| Error::Internal("a temporary store has nothing to compact".into()))?
+        .to_path_buf();
+    let io = |e| Error::io(path.display().to_string(), e);
+    let new = sibling(&path, ".compact-new");
     if new.exists() {
         std::fs::remove_dir_all(&new).map_err(io)?;
     }
+    let mut keys = 0;
     {
         let dst = sled::Config::new()
             .path(&new)
@@ -119,13 +139,14 @@ pub(crate) fn compact(config: Config) -> Result<Compacted> {
         let mut in_batch = 0;
         for kv in store.db.iter() {
             let (k, v) = kv?;
-            // The graph index is rebuilt, not copied; a redo record cannot be left after open.
+            // The graph index is rebuilt, not copied; a redo record cannot be left between
+            // whole writes.
             if k.as_ref() == codec::INDEX_STAMP_KEY || k.as_ref() == codec::INTENT_KEY {
                 continue;
             }
             batch.insert(k, v);
             in_batch += 1;
-            rep.keys += 1;
+            keys += 1;
             if in_batch == 10_000 {
                 dst.apply_batch(std::mem::take(&mut batch))?;
                 in_batch = 0;
@@ -140,26 +161,32 @@ pub(crate) fn compact(config: Config) -> Result<Compacted> {
         .map_err(io)?;
     sync_dir(&new).map_err(io)?;
     sync_dir(&parent(&path)).map_err(io)?;
-    // The old handle must not write its index or counts into the directory being retired.
-    store.retire();
-    drop(store);
-    std::fs::rename(&path, &old).map_err(io)?;
-    std::fs::rename(&new, &path).map_err(io)?;
-    sync_dir(&parent(&path)).map_err(io)?;
+    Ok(keys)
+}
+
+/// Puts the complete copy in the store's place, once no handle has the store open: renames
+/// the store to `STORE.compact-old` and the copy to `STORE`, then deletes the old one.
+pub(crate) fn swap_in(path: &Path) -> Result<()> {
+    let io = |e| Error::io(path.display().to_string(), e);
+    let (new, old) = (sibling(path, ".compact-new"), sibling(path, ".compact-old"));
+    std::fs::rename(path, &old).map_err(io)?;
+    std::fs::rename(&new, path).map_err(io)?;
+    sync_dir(&parent(path)).map_err(io)?;
     std::fs::remove_dir_all(&old).map_err(io)?;
     std::fs::remove_file(path.join(MARKER)).map_err(io)?;
-    sync_dir(&path).map_err(io)?;
-    sync_dir(&parent(&path)).map_err(io)?;
-    // Opened once more: the graph is loaded from the copy and its index written at close.
-    drop(config.open()?);
-    rep.bytes_after = dir_bytes(&path);
-    Ok(rep)
+    sync_dir(path).map_err(io)?;
+    sync_dir(&parent(path)).map_err(io)
+}
+
+/// Drops an incomplete copy (after a failure of [`copy_live`]).
+pub(crate) fn drop_copy(path: &Path) {
+    let _ = std::fs::remove_dir_all(sibling(path, ".compact-new"));
 }
 
 impl Store {
     /// Marks the handle as one whose directory is about to be replaced: closing it writes
     /// neither the graph index nor the counts.
-    fn retire(&self) {
+    pub(crate) fn retire(&self) {
         self.poisoned
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }

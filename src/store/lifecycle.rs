@@ -174,6 +174,11 @@ impl Store {
 
 /// Readers against writes that remove data: a seqlock (DESIGN.md, "What readers observe").
 impl Store {
+    /// Writes that removed data so far, twice each (odd while one runs).
+    pub(crate) fn removals(&self) -> u64 {
+        self.removals.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Runs a write that removes data: readers that overlap it read again.
     pub(crate) fn removing<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         use std::sync::atomic::Ordering::SeqCst;

@@ -52,6 +52,7 @@ use crate::source::{FilePart, OpSource};
 
 pub use bulk::{BulkOptions, BulkReport};
 pub use compact::Compacted;
+pub(crate) use compact::{copy_live, drop_copy, swap_in};
 pub use config::{Config, DEFAULT_MAX_PERSON_SIZE};
 pub use counts::{Guardrails, Stats};
 pub use events::ExportedEvent;
@@ -113,6 +114,8 @@ pub struct Store {
     /// [`Error::Interrupted`](crate::Error::Interrupted)).
     poisoned: AtomicBool,
     path: Option<PathBuf>,
+    /// What it was opened with (a server reopens the store after erasing with the same).
+    pub(crate) config: Config,
 }
 
 /// The graph index as it was at open, when current (DESIGN.md, "The graph index"), and its

@@ -88,7 +88,8 @@ pub(crate) fn open(c: Config) -> Result<Store> {
         suppressed,
         removals: Default::default(),
         poisoned: AtomicBool::new(false),
-        path: c.path,
+        path: c.path.clone(),
+        config: c,
     })
 }
 
