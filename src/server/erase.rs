@@ -27,6 +27,12 @@ impl StoreSlot {
         }
     }
 
+    /// The store now, unless an erasure is swapping it (for the async workers, which must
+    /// not wait).
+    pub(crate) fn try_get(&self) -> Option<Arc<Store>> {
+        self.current.try_read()?.clone()
+    }
+
     /// The store now (waits while an erasure swaps it).
     pub(crate) fn get(&self) -> Result<Arc<Store>> {
         self.current.read().clone().ok_or_else(|| {

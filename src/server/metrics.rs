@@ -66,8 +66,11 @@ pub(super) async fn metrics(State(s): St) -> Response {
         let _ = writeln!(out, "idgraph_limited_total{{limit=\"{limit}\"}} {n}");
     }
     // Counters kept with the graph: O(1), no walk over the IDs.
-    let Ok(store) = s.slot.get() else {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "the store is closed");
+    let Some(store) = s.slot.try_get() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store is being swapped by an erasure (or could not be reopened): try again",
+        );
     };
     let (ids, persons) = store.counts();
     let guard = store.guardrails();
