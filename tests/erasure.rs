@@ -34,6 +34,11 @@ fn run(c: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The body of a `GET`.
+async fn text(c: &reqwest::Client, url: &str) -> String {
+    c.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// Files under `dir` that hold `needle`, byte by byte.
 fn holding(dir: &Path, needle: &[u8]) -> Vec<String> {
     let mut hits = Vec::new();
@@ -212,14 +217,7 @@ async fn a_tracking_request_does_not_bring_a_forgotten_person_back() {
     assert!(!log.contains("forgotten"), "{log}");
     assert_eq!(get(format!("{b}/e?_k=demo&_p={id}&_n=Again")).await, 200);
     assert_eq!(api(&c, &format!("{b}/api/people/{id}")).await.0, 404);
-    let metrics = c
-        .get(format!("{b}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = text(&c, &format!("{b}/metrics")).await;
     assert!(metrics.contains("idgraph_suppressed_total 1"), "{metrics}");
 }
 
@@ -269,13 +267,6 @@ async fn a_running_server_erases_within_its_bound() {
     assert_eq!(st, 200, "{body}");
     assert!(body.contains("Kept"), "{body}");
     assert_eq!(api(&c, &format!("{b}/api/people/after")).await.0, 200);
-    let metrics = c
-        .get(format!("{b}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = text(&c, &format!("{b}/metrics")).await;
     assert!(!metrics.contains("idgraph_erasures_total 0"), "{metrics}");
 }

@@ -238,6 +238,18 @@ impl Handler {
 }
 
 impl Handler {
+    /// An fsync: `keep` makes the inode's current state its durable one.
+    fn sync(&self, ino: INodeNo, reply: ReplyEmpty, keep: impl FnOnce(&mut Inode)) {
+        match self.with(|st| {
+            st.syncs += 1;
+            keep(st.inodes.get_mut(&ino.0).ok_or(Errno::ENOENT)?);
+            Ok(())
+        }) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
     fn make_entry(&self, parent: INodeNo, name: &OsStr, dir: bool, mode: u32, reply: ReplyEntry) {
         match self.make(parent, name, dir, mode) {
             Ok((_, a)) => reply.entry(&TTL, &a, Generation(0)),
@@ -478,15 +490,7 @@ impl Filesystem for Handler {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.with(|st| {
-            st.syncs += 1;
-            let i = st.inodes.get_mut(&ino.0).ok_or(Errno::ENOENT)?;
-            i.synced = i.data.clone();
-            Ok(())
-        }) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.sync(ino, reply, |i| i.synced = i.data.clone());
     }
 
     fn fsyncdir(
@@ -497,15 +501,7 @@ impl Filesystem for Handler {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.with(|st| {
-            st.syncs += 1;
-            let i = st.inodes.get_mut(&ino.0).ok_or(Errno::ENOENT)?;
-            i.synced_entries = i.entries.clone();
-            Ok(())
-        }) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.sync(ino, reply, |i| i.synced_entries = i.entries.clone());
     }
 
     fn readdir(
