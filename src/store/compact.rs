@@ -179,6 +179,7 @@ pub(crate) fn swap_in(path: &Path) -> Result<()> {
 }
 
 /// Drops an incomplete copy (after a failure of [`copy_live`]).
+#[cfg(feature = "server")]
 pub(crate) fn drop_copy(path: &Path) {
     let _ = std::fs::remove_dir_all(sibling(path, ".compact-new"));
 }

@@ -175,6 +175,7 @@ impl Store {
 /// Readers against writes that remove data: a seqlock (DESIGN.md, "What readers observe").
 impl Store {
     /// Writes that removed data so far, twice each (odd while one runs).
+    #[cfg(feature = "server")]
     pub(crate) fn removals(&self) -> u64 {
         self.removals.load(std::sync::atomic::Ordering::SeqCst)
     }

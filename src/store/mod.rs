@@ -52,6 +52,7 @@ use crate::source::{FilePart, OpSource};
 
 pub use bulk::{BulkOptions, BulkReport};
 pub use compact::Compacted;
+#[cfg(feature = "server")]
 pub(crate) use compact::{copy_live, drop_copy, swap_in};
 pub use config::{Config, DEFAULT_MAX_PERSON_SIZE};
 pub use counts::{Guardrails, Stats};
@@ -115,6 +116,7 @@ pub struct Store {
     poisoned: AtomicBool,
     path: Option<PathBuf>,
     /// What it was opened with (a server reopens the store after erasing with the same).
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub(crate) config: Config,
 }
 
