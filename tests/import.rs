@@ -1081,3 +1081,70 @@ fn hostile_lines_are_refused_by_file_and_line() {
     assert_eq!(out.status.code(), Some(2), "{}", err(&out));
     assert!(err(&out).contains("given twice"), "{}", err(&out));
 }
+
+/// An export bucket of more files than the process may hold open at once imports: a file is
+/// open only while it is hashed or read.
+#[test]
+fn a_bucket_of_more_files_than_open_descriptors_imports() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    std::fs::create_dir(&bucket).unwrap();
+    for i in 0..300 {
+        std::fs::write(
+            bucket.join(format!("{i}.json")),
+            format!("{{\"_p\":\"u{i}\",\"_t\":{i},\"_n\":\"Seen\"}}\n"),
+        )
+        .unwrap();
+    }
+    let db = dir.path().join("s");
+    let script = format!(
+        "ulimit -n 64 && exec {} --db {} import {} --json",
+        env!("CARGO_BIN_EXE_idgraph"),
+        db.display(),
+        bucket.display()
+    );
+    let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rep["lines"], 300, "{rep}");
+}
+
+/// A last line without its newline waits for the next run, but not one longer than a line may
+/// be: that one is read, and refused as too long, instead of waiting for ever.
+#[test]
+fn a_last_line_too_long_to_wait_for_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("a.json");
+    let mut text = String::from("{\"_p\":\"ann\",\"_t\":1,\"_n\":\"A\"}\n");
+    text.push_str(&"x".repeat(5 << 20));
+    std::fs::write(&f, text).unwrap();
+    let db = dir.path().join("s");
+    let out = idgraph(&db, &["import", f.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err(&out).contains("more than the limit"), "{}", err(&out));
+}
+
+/// A file rotated between the listing and the reading (renamed away, another written in its
+/// place) is not read as if it were the listed one: the import says so and writes nothing.
+#[test]
+fn a_file_replaced_after_listing_is_refused() {
+    use idgraph::ingest::files::{FileSource, expand};
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("a.json");
+    std::fs::write(&f, "{\"_p\":\"ann\",\"_t\":1,\"_n\":\"Old\"}\n").unwrap();
+    let store = Config::new(dir.path().join("s")).open().unwrap();
+    let mut source = FileSource::new(expand(std::slice::from_ref(&f), None).unwrap(), false, 0);
+    std::fs::rename(&f, dir.path().join("a.json.1")).unwrap();
+    std::fs::write(&f, "{\"_p\":\"bob\",\"_t\":1,\"_n\":\"New\"}\n").unwrap();
+    let e = source
+        .resume(|p| store.file_part(p), false)
+        .and_then(|_| store.bulk_apply(&mut source, BulkOptions::default()))
+        .unwrap_err();
+    assert!(e.to_string().contains("replaced"), "{e}");
+    assert!(store.resolve("bob").unwrap().is_none());
+    assert!(store.file_part(&f).unwrap().is_none());
+}

@@ -11,15 +11,15 @@ use crate::error::{Error, Result};
 use crate::op::{Op, Timestamp};
 use crate::source::{FilePart, OpSource};
 
-pub use super::input::{Format, Input, expand, expand_reporting};
+pub use super::input::{Format, Input, MAX_LINE_BYTES, expand, expand_reporting};
 
 /// Reads inputs as ops for [`Store::bulk_apply`](crate::Store::bulk_apply) (once). Files are read up to the size they had
 /// when listed, and what was read of each is handed to the store to remember
 /// ([`OpSource::file_parts`]); [`FileSource::resume`] makes use of it.
 pub struct FileSource {
     inputs: Vec<Input>,
-    /// Per input, the file opened when it was listed (`None`: standard input, or a file that
-    /// could not be opened, whose error shows when it is read).
+    /// Per input, the file as it was listed (`None`: standard input, or a file that could not
+    /// be opened, whose error shows when it is read).
     opened: Vec<Option<resume::Opened>>,
     /// Per input, the hash of what is read of it (`None`: standard input).
     taps: Vec<Option<Rc<RefCell<Tap>>>>,
@@ -46,15 +46,15 @@ impl FileSource {
     /// Reads `inputs`; with `skip_invalid`, bad lines are passed to `on_skip` and skipped,
     /// otherwise the first one stops the run. `now` is the time of CSV alias rows without one.
     ///
-    /// Each file is opened here, once: what is read of it, hashed and remembered is what this
-    /// descriptor reads, up to its last newline (a last line without one waits for the next
-    /// run).
+    /// Each file is listed here (`resume::Opened`): what is read of it, hashed and remembered
+    /// is the file its path named now, up to its last newline (a last line without one waits
+    /// for the next run).
     pub fn new(mut inputs: Vec<Input>, skip_invalid: bool, now: Timestamp) -> Self {
         let opened: Vec<Option<resume::Opened>> = inputs
             .iter_mut()
             .map(|i| {
                 let o = resume::Opened::open(i.path.as_ref()?).ok()?;
-                i.size = o.line_end(i.start).ok()?;
+                i.size = o.line_end;
                 Some(o)
             })
             .collect();
@@ -142,7 +142,7 @@ impl FileSource {
         Ok(match &input.path {
             Some(p) => {
                 let file: Box<dyn Read> = match &self.opened[i] {
-                    Some(o) => Box::new(resume::ReadAt::new(o, input.start).map_err(io)?),
+                    Some(o) => Box::new(o.reopen(input.start).map_err(io)?),
                     None => {
                         let mut f = std::fs::File::open(p).map_err(io)?;
                         f.seek(SeekFrom::Start(input.start)).map_err(io)?;
@@ -249,7 +249,7 @@ impl FileSource {
             (Some(p), start) if start > 0 => {
                 let io = |e| Error::io(&name, e);
                 let file: Box<dyn Read> = match &self.opened[i] {
-                    Some(o) => Box::new(resume::ReadAt::new(o, 0).map_err(io)?),
+                    Some(o) => Box::new(o.reopen(0).map_err(io)?),
                     None => Box::new(std::fs::File::open(p).map_err(io)?),
                 };
                 csv::Reader::from_reader(file).headers().cloned()
@@ -326,12 +326,6 @@ impl FileSource {
         Ok(())
     }
 }
-
-/// The longest line (JSON) or record (CSV) an import reads: 4 MiB, room for the largest op
-/// the limits allow (256 properties of 8 KiB). A longer JSON line is a bad line (skipped with
-/// `--skip-invalid`); a longer CSV record stops the import (past it the reader cannot tell
-/// where the next record starts).
-pub const MAX_LINE_BYTES: usize = 4 << 20;
 
 /// Reads one line (through `\n`) into `buf` (cleared first), keeping at most `max` bytes:
 /// the rest of a longer line is read and dropped, so memory stays bounded whatever the input.

@@ -257,3 +257,9 @@ pub fn expand_reporting(
     }
     Ok(out)
 }
+
+/// The longest line (JSON) or record (CSV) an import reads: 4 MiB, room for the largest op
+/// the limits allow (256 properties of 8 KiB). A longer JSON line is a bad line (skipped with
+/// `--skip-invalid`); a longer CSV record stops the import (past it the reader cannot tell
+/// where the next record starts).
+pub const MAX_LINE_BYTES: usize = 4 << 20;

@@ -10,74 +10,80 @@ use std::rc::Rc;
 
 use xxhash_rust::xxh3::Xxh3;
 
-use super::input::Input;
+use super::input::{Input, MAX_LINE_BYTES};
 use crate::error::{Error, Result};
 use crate::op::Timestamp;
 use crate::source::FilePart;
 
-/// A file opened once, when an import lists it: its canonical path and size are the
-/// descriptor's, and every byte hashed or read comes from that descriptor. A path repointed
-/// meanwhile (a symlink moved by log rotation) changes nothing: the part recorded is the part
-/// of the file that was read.
+/// A file as an import listed it: the file its path named then, by canonical path (the
+/// descriptor's, `/proc/self/fd`: a symlink is resolved once, at listing) and identity
+/// (`dev`, `ino`), its size, and where its last whole line ends. Every later open of it goes
+/// through [`Opened::reopen`], which refuses another file at that path (one rotated in): what
+/// is hashed, read and remembered is always the file that was listed. No descriptor is held
+/// between uses, so a bucket of any number of files needs one at a time.
 pub(crate) struct Opened {
-    pub file: std::fs::File,
-    /// The path of the file the descriptor is open on (`/proc/self/fd`), canonical.
     pub canon: PathBuf,
-    /// Its size when opened.
+    dev: u64,
+    ino: u64,
+    /// Its size when listed.
     pub size: u64,
+    /// Just past its last newline (see [`line_end`]).
+    pub line_end: u64,
 }
 
 impl Opened {
     pub fn open(path: &Path) -> std::io::Result<Opened> {
+        use std::os::unix::fs::MetadataExt;
         let file = std::fs::File::open(path)?;
         let canon = descriptor_path(&file).or_else(|_| std::fs::canonicalize(path))?;
-        let size = file.metadata()?.len();
-        Ok(Opened { file, canon, size })
-    }
-
-    /// Just past the last newline in `from..size`: where reading stops, so that a last line
-    /// or CSV row caught without its newline (being written) waits for the next run. `from`
-    /// when there is none.
-    pub fn line_end(&self, from: u64) -> std::io::Result<u64> {
-        use std::os::unix::fs::FileExt;
-        let mut end = self.size;
-        let mut buf = vec![0u8; 64 << 10];
-        while end > from {
-            let n = (end - from).min(buf.len() as u64) as usize;
-            let at = end - n as u64;
-            self.file.read_exact_at(&mut buf[..n], at)?;
-            if let Some(i) = memchr::memrchr(b'\n', &buf[..n]) {
-                return Ok(at + i as u64 + 1);
-            }
-            end = at;
-        }
-        Ok(from)
-    }
-}
-
-/// A reader of an [`Opened`] file from a position, by `pread`: readers of one descriptor
-/// (its duplicates share one offset) never move each other.
-pub(crate) struct ReadAt {
-    file: std::fs::File,
-    pos: u64,
-}
-
-impl ReadAt {
-    pub fn new(o: &Opened, pos: u64) -> std::io::Result<ReadAt> {
-        Ok(ReadAt {
-            file: o.file.try_clone()?,
-            pos,
+        let meta = file.metadata()?;
+        let line_end = line_end(&file, 0, meta.len())?;
+        Ok(Opened {
+            canon,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            line_end,
         })
     }
+
+    /// The listed file, open again at `pos`; an error when its path now names another file.
+    pub fn reopen(&self, pos: u64) -> std::io::Result<std::fs::File> {
+        use std::io::{Seek, SeekFrom};
+        use std::os::unix::fs::MetadataExt;
+        let mut file = std::fs::File::open(&self.canon)?;
+        let meta = file.metadata()?;
+        if (meta.dev(), meta.ino()) != (self.dev, self.ino) {
+            return Err(std::io::Error::other(format!(
+                "{} was replaced by another file since the import listed it (rotated?); run \
+                 the import again",
+                self.canon.display()
+            )));
+        }
+        file.seek(SeekFrom::Start(pos))?;
+        Ok(file)
+    }
 }
 
-impl Read for ReadAt {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let n = self.file.read_at(buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
+/// Just past the last newline in `from..size` of `file`: where reading stops, so that a last
+/// line or CSV row caught without its newline (being written) waits for the next run; `from`
+/// when there is none. Looks back at most [`MAX_LINE_BYTES`] + 1 bytes: a tail longer than a
+/// line may be is read (and refused by the reader as too long) rather than scanned for.
+fn line_end(file: &std::fs::File, from: u64, size: u64) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let floor = from.max(size.saturating_sub(MAX_LINE_BYTES as u64 + 1));
+    let mut end = size;
+    let mut buf = vec![0u8; 64 << 10];
+    while end > floor {
+        let n = (end - floor).min(buf.len() as u64) as usize;
+        let at = end - n as u64;
+        file.read_exact_at(&mut buf[..n], at)?;
+        if let Some(i) = memchr::memrchr(b'\n', &buf[..n]) {
+            return Ok(at + i as u64 + 1);
+        }
+        end = at;
     }
+    Ok(if floor > from { size } else { from })
 }
 
 /// The path of the file `f` is open on.
@@ -176,7 +182,7 @@ fn compare(input: &Input, opened: &Opened, part: Option<FilePart>) -> Result<Fou
         )));
     }
     let io = |e: std::io::Error| Error::io(&input.name, e);
-    let mut file = ReadAt::new(opened, 0).map_err(io)?;
+    let mut file = opened.reopen(0).map_err(io)?;
     let mut tap = Tap::new(opened.canon.clone());
     let mut buf = vec![0u8; 1 << 20];
     let mut left = part.size;
@@ -204,7 +210,8 @@ fn compare(input: &Input, opened: &Opened, part: Option<FilePart>) -> Result<Fou
         // The part ended inside a line (imported by a build that read a last line without
         // its newline): that line must have been complete.
         let mut next = [0u8; 1];
-        ReadAt::new(opened, part.size)
+        opened
+            .reopen(part.size)
             .and_then(|mut r| r.read_exact(&mut next))
             .map_err(io)?;
         if next[0] != b'\n' && next[0] != b'\r' {
@@ -248,7 +255,7 @@ pub(crate) fn plan(
             None => Opened::open(input.path.as_deref().expect("checked"))
                 .map_err(|e| Error::io(&input.name, e))?,
         };
-        input.size = opened.line_end(0).map_err(|e| Error::io(&input.name, e))?;
+        input.size = opened.line_end;
         let canon = opened.canon.clone();
         let part = known(&canon)?;
         match compare(&input, &opened, part)? {
