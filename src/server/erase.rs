@@ -49,15 +49,17 @@ pub(crate) fn erase(slot: &StoreSlot) -> Result<u64> {
         .path()
         .ok_or_else(|| Error::Internal("a temporary store has nothing to erase".into()))?
         .to_path_buf();
-    let removals = {
+    let (removals, keys) = {
         let _w = store.writer.lock();
         store.flush()?;
         let removals = store.removals();
-        if let Err(e) = crate::store::copy_live(&store) {
-            crate::store::drop_copy(&path);
-            return Err(e);
+        match crate::store::copy_live(&store) {
+            Ok(keys) => (removals, keys),
+            Err(e) => {
+                crate::store::drop_copy(&path);
+                return Err(e);
+            }
         }
-        removals
     };
     // No request gets the old handle from here on; the ones that have it finish.
     let mut cur = slot.current.write();
@@ -80,16 +82,10 @@ pub(crate) fn erase(slot: &StoreSlot) -> Result<u64> {
     old.retire();
     drop(old);
     let swapped = crate::store::swap_in(&path);
-    // Whatever the swap did, opening finishes or undoes it.
-    let reopened = config.open().map(Arc::new);
-    match reopened {
-        Ok(s) => {
-            s.load_graph()?;
-            *cur = Some(s);
-        }
-        Err(e) => return Err(e),
-    }
-    swapped.map(|()| 0)
+    // Whatever the swap did, opening finishes or undoes it. The copy has no graph index, so
+    // opening loads the graph. Should it fail, the slot stays empty and the server says so.
+    *cur = Some(Arc::new(config.open()?));
+    swapped.map(|()| keys)
 }
 
 /// Sends the writer an erasure when one is due: `within / 2` after the first forget since the

@@ -230,6 +230,13 @@ fn erase_now(slot: &StoreSlot, metrics: &Metrics) -> bool {
         }
         Err(e) => {
             eprintln!("idgraph: erasure (compaction) failed: {e}");
+            if slot.get().is_err() {
+                // The store could not be reopened: failing, as after a write error.
+                metrics
+                    .failed
+                    .lock()
+                    .get_or_insert_with(|| format!("reopening after an erasure: {e}"));
+            }
             if let Some(t) = due {
                 metrics.erase_due.lock().get_or_insert(t);
             }

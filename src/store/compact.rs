@@ -135,8 +135,9 @@ pub(crate) fn copy_live(store: &Store) -> Result<u64> {
             .create_new(true)
             .open()
             .map_err(Error::from)?;
+        // Batches bounded in keys and in bytes: an ID record may hold megabytes.
         let mut batch = sled::Batch::default();
-        let mut in_batch = 0;
+        let (mut in_batch, mut bytes) = (0, 0);
         for kv in store.db.iter() {
             let (k, v) = kv?;
             // The graph index is rebuilt, not copied; a redo record cannot be left between
@@ -144,12 +145,13 @@ pub(crate) fn copy_live(store: &Store) -> Result<u64> {
             if k.as_ref() == codec::INDEX_STAMP_KEY || k.as_ref() == codec::INTENT_KEY {
                 continue;
             }
+            bytes += k.len() + v.len();
             batch.insert(k, v);
             in_batch += 1;
             keys += 1;
-            if in_batch == 10_000 {
+            if in_batch == 10_000 || bytes >= 8 << 20 {
                 dst.apply_batch(std::mem::take(&mut batch))?;
-                in_batch = 0;
+                (in_batch, bytes) = (0, 0);
             }
         }
         dst.apply_batch(batch)?;

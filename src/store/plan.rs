@@ -245,8 +245,10 @@ impl<'a, 'g> Planner<'a, 'g> {
         if s.is_empty() {
             return None;
         }
+        // The graph first: a known ID (most of them) costs a hash-table probe, not a keyed
+        // hash.
         let named =
-            |id: &Identity| s.contains(id.as_str()) && self.st.lookup(id.as_str()).is_none();
+            |id: &Identity| self.st.lookup(id.as_str()).is_none() && s.contains(id.as_str());
         match op {
             Op::Alias { a, b, .. } => (named(a) || named(b)).then_some(Outcome::Alias(
                 AliasOutcome::Refused(RefusalReason::Suppressed),
