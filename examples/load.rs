@@ -13,7 +13,7 @@
 //! cargo run --release --example load -- --sync --clients 256 --seconds 20
 //! cargo run --release --example load -- --sync --kill9 --seconds 10   # crash, then check
 //! ```
-//! It starts `target/release/idgraph serve` on a fresh store in a temporary directory (on disk;
+//! It starts the release `idgraph` built beside it (`idgraph serve`) on a fresh store in a temporary directory (on disk;
 //! `--dir /dev/shm` for memory) and stops it with SIGTERM — or SIGKILL with `--kill9` — before
 //! the check.
 //!

@@ -10,8 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 data=$1; shift
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-target=$(cargo metadata --format-version 1 --no-deps \
-  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+target=$(bash scripts/target-dir.sh)
 /usr/bin/time -f "idgraph import: %e s, peak RSS %M KB" "$target/release/idgraph" --db "$work/store" import "$data"
 rm -rf "$work/store"
 ( peak=0; while true; do

@@ -32,8 +32,7 @@ fi
 # The tests use the debug binaries `cargo test` built, wherever cargo puts them
 # (CARGO_TARGET_DIR, build.target-dir): cargo metadata says.
 cargo build -q --bin idgraph --example gen_km
-target=$(cargo metadata --format-version 1 --no-deps \
-  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+target=$(bash scripts/target-dir.sh)
 export IDGRAPH_BIN="${IDGRAPH_BIN:-$target/debug/idgraph}"
 export IDGRAPH_GEN_KM="${IDGRAPH_GEN_KM:-$target/debug/examples/gen_km}"
 export SPARK_LOCAL_IP=127.0.0.1 PYSPARK_PYTHON="$PWD/$venv/bin/python"
