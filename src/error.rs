@@ -87,6 +87,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A backup file could not be restored: it is damaged, cut short or not a backup. The
+    /// message says the file, the byte offset and the frame. Nothing was restored.
+    #[error("damaged backup: {0}; nothing was restored")]
+    Backup(String),
     /// A failure inside idgraph rather than in its input or storage: a worker thread or task
     /// that stopped, a drawing that could not be laid out. The message says which.
     #[error("internal failure: {0}")]

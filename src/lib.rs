@@ -63,9 +63,10 @@ pub use op::{
 };
 pub use source::{FilePart, OpSource};
 pub use store::{
-    BulkOptions, BulkReport, Compacted, Config, DEFAULT_MAX_PERSON_SIZE, Explanation,
-    ExportedEvent, Forgotten, Guardrails, Hubs, Refusal, Stats, Store, VerifyProgress,
-    VerifyReport,
+    BACKUP_FORMAT, BackupInfo, BackupOptions, BackupReport, BulkOptions, BulkReport, Compacted,
+    Config, DEFAULT_MAX_PERSON_SIZE, DEFAULT_MAX_PRESERVED_BYTES, Explanation, ExportedEvent,
+    Forgotten, Guardrails, Hubs, Refusal, RestoreOptions, RestoreReport, Stats, Store,
+    SuppressionList, VerifyProgress, VerifyReport, check_backup, restore,
 };
 
 /// The README's examples, compiled and run as doc-tests so they stay true.

@@ -63,6 +63,11 @@ pub enum Cmd {
     Forget(ForgetArgs),
     /// Lift the suppression `forget` put on an ID: data naming it is taken again.
     Unsuppress(UnsuppressArgs),
+    /// Back up the store into one file: a consistent cut, checksummed and compressed. The
+    /// store must not be in use; back up a running server with --from.
+    Backup(BackupArgs),
+    /// Restore a backup into a new store at --db (which must not exist).
+    Restore(RestoreArgs),
     /// Rewrite the store with its live data only: afterwards no file of it holds anything
     /// deleted (run it after `forget`; the store must not be in use).
     Compact(CompactArgs),
@@ -321,6 +326,41 @@ pub struct CompactArgs {
 }
 
 #[derive(Args)]
+pub struct BackupArgs {
+    /// The backup file to write (must not exist): written as OUT.partial, fsynced, renamed.
+    pub out: PathBuf,
+    /// Take it from a running `idgraph serve` at this URL (`http://HOST:PORT`) instead of
+    /// --db: `GET /api/admin/backup` with the admin token; tracking goes on meanwhile.
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
+    /// The server's admin token (with --from).
+    #[arg(long, env = "IDGRAPH_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// zstd level: 1 is fastest, 19 smallest (without --from).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    /// Print what it did as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// The backup file (`-`: standard input).
+    pub file: PathBuf,
+    /// The live store's suppressions (`idgraph export suppressions`): anyone forgotten there
+    /// after the backup was taken is erased from the restored store, and stays suppressed.
+    #[arg(long, value_name = "FILE")]
+    pub suppressions: Option<PathBuf>,
+    /// Run `verify` on the restored store before moving it into place.
+    #[arg(long)]
+    pub verify: bool,
+    /// Print what it did as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
 pub struct UnsuppressArgs {
     /// The forgotten ID.
     pub id: String,
@@ -431,6 +471,18 @@ pub struct ServeArgs {
     /// `idgraph compact` with the server stopped).
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub erase_within: std::time::Duration,
+    /// Take a backup into this directory every --backup-every (files
+    /// `idgraph-YYYYMMDDTHHMMSSZ.backup`; tracking goes on meanwhile). Without it: none
+    /// scheduled (`GET /api/admin/backup` and `idgraph backup --from` still take one).
+    #[arg(long, value_name = "DIR")]
+    pub backup_dir: Option<std::path::PathBuf>,
+    /// How often --backup-dir gets a backup.
+    #[arg(long, default_value = "6h", value_parser = humantime::parse_duration)]
+    pub backup_every: std::time::Duration,
+    /// How many of the newest backups --backup-dir keeps (older ones are deleted after each
+    /// success).
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
+    pub backup_keep: u32,
     /// Each client's write budget, bytes a second: a tracking request costs the bytes it sent
     /// plus about the bytes its op wrote; past the burst, 429 with Retry-After. A client is
     /// an IPv4 address or an IPv6 /64. 0: no budgets.

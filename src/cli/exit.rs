@@ -56,6 +56,7 @@ impl From<idgraph::Error> for Fail {
             | E::InvalidName { .. }
             | E::Limit { .. }
             | E::Input(_)
+            | E::Backup(_)
             | E::Io { .. } => Exit::BadInput,
             _ => Exit::Failure,
         };

@@ -11,10 +11,12 @@
 //! | `query` | `resolve`, `events`, `props`, `refused`, `hubs`, `graph`, `stats`, `verify` |
 //! | `transfer` | `import`, `export` |
 //! | `simulate` | `simulate` |
-//! | `repair` | `explain`, `unalias`, `forget` |
+//! | `repair` | `explain`, `unalias`, `forget`, `unsuppress`, `compact` |
+//! | `backup` | `backup`, `restore` |
 //! | `serve` | `serve` |
 
 mod args;
+mod backup;
 mod db;
 mod exit;
 mod output;
@@ -63,6 +65,8 @@ pub fn run(cli: Cli) -> Result<(), Fail> {
         Cmd::Forget(a) => repair::forget(db, a),
         Cmd::Unsuppress(a) => repair::unsuppress(db, a),
         Cmd::Compact(a) => repair::compact(db, a),
+        Cmd::Backup(a) => backup::backup(db, a),
+        Cmd::Restore(a) => backup::restore(db, a),
         Cmd::Serve(a) => serve::serve(db, a),
     }
 }

@@ -48,6 +48,9 @@ pub struct ServeConfig {
     /// wait while the live data is copied, reads go on but for the moment of the swap.
     /// `None`: never while serving. Default = 1 h.
     pub erase_within: Option<Duration>,
+    /// Scheduled backups (`server/backup.rs`); `None`: none (`GET /api/admin/backup` still
+    /// takes one on demand). Default = `None`.
+    pub backup: Option<super::BackupSchedule>,
     /// Each client's write budget, in bytes a second: a tracking request costs the bytes it
     /// sent plus about the bytes its op wrote (a property set rewrites the ID's whole record).
     /// A client that has spent more than [`client_write_burst`](Self::client_write_burst)
@@ -96,6 +99,7 @@ impl Default for ServeConfig {
             max_connections: 1024,
             shutdown_grace: Duration::from_secs(10),
             erase_within: Some(Duration::from_secs(3600)),
+            backup: None,
             client_write_rate: 1 << 20,
             client_write_burst: 4 << 20,
             max_connections_per_client: 64,

@@ -74,7 +74,45 @@ pub(super) async fn metrics(State(s): St) -> Response {
     };
     let (ids, persons) = store.counts();
     let guard = store.guardrails();
+    let last_backup = *s.backups.last.lock();
+    let backup = |i: usize| last_backup.map_or(0, |b| [b.0 as u64, b.1, b.2, b.3][i]);
     for (name, help, kind, v) in [
+        (
+            "idgraph_backups_total",
+            "Backups taken (scheduled and GET /api/admin/backup) that completed.",
+            "counter",
+            s.backups.ok.load(Relaxed),
+        ),
+        (
+            "idgraph_backups_failed_total",
+            "Backups that failed (see the server's log for why).",
+            "counter",
+            s.backups.failed.load(Relaxed),
+        ),
+        (
+            "idgraph_last_backup_timestamp_seconds",
+            "When the last successful backup's cut was taken (Unix seconds; 0: none yet).",
+            "gauge",
+            backup(0),
+        ),
+        (
+            "idgraph_last_backup_bytes",
+            "The size of the last successful backup's file.",
+            "gauge",
+            backup(1),
+        ),
+        (
+            "idgraph_last_backup_milliseconds",
+            "How long the last successful backup took.",
+            "gauge",
+            backup(2),
+        ),
+        (
+            "idgraph_last_backup_pause_microseconds",
+            "How long the last successful backup paused writes (to install its cut).",
+            "gauge",
+            backup(3),
+        ),
         (
             "idgraph_ops_applied_total",
             "Tracking ops applied to the store.",

@@ -6,8 +6,9 @@
 //!   [`ServeConfig::sync`]: once flushed to disk); `400` with a one-line reason otherwise.
 //! - `/api/people/{id}`, `/api/people/{id}/events`, `/api/people/{id}/links`,
 //!   `/api/people/{id}/graph`, `/api/explain`, `/api/requests`: only with
-//!   `Authorization: Bearer <read token>`; `POST /api/unalias` and `DELETE /api/people/{id}`
-//!   only with the admin token.
+//!   `Authorization: Bearer <read token>`; `POST /api/unalias`, `DELETE /api/people/{id}` and
+//!   `GET /api/admin/backup` (a backup, streamed while tracking goes on) only with the admin
+//!   token.
 //! - `/km.js` (the tracker), `/healthz`, `/metrics` (Prometheus text), `/` (the demo page).
 //!
 //! Store reads of the query API run on tokio's blocking pool; writes go through the writer
@@ -20,6 +21,7 @@
 //! | `tracking` | `/e` `/s` `/a` as steps: admit, read, parse, apply, account, answer |
 //! | `writer` | the one writer thread, `--sync` group commit |
 //! | `api` | the query and admin API |
+//! | `backup` | `/api/admin/backup`, scheduled backups (`--backup-dir`) |
 //! | `auth` | the client a request is charged to, bearer tokens |
 //! | `budget` | write budgets, connections per client |
 //! | `metrics` | `/metrics` |
@@ -29,6 +31,7 @@
 
 mod api;
 mod auth;
+mod backup;
 mod budget;
 mod config;
 mod connection;
@@ -64,6 +67,7 @@ use budget::{Budgets, OpenConnections};
 use writer::{Failed, Writer};
 
 pub use api::{MAX_LIST, MAX_TIMELINE_PAGE};
+pub use backup::BackupSchedule;
 pub use config::{BUDGET_CLIENTS, LOG_QUERY_BYTES, LOG_REASON_BYTES, ServeConfig};
 pub use pages::{KM_JS, demo_may_hold_token};
 pub use tracking::GIF;
@@ -86,6 +90,7 @@ struct AppState {
     log: Mutex<RequestLog>,
     budgets: Budgets,
     per_client: Arc<OpenConnections>,
+    backups: Arc<backup::BackupMetrics>,
 }
 
 /// Runs the server on `listener` until `shutdown` completes, then stops accepting, lets the
@@ -112,6 +117,10 @@ pub async fn serve(
     if let Some(within) = cfg.erase_within {
         erase::schedule(within, metrics.clone(), writer.clone());
     }
+    let backups = Arc::new(backup::BackupMetrics::default());
+    if let Some(sched) = cfg.backup.clone() {
+        backup::schedule(sched, slot.clone(), backups.clone());
+    }
     let conn = Connections {
         header_timeout: cfg.header_timeout,
         max: cfg.max_connections.max(1),
@@ -133,6 +142,7 @@ pub async fn serve(
         metrics,
         log: Mutex::new(RequestLog::default()),
         per_client: conn.per_client.clone(),
+        backups,
     });
     conn.serve(listener, router(state), shutdown).await;
     // Every request in flight has been answered (or its connection dropped): the writer
@@ -158,6 +168,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/people/{id}/graph", get(person_graph))
         .route("/api/explain", get(explain))
         .route("/api/unalias", axum::routing::post(unalias))
+        .route("/api/admin/backup", get(backup::backup))
         .route("/api/people/{id}/timeline", get(person_timeline))
         .route("/api/hubs", get(hubs))
         .route("/api/refusals", get(refusals))

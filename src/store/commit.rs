@@ -48,6 +48,8 @@ impl Store {
         // Several keys (one op, or a batch up to REDO_BATCH_MAX_BYTES): a redo record, the
         // plain inserts in key order, and the record's removal; recovery at open finishes
         // writes whose record survived a crash. Larger: one sled batch.
+        // A backup in progress keeps the values these keys had at its cut.
+        self.preserve(writes.keys())?;
         if writes.len() == 1 {
             let (k, v) = writes.into_iter().next().expect("one write");
             let event = k.first() == Some(&codec::EVENT);

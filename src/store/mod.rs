@@ -17,6 +17,7 @@
 //! | `repair` | explain, unalias, forget, links, hubs, person graphs |
 //! | `verify` | [`Store::verify`], one function per invariant family |
 
+mod backup;
 mod bulk;
 mod commit;
 mod compact;
@@ -50,6 +51,10 @@ use crate::op::{
 };
 use crate::source::{FilePart, OpSource};
 
+pub use backup::{
+    BACKUP_FORMAT, BackupInfo, BackupOptions, BackupReport, DEFAULT_MAX_PRESERVED_BYTES,
+    RestoreOptions, RestoreReport, check_backup, restore,
+};
 pub use bulk::{BulkOptions, BulkReport};
 pub use compact::Compacted;
 #[cfg(feature = "server")]
@@ -58,6 +63,7 @@ pub use config::{Config, DEFAULT_MAX_PERSON_SIZE};
 pub use counts::{Guardrails, Stats};
 pub use events::ExportedEvent;
 pub use repair::{Explanation, Forgotten, Hubs};
+pub use suppress::SuppressionList;
 pub use verify::{VerifyProgress, VerifyReport};
 
 /// The graph index's fuzz target (`crate::fuzz::graph_index`).
@@ -105,6 +111,8 @@ pub struct Store {
     pub(crate) policy: Policy,
     /// Forgotten IDs, by keyed hash (`suppress`).
     pub(crate) suppressed: suppress::Suppressions,
+    /// The cut of a backup in progress (`backup`): writers keep old values for it.
+    cut: RwLock<Option<std::sync::Arc<backup::Cut>>>,
     /// One past the last node with packed events (`events::packed_upto`).
     packed_upto: AtomicU64,
     /// Odd while a write that removes data (forget, unalias, a block rewrite that folds `v`
@@ -289,6 +297,8 @@ impl Store {
     /// [`Error::Io`](crate::Error::Io)); [`Error::Storage`](crate::Error::Storage).
     pub fn bulk_apply(&self, source: &mut dyn OpSource, opts: BulkOptions) -> Result<BulkReport> {
         let _w = self.writer.lock();
+        // It writes without keeping old values for a backup's cut: a backup ends first.
+        self.wait_for_backup();
         self.begin_write()?;
         // Unknown until the import has written everything: a failed import leaves the next
         // `stats` to count by a scan.

@@ -86,6 +86,7 @@ pub(crate) fn open(c: Config) -> Result<Store> {
         },
         packed_upto: std::sync::atomic::AtomicU64::new(packed_upto),
         suppressed,
+        cut: RwLock::new(None),
         removals: Default::default(),
         poisoned: AtomicBool::new(false),
         path: c.path.clone(),
@@ -238,6 +239,7 @@ pub(crate) fn load_graph(db: &sled::Db) -> Result<Graph> {
 /// [`Error::Interrupted`] when a later write fails: the handle then refuses writes.
 pub(crate) fn write_redo(store: &Store, writes: Vec<codec::RedoEntry>) -> Result<()> {
     let db = &store.db;
+    store.preserve(writes.iter().map(|(k, _)| k))?;
     db.insert(codec::INTENT_KEY, codec::encode_intent(&writes))?;
     replay(db, writes, true).map_err(|e| {
         // Part of the op is in sled, none of it in memory: writing on could reuse nodes.

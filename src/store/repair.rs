@@ -10,6 +10,7 @@ use crate::dot::{GraphId, PersonGraph};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
+use crate::codec;
 use crate::error::{Error, Result};
 use crate::forest::Node;
 use crate::graph::{Graph, pair};
@@ -188,6 +189,12 @@ pub(crate) fn unalias(store: &Store, a: &str, b: &str) -> Result<Option<Vec<Node
     // while the graph still shows it.
     store
         .removing(|| {
+            // The keys `remove_edge` may write, kept for a backup in progress.
+            store.preserve([
+                codec::edge_key(seq).to_vec(),
+                codec::id_key(a),
+                codec::id_key(b),
+            ])?;
             records::remove_edge(&store.db, seq, (na, a), (nb, b))?;
             Ok(store.graph_mut()?.remove_edge_and_split(na, nb))
         })

@@ -167,6 +167,7 @@ impl crate::store::Store {
         let Some(key) = self.suppressed.key_of(id) else {
             return Ok(false);
         };
+        self.preserve([key])?;
         self.db.remove(key)?;
         self.suppressed.remove(id);
         Ok(true)
@@ -183,6 +184,127 @@ impl crate::store::Store {
     pub fn is_suppressed(&self, id: &str) -> bool {
         self.suppressed.contains(id)
     }
+
+    /// Adds the suppressions of another copy of this store (`idgraph export suppressions` of
+    /// the live store, for a restore of an older backup) and forgets every person with a
+    /// suppressed ID. Returns the persons forgotten. Their old bytes stay in sled's log until
+    /// the store is compacted.
+    ///
+    /// # Errors
+    /// [`Error::Input`] when the list's secret is not this store's (it comes from another
+    /// store); [`Error::Storage`] when sled cannot be written.
+    pub(crate) fn add_suppressions(&self, list: &SuppressionList) -> Result<u64> {
+        {
+            let _w = self.writer.lock();
+            self.begin_write()?;
+            let mut batch = sled::Batch::default();
+            match *self.suppressed.key.read() {
+                Some(k) if k != list.key => {
+                    return Err(Error::Input(format!(
+                        "{}: the suppressions were exported from another store (their secret \
+                         is not this store's)",
+                        list.source
+                    )));
+                }
+                Some(_) => {}
+                None => batch.insert(codec::SUPPRESS_KEY, &list.key[..]),
+            }
+            let at = crate::op::now().to_be_bytes();
+            for h in &list.hashes {
+                batch.insert(&codec::suppressed_key(h)[..], &at[..]);
+            }
+            self.db.apply_batch(batch)?;
+            self.suppressed.add(Added {
+                key: list.key,
+                hashes: list.hashes.clone(),
+            });
+        }
+        let mut named = Vec::new();
+        self.for_each_id(|id, _, _| {
+            if self.suppressed.contains(id) {
+                named.push(id.to_owned());
+            }
+            Ok(())
+        })?;
+        let mut forgotten = 0;
+        for id in named {
+            forgotten += u64::from(self.forget(&id)?.is_some());
+        }
+        Ok(forgotten)
+    }
+}
+
+/// The suppressions `idgraph export suppressions` writes: JSON lines, `{"key": hex}` (the
+/// store's 32-byte secret) first, then `{"suppressed": hex}` (16 bytes) per ID.
+#[derive(Clone, Debug)]
+pub struct SuppressionList {
+    source: String,
+    key: [u8; 32],
+    hashes: Vec<Hash>,
+}
+
+impl SuppressionList {
+    /// Reads the list in `path`. An empty file (nothing was ever forgotten) is an empty list
+    /// (`None`).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be read; [`Error::Input`] with `FILE:LINE` and why
+    /// for a line that is not one of the two shapes, a secret that is not first or not 32
+    /// bytes, or a hash that is not 16.
+    pub fn read(path: &std::path::Path) -> Result<Option<SuppressionList>> {
+        use std::io::BufRead;
+        let name = path.display().to_string();
+        let f = std::fs::File::open(path).map_err(|e| Error::io(name.clone(), e))?;
+        let mut list: Option<SuppressionList> = None;
+        for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+            let line = line.map_err(|e| Error::io(format!("{name}:{}", i + 1), e))?;
+            let bad = |why: &str| Error::Input(format!("{name}:{}: {why}", i + 1));
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: serde_json::Value =
+                serde_json::from_str(&line).map_err(|e| bad(&format!("not JSON ({e})")))?;
+            let field = |f: &str| v.get(f).and_then(|x| x.as_str());
+            match (&mut list, field("key"), field("suppressed")) {
+                (None, Some(hex), None) => {
+                    let key =
+                        unhex::<32>(hex).ok_or_else(|| bad("the key is not 64 hex digits"))?;
+                    list = Some(SuppressionList {
+                        source: name.clone(),
+                        key,
+                        hashes: Vec::new(),
+                    });
+                }
+                (Some(l), None, Some(hex)) => l.hashes.push(
+                    unhex::<16>(hex).ok_or_else(|| bad("a suppression is not 32 hex digits"))?,
+                ),
+                (None, _, _) => return Err(bad(r#"the first line must be {"key": HEX}"#)),
+                (Some(_), _, _) => return Err(bad(r#"expected {"suppressed": HEX}"#)),
+            }
+        }
+        Ok(list)
+    }
+
+    /// How many IDs it suppresses.
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// Whether it suppresses nothing.
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+}
+
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 #[cfg(test)]
