@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use common::files_holding;
 use common::server::{Server, api};
 use idgraph::{AliasOutcome, Cause, Config, Identity, Op, Outcome, Properties, RefusalReason};
 
@@ -37,23 +38,6 @@ fn run(c: &mut Command) -> String {
 /// The body of a `GET`.
 async fn text(c: &reqwest::Client, url: &str) -> String {
     c.get(url).send().await.unwrap().text().await.unwrap()
-}
-
-/// Files under `dir` that hold `needle`, byte by byte.
-fn holding(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut hits = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            hits.extend(holding(&p, needle));
-        } else {
-            let bytes = std::fs::read(&p).unwrap();
-            if bytes.windows(needle.len()).any(|w| w == needle) {
-                hits.push(p.display().to_string());
-            }
-        }
-    }
-    hits
 }
 
 /// The victim's lines, and a crowd around it, as a KISSmetrics export.
@@ -98,14 +82,14 @@ fn forget_then_compact_leaves_no_byte_of_the_person() {
     run(idgraph(&db).args(["record", ANON, SECRET_EVENT, "again=1"]));
     for s in secrets() {
         assert!(
-            !holding(&db, s.as_bytes()).is_empty(),
+            !files_holding(&db, s.as_bytes()).is_empty(),
             "{s} is on disk before"
         );
     }
     run(idgraph(&db).args(["forget", VICTIM, "--yes"]));
     let after_forget: Vec<&str> = secrets()
         .into_iter()
-        .filter(|s| !holding(&db, s.as_bytes()).is_empty())
+        .filter(|s| !files_holding(&db, s.as_bytes()).is_empty())
         .collect();
     // sled is log-structured: forget alone leaves old values in old segments.
     assert!(
@@ -115,7 +99,7 @@ fn forget_then_compact_leaves_no_byte_of_the_person() {
     let out = run(idgraph(&db).arg("compact"));
     assert!(out.contains("compacted"), "{out}");
     for s in secrets() {
-        let hits = holding(&db, s.as_bytes());
+        let hits = files_holding(&db, s.as_bytes());
         assert!(
             hits.is_empty(),
             "{s} is still on disk after compact: {hits:?}"
@@ -252,12 +236,13 @@ async fn a_running_server_erases_within_its_bound() {
         .unwrap();
     assert_eq!(del.status(), 200);
     let t = std::time::Instant::now();
-    while !holding(&db, needle).is_empty() || !holding(&db, CARD.as_bytes()).is_empty() {
+    while !files_holding(&db, needle).is_empty() || !files_holding(&db, CARD.as_bytes()).is_empty()
+    {
         assert!(
             t.elapsed() < std::time::Duration::from_secs(10),
             "still on disk after {:?}: {:?}",
             t.elapsed(),
-            holding(&db, needle)
+            files_holding(&db, needle)
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

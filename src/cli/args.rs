@@ -79,7 +79,7 @@ pub enum Cmd {
     Graph(GraphArgs),
     /// Run the tracking server: the KISSmetrics HTTP API (/e /s /a), the browser tracker
     /// (/km.js), a JSON query API (/api/...), /healthz, /metrics and a demo page (/).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 }
 
 #[derive(Args)]

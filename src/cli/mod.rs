@@ -67,7 +67,7 @@ pub fn run(cli: Cli) -> Result<(), Fail> {
         Cmd::Compact(a) => repair::compact(db, a),
         Cmd::Backup(a) => backup::backup(db, a),
         Cmd::Restore(a) => backup::restore(db, a),
-        Cmd::Serve(a) => serve::serve(db, a),
+        Cmd::Serve(a) => serve::serve(db, *a),
     }
 }
 

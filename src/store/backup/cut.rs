@@ -42,6 +42,9 @@ struct State {
     overflow: bool,
 }
 
+/// Keys removed after the cut before the scan reached them, with their values at the cut.
+pub(crate) type Removed = Vec<(Vec<u8>, sled::IVec)>;
+
 /// What the scan emits for one key it read.
 pub(crate) enum Emit {
     /// The value it read.
@@ -114,11 +117,11 @@ impl Cut {
 
     /// Ends the scan: the values at the cut of keys removed before the scan reached them, and
     /// how many keys writers kept in all.
-    pub(crate) fn finish(&self) -> Result<(Vec<(Vec<u8>, sled::IVec)>, u64)> {
+    pub(crate) fn finish(&self) -> Result<(Removed, u64)> {
         let mut st = self.state.lock();
         self.check(&st)?;
         st.done = true;
-        let mut rest: Vec<(Vec<u8>, sled::IVec)> = std::mem::take(&mut st.kept)
+        let mut rest: Removed = std::mem::take(&mut st.kept)
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect();

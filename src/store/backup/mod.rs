@@ -32,6 +32,9 @@ pub struct BackupOptions {
     /// (default [`DEFAULT_MAX_PRESERVED_BYTES`]). Past it the backup fails with
     /// [`Error::Limit`]; the writes are never held back.
     pub max_preserved_bytes: usize,
+    /// Bytes of entries per frame before compression (default 1 MiB; at most 256 MiB, the
+    /// largest frame a restore reads). Smaller frames compress worse.
+    pub frame_bytes: usize,
 }
 
 /// The default of [`BackupOptions::max_preserved_bytes`]: 1 GiB.
@@ -42,6 +45,7 @@ impl Default for BackupOptions {
         BackupOptions {
             level: 1,
             max_preserved_bytes: DEFAULT_MAX_PRESERVED_BYTES,
+            frame_bytes: file::FRAME_TARGET,
         }
     }
 }
@@ -142,7 +146,8 @@ impl Store {
         let mut w = file::FileWriter::new(out)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let (data_bytes, entries, preserved) = std::thread::scope(|s| -> Result<_> {
-            let scan = s.spawn(move || self.scan(&cut, counts, tx, progress));
+            let frame = opts.frame_bytes.clamp(1, file::MAX_FRAME_RAW / 2);
+            let scan = s.spawn(move || self.scan(&cut, counts, frame, tx, progress));
             let mut seq = 0u32;
             let mut failed = None;
             for raw in rx {
@@ -195,6 +200,7 @@ impl Store {
         &self,
         cut: &Cut,
         counts: Option<[u8; 32]>,
+        frame_bytes: usize,
         tx: std::sync::mpsc::SyncSender<Vec<u8>>,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<(u64, u64, u64)> {
@@ -203,6 +209,14 @@ impl Store {
         let mut iter = self.db.iter();
         let mut run: Vec<(sled::IVec, sled::IVec)> = Vec::new();
         let send = |raw: Vec<u8>, bytes: &mut u64| -> Result<()> {
+            if raw.len() > file::MAX_FRAME_RAW {
+                return Err(Error::Limit {
+                    what: "bytes in one frame of a backup (an entry too large to back up)",
+                    found: raw.len(),
+                    max: file::MAX_FRAME_RAW,
+                    limit: "MAX_FRAME_RAW",
+                });
+            }
             *bytes += raw.len() as u64;
             progress(*bytes);
             tx.send(raw).map_err(|_| closed())
@@ -214,7 +228,7 @@ impl Store {
                 let (k, v) = kv?;
                 run_bytes += k.len() + v.len() + 8;
                 run.push((k, v));
-                if run_bytes >= file::FRAME_TARGET {
+                if run_bytes >= frame_bytes {
                     break;
                 }
             }

@@ -1,0 +1,473 @@
+//! Backups and restores: a restore answers every query as the store did at the backup's cut,
+//! taken alone or while a writer goes on; a damaged or truncated file restores nothing; a
+//! person forgotten after the backup does not come back with `--suppressions`.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use idgraph::{
+    BackupOptions, Cause, Config, Error, Identity, Op, Properties, RestoreOptions, Store,
+    SuppressionList, Value,
+};
+use proptest::prelude::*;
+
+const IDS: &[&str] = &[
+    "alice",
+    "bob",
+    "carol",
+    "dave",
+    "erin",
+    "frank",
+    "guest",
+    "zed",
+    "Yq3xGn7Kb2TtLmPc9RsW=",
+];
+const EVENTS: &[&str] = &["Signed Up", "Viewed", "Paid"];
+
+fn ident(i: usize) -> Identity {
+    Identity::new(IDS[i]).unwrap()
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Op(Op),
+    Batch(Vec<Op>),
+    Unalias(usize, usize),
+    Forget(usize),
+    Unsuppress(usize),
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    let n = IDS.len();
+    prop_oneof![
+        3 => (0..n, 0..n, 0..9i64).prop_map(|(a, b, at)| Op::alias(ident(a), ident(b), at, Cause::Api)),
+        4 => (0..n, 0..EVENTS.len(), 0..3i64, 0..9i64).prop_map(|(i, e, x, at)| {
+            let mut p = Properties::new();
+            p.insert("n", Value::from(x)).unwrap();
+            Op::record(ident(i), EVENTS[e], p, at)
+        }),
+        2 => (0..n, 0..3i64, 0..9i64).prop_map(|(i, x, at)| {
+            let mut p = Properties::new();
+            p.insert("plan", Value::from(x)).unwrap();
+            Op::set(ident(i), p, at)
+        }),
+    ]
+}
+
+fn arb_step() -> impl Strategy<Value = Step> {
+    let n = IDS.len();
+    prop_oneof![
+        10 => arb_op().prop_map(Step::Op),
+        2 => proptest::collection::vec(arb_op(), 1..5).prop_map(Step::Batch),
+        1 => (0..n, 0..n).prop_map(|(a, b)| Step::Unalias(a, b)),
+        1 => (0..n).prop_map(Step::Forget),
+        1 => (0..n).prop_map(Step::Unsuppress),
+    ]
+}
+
+fn apply(s: &Store, step: &Step) {
+    match step {
+        Step::Op(op) => {
+            s.apply(op.clone()).unwrap();
+        }
+        Step::Batch(ops) => {
+            s.apply_batch(ops).unwrap();
+        }
+        Step::Unalias(a, b) => {
+            s.unalias(IDS[*a], IDS[*b]).unwrap();
+        }
+        Step::Forget(i) => {
+            s.forget(IDS[*i]).unwrap();
+        }
+        Step::Unsuppress(i) => {
+            s.unsuppress(IDS[*i]).unwrap();
+        }
+    }
+}
+
+/// Every answer the store gives: each ID's person, canonical ID, events, properties, links
+/// and explain chains with every other ID; the refusals, hubs, stats (but for bytes on disk),
+/// the exports and the suppressions.
+fn answers(s: &Store) -> String {
+    let mut out = String::new();
+    for a in IDS {
+        out += &format!(
+            "{a}: {:?} {:?} {:?} {:?} {:?} {}\n",
+            s.resolve(a).unwrap(),
+            s.canonical(a).unwrap(),
+            s.events(a).unwrap(),
+            s.properties(a).unwrap(),
+            s.links(a).unwrap(),
+            s.is_suppressed(a),
+        );
+        for b in IDS {
+            out += &format!("  {b}: {:?}\n", s.explain(a, b).ok());
+        }
+    }
+    let mut stats = s.stats().unwrap();
+    stats.disk_bytes = 0;
+    out += &format!("{:?}\n{stats:?}\n", s.refusals().unwrap());
+    let hubs = s.hubs(5).unwrap();
+    out += &format!("{:?}\n", serde_json::to_string(&hubs).unwrap());
+    s.for_each_id(|id, p, at| {
+        out += &format!("id {id} {p} {at}\n");
+        Ok(())
+    })
+    .unwrap();
+    s.for_each_event(|e| {
+        out += &format!("{e:?}\n");
+        Ok(())
+    })
+    .unwrap();
+    out + &format!("{:?}", s.suppressions())
+}
+
+fn restored(backup: &[u8], dir: &Path, opts: &RestoreOptions) -> Store {
+    let dest = dir.join(format!("restored-{}", rand::random::<u32>()));
+    idgraph::restore(backup, "the backup", &Config::new(&dest), opts, &|_| {}).unwrap();
+    let s = Config::new(&dest).open().unwrap();
+    let v = s.verify().unwrap();
+    assert!(v.is_ok(), "{:?}", v.problems);
+    s
+}
+
+fn small_frames() -> BackupOptions {
+    BackupOptions {
+        frame_bytes: 64,
+        ..BackupOptions::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Random ops, a backup after `cut` of them, more ops: the restore answers as the store
+    /// did at the cut.
+    #[test]
+    fn a_restore_answers_as_the_store_did_at_the_cut(
+        steps in proptest::collection::vec(arb_step(), 1..40),
+        cut in 0usize..40,
+        reopen in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let mut s = Store::open(&path).unwrap();
+        let cut = cut.min(steps.len());
+        for st in &steps[..cut] {
+            apply(&s, st);
+        }
+        if reopen {
+            // A store opened from its graph index, not yet loaded.
+            drop(s);
+            s = Store::open(&path).unwrap();
+        }
+        let mut file = Vec::new();
+        s.backup(&mut file, &small_frames(), &|_| {}).unwrap();
+        let at_cut = answers(&s);
+        for st in &steps[cut..] {
+            apply(&s, st);
+        }
+        let r = restored(&file, dir.path(), &RestoreOptions::default());
+        prop_assert_eq!(answers(&r), at_cut);
+    }
+}
+
+/// A writer applies random steps while a backup (of small frames, slowed down) runs: the
+/// restore equals the store after some prefix of the steps, one that holds every step done
+/// before the backup began.
+#[test]
+fn a_backup_taken_while_writing_is_a_prefix_of_the_writes() {
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 12,
+        ..ProptestConfig::default()
+    });
+    // Across the cases, writes must have landed during backups (or the test shows nothing).
+    let kept = AtomicUsize::new(0);
+    let strategy = (
+        proptest::collection::vec(arb_step(), 40..80),
+        proptest::collection::vec(arb_step(), 60..120),
+    );
+    runner
+        .run(&strategy, |(before, during)| {
+            let dir = tempfile::tempdir().unwrap();
+            let s = Arc::new(Store::open(dir.path().join("store")).unwrap());
+            for st in &before {
+                apply(&s, st);
+            }
+            // The answers after each step the writer applies (index 0: before any).
+            let prefixes = Arc::new(parking_lot::Mutex::new(vec![answers(&s)]));
+            let started = Arc::new(AtomicBool::new(false));
+            // Steps the writer has begun: the backup may hold the last one begun.
+            let begun = Arc::new(AtomicUsize::new(0));
+            let writer = {
+                let (s, prefixes, started, begun) =
+                    (s.clone(), prefixes.clone(), started.clone(), begun.clone());
+                std::thread::spawn(move || {
+                    for st in &during {
+                        begun.fetch_add(1, Ordering::SeqCst);
+                        apply(&s, st);
+                        let a = answers(&s);
+                        prefixes.lock().push(a);
+                        started.store(true, Ordering::SeqCst);
+                    }
+                })
+            };
+            while !started.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            let lo = prefixes.lock().len() - 1;
+            let mut file = Vec::new();
+            let rep = s
+                .backup(&mut file, &small_frames(), &|_| {
+                    std::thread::sleep(std::time::Duration::from_micros(300))
+                })
+                .unwrap();
+            let hi = begun.load(Ordering::SeqCst);
+            kept.fetch_add(rep.preserved as usize, Ordering::SeqCst);
+            writer.join().unwrap();
+            let r = restored(&file, dir.path(), &RestoreOptions::default());
+            let got = answers(&r);
+            let all = prefixes.lock();
+            let found = (lo..=hi).find(|&k| all[k] == got);
+            prop_assert!(
+                found.is_some(),
+                "the restore is none of the stores after steps {lo}..={hi} (kept {} keys)",
+                rep.preserved
+            );
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        kept.load(Ordering::SeqCst) > 0,
+        "no write landed during a backup"
+    );
+}
+
+/// Writes during a backup keep old values for it (the cut is not just the moment it ended).
+#[test]
+fn writes_during_a_backup_are_not_in_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(Store::open(dir.path().join("store")).unwrap());
+    for i in 0..300 {
+        s.apply(Op::record(
+            ident(i % IDS.len()),
+            "Viewed",
+            Properties::new(),
+            i as i64,
+        ))
+        .unwrap();
+    }
+    let at_cut = answers(&s);
+    let once = std::sync::Once::new();
+    let mut file = Vec::new();
+    let rep = s
+        .backup(&mut file, &small_frames(), &|_| {
+            once.call_once(|| {
+                // From another thread, as a server's writer would: the backup holds no lock.
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for i in 0..IDS.len() {
+                        s.apply(Op::record(ident(i), "Paid", Properties::new(), 100))
+                            .unwrap();
+                        s.forget(IDS[i]).unwrap();
+                    }
+                })
+                .join()
+                .unwrap();
+            })
+        })
+        .unwrap();
+    assert!(rep.preserved > 0, "{rep:?}");
+    let r = restored(&file, dir.path(), &RestoreOptions::default());
+    assert_eq!(answers(&r), at_cut);
+}
+
+fn sample_backup(dir: &Path) -> Vec<u8> {
+    let s = Store::open(dir.join("store")).unwrap();
+    for i in 0..60 {
+        let mut p = Properties::new();
+        p.insert("n", Value::from(i as i64)).unwrap();
+        s.apply(Op::record(ident(i % IDS.len()), EVENTS[i % 3], p, i as i64))
+            .unwrap();
+        s.apply(Op::alias(
+            ident(i % 4),
+            ident(4 + i % 3),
+            i as i64,
+            Cause::Api,
+        ))
+        .unwrap();
+    }
+    let mut file = Vec::new();
+    s.backup(
+        &mut file,
+        &BackupOptions {
+            frame_bytes: 512,
+            ..BackupOptions::default()
+        },
+        &|_| {},
+    )
+    .unwrap();
+    file
+}
+
+fn assert_nothing_restored(file: &[u8], dir: &Path, what: &str) {
+    let dest = dir.join("dest");
+    match idgraph::restore(
+        file,
+        "b.backup",
+        &Config::new(&dest),
+        &RestoreOptions::default(),
+        &|_| {},
+    ) {
+        Err(Error::Backup(m)) => assert!(m.starts_with("b.backup: byte "), "{what}: {m}"),
+        other => panic!("{what}: {other:?}"),
+    }
+    assert!(!dest.exists(), "{what}: the destination was created");
+    assert_eq!(
+        std::fs::read_dir(dir).unwrap().count(),
+        0,
+        "{what}: something was left beside it"
+    );
+}
+
+/// Cut short anywhere, one byte changed anywhere, bytes added after the end: restore fails
+/// with `damaged backup` naming the byte, and nothing is created.
+#[test]
+fn a_damaged_or_truncated_backup_restores_nothing() {
+    let src = tempfile::tempdir().unwrap();
+    let file = sample_backup(src.path());
+    assert!(file.len() > 1000, "{} bytes", file.len());
+    let dir = tempfile::tempdir().unwrap();
+    let step = (file.len() / 150).max(1);
+    for at in (0..file.len()).step_by(step).chain([file.len() - 1]) {
+        assert_nothing_restored(&file[..at], dir.path(), &format!("cut at {at}"));
+        let mut bad = file.clone();
+        bad[at] ^= 0x10;
+        assert_nothing_restored(&bad, dir.path(), &format!("byte {at} changed"));
+    }
+    let mut longer = file.clone();
+    longer.push(0);
+    assert_nothing_restored(&longer, dir.path(), "a byte added");
+    assert_nothing_restored(b"not a backup at all", dir.path(), "not a backup");
+    // Whole, it restores.
+    restored(&file, dir.path(), &RestoreOptions::default());
+}
+
+/// The restore refuses a destination that exists, and leaves it as it was.
+#[test]
+fn a_restore_never_writes_into_an_existing_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = sample_backup(dir.path());
+    let dest = dir.path().join("taken");
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::write(dest.join("mine"), b"keep").unwrap();
+    let e = idgraph::restore(
+        &file[..],
+        "b",
+        &Config::new(&dest),
+        &RestoreOptions::default(),
+        &|_| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("exists"), "{e}");
+    assert_eq!(std::fs::read(dest.join("mine")).unwrap(), b"keep");
+}
+
+fn suppressions_of(s: &Store, dir: &Path) -> SuppressionList {
+    let (key, hashes) = s.suppressions().unwrap();
+    let mut text = format!("{}\n", serde_json::json!({ "key": key }));
+    for h in hashes {
+        text += &format!("{}\n", serde_json::json!({ "suppressed": h }));
+    }
+    let p = dir.join(format!("suppressions-{}.jsonl", rand::random::<u32>()));
+    std::fs::write(&p, text).unwrap();
+    SuppressionList::read(&p).unwrap().unwrap()
+}
+
+/// Forget after the backup (the first forget of the store, so the backup holds no secret;
+/// then a second one, so it does), restore with the live store's suppressions: the persons
+/// are not there, stay suppressed, and no byte of them is in the restored directory.
+#[test]
+fn a_person_forgotten_after_the_backup_does_not_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path().join("store")).unwrap();
+    let victim = "victim.person@example.com";
+    let other = "other.person@example.com";
+    for (i, who) in [victim, other, "keeper@example.com"].iter().enumerate() {
+        let id = Identity::new(*who).unwrap();
+        let anon = Identity::new(format!("anon{i}")).unwrap();
+        s.apply(Op::alias(anon.clone(), id.clone(), 1, Cause::Identify))
+            .unwrap();
+        let mut p = Properties::new();
+        p.insert("secret_note", Value::from(format!("note of {who}")))
+            .unwrap();
+        s.apply(Op::record(anon, "Viewed Secret Page", p, 2))
+            .unwrap();
+    }
+    let mut first = Vec::new();
+    s.backup(&mut first, &BackupOptions::default(), &|_| {})
+        .unwrap();
+    s.forget(victim).unwrap().unwrap();
+    let mut second = Vec::new();
+    s.backup(&mut second, &BackupOptions::default(), &|_| {})
+        .unwrap();
+    s.forget(other).unwrap().unwrap();
+    let list = suppressions_of(&s, dir.path());
+    for file in [&first, &second] {
+        let dest = dir.path().join(format!("r{}", rand::random::<u32>()));
+        let opts = RestoreOptions {
+            suppressions: Some(list.clone()),
+            verify: true,
+        };
+        let rep = idgraph::restore(&file[..], "b", &Config::new(&dest), &opts, &|_| {}).unwrap();
+        assert!(rep.verified);
+        let r = Store::open(&dest).unwrap();
+        for gone in [victim, other, "anon0", "anon1"] {
+            assert_eq!(r.resolve(gone).unwrap(), None, "{gone}");
+            assert!(r.is_suppressed(gone), "{gone}");
+        }
+        assert!(r.resolve("keeper@example.com").unwrap().is_some());
+        // Data naming them is still dropped.
+        r.apply(Op::record(
+            Identity::new(victim).unwrap(),
+            "Came Back",
+            Properties::new(),
+            3,
+        ))
+        .unwrap();
+        assert_eq!(r.resolve(victim).unwrap(), None);
+        drop(r);
+        for needle in [victim, other, "note of victim", "note of other"] {
+            let held = common::files_holding(&dest, needle.as_bytes());
+            assert!(held.is_empty(), "{needle:?} is in {held:?}");
+        }
+    }
+}
+
+/// Suppressions of another store are refused, and nothing is restored.
+#[test]
+fn suppressions_of_another_store_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path().join("a")).unwrap();
+    s.apply(Op::record(ident(0), "Viewed", Properties::new(), 1))
+        .unwrap();
+    s.forget(IDS[0]).unwrap();
+    let mut file = Vec::new();
+    s.backup(&mut file, &BackupOptions::default(), &|_| {})
+        .unwrap();
+    let t = Store::open(dir.path().join("b")).unwrap();
+    t.apply(Op::record(ident(1), "Viewed", Properties::new(), 1))
+        .unwrap();
+    t.forget(IDS[1]).unwrap();
+    let opts = RestoreOptions {
+        suppressions: Some(suppressions_of(&t, dir.path())),
+        verify: false,
+    };
+    let dest = dir.path().join("dest");
+    let e = idgraph::restore(&file[..], "b", &Config::new(&dest), &opts, &|_| {}).unwrap_err();
+    assert!(e.to_string().contains("another store"), "{e}");
+    assert!(!dest.exists());
+}
