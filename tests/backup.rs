@@ -269,10 +269,10 @@ fn writes_during_a_backup_are_not_in_it() {
                 // From another thread, as a server's writer would: the backup holds no lock.
                 let s = s.clone();
                 std::thread::spawn(move || {
-                    for i in 0..IDS.len() {
+                    for (i, id) in IDS.iter().enumerate() {
                         s.apply(Op::record(ident(i), "Paid", Properties::new(), 100))
                             .unwrap();
-                        s.forget(IDS[i]).unwrap();
+                        s.forget(id).unwrap();
                     }
                 })
                 .join()
@@ -470,4 +470,244 @@ fn suppressions_of_another_store_are_refused() {
     let e = idgraph::restore(&file[..], "b", &Config::new(&dest), &opts, &|_| {}).unwrap_err();
     assert!(e.to_string().contains("another store"), "{e}");
     assert!(!dest.exists());
+}
+
+// ---- from a running server -----------------------------------------------------------------
+
+const ADMIN: &str = "backup-admin-token";
+
+fn idgraph(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_idgraph"))
+        .args(args)
+        .env_remove("IDGRAPH_ADMIN_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A store of some size, so that a backup takes long enough for tracking to land during it.
+fn populated(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("live");
+    let s = Store::open(&path).unwrap();
+    let ops: Vec<Op> = (0..40_000)
+        .map(|i| {
+            let mut p = Properties::new();
+            p.insert(
+                "page",
+                Value::from(format!("/history/{i}/{}", "x".repeat(40))),
+            )
+            .unwrap();
+            Op::record(
+                Identity::new(format!("old-visitor-{}", i % 9000)).unwrap(),
+                "Viewed",
+                p,
+                i,
+            )
+        })
+        .collect();
+    for chunk in ops.chunks(5000) {
+        s.apply_batch(chunk).unwrap();
+    }
+    path
+}
+
+/// Tracking traffic (16 clients) during `idgraph backup --from`: no request fails, and every
+/// request acknowledged before the backup began is in the restored store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_under_tracking_load_holds_everything_acknowledged_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = populated(dir.path());
+    let server =
+        common::server::Server::start(&db, &["--admin-token", ADMIN, "--client-write-rate", "0"]);
+    let base = server.base.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    // (visitor, acknowledged at) per client; failures counted.
+    let failures = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    let t0 = std::time::Instant::now();
+    for c in 0..16 {
+        let (base, stop, failures) = (base.clone(), stop.clone(), failures.clone());
+        clients.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut acked = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let who = format!("live-{c}-{i}");
+                let url = format!("{base}/e?_k=demo&_p={who}&_n=Viewed&_t={}", 1_000 + i);
+                match http.get(&url).send().await {
+                    Ok(r) if r.status().as_u16() == 200 => acked.push((who, t0.elapsed())),
+                    _ => {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                i += 1;
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let began = t0.elapsed();
+    let out = dir.path().join("live.backup");
+    let (b, o) = (base.clone(), out.clone());
+    let backup = tokio::task::spawn_blocking(move || {
+        idgraph(&[
+            "backup",
+            o.to_str().unwrap(),
+            "--from",
+            &b,
+            "--admin-token",
+            ADMIN,
+            "--json",
+        ])
+    })
+    .await
+    .unwrap();
+    let ended = t0.elapsed();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut acked = Vec::new();
+    for c in clients {
+        acked.extend(c.await.unwrap());
+    }
+    let report: serde_json::Value = serde_json::from_str(&ok(backup)).unwrap();
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "tracking requests failed"
+    );
+    let during = acked
+        .iter()
+        .filter(|(_, at)| *at > began && *at < ended)
+        .count();
+    assert!(during > 0, "no request was acknowledged during the backup");
+    // The metrics count it.
+    let m = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("idgraph_backups_total 1\n"), "{m}");
+    let size = std::fs::metadata(&out).unwrap().len();
+    assert!(
+        m.contains(&format!("idgraph_last_backup_bytes {size}\n")),
+        "{m}"
+    );
+    drop(server);
+    let restored_db = dir.path().join("restored");
+    ok(idgraph(&[
+        "--db",
+        restored_db.to_str().unwrap(),
+        "restore",
+        out.to_str().unwrap(),
+        "--verify",
+    ]));
+    let r = Store::open(&restored_db).unwrap();
+    let mut missing = Vec::new();
+    let mut after = 0;
+    for (who, at) in &acked {
+        let held = !r.events(who).unwrap().is_empty();
+        if *at < began && !held {
+            missing.push(who.clone());
+        }
+        after += usize::from(*at > ended && held);
+    }
+    assert!(
+        missing.is_empty(),
+        "acknowledged before the backup, missing: {missing:?}"
+    );
+    assert_eq!(
+        after, 0,
+        "requests acknowledged after the backup ended are in it"
+    );
+    assert!(r.stats().unwrap().ids >= 9000);
+    assert!(report["entries"].as_u64().unwrap() > 0);
+}
+
+/// The admin token is required; a wrong one is 401 and writes no file.
+#[test]
+fn a_backup_from_a_server_needs_the_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::server::Server::start(&dir.path().join("s"), &["--admin-token", ADMIN]);
+    let out = dir.path().join("b.backup");
+    let o = out.to_str().unwrap();
+    let wrong = idgraph(&["backup", o, "--from", &server.base, "--admin-token", "nope"]);
+    assert_eq!(wrong.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("401"), "{err}");
+    assert!(!out.exists() && !dir.path().join("b.backup.partial").exists());
+    let none = idgraph(&["backup", o, "--from", &server.base]);
+    assert_eq!(none.status.code(), Some(2));
+    ok(idgraph(&[
+        "backup",
+        o,
+        "--from",
+        &server.base,
+        "--admin-token",
+        ADMIN,
+    ]));
+    assert!(out.exists());
+}
+
+/// `serve --backup-dir D --backup-every 1s --backup-keep 2`: backups land on schedule, the
+/// oldest are deleted, each restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_backups_keep_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    let server = common::server::Server::start(
+        &dir.path().join("s"),
+        &[
+            "--backup-dir",
+            backups.to_str().unwrap(),
+            "--backup-every",
+            "1s",
+            "--backup-keep",
+            "2",
+        ],
+    );
+    let t = std::time::Instant::now();
+    let url = format!("{}/metrics", server.base);
+    let metric = |name: &str| {
+        let (url, name) = (url.clone(), format!("{name} "));
+        async move {
+            let m = reqwest::get(url).await.unwrap().text().await.unwrap();
+            m.lines()
+                .find_map(|l| l.strip_prefix(&name))
+                .unwrap_or("0")
+                .parse::<u64>()
+                .unwrap()
+        }
+    };
+    while metric("idgraph_backups_total").await < 3 {
+        assert!(t.elapsed() < std::time::Duration::from_secs(30), "too slow");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(metric("idgraph_last_backup_timestamp_seconds").await > 1_700_000_000);
+    assert_eq!(metric("idgraph_backups_failed_total").await, 0);
+    drop(server);
+    let mut names: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.len() == 2 || names.len() == 3, "{names:?}"); // one may be in progress
+    for n in names.iter().filter(|n| n.ends_with(".backup")) {
+        assert!(n.starts_with("idgraph-2") && n.len() == "idgraph-20261206T070000Z.backup".len());
+        let dest = dir.path().join(format!("r-{n}"));
+        ok(idgraph(&[
+            "--db",
+            dest.to_str().unwrap(),
+            "restore",
+            backups.join(n).to_str().unwrap(),
+        ]));
+    }
 }

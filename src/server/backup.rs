@@ -157,6 +157,9 @@ pub(super) async fn backup(State(s): St, headers: HeaderMap) -> Response {
 pub(super) fn schedule(sched: BackupSchedule, slot: Arc<erase::StoreSlot>, m: Arc<BackupMetrics>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(sched.every);
+        // A backup that ran long is not followed by a burst: the next one is a period later
+        // (so two never share a second, the resolution of their names).
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await; // the first tick is now: the first backup comes one period in
         loop {
             tick.tick().await;
