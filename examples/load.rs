@@ -33,6 +33,15 @@
 //! ```text
 //! cargo run --release --example load -- --attack --clients 64 --seconds 20
 //! ```
+//!
+//! `--backup` takes a backup from the server a third into the run (`GET /api/admin/backup`),
+//! reports tracking's throughput and latency during it against the rest of the run and the
+//! write pause the server measured, then restores it and checks that it holds every event
+//! acknowledged before it began. `--preload PATH` imports PATH first (a store of real size).
+//!
+//! ```text
+//! cargo run --release --example load -- --backup --preload /tmp/km10m --seconds 30
+//! ```
 
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
@@ -88,7 +97,19 @@ struct Args {
     /// Connections the slow attacker holds open (one byte a second each).
     #[arg(long, default_value_t = 256)]
     slow_connections: usize,
+    /// A third into the run, take a backup from the server (`GET /api/admin/backup`); report
+    /// throughput and latency during it against the rest of the run and the write pause the
+    /// server measured, then restore it and check that it holds every event acknowledged
+    /// before it began.
+    #[arg(long)]
+    backup: bool,
+    /// Import these files or directories into the store before the server starts (a store of
+    /// real size for --backup).
+    #[arg(long)]
+    preload: Option<PathBuf>,
 }
+
+const ADMIN_TOKEN: &str = "load-admin-token";
 
 /// What a client had acknowledged.
 #[derive(Default)]
@@ -100,6 +121,10 @@ struct Acked {
     /// (ID, property name, value) of each acknowledged `/s`.
     sets: Vec<(String, String, String)>,
     latencies_us: Vec<u32>,
+    /// When each request was sent (aligned with `latencies_us`).
+    sent: Vec<Instant>,
+    /// When each event was acknowledged (aligned with `events`).
+    events_at: Vec<Instant>,
     errors: u64,
 }
 
@@ -119,7 +144,8 @@ fn start_server(db: &std::path::Path, sync: bool) -> (Child, String) {
     let mut cmd = Command::new(server_binary());
     cmd.arg("--db")
         .arg(db)
-        .args(["serve", "--addr", "127.0.0.1:0", "--no-demo"]);
+        .args(["serve", "--addr", "127.0.0.1:0", "--no-demo"])
+        .args(["--admin-token", ADMIN_TOKEN]);
     if sync {
         cmd.arg("--sync");
     }
@@ -234,6 +260,7 @@ async fn client(
             acked
                 .latencies_us
                 .push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            acked.sent.push(t);
             if baseline {
                 continue;
             }
@@ -243,7 +270,10 @@ async fn client(
                 &named
             };
             match kind {
-                b'e' => acked.events.push((who.clone(), what)),
+                b'e' => {
+                    acked.events.push((who.clone(), what));
+                    acked.events_at.push(Instant::now());
+                }
                 b'a' => acked.aliases.push((anon.clone(), named.clone())),
                 _ => acked.sets.push((named.clone(), "company".into(), what)),
             }
@@ -334,6 +364,82 @@ struct Phase {
     elapsed: Duration,
     attack: Option<AttackReport>,
     peak_rss_kib: u64,
+    backup: Option<BackupRun>,
+}
+
+/// A backup taken during a run.
+struct BackupRun {
+    began: Instant,
+    ended: Instant,
+    bytes: u64,
+    file: PathBuf,
+}
+
+/// `GET /api/admin/backup` into `file`, streamed.
+async fn take_backup(addr: &str, file: PathBuf) -> BackupRun {
+    use std::io::Write;
+    let began = Instant::now();
+    let mut send = connect(addr, IpAddr::from([127, 0, 0, 1])).await;
+    let req = hyper::Request::get("/api/admin/backup")
+        .header("host", addr)
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.expect("the backup request");
+    assert_eq!(resp.status(), 200, "the backup was refused");
+    let mut body = resp.into_body();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    let mut bytes = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.expect("the backup's body").into_data() {
+            bytes += data.len() as u64;
+            out.write_all(&data).unwrap();
+        }
+    }
+    out.flush().unwrap();
+    BackupRun {
+        began,
+        ended: Instant::now(),
+        bytes,
+        file,
+    }
+}
+
+/// Throughput and latency inside the backup's window against outside it.
+fn report_backup(results: &[Acked], b: &BackupRun, started: Instant, elapsed: Duration) {
+    let (mut inside, mut outside) = (Vec::new(), Vec::new());
+    for a in results {
+        for (t, l) in a.sent.iter().zip(&a.latencies_us) {
+            if *t >= b.began && *t < b.ended {
+                inside.push(*l);
+            } else {
+                outside.push(*l);
+            }
+        }
+    }
+    inside.sort_unstable();
+    outside.sort_unstable();
+    let window = b.ended - b.began;
+    let rest = elapsed.saturating_sub(window).max(Duration::from_millis(1));
+    let (r_in, r_out) = (
+        inside.len() as f64 / window.as_secs_f64(),
+        outside.len() as f64 / rest.as_secs_f64(),
+    );
+    println!(
+        "backup: {:.1} MiB in {:.2} s (began {:.2} s into the run)",
+        b.bytes as f64 / (1 << 20) as f64,
+        window.as_secs_f64(),
+        (b.began - started).as_secs_f64()
+    );
+    println!(
+        "  during it: {r_in:.0} requests/s, {:.2}x the rest of the run's {r_out:.0}; p99 {:.2} ms \
+         (rest {:.2}), max {:.2} ms (rest {:.2})",
+        r_in / r_out,
+        pct(&inside, 0.99),
+        pct(&outside, 0.99),
+        pct(&inside, 1.0),
+        pct(&outside, 1.0)
+    );
 }
 
 fn run_phase(
@@ -343,11 +449,12 @@ fn run_phase(
     pid: u32,
     attack: bool,
     kill_at: Option<Instant>,
+    backup_to: Option<PathBuf>,
 ) -> Phase {
     let sampler = RssSampler::start(pid);
     let attackers = attack.then(|| Attack::start(rt, args, addr));
     let started = Instant::now();
-    let results: Vec<Acked> = rt.block_on(async {
+    let (results, backup): (Vec<Acked>, Option<BackupRun>) = rt.block_on(async {
         let killer = kill_at.map(|at| {
             tokio::spawn(async move {
                 tokio::time::sleep_until(at.into()).await;
@@ -356,11 +463,22 @@ fn run_phase(
                     .status();
             })
         });
+        let backup = backup_to.map(|file| {
+            let (addr, at) = (addr.to_string(), Duration::from_secs(args.seconds) / 3);
+            tokio::spawn(async move {
+                tokio::time::sleep(at).await;
+                take_backup(&addr, file).await
+            })
+        });
         let out = run_clients(args, addr, false).await;
         if let Some(k) = killer {
             let _ = k.await;
         }
-        out
+        let backup = match backup {
+            Some(b) => Some(b.await.unwrap()),
+            None => None,
+        };
+        (out, backup)
     });
     let elapsed = started.elapsed();
     let attack = attackers.map(|a| a.stop(rt));
@@ -369,6 +487,7 @@ fn run_phase(
         elapsed,
         attack,
         peak_rss_kib: sampler.stop(),
+        backup,
     }
 }
 
@@ -380,6 +499,26 @@ fn main() {
     }
     .unwrap();
     let db = base.path().join("db");
+    // Events in the store before the run (--preload): not the clients'.
+    let mut preloaded = 0;
+    if let Some(p) = &args.preload {
+        let t = Instant::now();
+        let st = Command::new(server_binary())
+            .arg("--db")
+            .arg(&db)
+            .arg("import")
+            .arg(p)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "preloading {} failed", p.display());
+        preloaded = Store::open(&db).unwrap().stats().unwrap().events as i64;
+        println!(
+            "preloaded {} in {:.1} s",
+            p.display(),
+            t.elapsed().as_secs_f64()
+        );
+    }
     let (mut child, addr) = start_server(&db, args.sync);
     println!(
         "server {addr}{} (store in {}); {} clients, up to {} requests or {} s{}",
@@ -404,10 +543,13 @@ fn main() {
     let kill_at = args
         .kill9
         .then(|| Instant::now() + Duration::from_secs(args.seconds) / 2);
-    let mut phases = vec![run_phase(&rt, &args, &addr, pid, false, kill_at)];
+    let backup_to = args.backup.then(|| base.path().join("during-load.backup"));
+    let started = Instant::now();
+    let mut phases = vec![run_phase(&rt, &args, &addr, pid, false, kill_at, backup_to)];
     if args.attack && !args.kill9 {
-        phases.push(run_phase(&rt, &args, &addr, pid, true, None));
+        phases.push(run_phase(&rt, &args, &addr, pid, true, None, None));
     }
+    let pause_us = rt.block_on(metric(&addr, "idgraph_last_backup_pause_microseconds"));
     let flushes = if args.kill9 {
         None
     } else {
@@ -429,6 +571,13 @@ fn main() {
             a.print();
         }
         summary.push((n, n as f64 / p.elapsed.as_secs_f64(), p99));
+    }
+    if let Some(b) = &phases[0].backup {
+        report_backup(&phases[0].results, b, started, phases[0].elapsed);
+        println!(
+            "  the server's write pause for the cut: {} µs",
+            pause_us.unwrap_or_default()
+        );
     }
     if let [(_, clean, clean_p99), (_, hostile, hostile_p99)] = summary[..] {
         println!(
@@ -462,6 +611,9 @@ fn main() {
         assert_eq!(errors, 0, "failed requests without a crash");
     }
 
+    if let Some(b) = &phases[0].backup {
+        check_backup(b, &phases[0].results, &base.path().join("restored"));
+    }
     // The store holds exactly what was acknowledged.
     let t = Instant::now();
     let store = Store::open(&db).expect("reopen the store");
@@ -500,7 +652,7 @@ fn main() {
         }
     }
     let stats = store.stats().unwrap();
-    let extra = stats.events as i64 - acked_events as i64;
+    let extra = stats.events as i64 - preloaded - acked_events as i64;
     let report = store.verify().unwrap();
     println!(
         "check ({:.1} s): {missing} acknowledged ops missing; store has {} events for {acked_events} \
@@ -519,6 +671,39 @@ fn main() {
             "more unacknowledged events than requests in flight"
         );
     }
+}
+
+/// Restores the backup taken during the run and checks that it holds every event
+/// acknowledged before the backup began.
+fn check_backup(b: &BackupRun, results: &[Acked], dest: &std::path::Path) {
+    let t = Instant::now();
+    let st = Command::new(server_binary())
+        .arg("--db")
+        .arg(dest)
+        .arg("restore")
+        .arg(&b.file)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "the restore failed");
+    let restored = t.elapsed();
+    let store = Store::open(dest).expect("open the restored store");
+    let (mut before, mut missing) = (0u64, 0u64);
+    for a in results {
+        for ((id, name), at) in a.events.iter().zip(&a.events_at) {
+            if *at < b.began {
+                before += 1;
+                let held = store.events(id).unwrap().iter().any(|e| &e.event == name);
+                missing += u64::from(!held);
+            }
+        }
+    }
+    println!(
+        "backup check: restored in {:.2} s; {missing} of {before} events acknowledged before \
+         the backup began are missing from it",
+        restored.as_secs_f64()
+    );
+    assert_eq!(missing, 0, "the backup lost acknowledged events");
 }
 
 /// Samples the server's resident memory every 50 ms; `stop` returns the peak (KiB).

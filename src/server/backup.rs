@@ -101,6 +101,14 @@ impl std::io::Write for ToChannel {
     }
 }
 
+/// A server's backups run at a lower CPU priority: tracking keeps the CPU it needs.
+fn background() -> BackupOptions {
+    BackupOptions {
+        background: true,
+        ..BackupOptions::default()
+    }
+}
+
 /// `GET /api/admin/backup`: the backup file, streamed as it is taken.
 pub(super) async fn backup(State(s): St, headers: HeaderMap) -> Response {
     if let Some(r) = s.deny(&headers, Access::Admin) {
@@ -119,7 +127,7 @@ pub(super) async fn backup(State(s): St, headers: HeaderMap) -> Response {
             tx: tx.clone(),
             buf: Vec::new(),
         };
-        let r = store.backup(&mut out, &BackupOptions::default(), &|_| {});
+        let r = store.backup(&mut out, &background(), &|_| {});
         metrics.record(&r, started.elapsed());
         if let Err(e) = r.and_then(|_| {
             std::io::Write::flush(&mut out).map_err(|e| Error::io("sending the backup", e))
@@ -184,7 +192,7 @@ fn scheduled(store: &Store, sched: &BackupSchedule) -> Result<crate::store::Back
     let io = |e| Error::io(sched.dir.display().to_string(), e);
     std::fs::create_dir_all(&sched.dir).map_err(io)?;
     let name = format!("idgraph-{}.backup", utc_stamp(crate::op::now()));
-    let rep = store.backup_to_file(&sched.dir.join(name), &BackupOptions::default(), &|_| {})?;
+    let rep = store.backup_to_file(&sched.dir.join(name), &background(), &|_| {})?;
     let mut files: Vec<_> = std::fs::read_dir(&sched.dir)
         .map_err(io)?
         .filter_map(std::result::Result::ok)

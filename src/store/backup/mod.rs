@@ -32,6 +32,10 @@ pub struct BackupOptions {
     /// (default [`DEFAULT_MAX_PRESERVED_BYTES`]). Past it the backup fails with
     /// [`Error::Limit`]; the writes are never held back.
     pub max_preserved_bytes: usize,
+    /// Run the backup's threads (the scan and the compression) at a lower CPU priority
+    /// (Linux: nice 10), so that a server's tracking keeps the CPU it needs; the backup takes
+    /// longer on a busy machine. Default: off (a backup of a store not in use).
+    pub background: bool,
     /// Bytes of entries per frame before compression (default 1 MiB; at most 256 MiB, the
     /// largest frame a restore reads). Smaller frames compress worse.
     pub frame_bytes: usize,
@@ -46,6 +50,7 @@ impl Default for BackupOptions {
             level: 1,
             max_preserved_bytes: DEFAULT_MAX_PRESERVED_BYTES,
             frame_bytes: file::FRAME_TARGET,
+            background: false,
         }
     }
 }
@@ -71,6 +76,14 @@ pub struct BackupReport {
 
 fn micros<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_micros() as u64)
+}
+
+/// Lowers the calling thread's CPU priority (Linux: nice 10; elsewhere nothing). The thread
+/// is one of the backup's own, which end with it.
+fn lower_priority() {
+    // On Linux each thread has its own nice value, named by its thread ID.
+    #[cfg(target_os = "linux")]
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10);
 }
 
 /// Keys a backup leaves out: the graph index's stamp (the restore builds its own index), the
@@ -144,27 +157,40 @@ impl Store {
         let _installed = Installed(self);
         let (cut, counts, taken_at, pause) = cut;
         let mut w = file::FileWriter::new(out)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        // Three stages: the scan (sled in key order, through the cut), the compression, and
+        // this thread writing to `out` (which need not be `Send`).
+        let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel::<file::Sealed>(4);
         let (data_bytes, entries, preserved) = std::thread::scope(|s| -> Result<_> {
             let frame = opts.frame_bytes.clamp(1, file::MAX_FRAME_RAW / 2);
-            let scan = s.spawn(move || self.scan(&cut, counts, frame, tx, progress));
-            let mut seq = 0u32;
-            let mut failed = None;
-            for raw in rx {
-                match file::seal_entries(seq, &raw, opts.level).and_then(|f| w.write(&f)) {
-                    Ok(()) => seq += 1,
-                    Err(e) => {
-                        failed = Some(e);
-                        break; // the scan stops when its channel closes
-                    }
+            let background = opts.background;
+            let scan = s.spawn(move || {
+                if background {
+                    lower_priority();
                 }
-            }
-            let scanned = scan
-                .join()
-                .map_err(|_| Error::Internal("the backup's scan panicked".into()))?;
-            if let Some(e) = failed {
-                return Err(e);
-            }
+                self.scan(&cut, counts, frame, raw_tx, progress)
+            });
+            let seal = s.spawn(move || -> Result<u32> {
+                if background {
+                    lower_priority();
+                }
+                let mut seq = 0u32;
+                for raw in raw_rx {
+                    let sealed = file::seal_entries(seq, &raw, opts.level)?;
+                    if sealed_tx.send(sealed).is_err() {
+                        break; // the writer failed: it says why
+                    }
+                    seq += 1;
+                }
+                Ok(seq)
+            });
+            // Dropping the receiver on a failure stops the stages before it.
+            let written = sealed_rx.into_iter().try_for_each(|f| w.write(&f));
+            let panicked = |_| Error::Internal("a thread of the backup panicked".into());
+            let sealed = seal.join().map_err(panicked)?;
+            let scanned = scan.join().map_err(panicked)?;
+            written?;
+            let seq = sealed?;
             let (data_bytes, entries, preserved) = scanned?;
             let source_format = self
                 .db
