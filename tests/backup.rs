@@ -232,10 +232,20 @@ fn a_backup_taken_while_writing_is_a_prefix_of_the_writes() {
             let got = answers(&r);
             let all = prefixes.lock();
             let found = (lo..=hi).find(|&k| all[k] == got);
+            // On failure: where the restore differs from each candidate.
+            let diff = |k: usize| {
+                all[k]
+                    .lines()
+                    .zip(got.lines())
+                    .find(|(a, b)| a != b)
+                    .map(|(a, b)| format!("after {k} steps: {a}\n   restored: {b}"))
+                    .unwrap_or_default()
+            };
             prop_assert!(
                 found.is_some(),
-                "the restore is none of the stores after steps {lo}..={hi} (kept {} keys)",
-                rep.preserved
+                "the restore is none of the stores after steps {lo}..={hi} (kept {} keys):\n{}",
+                rep.preserved,
+                (lo..=hi).map(diff).collect::<Vec<_>>().join("\n")
             );
             Ok(())
         })

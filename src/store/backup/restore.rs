@@ -99,7 +99,7 @@ fn restore_into(
     let mut at_work = config.clone();
     at_work.path = Some(PathBuf::from(work));
     {
-        let store = at_work.clone().open()?;
+        let store = open_own(&at_work)?;
         if let Some(list) = &opts.suppressions {
             rep.forgotten = store.add_suppressions(list)?;
         }
@@ -122,6 +122,19 @@ fn restore_into(
         at_work.compact()?;
     }
     Ok(rep)
+}
+
+/// Opens the restore's own directory. No one else has it, but sled's I/O threads may hold its
+/// lock a moment after the handle that wrote it closed ([`Config::open`] waits 1 s for
+/// that); on a loaded machine, longer.
+fn open_own(config: &Config) -> Result<crate::store::Store> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match config.clone().open() {
+            Err(Error::Locked(_)) if std::time::Instant::now() < deadline => {}
+            r => return r,
+        }
+    }
 }
 
 /// What a backup file holds, from its trailer.
