@@ -1,5 +1,5 @@
 //! The store's hot paths — resolve, alias, record, set, events of persons of 1/100/10,000 IDs,
-//! import per line — each in one group with its baselines so ratios come from one run: raw
+//! import per line, backup and restore — each in one group with its baselines so ratios come from one run: raw
 //! sled (the storage floor) and the in-memory union-find (the algorithmic floor).
 //!
 //! `cargo bench --bench store`; CI smoke-runs it with `cargo bench -- --test`.
@@ -320,6 +320,75 @@ fn bench(c: &mut Criterion) {
                     db.insert(k, &[0u8; 17][..]).unwrap();
                 }
                 black_box(db)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+
+    // Backup and restore of 100,000 KISSmetrics lines: the backup against the exports a user
+    // would otherwise run (mapping and events), the restore against importing the same lines.
+    let mut g = c.benchmark_group("backup");
+    g.sample_size(10);
+    let dir = tempfile::tempdir().unwrap();
+    let lines = km_lines(100_000);
+    g.throughput(Throughput::Elements(lines.len() as u64));
+    let src = Store::open(dir.path().join("src")).unwrap();
+    src.bulk_apply(&mut lines.clone(), BulkOptions::default())
+        .unwrap();
+    let mut file = Vec::new();
+    let opts = idgraph::BackupOptions::default();
+    src.backup(&mut file, &opts, &|_| {}).unwrap();
+    g.bench_function("backup (100,000 lines' store)", |b| {
+        b.iter(|| {
+            let mut out = Vec::with_capacity(file.len());
+            black_box(src.backup(&mut out, &opts, &|_| {}).unwrap())
+        })
+    });
+    g.bench_function("export mapping + events (same store)", |b| {
+        b.iter(|| {
+            let mut n = 0u64;
+            src.for_each_id(|i, p, _| {
+                n += (i.len() + p.len()) as u64;
+                Ok(())
+            })
+            .unwrap();
+            src.for_each_event(|e| {
+                n += e.event.len() as u64;
+                Ok(())
+            })
+            .unwrap();
+            black_box(n)
+        })
+    });
+    let fresh = || dir.path().join(format!("r{}", rand::random::<u64>()));
+    g.bench_function("restore (100,000 lines' backup)", |b| {
+        b.iter_batched(
+            fresh,
+            |at| {
+                let rep = idgraph::restore(
+                    &file[..],
+                    "bench",
+                    &Config::new(&at),
+                    &Default::default(),
+                    &|_| {},
+                )
+                .unwrap();
+                std::fs::remove_dir_all(&at).unwrap();
+                black_box(rep)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("bulk_apply into a new store (the same lines)", |b| {
+        b.iter_batched(
+            || (fresh(), lines.clone()),
+            |(at, mut ops)| {
+                let s = Store::open(&at).unwrap();
+                let rep = s.bulk_apply(&mut ops, BulkOptions::default()).unwrap();
+                drop(s);
+                std::fs::remove_dir_all(&at).unwrap();
+                black_box(rep)
             },
             BatchSize::PerIteration,
         )

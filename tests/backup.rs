@@ -721,3 +721,111 @@ async fn scheduled_backups_keep_the_newest() {
         ]));
     }
 }
+
+/// The command line end to end: `backup` of a store not in use, `forget`, `export
+/// suppressions`, `restore --suppressions --json` (also from standard input), and its errors:
+/// an existing output, a damaged file, a bad suppressions line (`FILE:LINE`).
+#[test]
+fn the_command_line_backs_up_and_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let db = p("live");
+    for (a, b) in [
+        ("anon1", "victim@example.com"),
+        ("anon2", "keeper@example.com"),
+    ] {
+        ok(idgraph(&["--db", &db, "alias", a, b]));
+        ok(idgraph(&[
+            "--db",
+            &db,
+            "record",
+            a,
+            "Viewed Secret",
+            "note=private-note",
+        ]));
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(idgraph(&["--db", &db, "backup", &p("b1"), "--json"]))).unwrap();
+    assert!(report["entries"].as_u64().unwrap() > 4, "{report}");
+    let again = idgraph(&["--db", &db, "backup", &p("b1")]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    ok(idgraph(&[
+        "--db",
+        &db,
+        "forget",
+        "victim@example.com",
+        "--yes",
+    ]));
+    std::fs::write(
+        p("s.jsonl"),
+        ok(idgraph(&["--db", &db, "export", "suppressions"])),
+    )
+    .unwrap();
+    let restored: serde_json::Value = serde_json::from_str(&ok(idgraph(&[
+        "--db",
+        &p("r1"),
+        "restore",
+        &p("b1"),
+        "--suppressions",
+        &p("s.jsonl"),
+        "--verify",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(restored["forgotten"], 1, "{restored}");
+    assert_eq!(restored["verified"], true, "{restored}");
+    let gone = idgraph(&["--db", &p("r1"), "resolve", "anon1"]);
+    assert_eq!(
+        gone.status.code(),
+        Some(1),
+        "the forgotten person came back"
+    );
+    ok(idgraph(&["--db", &p("r1"), "resolve", "anon2"]));
+    assert!(common::files_holding(dir.path().join("r1").as_path(), b"victim@example").is_empty());
+    // From standard input, without suppressions: the person as at the cut.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_idgraph"))
+        .args(["--db", &p("r2"), "restore", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        &std::fs::read(p("b1")).unwrap(),
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    let back = ok(idgraph(&["--db", &p("r2"), "resolve", "anon1", "--json"]));
+    assert!(back.contains("victim@example.com"), "{back}");
+    // A damaged file: exit 2, the byte named, nothing created.
+    let mut bytes = std::fs::read(p("b1")).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(p("bad"), &bytes).unwrap();
+    let bad = idgraph(&["--db", &p("r3"), "restore", &p("bad")]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("damaged backup") && err.contains("byte "),
+        "{err}"
+    );
+    assert!(!dir.path().join("r3").exists());
+    // A bad line of the suppressions file: FILE:LINE and why.
+    std::fs::write(p("s2.jsonl"), "{\"key\": \"00\"}\n").unwrap();
+    let bad = idgraph(&[
+        "--db",
+        &p("r4"),
+        "restore",
+        &p("b1"),
+        "--suppressions",
+        &p("s2.jsonl"),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("s2.jsonl:1: the key is not 64 hex digits"),
+        "{err}"
+    );
+    assert!(!dir.path().join("r4").exists());
+}
