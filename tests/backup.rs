@@ -829,3 +829,48 @@ fn the_command_line_backs_up_and_restores() {
     );
     assert!(!dir.path().join("r4").exists());
 }
+
+/// A suppressions file nobody checked: every bad line is `FILE:LINE` and why, read within a
+/// bound.
+#[test]
+fn a_bad_suppressions_file_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = format!("{{\"key\": \"{}\"}}\n", "ab".repeat(32));
+    for (text, why) in [
+        (
+            "x".repeat(5000),
+            "s.jsonl:1: a line longer than 1024 bytes".to_string(),
+        ),
+        (
+            "{\"suppressed\": \"00\"}\n".into(),
+            "s.jsonl:1: the first line must be".into(),
+        ),
+        (
+            format!("{key}{{\"suppressed\": \"zz\"}}\n"),
+            "s.jsonl:2: a suppression is not 32 hex".into(),
+        ),
+        (
+            format!("{key}\n{key}"),
+            "s.jsonl:3: expected {\"suppressed\": HEX}".into(),
+        ),
+        (format!("{key}[1,"), "s.jsonl:2: not JSON".into()),
+    ] {
+        let p = dir.path().join("s.jsonl");
+        std::fs::write(&p, &text).unwrap();
+        let e = SuppressionList::read(&p).unwrap_err().to_string();
+        assert!(e.contains(&why), "{e} (wanted {why})");
+    }
+    std::fs::write(dir.path().join("empty"), "").unwrap();
+    assert!(
+        SuppressionList::read(&dir.path().join("empty"))
+            .unwrap()
+            .is_none()
+    );
+    let p = dir.path().join("ok");
+    std::fs::write(
+        &p,
+        format!("{key}{{\"suppressed\": \"{}\"}}\n", "0f".repeat(16)),
+    )
+    .unwrap();
+    assert_eq!(SuppressionList::read(&p).unwrap().unwrap().len(), 1);
+}

@@ -252,13 +252,28 @@ impl SuppressionList {
     /// for a line that is not one of the two shapes, a secret that is not first or not 32
     /// bytes, or a hash that is not 16.
     pub fn read(path: &std::path::Path) -> Result<Option<SuppressionList>> {
-        use std::io::BufRead;
+        use std::io::{BufRead, Read};
+        /// A line is 80 bytes; past this it is not a suppressions file.
+        const MAX_LINE: u64 = 1024;
         let name = path.display().to_string();
         let f = std::fs::File::open(path).map_err(|e| Error::io(name.clone(), e))?;
+        let mut input = std::io::BufReader::new(f);
         let mut list: Option<SuppressionList> = None;
-        for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-            let line = line.map_err(|e| Error::io(format!("{name}:{}", i + 1), e))?;
+        let mut bytes = Vec::new();
+        for i in 0.. {
             let bad = |why: &str| Error::Input(format!("{name}:{}: {why}", i + 1));
+            bytes.clear();
+            (&mut input)
+                .take(MAX_LINE + 1)
+                .read_until(b'\n', &mut bytes)
+                .map_err(|e| Error::io(format!("{name}:{}", i + 1), e))?;
+            if bytes.is_empty() {
+                break;
+            }
+            if bytes.len() as u64 > MAX_LINE {
+                return Err(bad(&format!("a line longer than {MAX_LINE} bytes")));
+            }
+            let line = std::str::from_utf8(&bytes).map_err(|_| bad("not UTF-8"))?;
             if line.trim().is_empty() {
                 continue;
             }
