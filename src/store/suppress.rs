@@ -278,7 +278,7 @@ impl SuppressionList {
                 continue;
             }
             let v: serde_json::Value =
-                serde_json::from_str(&line).map_err(|e| bad(&format!("not JSON ({e})")))?;
+                serde_json::from_str(line).map_err(|e| bad(&format!("not JSON ({e})")))?;
             let field = |f: &str| v.get(f).and_then(|x| x.as_str());
             match (&mut list, field("key"), field("suppressed")) {
                 (None, Some(hex), None) => {
