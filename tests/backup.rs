@@ -654,6 +654,10 @@ fn a_backup_from_a_server_needs_the_admin_token() {
     let err = String::from_utf8_lossy(&wrong.stderr);
     assert!(err.contains("401"), "{err}");
     assert!(!out.exists() && !dir.path().join("b.backup.partial").exists());
+    // The store itself is the server's: a local backup says how to take one.
+    let held = idgraph(&["--db", server.db.to_str().unwrap(), "backup", o]);
+    assert_eq!(held.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&held.stderr).contains("--from http://"));
     let none = idgraph(&["backup", o, "--from", &server.base]);
     assert_eq!(none.status.code(), Some(2));
     ok(idgraph(&[

@@ -34,9 +34,19 @@ pub fn backup(db: &Db, args: BackupArgs) -> Result<(), Fail> {
     if let Some(url) = &args.from {
         return backup_from(url, &args);
     }
-    let store = db
-        .open_ro()?
-        .ok_or_else(|| Fail::not_found(format!("no store at {}", db.display())))?;
+    if !db.path.exists() {
+        return Err(Fail::not_found(format!("no store at {}", db.display())));
+    }
+    let store = match db.config().open() {
+        Ok(s) => s,
+        Err(e @ idgraph::Error::Locked(_)) => {
+            return Err(Fail::failure(format!(
+                "{e}; if a server holds it, take the backup from the server: idgraph backup \
+                 OUT --from http://HOST:PORT --admin-token TOKEN"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let shown = bar(None, "backup");
     let opts = BackupOptions {
         level: args.level,
