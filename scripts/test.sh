@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite, as README.md gives it: installs what the browser tests need when it is missing
-# (Debian's chromium and chromium-driver), runs `cargo test`, then the Spark job's tests
+# (Debian's chromium and chromium-driver) and the Parquet tests (DuckDB, tests/requirements.txt),
+# runs `cargo test`, then the Spark job's tests
 # (spark/test.sh: installs Java 17 and pyspark when missing). Extra arguments go to
 # `cargo test`. Without a browser: IDGRAPH_SKIP_BROWSER=1; without Spark: IDGRAPH_SKIP_SPARK=1.
 set -euo pipefail
@@ -13,6 +14,11 @@ if [ -z "${IDGRAPH_SKIP_BROWSER:-}" ] && { [ ! -x /usr/bin/chromium ] || [ ! -x 
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
+if ! python3 -c "import duckdb" 2>/dev/null; then
+  echo "== installing duckdb (tests/requirements.txt) for the Parquet tests"
+  python3 -m pip install -q -r tests/requirements.txt
 fi
 
 cargo test "$@"

@@ -39,6 +39,8 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+#[cfg(feature = "parquet")]
+pub mod columnar;
 pub mod dot;
 mod error;
 pub mod forest;

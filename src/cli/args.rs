@@ -176,6 +176,9 @@ pub enum InputFormat {
     KmJson,
     /// CSV with an Identity/Timestamp/Event header.
     Csv,
+    /// Parquet: the mapping or the events `export --format parquet` and the Spark job write
+    /// (also chosen for `.parquet` files and folders of them).
+    Parquet,
 }
 
 #[derive(Args)]
@@ -242,6 +245,8 @@ pub enum MappingFormat {
     Jsonl,
     /// Alias lines `_p`/`_p2`, importable with `idgraph import`.
     KmJson,
+    /// Parquet (zstd): `id`, `person`, `first_seen`; importable with `idgraph import`.
+    Parquet,
 }
 
 /// How `export events` writes.
@@ -251,23 +256,32 @@ pub enum EventsFormat {
     KmJson,
     /// CSV with `Prop:` columns.
     Csv,
+    /// Parquet (zstd): `_p`, `_p_original`, `_n`, `_t`, `properties` (a JSON object), the Spark
+    /// job's columns; importable with `idgraph import`.
+    Parquet,
 }
 
 #[derive(Subcommand)]
 pub enum ExportWhat {
     /// Every ID with its person's canonical ID.
     Mapping {
-        /// `csv` (id,person), `jsonl` ({"id", "person"}) or `km-json` (alias lines `_p`/`_p2`,
-        /// importable with `idgraph import`).
+        /// `csv` (id,person), `jsonl` ({"id", "person"}), `km-json` (alias lines `_p`/`_p2`,
+        /// importable with `idgraph import`) or `parquet`.
         #[arg(long, value_enum, default_value = "csv")]
         format: MappingFormat,
+        /// Write to FILE instead of standard output (as FILE.partial, fsynced, renamed).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Every event, with `_p` replaced by its person's canonical ID and the original ID kept in
     /// `_p_original`.
     Events {
-        /// `km-json` (one JSON object per line) or `csv`.
+        /// `km-json` (one JSON object per line), `csv` or `parquet`.
         #[arg(long, value_enum, default_value = "km-json")]
         format: EventsFormat,
+        /// Write to FILE instead of standard output (as FILE.partial, fsynced, renamed).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// The suppressions of forgotten IDs, as JSON lines: `{"key": hex}` (the store's secret),
     /// then `{"suppressed": hex}` per ID (BLAKE2b-128 of the ID keyed with the secret). The

@@ -228,25 +228,90 @@ fn import_once(db: &Db, job: &Job) -> Result<Run, Fail> {
 }
 
 fn forced(format: Option<InputFormat>) -> Option<Format> {
-    format.map(|f| match f {
-        InputFormat::KmJson => Format::KmJson,
-        InputFormat::Csv => Format::Csv,
+    format.and_then(|f| match f {
+        InputFormat::KmJson => Some(Format::KmJson),
+        InputFormat::Csv => Some(Format::Csv),
+        InputFormat::Parquet => None,
+    })
+}
+
+/// The Parquet files to import, when the paths name Parquet (`--format parquet`, or `.parquet`
+/// files and folders of them, as the Spark job and `export --format parquet` write).
+fn parquet_inputs(
+    paths: &[PathBuf],
+    format: Option<InputFormat>,
+) -> Result<Option<Vec<PathBuf>>, Fail> {
+    let found = idgraph::ingest::parquet::parquet_files(paths);
+    match (format, found) {
+        (Some(InputFormat::Parquet), None) => Err(Fail::bad_input(
+            "--format parquet: each path must be a .parquet file or a folder holding some",
+        )),
+        (Some(InputFormat::Parquet) | None, found) => Ok(found),
+        (Some(_), _) => Ok(None),
+    }
+}
+
+/// Imports Parquet files (the whole of each: a Parquet file is not appended to, so nothing is
+/// remembered of it; importing it again applies the same ops, which changes nothing).
+fn import_parquet(db: &Db, files: Vec<PathBuf>, job: &Job) -> Result<Run, Fail> {
+    let started = std::time::Instant::now();
+    let bytes = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .sum();
+    let shown = Rc::new(Cell::new(0u64));
+    let seen = shown.clone();
+    let n = files.len();
+    let mut source = idgraph::ingest::parquet::ParquetSource::new(files, job.skip_invalid, now())
+        .on_skip(move |msg| {
+            seen.set(seen.get() + 1);
+            if seen.get() <= 20 {
+                eprintln!("{msg} (skipped)");
+            }
+        });
+    let store = db.open_rw_with(|c| c.max_person_size(job.max_person_size))?;
+    let opts = BulkOptions {
+        batch_keys: job.batch_keys,
+        ..Default::default()
+    };
+    let rep = store.bulk_apply(&mut source, opts).map_err(|e| match e {
+        e @ (idgraph::Error::Input(_) | idgraph::Error::Io { .. }) => {
+            Fail::bad_input(format!("{e}; nothing was imported"))
+        }
+        e => e.into(),
+    })?;
+    store.flush()?;
+    let stats = store.stats_quick();
+    Ok(Run {
+        files: n,
+        lines: source.rows,
+        skipped: source.skipped,
+        bytes,
+        resumed: Resumed {
+            new_files: n as u64,
+            ..Resumed::default()
+        },
+        rep,
+        ids: stats.ids,
+        persons: stats.persons,
+        secs: started.elapsed().as_secs_f64(),
     })
 }
 
 pub fn import(db: &Db, args: ImportArgs) -> Result<(), Fail> {
-    let run = import_once(
-        db,
-        &Job {
-            paths: &args.paths,
-            forced: forced(args.format),
-            skip_invalid: args.skip_invalid,
-            reimport: args.reimport,
-            batch_keys: args.batch_keys,
-            max_person_size: args.max_person_size,
-            progress: true,
-        },
-    )?;
+    let job = Job {
+        paths: &args.paths,
+        forced: forced(args.format),
+        skip_invalid: args.skip_invalid,
+        reimport: args.reimport,
+        batch_keys: args.batch_keys,
+        max_person_size: args.max_person_size,
+        progress: true,
+    };
+    let run = match parquet_inputs(&args.paths, args.format)? {
+        Some(files) => import_parquet(db, files, &job)?,
+        None => import_once(db, &job)?,
+    };
     if args.json {
         print_json(&run.json());
     } else {
@@ -258,6 +323,11 @@ pub fn import(db: &Db, args: ImportArgs) -> Result<(), Fail> {
 /// `import` every `--every`, one line per run on stdout (a failed run: its error, and the next
 /// run tries again). The store is opened for each run only.
 pub fn sync(db: &Db, args: SyncArgs) -> Result<(), Fail> {
+    if args.format == Some(InputFormat::Parquet) {
+        return Err(Fail::bad_input(
+            "sync follows growing JSON and CSV files; import Parquet with `idgraph import`",
+        ));
+    }
     let job = Job {
         paths: &args.paths,
         forced: forced(args.format),
@@ -294,10 +364,55 @@ pub fn sync(db: &Db, args: SyncArgs) -> Result<(), Fail> {
 }
 
 pub fn export(db: &Db, what: ExportWhat) -> Result<(), Fail> {
-    let Some(store) = db.open_ro()? else {
-        return Ok(()); // an empty store exports nothing
+    use std::io::IsTerminal;
+    let (output, parquet) = match &what {
+        ExportWhat::Mapping { format, output } => {
+            (output.clone(), *format == MappingFormat::Parquet)
+        }
+        ExportWhat::Events { format, output } => (output.clone(), *format == EventsFormat::Parquet),
+        ExportWhat::Suppressions => (None, false),
     };
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    if parquet && output.is_none() && std::io::stdout().is_terminal() {
+        return Err(Fail::bad_input(
+            "Parquet is binary: name a file with -o FILE (or redirect standard output)",
+        ));
+    }
+    // A store that does not exist exports what an empty one would (and creates nothing).
+    let store = match db.open_ro()? {
+        Some(s) => s,
+        None => idgraph::Config::temporary().open()?,
+    };
+    match output {
+        None => write_export(&store, what, std::io::stdout()),
+        Some(path) => {
+            // Whole or absent: written beside it, fsynced, renamed.
+            let io = |e| idgraph::Error::Io {
+                context: path.display().to_string(),
+                source: e,
+            };
+            let partial = PathBuf::from(format!("{}.partial", path.display()));
+            let result = (|| -> Result<(), Fail> {
+                let f = std::fs::File::create(&partial).map_err(io)?;
+                write_export(&store, what, &f)?;
+                f.sync_all().map_err(io)?;
+                std::fs::rename(&partial, &path).map_err(io)?;
+                Ok(())
+            })();
+            if result.is_err() {
+                let _ = std::fs::remove_file(&partial);
+            }
+            result
+        }
+    }
+}
+
+/// Writes the export `what` of `store` to `out`.
+fn write_export<W: Write + Send>(
+    store: &idgraph::Store,
+    what: ExportWhat,
+    out: W,
+) -> Result<(), Fail> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
     let io = |e: std::io::Error| idgraph::Error::Io {
         context: "writing the export".into(),
         source: e,
@@ -316,14 +431,27 @@ pub fn export(db: &Db, what: ExportWhat) -> Result<(), Fail> {
             }
         }
         ExportWhat::Mapping {
+            format: MappingFormat::Parquet,
+            ..
+        } => {
+            idgraph::columnar::write_mapping(store, &mut out)?;
+        }
+        ExportWhat::Events {
+            format: EventsFormat::Parquet,
+            ..
+        } => {
+            idgraph::columnar::write_events(store, &mut out)?;
+        }
+        ExportWhat::Mapping {
             format: MappingFormat::Csv,
+            ..
         } => {
             let mut w = csv::Writer::from_writer(&mut out);
             w.write_record(["id", "person"]).map_err(csv_err)?;
             store.for_each_id(|id, person, _| w.write_record([id, person]).map_err(csv_err))?;
             w.flush().map_err(io)?;
         }
-        ExportWhat::Mapping { format } => {
+        ExportWhat::Mapping { format, .. } => {
             store.for_each_id(|id, person, first_seen| {
                 if format == MappingFormat::Jsonl {
                     writeln!(out, "{}", json!({"id": id, "person": person})).map_err(io)
@@ -341,6 +469,7 @@ pub fn export(db: &Db, what: ExportWhat) -> Result<(), Fail> {
         }
         ExportWhat::Events {
             format: EventsFormat::Csv,
+            ..
         } => {
             // One pass for the property names (CSV needs its columns up front), one to write.
             let mut names: Vec<String> = Vec::new();

@@ -6,4 +6,6 @@ pub mod files;
 mod input;
 pub mod km_http;
 pub mod km_json;
+#[cfg(feature = "parquet")]
+pub mod parquet;
 pub mod resume;
