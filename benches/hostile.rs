@@ -2,7 +2,7 @@
 //! same run: parsing (`track::parse`, what runs on the async workers) and applying (what the
 //! writer thread does). #14's goal: the worst request ≤ 10 ms of CPU.
 //!
-//! `cargo bench --bench hostile`; CI smoke-runs it with `cargo bench -- --test`.
+//! `cargo bench --bench hostile`; CI smoke-runs it with `cargo test --benches`.
 
 use std::hint::black_box;
 

@@ -4,7 +4,7 @@
 //! store would show.
 //!
 //! `cargo bench --bench repair` (the 100,000-ID cases rebuild the person for every forget:
-//! about two minutes); CI smoke-runs it with `cargo bench -- --test`.
+//! about two minutes); CI smoke-runs it with `cargo test --benches`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

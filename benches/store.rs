@@ -2,7 +2,7 @@
 //! import per line, backup and restore — each in one group with its baselines so ratios come from one run: raw
 //! sled (the storage floor) and the in-memory union-find (the algorithmic floor).
 //!
-//! `cargo bench --bench store`; CI smoke-runs it with `cargo bench -- --test`.
+//! `cargo bench --bench store`; CI smoke-runs it with `cargo test --benches`.
 
 use std::hint::black_box;
 

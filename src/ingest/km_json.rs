@@ -159,6 +159,61 @@ fn time_field(v: &Val) -> Result<Timestamp, String> {
 pub fn parse_line(text: &str, source: Option<&str>) -> Result<Vec<Op>, String> {
     let Fields(fields) =
         serde_json::from_str::<Fields>(text).map_err(|e| format!("not a JSON object: {e}"))?;
+    parse_fields(fields, source)
+}
+
+/// One row of columns (a Parquet file's), parsed as the JSON line `{"_p", "_p2",
+/// "_p_original", "_n", "_t", ...properties}` it stands for would be: the same rules, the same
+/// errors. `properties` is a JSON object's text; a column that is `None` is a field absent.
+pub struct Row<'a> {
+    /// `_p`.
+    pub p: Option<&'a str>,
+    /// `_p2`.
+    pub p2: Option<&'a str>,
+    /// `_p_original`.
+    pub original: Option<&'a str>,
+    /// `_n`.
+    pub n: Option<&'a str>,
+    /// `_t`.
+    pub t: Option<i64>,
+    /// The properties, a JSON object.
+    pub properties: Option<&'a str>,
+}
+
+/// Parses a [`Row`] (see there).
+///
+/// # Errors
+/// As [`parse_line`]; `properties is not a JSON object`.
+pub fn parse_row<'a>(row: &Row<'a>, source: Option<&str>) -> Result<Vec<Op>, String> {
+    let mut fields = match row.properties {
+        Some(text) => {
+            serde_json::from_str::<Fields>(text)
+                .map_err(|_| "properties is not a JSON object".to_string())?
+                .0
+        }
+        None => Vec::new(),
+    };
+    let text = |k: &'static str, v: Option<&'a str>| {
+        v.map(|v| (Cow::Borrowed(k), Val::Str(Cow::Borrowed(v))))
+    };
+    fields.extend(
+        [
+            text("_p", row.p),
+            text("_p2", row.p2),
+            text("_p_original", row.original),
+            text("_n", row.n),
+            row.t.map(|t| (Cow::Borrowed("_t"), Val::Int(t))),
+        ]
+        .into_iter()
+        .flatten(),
+    );
+    parse_fields(fields, source)
+}
+
+fn parse_fields(
+    fields: Vec<(Cow<'_, str>, Val<'_>)>,
+    source: Option<&str>,
+) -> Result<Vec<Op>, String> {
     let (mut p, mut p2, mut t, mut n, mut orig) = (None, None, None, None, None);
     let limits = crate::op::Limits::default();
     limits

@@ -1,9 +1,10 @@
 //! Parquet in (the `parquet` feature): the files `idgraph export ... --format parquet` and the
 //! Spark job write, read back as ops. A file is the mapping (columns `id`, `person`, and
 //! `first_seen` when idgraph wrote it) or the events (`_p`, `_p_original`, `_n`, `_t`,
-//! `properties`: a JSON object as text). Each row becomes the KISSmetrics JSON line it stands
-//! for and goes through [`km_json::parse_line`](super::km_json::parse_line): the same rules,
-//! the same errors, at `FILE:ROW`.
+//! `properties`: a JSON object as text). Each row is parsed as the KISSmetrics JSON line it
+//! stands for ([`km_json::parse_row`](super::km_json::parse_row), which shares
+//! [`parse_line`](super::km_json::parse_line)'s rules): the same ops, the same errors, at
+//! `FILE:ROW`.
 //! - an event row: `{"_p", "_p_original", "_n", "_t", ...properties}`, so the event is recorded
 //!   under its original ID, linked to its person;
 //! - a mapping row whose ID is not its person: `{"_p": person, "_p2": id, "_t": first_seen}`
@@ -16,8 +17,8 @@ use arrow_array::types::Int64Type;
 use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchReader};
 use arrow_schema::DataType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use serde_json::{Map, Value};
 
+use super::km_json::Row;
 use crate::error::{Error, Result};
 use crate::op::{Op, Timestamp};
 use crate::source::OpSource;
@@ -93,8 +94,8 @@ impl ParquetSource {
                 row += 1;
                 self.rows += 1;
                 let at = format!("{name}:{row}");
-                let parsed = match cols.line(r, kind, self.now) {
-                    Ok(Some(line)) => super::km_json::parse_line(&line, Some(&at)),
+                let parsed = match cols.row(r, kind, self.now) {
+                    Ok(Some(row)) => super::km_json::parse_row(&row, Some(&at)),
                     Ok(None) => continue,
                     Err(why) => Err(why),
                 };
@@ -174,34 +175,22 @@ impl Columns {
         (!a.is_null(r)).then(|| a.value(r))
     }
 
-    /// The JSON line row `r` stands for; `None` for a mapping row of a person's own ID.
-    fn line(
+    /// The fields of row `r`; `None` for a mapping row of a person's own ID.
+    fn row(
         &self,
         r: usize,
         kind: Kind,
         now: Timestamp,
-    ) -> std::result::Result<Option<String>, String> {
-        let mut m = Map::new();
-        let text = |v: &str| Value::String(v.to_owned());
-        match kind {
-            Kind::Events => {
-                if let Some(props) = self.text(3, r) {
-                    match serde_json::from_str::<Value>(props) {
-                        Ok(Value::Object(p)) => m = p,
-                        _ => return Err("properties is not a JSON object".into()),
-                    }
-                }
-                // The reserved fields override nothing a property could name (none starts
-                // with `_` in an export); set last, they are what the row says.
-                for (i, key) in [(0, "_p"), (1, "_p_original"), (2, "_n")] {
-                    if let Some(v) = self.text(i, r) {
-                        m.insert(key.into(), text(v));
-                    }
-                }
-                if let Some(t) = self.time(r) {
-                    m.insert("_t".into(), Value::from(t));
-                }
-            }
+    ) -> std::result::Result<Option<Row<'_>>, String> {
+        Ok(Some(match kind {
+            Kind::Events => Row {
+                p: self.text(0, r),
+                p2: None,
+                original: self.text(1, r),
+                n: self.text(2, r),
+                t: self.time(r),
+                properties: self.text(3, r),
+            },
             Kind::Mapping => {
                 let (Some(id), Some(person)) = (self.text(0, r), self.text(1, r)) else {
                     return Err("id and person must not be null".into());
@@ -209,12 +198,16 @@ impl Columns {
                 if id == person {
                     return Ok(None);
                 }
-                m.insert("_p".into(), text(person));
-                m.insert("_p2".into(), text(id));
-                m.insert("_t".into(), Value::from(self.time(r).unwrap_or(now)));
+                Row {
+                    p: Some(person),
+                    p2: Some(id),
+                    original: None,
+                    n: None,
+                    t: Some(self.time(r).unwrap_or(now)),
+                    properties: None,
+                }
             }
-        }
-        Ok(Some(Value::Object(m).to_string()))
+        }))
     }
 }
 
