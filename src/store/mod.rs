@@ -744,6 +744,22 @@ mod tests {
         ops
     }
 
+    /// sled itself on a store's directory, once the handle dropped just before has let go of
+    /// it (sled's threads may hold its lock a moment longer on a loaded machine).
+    fn raw_sled(dir: &std::path::Path) -> sled::Db {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match sled::open(dir) {
+                Ok(db) => return db,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    assert!(e.to_string().contains("could not acquire lock"), "{e}");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
     /// A format-5 store holds its blocks in the plain layout: such a store opens, answers as it
     /// did, and takes writes (online and bulk) that fold its plain blocks into compact ones.
     #[test]
@@ -762,7 +778,7 @@ mod tests {
                 s.bulk_apply(&mut ops(1), small).unwrap();
             }
             if downgrade {
-                let db = sled::open(dir).unwrap();
+                let db = raw_sled(dir);
                 let mut blocks = 0;
                 for prefix in [codec::PACKED, codec::EVENT_BLOCK] {
                     for kv in db.scan_prefix([prefix]) {
@@ -793,7 +809,7 @@ mod tests {
                 s.bulk_apply(&mut ops(1), small).unwrap();
                 out += &answers(&s, &ids);
             }
-            let db = sled::open(dir).unwrap();
+            let db = raw_sled(dir);
             assert_eq!(
                 db.get(codec::FORMAT_KEY).unwrap().unwrap().as_ref(),
                 codec::FORMAT_VERSION.to_be_bytes()
