@@ -48,8 +48,6 @@ impl Store {
         // Several keys (one op, or a batch up to REDO_BATCH_MAX_BYTES): a redo record, the
         // plain inserts in key order, and the record's removal; recovery at open finishes
         // writes whose record survived a crash. Larger: one sled batch.
-        // A backup in progress keeps the values these keys had at its cut.
-        self.preserve(writes.keys())?;
         if writes.len() == 1 {
             let (k, v) = writes.into_iter().next().expect("one write");
             let event = k.first() == Some(&codec::EVENT);
@@ -57,6 +55,9 @@ impl Store {
             let may_be_packed =
                 event && counting && codec::key_node(&k).is_ok_and(|n| n.as_u64() < upto);
             let key = may_be_packed.then(|| k.clone());
+            // A backup in progress keeps the value this key had at its cut (a redo record
+            // does the same for its keys, in `write_redo`).
+            self.preserve([&k])?;
             let old = self.db.insert(k, v)?;
             if event && old.is_some() {
                 replaced += 1;
@@ -76,6 +77,7 @@ impl Store {
                 writes.into_iter().map(|(k, v)| (k, Some(v))).collect(),
             )?;
         } else if !writes.is_empty() {
+            self.preserve(writes.keys())?;
             let mut batch = sled::Batch::default();
             for (k, v) in writes {
                 batch.insert(k, v);
