@@ -48,6 +48,7 @@ pub mod forest;
 pub mod fuzz;
 mod graph;
 mod id;
+pub mod import;
 pub mod ingest;
 mod op;
 pub mod rules;

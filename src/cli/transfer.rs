@@ -6,9 +6,8 @@ use std::rc::Rc;
 
 use std::path::PathBuf;
 
-use idgraph::ingest::files::{FileSource, Format, expand_reporting};
-use idgraph::ingest::resume::Resumed;
-use idgraph::{BulkOptions, BulkReport, now};
+use idgraph::BulkOptions;
+use idgraph::import::{ImportFormat, ImportHooks, ImportOptions, ImportReport};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
@@ -20,115 +19,79 @@ use super::output::print_json;
 /// What one import is asked to read.
 struct Job<'a> {
     paths: &'a [PathBuf],
-    forced: Option<Format>,
-    skip_invalid: bool,
-    reimport: bool,
-    batch_keys: usize,
+    opts: ImportOptions,
     /// The store's `max_person_size` for this import.
     max_person_size: u64,
     /// Draw a progress bar on stderr.
     progress: bool,
 }
 
-/// What one import did.
-struct Run {
-    files: usize,
-    lines: u64,
-    skipped: u64,
-    bytes: u64,
-    resumed: Resumed,
-    rep: BulkReport,
-    ids: u64,
-    persons: u64,
-    secs: f64,
-}
-
-impl Run {
-    fn json(&self) -> serde_json::Value {
-        let r = &self.rep;
-        let rate = self.lines as f64 / self.secs.max(1e-9);
-        json!({
-            "files": self.files, "lines": self.lines, "skipped": self.skipped,
-            "bytes": self.bytes, "new_files": self.resumed.new_files,
-            "grown_files": self.resumed.grown_files,
-            "unchanged_files": self.resumed.unchanged_files,
-            "reread_files": self.resumed.reread_files,
-            "known_bytes": self.resumed.known_bytes,
-            "events": r.events, "sets": r.sets, "aliases": r.aliases,
-            "joined": r.joined, "refused": r.refused, "suppressed": r.suppressed,
-            "new_ids": r.new_ids,
-            "ids": self.ids, "persons": self.persons, "keys_written": r.keys_written,
-            "seconds": self.secs, "lines_per_second": rate,
-        })
-    }
-
-    /// One line: what was read (and what was not read again), what it did, how fast.
-    fn line(&self) -> String {
-        let rs = &self.resumed;
-        let mut files = vec![];
-        for (n, what) in [
-            (rs.new_files, "new"),
-            (rs.grown_files, "grown"),
-            (rs.reread_files, "read again in full"),
-        ] {
-            if n > 0 {
-                files.push(format!("{n} {what}"));
-            }
+/// One line: what was read (and what was not read again), what it did, how fast.
+fn summary(run: &ImportReport) -> String {
+    let rs = &run.resumed;
+    let mut files = vec![];
+    for (n, what) in [
+        (rs.new_files, "new"),
+        (rs.grown_files, "grown"),
+        (rs.reread_files, "read again in full"),
+    ] {
+        if n > 0 {
+            files.push(format!("{n} {what}"));
         }
-        let known = if rs.unchanged_files + rs.grown_files > 0 {
-            format!(
-                "; {} unchanged, {} imported before not read again",
-                rs.unchanged_files,
-                bytes(rs.known_bytes)
-            )
+    }
+    let known = if rs.unchanged_files + rs.grown_files > 0 {
+        format!(
+            "; {} unchanged, {} imported before not read again",
+            rs.unchanged_files,
+            bytes(rs.known_bytes)
+        )
+    } else {
+        String::new()
+    };
+    if run.files == 0 {
+        return format!(
+            "nothing new: {} files unchanged since imported ({}); {} IDs in {} persons",
+            rs.unchanged_files,
+            bytes(rs.known_bytes),
+            run.ids,
+            run.persons
+        );
+    }
+    let r = &run.report;
+    format!(
+        "imported {} lines ({}) from {} files ({}{known}){}: {} events, {} sets, {} aliases \
+         ({} merges, {} refused){}; {} new IDs, {} IDs in {} persons; {} keys written; \
+         {:.1} s ({:.0} lines/s)",
+        run.lines,
+        bytes(run.bytes),
+        run.files,
+        if files.is_empty() {
+            "standard input".into()
+        } else {
+            files.join(", ")
+        },
+        if run.skipped > 0 {
+            format!(" ({} bad lines skipped)", run.skipped)
         } else {
             String::new()
-        };
-        if self.files == 0 {
-            return format!(
-                "nothing new: {} files unchanged since imported ({}); {} IDs in {} persons",
-                rs.unchanged_files,
-                bytes(rs.known_bytes),
-                self.ids,
-                self.persons
-            );
-        }
-        let r = &self.rep;
-        format!(
-            "imported {} lines ({}) from {} files ({}{known}){}: {} events, {} sets, {} aliases \
-             ({} merges, {} refused){}; {} new IDs, {} IDs in {} persons; {} keys written; \
-             {:.1} s ({:.0} lines/s)",
-            self.lines,
-            bytes(self.bytes),
-            self.files,
-            if files.is_empty() {
-                "standard input".into()
-            } else {
-                files.join(", ")
-            },
-            if self.skipped > 0 {
-                format!(" ({} bad lines skipped)", self.skipped)
-            } else {
-                String::new()
-            },
-            r.events,
-            r.sets,
-            r.aliases,
-            r.joined,
-            r.refused,
-            if r.suppressed > 0 {
-                format!("; {} dropped: they name forgotten IDs", r.suppressed)
-            } else {
-                String::new()
-            },
-            r.new_ids,
-            self.ids,
-            self.persons,
-            r.keys_written,
-            self.secs,
-            self.lines as f64 / self.secs.max(1e-9),
-        )
-    }
+        },
+        r.events,
+        r.sets,
+        r.aliases,
+        r.joined,
+        r.refused,
+        if r.suppressed > 0 {
+            format!("; {} dropped: they name forgotten IDs", r.suppressed)
+        } else {
+            String::new()
+        },
+        r.new_ids,
+        run.ids,
+        run.persons,
+        r.keys_written,
+        run.seconds,
+        run.lines_per_second(),
+    )
 }
 
 fn bytes(n: u64) -> String {
@@ -152,15 +115,12 @@ fn progress_bar(show: bool) -> ProgressBar {
 
 /// Imports what is new in `job.paths` (files imported before: only what follows their
 /// imported part).
-fn import_once(db: &Db, job: &Job) -> Result<Run, Fail> {
-    let inputs = expand_reporting(job.paths, job.forced, &mut |w| eprintln!("warning: {w}"))?;
-    let started = std::time::Instant::now();
+fn import_once(db: &Db, job: &Job) -> Result<ImportReport, Fail> {
     let bar = progress_bar(job.progress);
-    let reported = Rc::new(Cell::new(0u64));
-    let shown = reported.clone();
+    let shown = Rc::new(Cell::new(0u64));
     let progress = bar.clone();
-    let mut source = FileSource::new(inputs, job.skip_invalid, now())
-        .on_skip(move |msg| {
+    let hooks = ImportHooks {
+        on_skip: Some(Box::new(move |msg| {
             let n = shown.get() + 1;
             shown.set(n);
             if n <= 20 {
@@ -168,154 +128,67 @@ fn import_once(db: &Db, job: &Job) -> Result<Run, Fail> {
             } else if n == 21 {
                 eprintln!("... more bad lines skipped; the summary counts them");
             }
-        })
-        .on_progress(move |bytes, lines| {
+        })),
+        on_progress: Some(Box::new(move |bytes, lines, total| {
             if progress.prefix().is_empty() {
                 progress.set_prefix("reading");
+                if total > 0 {
+                    progress.set_length(total);
+                }
                 progress.reset_elapsed();
             }
             let secs = progress.elapsed().as_secs_f64().max(1e-3);
             progress.set_message(format!("{:.0} lines/s", lines as f64 / secs));
             progress.set_position(bytes);
             // All read: what remains is writing the IDs, links and packed events.
-            if progress.length().is_some_and(|l| l > 0 && bytes >= l) {
+            if total > 0 && bytes >= total {
                 progress.set_prefix("writing");
                 progress.set_message("ID records, links, events");
             }
-        });
+        })),
+    };
     let nothing = |e: idgraph::Error| match e {
         e @ (idgraph::Error::Input(_) | idgraph::Error::Io { .. }) => {
             Fail::bad_input(format!("{e}; nothing was imported"))
         }
         e => e.into(),
     };
-    let store = db.open_rw_with(|c| c.max_person_size(job.max_person_size))?;
-    let resumed = source
-        .resume(|p| store.file_part(p), job.reimport)
+    let plan = idgraph::import::plan(job.paths, &job.opts, &mut |w| eprintln!("warning: {w}"))
         .map_err(nothing)?;
-    let total = source.total_bytes();
-    if total > 0 {
-        bar.set_length(total);
-    }
-    let files = source.files();
-    let rep = if files == 0 {
-        BulkReport::default()
-    } else {
-        let opts = BulkOptions {
-            batch_keys: job.batch_keys,
-            ..Default::default()
-        };
-        let rep = store.bulk_apply(&mut source, opts).map_err(|e| {
-            bar.finish_and_clear();
-            nothing(e)
-        })?;
-        store.flush()?;
-        rep
-    };
-    bar.finish_and_clear();
-    let stats = store.stats_quick();
-    Ok(Run {
-        files,
-        lines: source.lines,
-        skipped: source.skipped,
-        bytes: source.bytes,
-        resumed,
-        rep,
-        ids: stats.ids,
-        persons: stats.persons,
-        secs: started.elapsed().as_secs_f64(),
-    })
-}
-
-fn forced(format: Option<InputFormat>) -> Option<Format> {
-    format.and_then(|f| match f {
-        InputFormat::KmJson => Some(Format::KmJson),
-        InputFormat::Csv => Some(Format::Csv),
-        InputFormat::Parquet => None,
-    })
-}
-
-/// The Parquet files to import, when the paths name Parquet (`--format parquet`, or `.parquet`
-/// files and folders of them, as the Spark job and `export --format parquet` write).
-fn parquet_inputs(
-    paths: &[PathBuf],
-    format: Option<InputFormat>,
-) -> Result<Option<Vec<PathBuf>>, Fail> {
-    let found = idgraph::ingest::parquet::parquet_files(paths);
-    match (format, found) {
-        (Some(InputFormat::Parquet), None) => Err(Fail::bad_input(
-            "--format parquet: each path must be a .parquet file or a folder holding some",
-        )),
-        (Some(InputFormat::Parquet) | None, found) => Ok(found),
-        (Some(_), _) => Ok(None),
-    }
-}
-
-/// Imports Parquet files (the whole of each: a Parquet file is not appended to, so nothing is
-/// remembered of it; importing it again applies the same ops, which changes nothing).
-fn import_parquet(db: &Db, files: Vec<PathBuf>, job: &Job) -> Result<Run, Fail> {
-    let started = std::time::Instant::now();
-    let bytes = files
-        .iter()
-        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
-        .sum();
-    let shown = Rc::new(Cell::new(0u64));
-    let seen = shown.clone();
-    let n = files.len();
-    let mut source = idgraph::ingest::parquet::ParquetSource::new(files, job.skip_invalid, now())
-        .on_skip(move |msg| {
-            seen.set(seen.get() + 1);
-            if seen.get() <= 20 {
-                eprintln!("{msg} (skipped)");
-            }
-        });
     let store = db.open_rw_with(|c| c.max_person_size(job.max_person_size))?;
-    let opts = BulkOptions {
-        batch_keys: job.batch_keys,
-        ..Default::default()
-    };
-    let rep = store.bulk_apply(&mut source, opts).map_err(|e| match e {
-        e @ (idgraph::Error::Input(_) | idgraph::Error::Io { .. }) => {
-            Fail::bad_input(format!("{e}; nothing was imported"))
-        }
-        e => e.into(),
-    })?;
-    store.flush()?;
-    let stats = store.stats_quick();
-    Ok(Run {
-        files: n,
-        lines: source.rows,
-        skipped: source.skipped,
-        bytes,
-        resumed: Resumed {
-            new_files: n as u64,
-            ..Resumed::default()
-        },
-        rep,
-        ids: stats.ids,
-        persons: stats.persons,
-        secs: started.elapsed().as_secs_f64(),
+    let run = plan.run(&store, hooks);
+    bar.finish_and_clear();
+    run.map_err(nothing)
+}
+
+fn format(format: Option<InputFormat>) -> Option<ImportFormat> {
+    format.map(|f| match f {
+        InputFormat::KmJson => ImportFormat::KmJson,
+        InputFormat::Csv => ImportFormat::Csv,
+        InputFormat::Parquet => ImportFormat::Parquet,
     })
 }
 
 pub fn import(db: &Db, args: ImportArgs) -> Result<(), Fail> {
     let job = Job {
         paths: &args.paths,
-        forced: forced(args.format),
-        skip_invalid: args.skip_invalid,
-        reimport: args.reimport,
-        batch_keys: args.batch_keys,
+        opts: ImportOptions {
+            format: format(args.format),
+            skip_invalid: args.skip_invalid,
+            reimport: args.reimport,
+            bulk: BulkOptions {
+                batch_keys: args.batch_keys,
+                ..Default::default()
+            },
+        },
         max_person_size: args.max_person_size,
         progress: true,
     };
-    let run = match parquet_inputs(&args.paths, args.format)? {
-        Some(files) => import_parquet(db, files, &job)?,
-        None => import_once(db, &job)?,
-    };
+    let run = import_once(db, &job)?;
     if args.json {
         print_json(&run.json());
     } else {
-        eprintln!("{}", run.line());
+        eprintln!("{}", summary(&run));
     }
     Ok(())
 }
@@ -330,10 +203,12 @@ pub fn sync(db: &Db, args: SyncArgs) -> Result<(), Fail> {
     }
     let job = Job {
         paths: &args.paths,
-        forced: forced(args.format),
-        skip_invalid: args.skip_invalid,
-        reimport: args.reimport,
-        batch_keys: BulkOptions::default().batch_keys,
+        opts: ImportOptions {
+            format: format(args.format),
+            skip_invalid: args.skip_invalid,
+            reimport: args.reimport,
+            bulk: BulkOptions::default(),
+        },
         max_person_size: args.max_person_size,
         progress: false,
     };
@@ -343,7 +218,7 @@ pub fn sync(db: &Db, args: SyncArgs) -> Result<(), Fail> {
         let started = std::time::Instant::now();
         let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
         let line = match import_once(db, &job) {
-            Ok(r) => r.line(),
+            Ok(r) => summary(&r),
             Err(e) => {
                 failed += 1;
                 format!("failed: {}", e.message)

@@ -205,25 +205,13 @@ impl FileSource {
             progress.bytes += n as u64;
             let at = format!("{name}:{line}");
             if !whole {
-                let reason = format!(
-                    "the line has {n} bytes, more than the limit of {MAX_LINE_BYTES} \
-                     (max_line_bytes)"
-                );
-                self.emit(&at, Err(reason), f)?;
+                self.emit(&at, Err(super::km_json::too_long(n)), f)?;
                 continue;
             }
-            let text = match std::str::from_utf8(&buf) {
-                Ok(t) => t.trim_end_matches(['\n', '\r']),
-                Err(_) => {
-                    self.emit(&at, Err("not UTF-8".into()), f)?;
-                    continue;
-                }
+            let Some(parsed) = super::km_json::parse_raw_line(&buf, &at) else {
+                continue;
             };
-            if text.trim().is_empty() {
-                continue;
-            }
             self.lines += 1;
-            let parsed = super::km_json::parse_line(text, Some(&at));
             self.emit(&at, parsed, f)?;
             if line.is_multiple_of(8192) {
                 (self.on_progress)(progress.bytes, progress.lines_before + line - first);

@@ -162,6 +162,35 @@ pub fn parse_line(text: &str, source: Option<&str>) -> Result<Vec<Op>, String> {
     parse_fields(fields, source)
 }
 
+/// Why a line of `total` bytes (its line ending included) is refused, past
+/// [`MAX_LINE_BYTES`](super::input::MAX_LINE_BYTES).
+pub fn too_long(total: usize) -> String {
+    format!(
+        "the line has {total} bytes, more than the limit of {} (max_line_bytes)",
+        super::input::MAX_LINE_BYTES
+    )
+}
+
+/// One line of a KISSmetrics JSON file as `idgraph import` reads it: `raw` is its bytes, with or
+/// without its `\n` / `\r\n` ending; `at` is its `FILE:LINE` (kept with alias links). `None`
+/// for a blank line; otherwise its ops or why it is refused (too long, not UTF-8, as
+/// [`parse_line`]).
+pub fn parse_raw_line(raw: &[u8], at: &str) -> Option<Result<Vec<Op>, String>> {
+    let body = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let body = body.strip_suffix(b"\r").unwrap_or(body);
+    if body.len() > super::input::MAX_LINE_BYTES {
+        let ending = if raw.ends_with(b"\n") { 0 } else { 1 };
+        return Some(Err(too_long(raw.len() + ending)));
+    }
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Some(Err("not UTF-8".into()));
+    };
+    if text.trim().is_empty() {
+        return None;
+    }
+    Some(parse_line(text, Some(at)))
+}
+
 /// One row of columns (a Parquet file's), parsed as the JSON line `{"_p", "_p2",
 /// "_p_original", "_n", "_t", ...properties}` it stands for would be: the same rules, the same
 /// errors. `properties` is a JSON object's text; a column that is `None` is a field absent.
