@@ -41,13 +41,19 @@ pub struct ImportOptions {
     pub bulk: BulkOptions,
 }
 
+/// Called with each bad line skipped (`FILE:LINE: reason`).
+pub type OnSkip = Box<dyn FnMut(&str)>;
+
+/// Called with bytes read, lines read, and the bytes the import will read in all.
+pub type OnProgress = Box<dyn FnMut(u64, u64, u64)>;
+
 /// Where an import reports as it goes. Each is optional.
 #[derive(Default)]
 pub struct ImportHooks {
     /// A bad line skipped (`FILE:LINE: reason`), with [`ImportOptions::skip_invalid`].
-    pub on_skip: Option<Box<dyn FnMut(&str)>>,
+    pub on_skip: Option<OnSkip>,
     /// Bytes read, lines read, and the bytes the import will read in all, every 8,192 lines.
-    pub on_progress: Option<Box<dyn FnMut(u64, u64, u64)>>,
+    pub on_progress: Option<OnProgress>,
 }
 
 /// What an import did.
