@@ -45,18 +45,6 @@ pub fn events_schema() -> Arc<Schema> {
     ]))
 }
 
-/// The properties of an event as the JSON object the `properties` column holds.
-pub fn properties_json(e: &ExportedEvent) -> String {
-    let mut m = serde_json::Map::new();
-    for (k, v) in e.properties.iter() {
-        m.insert(
-            k.to_owned(),
-            serde_json::to_value(v).expect("a plain value"),
-        );
-    }
-    serde_json::Value::Object(m).to_string()
-}
-
 fn arrow_err(e: arrow_schema::ArrowError) -> Error {
     Error::Internal(format!("building a record batch: {e}"))
 }
@@ -110,7 +98,7 @@ impl EventRows {
         self.original.append_value(&e.id);
         self.name.append_value(&e.event);
         self.at.append_value(e.at);
-        self.properties.append_value(properties_json(e));
+        self.properties.append_value(e.properties.to_json());
         self.len += 1;
     }
 

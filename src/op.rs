@@ -235,6 +235,19 @@ impl Properties {
         Ok(())
     }
 
+    /// The properties as one JSON object, names in sorted order: the `properties` column of
+    /// `export events` and of the Parquet files.
+    pub fn to_json(&self) -> String {
+        let mut m = serde_json::Map::new();
+        for (k, v) in self.iter() {
+            m.insert(
+                k.to_owned(),
+                serde_json::to_value(v).expect("a plain value"),
+            );
+        }
+        serde_json::Value::Object(m).to_string()
+    }
+
     /// Builder form of [`insert`](Self::insert).
     ///
     /// # Errors

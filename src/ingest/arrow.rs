@@ -1,0 +1,342 @@
+//! Lines of KISSmetrics JSON in Arrow batches, parsed into ops in Arrow batches (the `parquet`
+//! feature): the importer's own reading of a line ([`parse_raw_line`]) for engines that hold
+//! the lines themselves, such as the Python package's `parse_lines` and the Spark job's
+//! executors.
+//!
+//! In: a batch with columns `file` (text: the name errors give), `line` (an integer: the line
+//! number, from 1) and `text` (the line's bytes, with or without its line ending; binary or
+//! text). Out: the ops of the good lines and the bad lines, each a batch:
+//!
+//! | batch | columns |
+//! |---|---|
+//! | ops | `file`, `line`, `op` (the op's place in its line, from 0), `kind` (`alias`, `record` or `set`), `a` (the ID; an alias's first), `b` (an alias's second ID), `at` (Unix s), `cause` (an alias's), `event` (a record's name), `properties` (a record's or set's, a JSON object as text) |
+//! | rejected | `file`, `line`, `error` (`FILE:LINE: reason`, as `idgraph import` says it) |
+//!
+//! Blank lines give neither.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{Int32Builder, Int64Builder, StringBuilder};
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+
+use super::km_json::parse_raw_line;
+use crate::error::{Error, Result};
+use crate::op::Op;
+
+/// The columns of the ops `parse_lines` returns.
+pub fn ops_schema() -> Arc<Schema> {
+    let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
+    Arc::new(Schema::new(vec![
+        text("file", false),
+        Field::new("line", DataType::Int64, false),
+        Field::new("op", DataType::Int32, false),
+        text("kind", false),
+        text("a", false),
+        text("b", true),
+        Field::new("at", DataType::Int64, false),
+        text("cause", true),
+        text("event", true),
+        text("properties", true),
+    ]))
+}
+
+/// The columns of the lines `parse_lines` rejects.
+pub fn rejected_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("file", DataType::Utf8, false),
+        Field::new("line", DataType::Int64, false),
+        Field::new("error", DataType::Utf8, false),
+    ]))
+}
+
+#[derive(Default)]
+struct OpRows {
+    file: StringBuilder,
+    line: Int64Builder,
+    op: Int32Builder,
+    kind: StringBuilder,
+    a: StringBuilder,
+    b: StringBuilder,
+    at: Int64Builder,
+    cause: StringBuilder,
+    event: StringBuilder,
+    properties: StringBuilder,
+}
+
+impl OpRows {
+    fn push(&mut self, file: &str, line: i64, n: i32, op: &Op) {
+        self.file.append_value(file);
+        self.line.append_value(line);
+        self.op.append_value(n);
+        match op {
+            Op::Alias {
+                a, b, at, cause, ..
+            } => {
+                self.kind.append_value("alias");
+                self.a.append_value(a.as_str());
+                self.b.append_value(b.as_str());
+                self.at.append_value(*at);
+                self.cause.append_value(cause.as_str());
+                self.event.append_null();
+                self.properties.append_null();
+            }
+            Op::Record {
+                id,
+                event,
+                properties,
+                at,
+            } => {
+                self.kind.append_value("record");
+                self.a.append_value(id.as_str());
+                self.b.append_null();
+                self.at.append_value(*at);
+                self.cause.append_null();
+                self.event.append_value(event);
+                self.properties.append_value(properties.to_json());
+            }
+            Op::Set { id, properties, at } => {
+                self.kind.append_value("set");
+                self.a.append_value(id.as_str());
+                self.b.append_null();
+                self.at.append_value(*at);
+                self.cause.append_null();
+                self.event.append_null();
+                self.properties.append_value(properties.to_json());
+            }
+        }
+    }
+
+    fn finish(mut self) -> Result<RecordBatch> {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.file.finish()),
+            Arc::new(self.line.finish()),
+            Arc::new(self.op.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.a.finish()),
+            Arc::new(self.b.finish()),
+            Arc::new(self.at.finish()),
+            Arc::new(self.cause.finish()),
+            Arc::new(self.event.finish()),
+            Arc::new(self.properties.finish()),
+        ];
+        RecordBatch::try_new(ops_schema(), cols).map_err(internal)
+    }
+}
+
+fn internal(e: arrow_schema::ArrowError) -> Error {
+    Error::Internal(format!("building a record batch: {e}"))
+}
+
+/// The column `name` of `batch`, cast to `to`.
+fn column(batch: &RecordBatch, name: &str, to: &DataType, what: &str) -> Result<ArrayRef> {
+    let Some(c) = batch.column_by_name(name) else {
+        let has: Vec<&str> = batch
+            .schema_ref()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        return Err(Error::Input(format!(
+            "parse_lines: the batch has no column `{name}` ({what}); it has {}",
+            if has.is_empty() {
+                "none".to_string()
+            } else {
+                has.join(", ")
+            }
+        )));
+    };
+    arrow_cast::cast(c, to).map_err(|e| {
+        Error::Input(format!(
+            "parse_lines: column `{name}` ({what}) is {}, which cannot be read as {to}: {e}",
+            c.data_type()
+        ))
+    })
+}
+
+/// Parses every line of `batch` (see the module's docs): the ops of the good lines, in line
+/// order, and the bad lines with their errors.
+///
+/// # Errors
+/// [`Error::Input`] when a column is missing, of a type that cannot be read as its kind, or
+/// null.
+pub fn parse_lines(batch: &RecordBatch) -> Result<(RecordBatch, RecordBatch)> {
+    let file = column(batch, "file", &DataType::Utf8, "text")?;
+    let line = column(batch, "line", &DataType::Int64, "an integer")?;
+    let text = column(batch, "text", &DataType::Binary, "bytes or text")?;
+    for (name, c) in [("file", &file), ("line", &line), ("text", &text)] {
+        if c.null_count() > 0 {
+            return Err(Error::Input(format!(
+                "parse_lines: column `{name}` has {} nulls",
+                c.null_count()
+            )));
+        }
+    }
+    let (file, line, text) = (
+        file.as_string::<i32>(),
+        line.as_primitive::<Int64Type>(),
+        text.as_binary::<i32>(),
+    );
+    let mut ops = OpRows::default();
+    let mut bad_file = StringBuilder::new();
+    let mut bad_line = Int64Builder::new();
+    let mut bad_error = StringBuilder::new();
+    let mut at = String::new();
+    for i in 0..batch.num_rows() {
+        let (f, l) = (file.value(i), line.value(i));
+        at.clear();
+        use std::fmt::Write;
+        let _ = write!(at, "{f}:{l}");
+        match parse_raw_line(text.value(i), &at) {
+            None => {}
+            Some(Ok(parsed)) => {
+                for (n, op) in parsed.iter().enumerate() {
+                    ops.push(f, l, n as i32, op);
+                }
+            }
+            Some(Err(reason)) => {
+                bad_file.append_value(f);
+                bad_line.append_value(l);
+                bad_error.append_value(format!("{at}: {reason}"));
+            }
+        }
+    }
+    let rejected = RecordBatch::try_new(
+        rejected_schema(),
+        vec![
+            Arc::new(bad_file.finish()),
+            Arc::new(bad_line.finish()),
+            Arc::new(bad_error.finish()),
+        ],
+    )
+    .map_err(internal)?;
+    Ok((ops.finish()?, rejected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{BinaryArray, Int32Array, StringArray};
+
+    fn batch(lines: &[&[u8]]) -> RecordBatch {
+        RecordBatch::try_from_iter([
+            (
+                "file",
+                Arc::new(StringArray::from(vec!["f.json"; lines.len()])) as ArrayRef,
+            ),
+            (
+                "line",
+                Arc::new(Int32Array::from_iter_values(1..=lines.len() as i32)) as ArrayRef,
+            ),
+            (
+                "text",
+                Arc::new(BinaryArray::from_iter_values(lines.iter().copied())) as ArrayRef,
+            ),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn the_ops_and_the_errors_are_the_importers() {
+        let lines: &[&[u8]] = &[
+            br#"{"_p":"bob","_t":5,"_n":"Signed Up","plan":"pro"}"#,
+            b"   \r\n",
+            br#"{"_p":"bob","_p2":"anon","_t":"6"}"#,
+            br#"{"_p":"bob","_t":5}"#,
+            b"{\"_p\":\"\xff\",\"_t\":5}",
+            br#"{"_p":"bob","_t":7,"_n":"Paid","_p_original":"card"}"#,
+            br#"{"_p":"bob","_t":8,"age":30}"#,
+        ];
+        let (ops, bad) = parse_lines(&batch(lines)).unwrap();
+        let s = |b: &RecordBatch, c: &str| -> Vec<Option<String>> {
+            b.column_by_name(c)
+                .unwrap()
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.map(str::to_owned))
+                .collect()
+        };
+        let kinds: Vec<_> = s(&ops, "kind").into_iter().flatten().collect();
+        assert_eq!(kinds, ["record", "alias", "alias", "record", "set"]);
+        let lines: Vec<i64> = ops
+            .column_by_name("line")
+            .unwrap()
+            .as_primitive::<Int64Type>()
+            .values()
+            .to_vec();
+        assert_eq!(lines, [1, 3, 6, 6, 7]);
+        assert_eq!(s(&ops, "b")[1].as_deref(), Some("anon"));
+        assert_eq!(s(&ops, "cause")[1].as_deref(), Some("import"));
+        assert_eq!(s(&ops, "a")[3].as_deref(), Some("card"));
+        assert_eq!(
+            s(&ops, "properties")[0].as_deref(),
+            Some(r#"{"plan":"pro"}"#)
+        );
+        assert_eq!(s(&ops, "properties")[4].as_deref(), Some(r#"{"age":30}"#));
+        // The errors are word for word what the importer says of the same lines.
+        let want: Vec<String> = lines_errors(&[
+            (4, br#"{"_p":"bob","_t":5}"#),
+            (5, b"{\"_p\":\"\xff\",\"_t\":5}"),
+        ]);
+        let got: Vec<String> = s(&bad, "error").into_iter().flatten().collect();
+        assert_eq!(got, want);
+        assert!(got[1].ends_with("f.json:5: not UTF-8"), "{got:?}");
+    }
+
+    fn lines_errors(lines: &[(i64, &[u8])]) -> Vec<String> {
+        lines
+            .iter()
+            .map(|(n, l)| {
+                let at = format!("f.json:{n}");
+                let reason = parse_raw_line(l, &at).unwrap().unwrap_err();
+                format!("{at}: {reason}")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_line_past_the_limit_is_refused_with_its_size() {
+        let long = vec![b'x'; super::super::input::MAX_LINE_BYTES + 1];
+        let (ops, bad) = parse_lines(&batch(&[&long])).unwrap();
+        assert_eq!(ops.num_rows(), 0);
+        let e = bad.column(2).as_string::<i32>().value(0).to_owned();
+        let n = super::super::input::MAX_LINE_BYTES + 2;
+        assert!(
+            e.starts_with(&format!("f.json:1: the line has {n} bytes")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_or_null_column_is_an_input_error() {
+        let b = RecordBatch::try_from_iter([(
+            "value",
+            Arc::new(StringArray::from(vec!["{}"])) as ArrayRef,
+        )])
+        .unwrap();
+        let e = parse_lines(&b).unwrap_err().to_string();
+        assert!(
+            e.contains("no column `file`") && e.contains("it has value"),
+            "{e}"
+        );
+        let b = RecordBatch::try_from_iter([
+            (
+                "file",
+                Arc::new(StringArray::from(vec![Some("f")])) as ArrayRef,
+            ),
+            (
+                "line",
+                Arc::new(Int32Array::from(vec![Some(1)])) as ArrayRef,
+            ),
+            (
+                "text",
+                Arc::new(StringArray::from(vec![None::<&str>])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let e = parse_lines(&b).unwrap_err().to_string();
+        assert!(e.contains("`text` has 1 nulls"), "{e}");
+    }
+}
