@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test suite, as README.md gives it: installs what the browser tests need when it is missing
 # (Debian's chromium and chromium-driver) and the Parquet tests (DuckDB, tests/requirements.txt),
-# runs `cargo test`, then the Spark job's tests
+# runs `cargo test`, then the Python package's tests (python/test.sh: builds the wheel with
+# maturin, installs it and python/requirements.txt, runs pytest), then the Spark job's tests
 # (spark/test.sh: installs Java 17 and pyspark when missing). Extra arguments go to
 # `cargo test`. Without a browser: IDGRAPH_SKIP_BROWSER=1; without Spark: IDGRAPH_SKIP_SPARK=1.
 set -euo pipefail
@@ -22,4 +23,5 @@ if ! python3 -c "import duckdb" 2>/dev/null; then
 fi
 
 cargo test "$@"
+bash python/test.sh
 bash spark/test.sh

@@ -1,0 +1,103 @@
+"""parse_lines: the importer's own verdict on every line, through Arrow."""
+
+import json
+import os
+
+import pyarrow as pa
+import pytest
+
+import idgraph
+from conftest import ROOT
+
+
+def lines_batch(name, raw_lines, text_type=pa.binary()):
+    return pa.record_batch({
+        "file": pa.array([name] * len(raw_lines), pa.string()),
+        "line": pa.array(range(1, len(raw_lines) + 1), pa.int64()),
+        "text": pa.array(raw_lines, text_type),
+    })
+
+
+def table(reader, cols):
+    """The rows of `reader`'s columns `cols`, sorted."""
+    t = reader.read_all().select(cols)
+    return sorted(zip(*(t.column(c).to_pylist() for c in cols)))
+
+
+def corpus_lines():
+    corpus = os.path.join(ROOT, "fuzz", "corpus", "km_json_line")
+    out = []
+    for name in sorted(os.listdir(corpus)):
+        with open(os.path.join(corpus, name), "rb") as f:
+            out.extend(f.read().split(b"\n"))
+    return out
+
+
+def test_every_corpus_line_is_judged_as_the_importer_judges_it(tmp_path, cli):
+    """Every line of the fuzz corpus of the JSON-lines parser, in files of 20 lines: each
+    file's rejected lines are word for word the ones `import --skip-invalid` skips, and the
+    ops of the rest, applied, give the store the importer builds."""
+    lines = corpus_lines()
+    chunks = [lines[i:i + 20] for i in range(0, len(lines), 20)]
+    rejected_all = 0
+    applied = idgraph.Store(max_person_size=100_000)
+    with idgraph.Store(tmp_path / "imported", max_person_size=100_000) as imported:
+        for k, chunk in enumerate(chunks):
+            path = tmp_path / f"c{k:04}.json"
+            path.write_bytes(b"".join(x + b"\n" for x in chunk))
+            ops, rejected = idgraph.parse_lines(lines_batch(str(path), chunk))
+            report = imported.import_files(path, skip_invalid=True)
+            assert rejected.column("error").to_pylist() == report["first_skipped"], path
+            rejected_all += rejected.num_rows
+            assert report["skipped"] == rejected.num_rows
+            batch = []
+            for op in ops.to_pylist():
+                if op["properties"] is not None:
+                    op["properties"] = json.loads(op["properties"])
+                op["id"] = op["a"]
+                batch.append(op)
+            applied.apply(batch)
+        assert rejected_all > 100
+        assert table(applied.export_mapping(), ["id", "person"]) == \
+            table(imported.export_mapping(), ["id", "person"])
+        ev = ["_p", "_p_original", "_n", "_t", "properties"]
+        assert table(applied.export_events(), ev) == table(imported.export_events(), ev)
+    applied.close()
+    # And the CLI skips the same lines.
+    first = tmp_path / "c0000.json"
+    r = cli(tmp_path / "cli", "import", "--skip-invalid", first)
+    _, rejected = idgraph.parse_lines(lines_batch(str(first), chunks[0]))
+    said = [x[: -len(" (skipped)")] for x in r.stderr.splitlines() if x.endswith(" (skipped)")]
+    assert said == rejected.column("error").to_pylist()
+
+
+def test_any_string_and_integer_types_are_read():
+    raw = ['{"_p":"a","_t":1,"_n":"E"}', "", '{"_p":"a","_p2":"b","_t":"2"}\r\n']
+    for text in (pa.string(), pa.large_string(), pa.binary(), pa.large_binary()):
+        b = pa.record_batch({
+            "file": pa.array(["f"] * 3, pa.large_string()),
+            "line": pa.array([1, 2, 3], pa.int32()),
+            "text": pa.array(raw, text),
+        })
+        ops, rejected = idgraph.parse_lines(b)
+        assert ops.column("kind").to_pylist() == ["record", "alias"]
+        assert ops.column("line").to_pylist() == [1, 3]
+        assert rejected.num_rows == 0
+
+
+def test_a_batch_without_the_columns_is_an_input_error():
+    with pytest.raises(idgraph.InputError, match="no column `file`.*it has value"):
+        idgraph.parse_lines(pa.record_batch({"value": ["{}"]}))
+    with pytest.raises(idgraph.InputError, match="`line`"):
+        idgraph.parse_lines(pa.record_batch({"file": ["f"], "line": ["x"], "text": ["{}"]}))
+    with pytest.raises(TypeError):
+        idgraph.parse_lines("not a batch")
+
+
+def test_a_line_past_the_limit_and_bad_utf8():
+    big = b'{"_p":"a","_t":1,"x":"' + b"y" * idgraph.MAX_LINE_BYTES + b'"}'
+    ops, rejected = idgraph.parse_lines(lines_batch("f", [big, b'{"_p":"\xff","_t":1}']))
+    assert ops.num_rows == 0
+    errors = rejected.column("error").to_pylist()
+    assert errors[0].startswith(f"f:1: the line has {len(big) + 1} bytes, more than the limit")
+    assert errors[1] == "f:2: not UTF-8"
