@@ -1,6 +1,7 @@
 """Type stubs of the extension module (python/src/*.rs); the docstrings are the module's."""
 
 import os
+import pathlib
 from typing import Any, Iterable, Literal, Optional, Sequence, TypedDict, Union
 
 import pyarrow
@@ -78,7 +79,7 @@ class Store:
         flush_every_ms: Optional[int] = 500,
     ) -> None: ...
     @property
-    def path(self) -> Optional[str]: ...
+    def path(self) -> Optional[pathlib.Path]: ...
     @property
     def closed(self) -> bool: ...
     def close(self) -> None: ...

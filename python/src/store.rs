@@ -65,7 +65,9 @@ fn format(f: Option<&str>) -> PyResult<Option<ImportFormat>> {
 impl Store {
     #[new]
     #[pyo3(signature = (path=None, *, max_person_size=None, max_links_per_person=None,
-                        blocked_ids=None, cache_capacity=None, flush_every_ms=Some(500)))]
+                        blocked_ids=None, cache_capacity=None, flush_every_ms=Some(500)),
+           text_signature = "(path=None, *, max_person_size=None, max_links_per_person=None, \
+                             blocked_ids=None, cache_capacity=None, flush_every_ms=500)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -125,10 +127,12 @@ impl Store {
         Ok(())
     }
 
+    /// ``with Store(path) as s:`` closes the store at the end of the block.
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
         slf
     }
 
+    /// Closes the store.
     #[pyo3(signature = (*_args))]
     fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
         self.close(py)?;
@@ -161,7 +165,7 @@ impl Store {
         detached(py, || s.canonical(id))
     }
 
-    /// Whether the store has seen ``id``.
+    /// ``id in store``: whether the store has seen ``id``.
     fn __contains__(&self, py: Python<'_>, id: &str) -> PyResult<bool> {
         let s = self.get()?;
         detached(py, || s.contains(id))

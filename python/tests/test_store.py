@@ -205,3 +205,22 @@ def test_import_files_is_the_clis_import(tmp_path, cli, gen_km):
     cli_map = cli.jsonl(tmp_path / "cli", "export", "mapping", "--format", "jsonl")
     py_map = cli.jsonl(tmp_path / "py", "export", "mapping", "--format", "jsonl")
     assert len(py_map) == len(cli_map) + 1 and {"id": "x", "person": "x"} in py_map
+
+
+def test_the_stubs_name_what_the_module_has():
+    """idgraph/_idgraph.pyi types every public name of the module and every method of Store,
+    and nothing that is not there; each has a docstring."""
+    import ast
+    import os
+
+    stub = ast.parse(open(os.path.join(os.path.dirname(idgraph.__file__), "_idgraph.pyi")).read())
+    store = next(n for n in stub.body if isinstance(n, ast.ClassDef) and n.name == "Store")
+    typed = {n.name for n in store.body if isinstance(n, ast.FunctionDef)} - {"__init__"}
+    has = {n for n in dir(idgraph.Store) if not n.startswith("_")} | \
+        {"__enter__", "__exit__", "__contains__"}
+    assert typed == has
+    for name in has:
+        assert getattr(idgraph.Store, name).__doc__, name
+    top = {n.name for n in stub.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))} | \
+        {t.id for n in stub.body if isinstance(n, ast.AnnAssign) for t in [n.target]}
+    assert set(idgraph.__all__) <= top | {"__version__"}
