@@ -200,12 +200,27 @@ impl Properties {
         N: Into<String>,
         V: Into<Value>,
     {
+        // Few names (the usual event) are compared in place; past `LINEAR`, through a map of
+        // their folded forms.
+        const LINEAR: usize = 16;
         let pairs = pairs.into_iter();
         let mut out: Vec<(String, Value)> = Vec::with_capacity(pairs.size_hint().0);
         let mut index: rustc_hash::FxHashMap<String, usize> = rustc_hash::FxHashMap::default();
         for (name, value) in pairs {
             let name = name.into();
             check_property_name(&name)?;
+            if out.len() < LINEAR {
+                match out.iter().position(|(n, _)| eq_ignore_case(n, &name)) {
+                    Some(i) => out[i].1 = value.into(),
+                    None => out.push((name, value.into())),
+                }
+                continue;
+            }
+            if index.is_empty() {
+                for (i, (n, _)) in out.iter().enumerate() {
+                    index.insert(fold_case(n).into_owned(), i);
+                }
+            }
             match index.entry(fold_case(&name).into_owned()) {
                 std::collections::hash_map::Entry::Occupied(e) => out[*e.get()].1 = value.into(),
                 std::collections::hash_map::Entry::Vacant(e) => {
@@ -238,14 +253,26 @@ impl Properties {
     /// The properties as one JSON object, names in sorted order: the `properties` column of
     /// `export events` and of the Parquet files.
     pub fn to_json(&self) -> String {
-        let mut m = serde_json::Map::new();
-        for (k, v) in self.iter() {
-            m.insert(
-                k.to_owned(),
-                serde_json::to_value(v).expect("a plain value"),
-            );
+        let mut out = Vec::with_capacity(16 + 24 * self.0.len());
+        self.write_json(&mut out);
+        String::from_utf8(out).expect("JSON is UTF-8")
+    }
+
+    /// Appends [`to_json`](Self::to_json)'s text to `out` (no allocation of its own but the
+    /// order of the names).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut by_name: Vec<&(String, Value)> = self.0.iter().collect();
+        by_name.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out.push(b'{');
+        for (i, (k, v)) in by_name.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, k).expect("writing to memory");
+            out.push(b':');
+            serde_json::to_writer(&mut *out, v).expect("writing to memory");
         }
-        serde_json::Value::Object(m).to_string()
+        out.push(b'}');
     }
 
     /// Builder form of [`insert`](Self::insert).
@@ -292,6 +319,13 @@ impl Properties {
             limits.check_value(v)?;
         }
         Ok(())
+    }
+
+    /// [`validate`](Self::validate) of properties whose names were checked when they were
+    /// built ([`from_pairs`](Self::from_pairs)): the count and the values.
+    pub(crate) fn validate_values(&self, limits: &Limits) -> Result<()> {
+        limits.check_count(self.0.len())?;
+        self.0.iter().try_for_each(|(_, v)| limits.check_value(v))
     }
 }
 
@@ -623,6 +657,34 @@ mod tests {
             1..5,
         )
         .prop_map(|v| v.concat())
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<i64>().prop_map(Value::Int),
+            any::<f64>()
+                .prop_filter("finite", |x| x.is_finite())
+                .prop_map(Value::Float),
+            "[a-z\"\\\\\u{0}-\u{1f}é☃]{0,8}".prop_map(Value::Text),
+        ]
+    }
+
+    proptest! {
+        /// `to_json` writes what serde_json's own map of the values prints (the export's form
+        /// before it was written directly): names sorted, the same escapes and numbers.
+        #[test]
+        fn to_json_is_serde_jsons_map(pairs in proptest::collection::vec(
+            ("[a-zA-Z\"\\\\é☃ ]{1,6}", value()), 0..8)) {
+            let mut p = Properties::new();
+            for (k, v) in pairs {
+                p.insert(k, v).unwrap();
+            }
+            let mut m = serde_json::Map::new();
+            for (k, v) in p.iter() {
+                m.insert(k.to_owned(), serde_json::to_value(v).unwrap());
+            }
+            prop_assert_eq!(p.to_json(), serde_json::Value::Object(m).to_string());
+        }
     }
 
     proptest! {

@@ -11,6 +11,11 @@ mod convert;
 mod store;
 
 use pyo3::create_exception;
+
+/// mimalloc for the Rust side of the module (Python keeps its own allocator).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 

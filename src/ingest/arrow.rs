@@ -52,7 +52,6 @@ pub fn rejected_schema() -> Arc<Schema> {
     ]))
 }
 
-#[derive(Default)]
 struct OpRows {
     file: StringBuilder,
     line: Int64Builder,
@@ -64,9 +63,37 @@ struct OpRows {
     cause: StringBuilder,
     event: StringBuilder,
     properties: StringBuilder,
+    /// One op's properties as JSON, reused.
+    json: Vec<u8>,
 }
 
 impl OpRows {
+    /// Room for about `rows` ops of lines of `bytes` bytes in all (most ops are one line's,
+    /// and carry most of its bytes as properties).
+    fn with_capacity(rows: usize, bytes: usize) -> Self {
+        let text = |per_row: usize| StringBuilder::with_capacity(rows, rows * per_row);
+        OpRows {
+            file: text(16),
+            line: Int64Builder::with_capacity(rows),
+            op: Int32Builder::with_capacity(rows),
+            kind: text(6),
+            a: text(24),
+            b: text(4),
+            at: Int64Builder::with_capacity(rows),
+            cause: text(2),
+            event: text(12),
+            properties: StringBuilder::with_capacity(rows, bytes),
+            json: Vec::with_capacity(1024),
+        }
+    }
+
+    fn properties(&mut self, p: &crate::op::Properties) {
+        self.json.clear();
+        p.write_json(&mut self.json);
+        self.properties
+            .append_value(std::str::from_utf8(&self.json).expect("JSON is UTF-8"));
+    }
+
     fn push(&mut self, file: &str, line: i64, n: i32, op: &Op) {
         self.file.append_value(file);
         self.line.append_value(line);
@@ -95,7 +122,7 @@ impl OpRows {
                 self.at.append_value(*at);
                 self.cause.append_null();
                 self.event.append_value(event);
-                self.properties.append_value(properties.to_json());
+                self.properties(properties);
             }
             Op::Set { id, properties, at } => {
                 self.kind.append_value("set");
@@ -104,7 +131,7 @@ impl OpRows {
                 self.at.append_value(*at);
                 self.cause.append_null();
                 self.event.append_null();
-                self.properties.append_value(properties.to_json());
+                self.properties(properties);
             }
         }
     }
@@ -179,17 +206,15 @@ pub fn parse_lines(batch: &RecordBatch) -> Result<(RecordBatch, RecordBatch)> {
         line.as_primitive::<Int64Type>(),
         text.as_binary::<i32>(),
     );
-    let mut ops = OpRows::default();
+    let mut ops = OpRows::with_capacity(batch.num_rows(), text.values().len());
     let mut bad_file = StringBuilder::new();
     let mut bad_line = Int64Builder::new();
     let mut bad_error = StringBuilder::new();
-    let mut at = String::new();
     for i in 0..batch.num_rows() {
         let (f, l) = (file.value(i), line.value(i));
-        at.clear();
-        use std::fmt::Write;
-        let _ = write!(at, "{f}:{l}");
-        match parse_raw_line(text.value(i), &at) {
+        // No source: the ops' rows carry the file and line (an alias link's source is
+        // `FILE:LINE` when the importer reads it).
+        match parse_raw_line(text.value(i), None) {
             None => {}
             Some(Ok(parsed)) => {
                 for (n, op) in parsed.iter().enumerate() {
@@ -199,7 +224,7 @@ pub fn parse_lines(batch: &RecordBatch) -> Result<(RecordBatch, RecordBatch)> {
             Some(Err(reason)) => {
                 bad_file.append_value(f);
                 bad_line.append_value(l);
-                bad_error.append_value(format!("{at}: {reason}"));
+                bad_error.append_value(format!("{f}:{l}: {reason}"));
             }
         }
     }
@@ -290,7 +315,7 @@ mod tests {
             .iter()
             .map(|(n, l)| {
                 let at = format!("f.json:{n}");
-                let reason = parse_raw_line(l, &at).unwrap().unwrap_err();
+                let reason = parse_raw_line(l, Some(&at)).unwrap().unwrap_err();
                 format!("{at}: {reason}")
             })
             .collect()

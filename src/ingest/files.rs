@@ -208,7 +208,7 @@ impl FileSource {
                 self.emit(&at, Err(super::km_json::too_long(n)), f)?;
                 continue;
             }
-            let Some(parsed) = super::km_json::parse_raw_line(&buf, &at) else {
+            let Some(parsed) = super::km_json::parse_raw_line(&buf, Some(&at)) else {
                 continue;
             };
             self.lines += 1;

@@ -172,10 +172,10 @@ pub fn too_long(total: usize) -> String {
 }
 
 /// One line of a KISSmetrics JSON file as `idgraph import` reads it: `raw` is its bytes, with or
-/// without its `\n` / `\r\n` ending; `at` is its `FILE:LINE` (kept with alias links). `None`
+/// without its `\n` / `\r\n` ending; `source` is its `FILE:LINE`, kept with alias links. `None`
 /// for a blank line; otherwise its ops or why it is refused (too long, not UTF-8, as
 /// [`parse_line`]).
-pub fn parse_raw_line(raw: &[u8], at: &str) -> Option<Result<Vec<Op>, String>> {
+pub fn parse_raw_line(raw: &[u8], source: Option<&str>) -> Option<Result<Vec<Op>, String>> {
     let body = raw.strip_suffix(b"\n").unwrap_or(raw);
     let body = body.strip_suffix(b"\r").unwrap_or(body);
     if body.len() > super::input::MAX_LINE_BYTES {
@@ -188,7 +188,7 @@ pub fn parse_raw_line(raw: &[u8], at: &str) -> Option<Result<Vec<Op>, String>> {
     if text.trim().is_empty() {
         return None;
     }
-    Some(parse_line(text, Some(at)))
+    Some(parse_line(text, source))
 }
 
 /// One row of columns (a Parquet file's), parsed as the JSON line `{"_p", "_p2",
@@ -326,16 +326,17 @@ fn parse_fields(
         }
         _ => p,
     };
+    // `Op::validate`, but for the property names: `from_pairs` checked them.
+    let values = |props: &Properties| props.validate_values(&limits).map_err(|e| e.to_string());
     match n {
         Some(name) => {
-            let op = Op::record(p, name, props, t);
-            op.validate().map_err(|e| e.to_string())?;
-            ops.push(op);
+            crate::op::check_name("event name", &name).map_err(|e| e.to_string())?;
+            values(&props)?;
+            ops.push(Op::record(p, name, props, t));
         }
         None if !props.is_empty() => {
-            let op = Op::set(p, props, t);
-            op.validate().map_err(|e| e.to_string())?;
-            ops.push(op);
+            values(&props)?;
+            ops.push(Op::set(p, props, t));
         }
         None if ops.is_empty() => {
             return Err("nothing to do: no _n (event), _p2 (alias) or property".into());

@@ -3,9 +3,9 @@
     cargo build --release --bin idgraph --example gen_km
     (cd python && maturin build --release --out ../target/wheels-release)
     pip install --force-reinstall --no-deps target/wheels-release/idgraph-*.whl
-    python3 python/bench.py import  --lines 1000000            # import_files against `idgraph import`
-    python3 python/bench.py parse   --lines 1000000            # parse_lines against the Spark job's parser
-    python3 python/bench.py export  --lines 10000000           # export_events() against `export events`
+    python3 python/benches/bench.py import  --lines 1000000            # import_files against `idgraph import`
+    python3 python/benches/bench.py parse   --lines 1000000            # parse_lines against the Spark job's parser
+    python3 python/benches/bench.py export  --lines 10000000           # export_events() against `export events`
 
 Each compares with its baseline in the same run, alternating, and prints one JSON line per
 measurement and a summary. The data is gen_km's (`--seed 1`), written once under --work.
@@ -24,7 +24,7 @@ import pyarrow as pa
 
 import idgraph
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def release(name):
