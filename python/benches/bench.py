@@ -6,6 +6,7 @@
     python3 python/benches/bench.py import  --lines 1000000            # import_files against `idgraph import`
     python3 python/benches/bench.py parse   --lines 1000000            # parse_lines against the Spark job's parser
     python3 python/benches/bench.py export  --lines 10000000           # export_events() against `export events`
+    python3 python/benches/bench.py stream  --lines 10000000           # peak RSS: streamed, read_all, opened only
 
 Each compares with its baseline in the same run, alternating, and prints one JSON line per
 measurement and a summary. The data is gen_km's (`--seed 1`), written once under --work.
@@ -112,22 +113,16 @@ def bench_parse(args):
 
 
 def bench_export(args):
-    src = data(args.work, args.lines)
-    db = os.path.join(args.work, f"export-store-{args.lines}")
-    if not os.path.exists(os.path.join(db, "done")):
-        shutil.rmtree(db, ignore_errors=True)
-        subprocess.run([release("idgraph"), "--db", db, "import", src], check=True,
-                       capture_output=True)
-        open(os.path.join(db, "done"), "w").close()
+    db = export_store(args)
     out = os.path.join(args.work, "events.jsonl")
     cli, py = [], []
     for run in range(args.runs):
         started = time.perf_counter()
-        subprocess.run([release("idgraph"), "--db", db, "export", "events", "--format", "jsonl",
+        subprocess.run([release("idgraph"), "--db", db, "export", "events", "--format", "km-json",
                         "-o", out], check=True)
         cli.append(time.perf_counter() - started)
         rows = sum(1 for _ in open(out, "rb"))
-        report("export", who="cli_jsonl_file", run=run, seconds=round(cli[-1], 3), rows=rows,
+        report("export", who="cli_km_json_file", run=run, seconds=round(cli[-1], 3), rows=rows,
                rows_per_second=round(rows / cli[-1]))
         started = time.perf_counter()
         with idgraph.Store(db) as s:
@@ -141,16 +136,52 @@ def bench_export(args):
            py_rows_per_second=round(rows / min(py)), cli_rows_per_second=round(rows / min(cli)))
 
 
+def export_store(args):
+    src = data(args.work, args.lines)
+    db = os.path.join(args.work, f"export-store-{args.lines}")
+    if not os.path.exists(os.path.join(db, "done")):
+        shutil.rmtree(db, ignore_errors=True)
+        subprocess.run([release("idgraph"), "--db", db, "import", src], check=True,
+                       capture_output=True)
+        open(os.path.join(db, "done"), "w").close()
+    return db
+
+
+STREAM = """
+import resource, sys, time, idgraph
+with idgraph.Store(sys.argv[1]) as s:
+    started = time.perf_counter()
+    if sys.argv[2] == "opened":
+        rows = s.export_events().read_next_batch().num_rows
+    elif sys.argv[2] == "streamed":
+        rows = sum(b.num_rows for b in s.export_events())
+    else:
+        rows = s.export_events().read_all().num_rows
+    took = time.perf_counter() - started
+print(rows, took, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def bench_stream(args):
+    db = export_store(args)
+    for mode in ("opened", "streamed", "read_all"):
+        out = subprocess.run([sys.executable, "-c", STREAM, db, mode], check=True,
+                             capture_output=True, text=True, cwd=args.work).stdout.split()
+        report("stream", mode=mode, rows=int(out[0]), seconds=round(float(out[1]), 2),
+               peak_rss_mib=int(out[2]))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["import", "parse", "export"])
+    p.add_argument("what", choices=["import", "parse", "export", "stream"])
     p.add_argument("--lines", type=int, default=1_000_000)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--work", default="/tmp/idgraph-python-bench")
     args = p.parse_args()
     os.makedirs(args.work, exist_ok=True)
-    {"import": bench_import, "parse": bench_parse, "export": bench_export}[args.what](args)
+    {"import": bench_import, "parse": bench_parse, "export": bench_export,
+     "stream": bench_stream}[args.what](args)
 
 
 if __name__ == "__main__":
