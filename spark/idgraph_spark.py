@@ -11,8 +11,10 @@ bucket: the files its index.csv lists, else revisions/N.json in numeric order, t
 the job differs), and writes DIR/mapping, DIR/events, DIR/persons, DIR/refused, DIR/oversized,
 DIR/rejects (with --skip-invalid) and DIR/summary.json.
 
-Parsing runs in Python workers (each line validated exactly as `idgraph import` does, in
-parallel); everything after it is DataFrame operations: connected components by alternating
+JSON lines are parsed in the executors by the store's own code: `idgraph.parse_lines`, from
+the Python package built from this crate (python/; spark/README.md says how to ship it), over
+Arrow batches (`mapInArrow`). CSV files are still parsed by a Python port of the importer's CSV
+rules. Everything after parsing is DataFrame operations: connected components by alternating
 large-star and small-star (Kiveris et al., 2014), checkpointed every round.
 """
 
@@ -20,7 +22,6 @@ import argparse
 import csv
 import io
 import json
-import math
 import os
 import re
 import sys
@@ -48,7 +49,6 @@ DEFAULT_BLOCKED_IDS = [
 ]
 # Rust's char::is_control: the Unicode category Cc.
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-SURROGATE = re.compile("[\ud800-\udfff]")
 DIGITS = re.compile(r"[+-]?[0-9]+\Z")
 # KISSmetrics' anonymous IDs: base64 of a 20-byte digest (src/id.rs).
 ANON_RE = r"^[A-Za-z0-9+/]{26}[AEIMQUYcgkosw048]=$"
@@ -129,12 +129,6 @@ def timestamp(v):
     return check_time(int(s))
 
 
-def fmt_float(x):
-    """Rust's `{}` of an f64 (enough for error messages)."""
-    r = repr(x)
-    return r[:-2] if r.endswith(".0") else r
-
-
 class Props:
     """src/op.rs `Properties::from_pairs`: names checked, case-insensitive, a later value
     replaces an earlier one and keeps the first spelling."""
@@ -164,154 +158,6 @@ class Props:
                     raise limit(
                         "bytes in the value of a property", n, MAX_VALUE_BYTES, "max_value_bytes"
                     )
-
-
-def _reject_constant(name):
-    raise ValueError("%s is not a JSON number" % name)
-
-
-def _finite_float(text):
-    x = float(text)
-    if not math.isfinite(x):
-        raise ValueError("number out of range")
-    return x
-
-
-def _pairs(pairs):
-    return pairs  # every field, in order, duplicates too
-
-
-class Nested:
-    """A JSON array or object as a value."""
-
-
-def json_value(v):
-    """What src/ingest/km_json.rs's `Val` makes of a parsed JSON value."""
-    if isinstance(v, list):
-        return Nested  # an array, or an object (a list of pairs from the hook)
-    if isinstance(v, bool) or v is None or isinstance(v, (str, float)):
-        return v
-    if I64_MIN <= v <= I64_MAX:
-        return v
-    try:
-        x = float(v)  # serde_json reads a larger integer as a float
-    except OverflowError:
-        raise Bad("not a JSON object: number out of range")
-    if not math.isfinite(x):
-        raise Bad("not a JSON object: number out of range")
-    return x
-
-
-def strings_of(obj):
-    if isinstance(obj, str):
-        yield obj
-    elif isinstance(obj, list):
-        for x in obj:
-            if isinstance(x, tuple):
-                yield x[0]
-                yield from strings_of(x[1])
-            else:
-                yield from strings_of(x)
-
-
-def parse_json_object(text):
-    try:
-        obj = json.loads(text, object_pairs_hook=_pairs, parse_constant=_reject_constant,
-                         parse_float=_finite_float)
-    except (ValueError, RecursionError) as e:
-        raise Bad("not a JSON object: %s" % e)
-    if not isinstance(obj, list) or (obj and not isinstance(obj[0], tuple)):
-        raise Bad("not a JSON object: expected a JSON object")
-    # A lone surrogate can only come from a \\u escape (the text is valid UTF-8).
-    if "\\u" in text:
-        for s in strings_of(obj):
-            if SURROGATE.search(s):
-                raise Bad("not a JSON object: lone surrogate in a string")
-    return obj
-
-
-def id_field(name, v):
-    v = json_value(v)
-    if isinstance(v, str):
-        return check_id(v, name)
-    if isinstance(v, int) and not isinstance(v, bool):
-        return check_id(str(v), name)
-    raise Bad("%s must be a string" % name)
-
-
-def time_field(v):
-    if isinstance(v, bool) or v is None or v is Nested:
-        raise Bad("_t must be a number of seconds")
-    if isinstance(v, int):
-        return check_time(v)
-    if isinstance(v, float):
-        if v == int(v) and abs(v) < 1e15:
-            return check_time(int(v))
-        raise Bad("_t %s is not a whole number of seconds" % fmt_float(v))
-    return timestamp(v)
-
-
-def parse_line(text):
-    """src/ingest/km_json.rs `parse_line`: a line's ops, as tuples
-    (kind, a, b, t, name, props) with kind in alias / record / set."""
-    fields = parse_json_object(text)
-    count = sum(1 for k, _ in fields if not k.startswith("_"))
-    if count > MAX_PROPERTIES:
-        raise limit("properties in one op", count, MAX_PROPERTIES, "max_properties")
-    p = p2 = t = n = orig = None
-    seen = set()
-    raw = []
-    for k, v in fields:
-        if k in ("_p", "_p2", "_p_original", "_t", "_n"):
-            if k in seen:
-                raise Bad("%s is given twice" % k)
-            seen.add(k)
-            if k == "_p":
-                p = id_field("_p", v)
-            elif k == "_p2":
-                p2 = id_field("_p2", v)
-            elif k == "_p_original":
-                orig = id_field("_p_original", v)
-            elif k == "_t":
-                t = time_field(json_value(v))
-            elif isinstance(v, str):
-                n = v
-            else:
-                raise Bad("_n must be a string")
-        elif k.startswith("_"):
-            continue
-        else:
-            val = json_value(v)
-            if val is None:
-                continue
-            if val is Nested:
-                raise Bad("property %s: a value must be a string or a number" % shown(k))
-            if isinstance(val, bool):
-                val = "true" if val else "false"
-            raw.append((k, val))
-    props = Props()
-    for k, val in raw:
-        props.add(k, val)
-    if p is None:
-        raise Bad("missing _p (the ID)")
-    if t is None:
-        raise Bad("missing _t (the time in seconds)")
-    ops = []
-    if p2 is not None:
-        ops.append(("alias", p, p2, t, None, None))
-    if orig is not None and orig != p:
-        ops.append(("alias", p, orig, t, None, None))
-        p = orig
-    if n is not None:
-        check_name("event name", n)
-        props.validate()
-        ops.append(("record", p, None, t, n, props.items))
-    elif props.items:
-        props.validate()
-        ops.append(("set", p, None, t, None, props.items))
-    elif not ops:
-        raise Bad("nothing to do: no _n (event), _p2 (alias) or property")
-    return ops
 
 
 def csv_columns(header):
@@ -411,33 +257,96 @@ def error_row(file_idx, line, reason):
             None, None, None, None, None, None, None, None, reason)
 
 
-def json_parser(blocked):
-    """(file index, line number, raw bytes) → op rows; a bad line becomes an error row."""
+def json_ops(blocked_ids):
+    """Batches of (file index, line number, raw bytes) → batches of op and error rows
+    (`op_schema`), parsed by the store's own code: `idgraph.parse_lines`, the Python package
+    built from this crate (python/), in each executor through `mapInArrow`."""
 
-    def parse(rows):
-        for file_idx, line, raw in rows:
-            raw = bytes(raw)
-            body = raw[:-1] if raw.endswith(b"\r") else raw
-            if len(body) > MAX_LINE_BYTES:
-                yield error_row(file_idx, line, "the line has %d bytes, more than the limit of "
-                                "%d (max_line_bytes)" % (len(raw) + 1, MAX_LINE_BYTES))
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                yield error_row(file_idx, line, "not UTF-8")
-                continue
-            text = text.rstrip("\r\n")
-            if not text.strip():
-                continue
-            try:
-                ops = parse_line(text)
-            except Bad as e:
-                yield error_row(file_idx, line, str(e))
-                continue
-            yield from op_rows(file_idx, line, ops, blocked)
+    def run(batches):
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
-    return parse
+        import idgraph
+
+        for b in batches:
+            if b.num_rows == 0:
+                continue
+            lines = pa.record_batch([pc.cast(b.column("file"), pa.string()), b.column("line"),
+                                     b.column("raw")], names=["file", "line", "text"])
+            ops, bad = idgraph.parse_lines(lines, blocked_ids=blocked_ids)
+            if ops.num_rows:
+                yield op_batch(ops)
+            if bad.num_rows:
+                yield error_batch(bad)
+
+    return run
+
+
+def order_key(file, line, op=None):
+    """`file << 43 | line << 3 | op << 1` (FILE_SHIFT, LINE_SHIFT), over Arrow columns."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    key = pc.bit_wise_or(pc.shift_left(pc.cast(file, pa.int64()), FILE_SHIFT),
+                         pc.shift_left(line, LINE_SHIFT))
+    if op is not None:
+        key = pc.bit_wise_or(key, pc.shift_left(pc.cast(op, pa.int64()), 1))
+    return key
+
+
+def op_batch(ops):
+    """`parse_lines`' ops as `op_schema` rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    file = pc.cast(ops.column("file"), pa.int32())
+    plist = ops.column("property_list")
+    entries = plist.values
+    props = pa.ListArray.from_arrays(
+        plist.offsets,
+        pa.StructArray.from_arrays(
+            [entries.field("name"), entries.field("folded"), entries.field("name_json"),
+             entries.field("value_json")], names=["name", "lname", "nj", "vj"]),
+        mask=plist.is_null())
+    # ',"name":value' for every property, in the line's order.
+    each = pc.binary_join_element_wise(
+        "", pc.binary_join_element_wise(entries.field("name_json"), entries.field("value_json"),
+                                        ":"), ",")
+    frag = pc.binary_join(pa.ListArray.from_arrays(plist.offsets, each, mask=plist.is_null()),
+                          "")
+    none = pa.nulls(ops.num_rows, pa.string())
+    return pa.record_batch(
+        [file, ops.column("line"), order_key(file, ops.column("line"), ops.column("op")),
+         ops.column("kind"), ops.column("a"), ops.column("b"), ops.column("at"),
+         ops.column("event"), ops.column("event_folded"), props, frag, ops.column("blocked"),
+         none],
+        names=OP_COLUMNS)
+
+
+def error_batch(bad):
+    """`parse_lines`' rejected lines as `op_schema` error rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = bad.num_rows
+    file = pc.cast(bad.column("file"), pa.int32())
+    text = pa.nulls(n, pa.string())
+    return pa.record_batch(
+        [file, bad.column("line"), order_key(file, bad.column("line")),
+         pa.array(["error"] * n, pa.string()), text, text, pa.nulls(n, pa.int64()), text, text,
+         pa.nulls(n, op_props_type()), text, text, bad.column("reason")],
+        names=OP_COLUMNS)
+
+
+OP_COLUMNS = ["file", "line", "ord", "kind", "a", "b", "t", "name", "lname", "props", "frag",
+              "blocked", "reason"]
+
+
+def op_props_type():
+    import pyarrow as pa
+
+    return pa.list_(pa.struct([("name", pa.string()), ("lname", pa.string()),
+                               ("nj", pa.string()), ("vj", pa.string())]))
 
 
 def parse_csv_file(file_idx, data, now, blocked):
@@ -705,9 +614,8 @@ class Job:
             # Imported (tests, a notebook): the workers must import this module too. (Run as
             # a script, its functions travel with the tasks.)
             spark.sparkContext.addPyFile(os.path.abspath(__file__))
-        self.blocked = frozenset(
-            blocked_key(b) for b in DEFAULT_BLOCKED_IDS + list(args.blocked_id or [])
-        )
+        self.blocked_ids = DEFAULT_BLOCKED_IDS + list(args.blocked_id or [])
+        self.blocked = frozenset(blocked_key(b) for b in self.blocked_ids)
 
     def stage(self, name, t0):
         self.stages[name] = round(time.time() - t0, 3)
@@ -760,8 +668,7 @@ class Job:
                 "file", (F.col("mono") - F.col("first") + F.col("before") + 1).alias("line"),
                 "raw",
             )
-            parsed = lines.rdd.map(tuple).mapPartitions(json_parser(blocked))
-            parts.append(spark.createDataFrame(parsed, schema, verifySchema=False))
+            parts.append(lines.mapInArrow(json_ops(self.blocked_ids), schema))
         if csv_files:
             now = int(time.time())
             index = {unquote(self.io.qualified(f)): i for i, f in csv_files}

@@ -33,6 +33,15 @@ fi
 # (CARGO_TARGET_DIR, build.target-dir): cargo metadata says.
 cargo build -q --bin idgraph --example gen_km
 target=$(bash scripts/target-dir.sh)
+# The executors parse with the idgraph Python package: the wheel python/test.sh built (built
+# here when it is missing, with maturin from python/requirements.txt).
+wheel=$(ls "$target"/wheels/idgraph-*.whl 2>/dev/null | head -n 1 || true)
+if [ -z "$wheel" ]; then
+  python3 -c "import maturin" 2>/dev/null || python3 -m pip install -q -r python/requirements.txt
+  (cd python && maturin build --quiet --profile dev --out "$target/wheels")
+  wheel=$(ls "$target"/wheels/idgraph-*.whl | head -n 1)
+fi
+"$venv/bin/pip" install -q --force-reinstall --no-deps "$wheel"
 export IDGRAPH_BIN="${IDGRAPH_BIN:-$target/debug/idgraph}"
 export IDGRAPH_GEN_KM="${IDGRAPH_GEN_KM:-$target/debug/examples/gen_km}"
 export SPARK_LOCAL_IP=127.0.0.1 PYSPARK_PYTHON="$PWD/$venv/bin/python"

@@ -124,5 +124,5 @@ class Store:
     def export_events(self) -> pyarrow.RecordBatchReader: ...
 
 def parse_lines(
-    batch: pyarrow.RecordBatch,
+    batch: pyarrow.RecordBatch, *, blocked_ids: Optional[Sequence[str]] = None
 ) -> tuple[pyarrow.RecordBatch, pyarrow.RecordBatch]: ...

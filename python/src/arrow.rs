@@ -83,20 +83,29 @@ pub fn export<'py>(
 ///
 /// ``batch``: a ``pyarrow.RecordBatch`` (or anything with ``__arrow_c_array__``) with
 /// columns ``file`` (str: the name errors give), ``line`` (int: the line number) and ``text``
-/// (the line's bytes, or str, with or without its line ending).
+/// (the line's bytes, or str, with or without its line ending). ``blocked_ids``: the
+/// blocked-ID list of the ``blocked`` column, as ``Store(blocked_ids=...)`` takes it (``None``:
+/// the store's default list).
 ///
 /// Returns ``(ops, rejected)``, two ``pyarrow.RecordBatch``: ``ops`` with columns ``file``,
 /// ``line``, ``op`` (its place in the line), ``kind`` (``alias``, ``record``, ``set``), ``a``
 /// (the ID; an alias's first), ``b`` (an alias's second ID), ``at`` (Unix s), ``cause``,
-/// ``event``, ``properties`` (a JSON object as text); ``rejected`` with ``file``, ``line``,
-/// ``error`` (``FILE:LINE: reason``, word for word what ``idgraph import`` says). Blank lines
-/// give neither. The GIL is released while it parses.
+/// ``event``, ``event_folded`` (the name case-folded, as the store compares names),
+/// ``properties`` (a JSON object as text, names sorted), ``property_list`` (one struct per
+/// property in the line's order: ``name``, ``folded``, ``name_json``, ``value_json``) and
+/// ``blocked`` (an alias's blocked endpoint, which refuses it); ``rejected`` with ``file``,
+/// ``line``, ``error`` (``FILE:LINE: reason``, word for word what ``idgraph import`` says) and
+/// ``reason``. Blank lines give neither. The GIL is released while it parses.
 #[pyfunction]
+#[pyo3(signature = (batch, *, blocked_ids=None))]
 pub fn parse_lines<'py>(
     py: Python<'py>,
     batch: PyArrowType<RecordBatch>,
+    blocked_ids: Option<Vec<String>>,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     let batch = batch.0;
-    let (ops, rejected) = detached(py, move || idgraph::ingest::arrow::parse_lines(&batch))?;
+    let (ops, rejected) = detached(py, move || {
+        idgraph::ingest::arrow::parse_lines(&batch, blocked_ids.as_deref())
+    })?;
     Ok((ops.to_pyarrow(py)?, rejected.to_pyarrow(py)?))
 }

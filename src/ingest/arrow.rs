@@ -9,8 +9,8 @@
 //!
 //! | batch | columns |
 //! |---|---|
-//! | ops | `file`, `line`, `op` (the op's place in its line, from 0), `kind` (`alias`, `record` or `set`), `a` (the ID; an alias's first), `b` (an alias's second ID), `at` (Unix s), `cause` (an alias's), `event` (a record's name), `properties` (a record's or set's, a JSON object as text) |
-//! | rejected | `file`, `line`, `error` (`FILE:LINE: reason`, as `idgraph import` says it) |
+//! | ops | `file`, `line`, `op` (the op's place in its line, from 0), `kind` (`alias`, `record` or `set`), `a` (the ID; an alias's first), `b` (an alias's second ID), `at` (Unix s), `cause` (an alias's), `event` (a record's name), `event_folded` (its case-folded form: the store compares names so), `properties` (a record's or set's, a JSON object as text, names sorted), `property_list` (the same, one entry per property in the line's order: `name`, `folded`, `name_json`, `value_json`), `blocked` (an alias's endpoint on the blocked-ID list, which refuses it: `a` checked first; none for an alias of an ID to itself) |
+//! | rejected | `file`, `line`, `error` (`FILE:LINE: reason`, as `idgraph import` says it), `reason` (the reason alone) |
 //!
 //! Blank lines give neither.
 
@@ -19,12 +19,22 @@ use std::sync::Arc;
 use arrow_array::builder::{Int32Builder, Int64Builder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
-use arrow_array::{Array, ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, StructArray};
+use arrow_buffer::{NullBuffer, OffsetBuffer};
+use arrow_schema::{DataType, Field, Fields, Schema};
 
 use super::km_json::parse_raw_line;
 use crate::error::{Error, Result};
-use crate::op::Op;
+use crate::id::{DEFAULT_BLOCKED_IDS, blocked_key};
+use crate::op::{Op, Properties, fold_case};
+
+/// The fields of one entry of `property_list`.
+fn property_fields() -> Fields {
+    ["name", "folded", "name_json", "value_json"]
+        .into_iter()
+        .map(|n| Field::new(n, DataType::Utf8, false))
+        .collect()
+}
 
 /// The columns of the ops `parse_lines` returns.
 pub fn ops_schema() -> Arc<Schema> {
@@ -39,7 +49,18 @@ pub fn ops_schema() -> Arc<Schema> {
         Field::new("at", DataType::Int64, false),
         text("cause", true),
         text("event", true),
+        text("event_folded", true),
         text("properties", true),
+        Field::new(
+            "property_list",
+            DataType::List(Arc::new(Field::new(
+                "item",
+                DataType::Struct(property_fields()),
+                false,
+            ))),
+            true,
+        ),
+        text("blocked", true),
     ]))
 }
 
@@ -49,7 +70,80 @@ pub fn rejected_schema() -> Arc<Schema> {
         Field::new("file", DataType::Utf8, false),
         Field::new("line", DataType::Int64, false),
         Field::new("error", DataType::Utf8, false),
+        Field::new("reason", DataType::Utf8, false),
     ]))
+}
+
+/// The entries of `property_list`, filled then taken as a list column.
+struct PropertyList {
+    offsets: Vec<i32>,
+    valid: Vec<bool>,
+    name: StringBuilder,
+    folded: StringBuilder,
+    name_json: StringBuilder,
+    value_json: StringBuilder,
+    buf: Vec<u8>,
+}
+
+impl PropertyList {
+    fn with_capacity(rows: usize) -> Self {
+        let text = |per: usize| StringBuilder::with_capacity(rows * 4, rows * 4 * per);
+        PropertyList {
+            offsets: Vec::from([0]),
+            valid: Vec::with_capacity(rows),
+            name: text(8),
+            folded: text(8),
+            name_json: text(10),
+            value_json: text(10),
+            buf: Vec::with_capacity(256),
+        }
+    }
+
+    fn json(buf: &mut Vec<u8>, to: &mut StringBuilder, v: &impl serde::Serialize) {
+        buf.clear();
+        serde_json::to_writer(&mut *buf, v).expect("writing to memory");
+        to.append_value(std::str::from_utf8(buf).expect("JSON is UTF-8"));
+    }
+
+    fn push(&mut self, p: Option<&Properties>) {
+        let Some(p) = p else {
+            self.valid.push(false);
+            self.offsets.push(*self.offsets.last().expect("one offset"));
+            return;
+        };
+        for (k, v) in p.iter() {
+            self.name.append_value(k);
+            self.folded.append_value(fold_case(k));
+            Self::json(&mut self.buf, &mut self.name_json, &k);
+            Self::json(&mut self.buf, &mut self.value_json, v);
+        }
+        let end = self.offsets.last().expect("one offset") + p.len() as i32;
+        self.offsets.push(end);
+        self.valid.push(true);
+    }
+
+    fn finish(mut self) -> Result<ArrayRef> {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.name.finish()),
+            Arc::new(self.folded.finish()),
+            Arc::new(self.name_json.finish()),
+            Arc::new(self.value_json.finish()),
+        ];
+        let entries = StructArray::try_new(property_fields(), cols, None).map_err(internal)?;
+        let item = Arc::new(Field::new(
+            "item",
+            DataType::Struct(property_fields()),
+            false,
+        ));
+        let list = ListArray::try_new(
+            item,
+            OffsetBuffer::new(self.offsets.into()),
+            Arc::new(entries),
+            Some(NullBuffer::from(self.valid)),
+        )
+        .map_err(internal)?;
+        Ok(Arc::new(list))
+    }
 }
 
 struct OpRows {
@@ -62,7 +156,10 @@ struct OpRows {
     at: Int64Builder,
     cause: StringBuilder,
     event: StringBuilder,
+    event_folded: StringBuilder,
     properties: StringBuilder,
+    property_list: PropertyList,
+    blocked: StringBuilder,
     /// One op's properties as JSON, reused.
     json: Vec<u8>,
 }
@@ -82,19 +179,23 @@ impl OpRows {
             at: Int64Builder::with_capacity(rows),
             cause: text(2),
             event: text(12),
+            event_folded: text(12),
             properties: StringBuilder::with_capacity(rows, bytes),
+            property_list: PropertyList::with_capacity(rows),
+            blocked: text(0),
             json: Vec::with_capacity(1024),
         }
     }
 
-    fn properties(&mut self, p: &crate::op::Properties) {
+    fn properties(&mut self, p: &Properties) {
+        self.property_list.push(Some(p));
         self.json.clear();
         p.write_json(&mut self.json);
         self.properties
             .append_value(std::str::from_utf8(&self.json).expect("JSON is UTF-8"));
     }
 
-    fn push(&mut self, file: &str, line: i64, n: i32, op: &Op) {
+    fn push(&mut self, file: &str, line: i64, n: i32, op: &Op, blocked: &Blocked) {
         self.file.append_value(file);
         self.line.append_value(line);
         self.op.append_value(n);
@@ -108,7 +209,20 @@ impl OpRows {
                 self.at.append_value(*at);
                 self.cause.append_value(cause.as_str());
                 self.event.append_null();
+                self.event_folded.append_null();
                 self.properties.append_null();
+                self.property_list.push(None);
+                // The store's rule (store/plan.rs): a blocked endpoint refuses the alias, `a`
+                // named first; an alias of an ID to itself changes nothing and refuses nothing.
+                let refused = if a == b {
+                    None
+                } else {
+                    [a, b].into_iter().find(|x| blocked.has(x.as_str()))
+                };
+                match refused {
+                    Some(x) => self.blocked.append_value(x.as_str()),
+                    None => self.blocked.append_null(),
+                }
             }
             Op::Record {
                 id,
@@ -122,7 +236,9 @@ impl OpRows {
                 self.at.append_value(*at);
                 self.cause.append_null();
                 self.event.append_value(event);
+                self.event_folded.append_value(fold_case(event));
                 self.properties(properties);
+                self.blocked.append_null();
             }
             Op::Set { id, properties, at } => {
                 self.kind.append_value("set");
@@ -131,7 +247,9 @@ impl OpRows {
                 self.at.append_value(*at);
                 self.cause.append_null();
                 self.event.append_null();
+                self.event_folded.append_null();
                 self.properties(properties);
+                self.blocked.append_null();
             }
         }
     }
@@ -147,7 +265,10 @@ impl OpRows {
             Arc::new(self.at.finish()),
             Arc::new(self.cause.finish()),
             Arc::new(self.event.finish()),
+            Arc::new(self.event_folded.finish()),
             Arc::new(self.properties.finish()),
+            self.property_list.finish()?,
+            Arc::new(self.blocked.finish()),
         ];
         RecordBatch::try_new(ops_schema(), cols).map_err(internal)
     }
@@ -183,13 +304,31 @@ fn column(batch: &RecordBatch, name: &str, to: &DataType, what: &str) -> Result<
     })
 }
 
+/// The blocked-ID list, normalized as the store compares it.
+struct Blocked(rustc_hash::FxHashSet<String>);
+
+impl Blocked {
+    fn has(&self, id: &str) -> bool {
+        self.0.contains(&blocked_key(id))
+    }
+}
+
 /// Parses every line of `batch` (see the module's docs): the ops of the good lines, in line
-/// order, and the bad lines with their errors.
+/// order, and the bad lines with their errors. `blocked_ids` is the blocked-ID list of the
+/// `blocked` column, as [`Config::blocked_ids`](crate::Config::blocked_ids) takes it (`None`:
+/// [`DEFAULT_BLOCKED_IDS`]).
 ///
 /// # Errors
 /// [`Error::Input`] when a column is missing, of a type that cannot be read as its kind, or
 /// null.
-pub fn parse_lines(batch: &RecordBatch) -> Result<(RecordBatch, RecordBatch)> {
+pub fn parse_lines(
+    batch: &RecordBatch,
+    blocked_ids: Option<&[String]>,
+) -> Result<(RecordBatch, RecordBatch)> {
+    let blocked = Blocked(match blocked_ids {
+        Some(ids) => ids.iter().map(|s| blocked_key(s)).collect(),
+        None => DEFAULT_BLOCKED_IDS.iter().map(|s| blocked_key(s)).collect(),
+    });
     let file = column(batch, "file", &DataType::Utf8, "text")?;
     let line = column(batch, "line", &DataType::Int64, "an integer")?;
     let text = column(batch, "text", &DataType::Binary, "bytes or text")?;
@@ -210,6 +349,7 @@ pub fn parse_lines(batch: &RecordBatch) -> Result<(RecordBatch, RecordBatch)> {
     let mut bad_file = StringBuilder::new();
     let mut bad_line = Int64Builder::new();
     let mut bad_error = StringBuilder::new();
+    let mut bad_reason = StringBuilder::new();
     for i in 0..batch.num_rows() {
         let (f, l) = (file.value(i), line.value(i));
         // No source: the ops' rows carry the file and line (an alias link's source is
@@ -218,13 +358,14 @@ pub fn parse_lines(batch: &RecordBatch) -> Result<(RecordBatch, RecordBatch)> {
             None => {}
             Some(Ok(parsed)) => {
                 for (n, op) in parsed.iter().enumerate() {
-                    ops.push(f, l, n as i32, op);
+                    ops.push(f, l, n as i32, op, &blocked);
                 }
             }
             Some(Err(reason)) => {
                 bad_file.append_value(f);
                 bad_line.append_value(l);
                 bad_error.append_value(format!("{f}:{l}: {reason}"));
+                bad_reason.append_value(reason);
             }
         }
     }
@@ -234,6 +375,7 @@ pub fn parse_lines(batch: &RecordBatch) -> Result<(RecordBatch, RecordBatch)> {
             Arc::new(bad_file.finish()),
             Arc::new(bad_line.finish()),
             Arc::new(bad_error.finish()),
+            Arc::new(bad_reason.finish()),
         ],
     )
     .map_err(internal)?;
@@ -274,7 +416,7 @@ mod tests {
             br#"{"_p":"bob","_t":7,"_n":"Paid","_p_original":"card"}"#,
             br#"{"_p":"bob","_t":8,"age":30}"#,
         ];
-        let (ops, bad) = parse_lines(&batch(lines)).unwrap();
+        let (ops, bad) = parse_lines(&batch(lines), None).unwrap();
         let s = |b: &RecordBatch, c: &str| -> Vec<Option<String>> {
             b.column_by_name(c)
                 .unwrap()
@@ -308,6 +450,62 @@ mod tests {
         let got: Vec<String> = s(&bad, "error").into_iter().flatten().collect();
         assert_eq!(got, want);
         assert!(got[1].ends_with("f.json:5: not UTF-8"), "{got:?}");
+        assert_eq!(s(&bad, "reason")[1].as_deref(), Some("not UTF-8"));
+    }
+
+    #[test]
+    fn the_extra_columns_are_the_stores_forms() {
+        let lines: &[&[u8]] = &[
+            br#"{"_p":"Guest","_p2":"bob","_t":1}"#,
+            br#"{"_p":"bob","_p2":"'NULL'","_t":2}"#,
+            br#"{"_p":"bob","_t":3,"_n":"Signed UP","Plan":"pro","n":1.5,"plan":"max"}"#,
+            br#"{"_p":"bob","_p2":"ann","_t":4}"#,
+            br#"{"_p":"guest","_p2":"guest","_t":5}"#,
+        ];
+        let (ops, _) = parse_lines(&batch(lines), None).unwrap();
+        let col = |c: &str| -> Vec<Option<String>> {
+            ops.column_by_name(c)
+                .unwrap()
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.map(str::to_owned))
+                .collect()
+        };
+        let blocked = col("blocked");
+        assert_eq!(blocked[0].as_deref(), Some("Guest"));
+        assert_eq!(blocked[1].as_deref(), Some("'NULL'"));
+        assert_eq!(blocked[2], None);
+        assert_eq!(blocked[3], None);
+        // An alias of an ID to itself is no merge: nothing to refuse.
+        assert_eq!(col("a")[4].as_deref(), Some("guest"));
+        assert_eq!(blocked[4], None);
+        assert_eq!(col("event_folded")[2].as_deref(), Some("signed up"));
+        let list = ops
+            .column_by_name("property_list")
+            .unwrap()
+            .as_list::<i32>();
+        assert!(list.is_null(0) && !list.is_null(2));
+        let entries = list.value(2);
+        let entries = entries.as_struct();
+        let f = |c: &str| -> Vec<String> {
+            entries
+                .column_by_name(c)
+                .unwrap()
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap().to_owned())
+                .collect()
+        };
+        // The line's order; a later spelling of a name replaces the value, keeps the first.
+        assert_eq!(f("name"), ["Plan", "n"]);
+        assert_eq!(f("folded"), ["plan", "n"]);
+        assert_eq!(f("name_json"), [r#""Plan""#, r#""n""#]);
+        assert_eq!(f("value_json"), [r#""max""#, "1.5"]);
+        // Other blocked IDs, given: the defaults are replaced.
+        let (ops, _) = parse_lines(&batch(lines), Some(&["ann".to_string()])).unwrap();
+        let blocked = ops.column_by_name("blocked").unwrap().as_string::<i32>();
+        assert!(blocked.is_null(0) && blocked.is_null(1));
+        assert_eq!(blocked.value(3), "ann");
     }
 
     fn lines_errors(lines: &[(i64, &[u8])]) -> Vec<String> {
@@ -324,7 +522,7 @@ mod tests {
     #[test]
     fn a_line_past_the_limit_is_refused_with_its_size() {
         let long = vec![b'x'; super::super::input::MAX_LINE_BYTES + 1];
-        let (ops, bad) = parse_lines(&batch(&[&long])).unwrap();
+        let (ops, bad) = parse_lines(&batch(&[&long]), None).unwrap();
         assert_eq!(ops.num_rows(), 0);
         let e = bad.column(2).as_string::<i32>().value(0).to_owned();
         let n = super::super::input::MAX_LINE_BYTES + 2;
@@ -341,7 +539,7 @@ mod tests {
             Arc::new(StringArray::from(vec!["{}"])) as ArrayRef,
         )])
         .unwrap();
-        let e = parse_lines(&b).unwrap_err().to_string();
+        let e = parse_lines(&b, None).unwrap_err().to_string();
         assert!(
             e.contains("no column `file`") && e.contains("it has value"),
             "{e}"
@@ -361,7 +559,7 @@ mod tests {
             ),
         ])
         .unwrap();
-        let e = parse_lines(&b).unwrap_err().to_string();
+        let e = parse_lines(&b, None).unwrap_err().to_string();
         assert!(e.contains("`text` has 1 nulls"), "{e}");
     }
 }
