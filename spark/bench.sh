@@ -19,7 +19,7 @@ rm -rf "$work/store"
     sleep 1
   done ) &
 sampler=$!
-SPARK_LOCAL_IP=127.0.0.1 /usr/bin/time -f "spark job: %e s" spark/.venv/bin/python spark/idgraph_spark.py \
+SPARK_LOCAL_IP=127.0.0.1 PYSPARK_PYTHON="$PWD/spark/.venv/bin/python" /usr/bin/time -f "spark job: %e s" spark/.venv/bin/python spark/idgraph_spark.py \
   "$data" --output "$work/out" --master 'local[2]' --conf spark.driver.memory=6g \
   --conf spark.sql.shuffle.partitions=16 "$@"
 kill "$sampler" 2>/dev/null || true

@@ -4,7 +4,7 @@
     (cd python && maturin build --release --out ../target/wheels-release)
     pip install --force-reinstall --no-deps target/wheels-release/idgraph-*.whl
     python3 python/benches/bench.py import  --lines 1000000            # import_files against `idgraph import`
-    python3 python/benches/bench.py parse   --lines 1000000            # parse_lines against the Spark job's parser
+    python3 python/benches/bench.py parse   --lines 1000000            # parse_lines against the Spark job's former Python parser
     python3 python/benches/bench.py export  --lines 10000000           # export_events() against `export events`
     python3 python/benches/bench.py stream  --lines 10000000           # peak RSS: streamed, read_all, opened only
 
@@ -82,9 +82,25 @@ def lines_of(src):
     return rows
 
 
+# The Spark job's Python port of the JSON-lines parser, the baseline of `parse`: the job now
+# parses with `parse_lines`, so the port is read from the last commit that had it.
+PORT_COMMIT = "d4bfdff"
+
+
+def spark_port(work):
+    path = os.path.join(work, "port")
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "idgraph_spark.py"), "wb") as f:
+        f.write(subprocess.run(["git", "-C", ROOT, "show", PORT_COMMIT + ":spark/idgraph_spark.py"],
+                               check=True, capture_output=True).stdout)
+    sys.path.insert(0, path)
+    import idgraph_spark  # no Spark needed to call its parser
+
+    return idgraph_spark
+
+
 def bench_parse(args):
-    sys.path.insert(0, os.path.join(ROOT, "spark"))
-    import idgraph_spark  # the job's Python parser (no Spark needed to call it)
+    idgraph_spark = spark_port(args.work)
 
     rows = lines_of(data(args.work, args.lines))
     batches = []
