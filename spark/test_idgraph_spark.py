@@ -320,7 +320,8 @@ class SameValidation(unittest.TestCase):
     def test_the_fuzz_corpus_is_judged_as_the_store_judges_it(self):
         """Every line of the checked-in fuzz corpus of the JSON-lines parser (hostile and odd
         lines: bad UTF-8, duplicates, huge numbers, nesting, surrogates...), as one input:
-        the same lines skipped, and the same IDs, events and refusals from the rest."""
+        the same lines skipped, for the same reasons, and the same IDs, events and refusals
+        from the rest."""
         corpus = os.path.join(ROOT, "fuzz", "corpus", "km_json_line")
         path = os.path.join(self.tmp, "corpus.json")
         with open(path, "wb") as out:
@@ -341,6 +342,15 @@ class SameValidation(unittest.TestCase):
         summary = run_job([path], out, "--skip-invalid", "--format", "jsonl")
         self.assertGreater(store["skipped"], 100)
         self.assertEqual(summary["lines_skipped"], store["skipped"])
+        # The CLI lists the first 20 skipped lines on stderr: the job's first 20 rejects are
+        # those lines, for the same reasons, word for word.
+        cli = [ln[:-len(" (skipped)")] for ln in r.stderr.splitlines()
+               if ln.endswith(" (skipped)")]
+        self.assertEqual(len(cli), 20)
+        rejects = sorted(jsonl_rows(out + "/rejects/*.json"), key=lambda x: x["line"])
+        self.assertEqual(len(rejects), store["skipped"])
+        self.assertEqual(["%s:%d: %s" % (path, x["line"], x["reason"]) for x in rejects[:20]],
+                         cli)
         self.assertEqual(canonical(jsonl_rows(out + "/mapping/*.json")), canonical(mapping))
         self.assertEqual(canonical(jsonl_rows(out + "/events/*.json")), canonical(events))
         self.assertEqual(refusals(jsonl_rows(out + "/refused/*.json")), canonical(refused))
