@@ -438,3 +438,100 @@ fn a_graph_loaded_from_the_index_is_the_graph_of_the_alias_log() {
         assert!(s.answers_from_index(), "byte {at}: rewritten at close");
     }
 }
+
+/// What a reference model says `hubs` counts: each person's size and each ID's links, from
+/// the alias edges left after forgets and unaliases, best first.
+fn model_hub_counts(
+    edges: &std::collections::BTreeSet<(usize, usize)>,
+    ids: &[usize],
+) -> (Vec<u64>, Vec<u64>) {
+    use std::collections::HashMap;
+    let mut adj: HashMap<usize, Vec<usize>> = ids.iter().map(|&i| (i, Vec::new())).collect();
+    for &(a, b) in edges {
+        adj.get_mut(&a).unwrap().push(b);
+        adj.get_mut(&b).unwrap().push(a);
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut sizes = Vec::new();
+    for &start in ids {
+        if !seen.insert(start) {
+            continue;
+        }
+        let (mut stack, mut size) = (vec![start], 0u64);
+        while let Some(x) = stack.pop() {
+            size += 1;
+            stack.extend(adj[&x].iter().copied().filter(|&y| seen.insert(y)));
+        }
+        sizes.push(size);
+    }
+    let mut links: Vec<u64> = adj
+        .values()
+        .map(|v| v.len() as u64)
+        .filter(|&d| d > 0)
+        .collect();
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    links.sort_unstable_by(|a, b| b.cmp(a));
+    (sizes, links)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+    /// `hubs` from a reopened store's index — its kept lists up to 100, a scan of its persons
+    /// and links past that — names what the graph names, with a model's counts.
+    #[test]
+    fn hubs_from_the_index_are_the_graphs(
+        links in proptest::collection::vec((0usize..400, 0usize..400), 1..300),
+        forgets in proptest::collection::vec(0usize..400, 0..4),
+        unaliases in proptest::collection::vec(0usize..300, 0..4),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut edges = std::collections::BTreeSet::new();
+        let mut ids = std::collections::BTreeSet::new();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let ops: Vec<Op> = links
+                .iter()
+                .enumerate()
+                .map(|(t, &(a, b))| {
+                    ids.insert(a);
+                    ids.insert(b);
+                    if a != b {
+                        edges.insert((a.min(b), a.max(b)));
+                    }
+                    Op::alias(id(&format!("u{a}")), id(&format!("u{b}")), t as i64, Cause::Import)
+                })
+                .collect();
+            s.apply_batch(&ops).unwrap();
+            for &k in &unaliases {
+                let &(a, b) = edges.iter().nth(k % edges.len().max(1)).unwrap_or(&(0, 0));
+                if s.unalias(&format!("u{a}"), &format!("u{b}")).unwrap().is_some() {
+                    edges.remove(&(a, b));
+                }
+            }
+            for &f in &forgets {
+                if let Some(gone) = s.forget(&format!("u{f}")).unwrap() {
+                    for x in gone.ids {
+                        let i: usize = x[1..].parse().unwrap();
+                        ids.remove(&i);
+                        edges.retain(|&(a, b)| a != i && b != i);
+                    }
+                }
+            }
+        }
+        let s = Store::open(dir.path()).unwrap();
+        proptest::prop_assert!(s.answers_from_index());
+        let tops = [0usize, 1, 7, 100, 101, 500];
+        let from_index: Vec<idgraph::Hubs> = tops.iter().map(|&t| s.hubs(t).unwrap()).collect();
+        proptest::prop_assert!(s.answers_from_index(), "hubs does not load the graph");
+        s.load_graph().unwrap();
+        let (sizes, degrees) = model_hub_counts(&edges, &ids.iter().copied().collect::<Vec<_>>());
+        for (&top, got) in tops.iter().zip(&from_index) {
+            let want = s.hubs(top).unwrap();
+            proptest::prop_assert_eq!(got, &want, "top {}", top);
+            let counts = |v: &[(String, u64)]| v.iter().map(|x| x.1).collect::<Vec<_>>();
+            proptest::prop_assert_eq!(counts(&got.largest), sizes.iter().take(top).copied().collect::<Vec<_>>());
+            proptest::prop_assert_eq!(counts(&got.most_linked), degrees.iter().take(top).copied().collect::<Vec<_>>());
+        }
+    }
+}

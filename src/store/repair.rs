@@ -9,6 +9,8 @@
 use crate::dot::{GraphId, PersonGraph};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use crate::codec;
 use crate::error::{Error, Result};
@@ -241,36 +243,87 @@ pub(crate) fn forget(store: &Store, id: &str) -> Result<Option<Forgotten>> {
 
 /// See [`Store::hubs`].
 pub(crate) fn hubs(g: &Graph, top: usize) -> Hubs {
-    let mut largest: Vec<(u32, Node)> = Vec::new(); // (size, root)
-    let mut linked: Vec<(u32, Node)> = Vec::new(); // (degree, node)
-    for n in g.nodes().filter(|&n| g.is_live(n)) {
-        if g.is_person_root(n) {
-            largest.push((g.slot(n).size, n));
-        }
-        let d = u32::try_from(g.neighbors(n).count()).unwrap_or(u32::MAX);
-        if d > 0 {
-            linked.push((d, n));
-        }
-    }
-    let best = |v: &mut Vec<(u32, Node)>| {
-        let by = |x: &(u32, Node), y: &(u32, Node)| y.0.cmp(&x.0).then(x.1.cmp(&y.1));
-        if v.len() > top {
-            v.select_nth_unstable_by(top, by);
-            v.truncate(top);
-        }
-        v.sort_unstable_by(by);
-    };
-    best(&mut largest);
-    best(&mut linked);
+    let (largest, linked) = hubs_of(g, top);
     Hubs {
         largest: largest
             .into_iter()
-            .map(|(size, r)| (g.person_id(r).to_owned(), u64::from(size)))
+            .map(|(size, c)| (g.ident(c).to_owned(), u64::from(size)))
             .collect(),
         most_linked: linked
             .into_iter()
             .map(|(d, n)| (g.ident(n).to_owned(), u64::from(d)))
             .collect(),
+    }
+}
+
+/// The `top` largest persons `(size, canonical node)` and most linked IDs `(links, node)`,
+/// best first; ties go to the node seen first (a person's canonical node, not its root: roots
+/// depend on how the forest was built). What [`hubs`] names, and what the graph index keeps.
+pub(crate) fn hubs_of(g: &Graph, top: usize) -> (Ranked, Ranked) {
+    let mut largest = Top::new(top);
+    let mut linked = Top::new(top);
+    for n in g.nodes().filter(|&n| g.is_live(n)) {
+        if g.is_person_root(n) {
+            largest.offer(g.slot(n).size, g.slot(n).value.canon());
+        }
+        let d = u32::try_from(g.neighbors(n).count()).unwrap_or(u32::MAX);
+        if d > 0 {
+            linked.offer(d, n);
+        }
+    }
+    (largest.into_sorted(), linked.into_sorted())
+}
+
+/// `(count, node)` pairs, best first.
+pub(crate) type Ranked = Vec<(u32, Node)>;
+
+/// The `keep` best of the `(count, node)` pairs offered: the largest counts, ties to the
+/// smaller node (the ID seen first). Holds `keep` pairs, whatever the number offered.
+pub(crate) struct Top {
+    keep: usize,
+    /// The worst kept pair on top.
+    heap: BinaryHeap<Reverse<(u32, Reverse<Node>)>>,
+    /// Once `keep` pairs are kept, the count of the worst: a smaller one cannot get in.
+    floor: u32,
+}
+
+impl Top {
+    pub(crate) fn new(keep: usize) -> Top {
+        Top {
+            keep,
+            heap: BinaryHeap::new(),
+            floor: 0,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn offer(&mut self, count: u32, n: Node) {
+        // Most pairs offered are below the worst kept one: one comparison.
+        if count < self.floor {
+            return;
+        }
+        let k = (count, Reverse(n));
+        if self.heap.len() < self.keep {
+            self.heap.push(Reverse(k));
+        } else if self.heap.peek().is_some_and(|Reverse(worst)| k > *worst) {
+            self.heap.pop();
+            self.heap.push(Reverse(k));
+        } else {
+            return;
+        }
+        if self.heap.len() == self.keep {
+            self.floor = self.heap.peek().map_or(0, |Reverse((c, _))| *c);
+        }
+    }
+
+    /// The kept pairs, best first.
+    pub(crate) fn into_sorted(self) -> Ranked {
+        // Ascending `Reverse` keys: best first.
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Reverse((count, Reverse(n)))| (count, n))
+            .collect()
     }
 }
 

@@ -68,6 +68,14 @@ pub(crate) fn check(
                 }
             }
         }
+        // The lists kept for `hubs`, and the scan that answers past them.
+        let want = crate::store::repair::hubs(g, HUBS as usize);
+        if ix.hubs(HUBS as usize)? != want {
+            problem("the graph index keeps other largest or most linked IDs than the graph".into());
+        }
+        if ix.hubs_scan(HUBS as usize)? != want {
+            problem("the graph index's persons and links give other hubs than the graph".into());
+        }
         Ok(())
     };
     if let Err(e) = run() {
@@ -124,6 +132,8 @@ pub(crate) fn fuzz(data: &[u8]) {
         for id in ["", "a", "user0@example.com"] {
             let _ = ix.lookup(id);
         }
+        let _ = ix.hubs(10);
+        let _ = ix.hubs_scan(10);
         let _ = ix.load_graph();
     }
     let _ = std::fs::remove_dir_all(&dir);

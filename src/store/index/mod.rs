@@ -26,6 +26,7 @@
 //! | `moff`: (N+1) × u32 | at a root `r`: its members are `members[moff[r]..moff[r+1]]` |
 //! | `members`: live × u32 | members of each person, by root, in node (first-seen) order |
 //! | `flags`: N × u8 | each ID's flags (anonymous) |
+//! | `hubs`: 2 × [`HUBS`] × 8 bytes | the largest persons (size u32, root u32), then the most linked IDs (links u32, node u32), best first; unused entries 0 |
 //! | `edges`: E × 16 bytes | the alias log: (sequence number u64, node u32, node u32), in order |
 //! | `table`: T × u32 | open addressing on XXH3-64 of the ID, linear probing; node + 1, 0 empty |
 //! | `blob`: B bytes | the IDs |
@@ -46,7 +47,9 @@ use crate::graph::Graph;
 /// The index's file, in the store's directory.
 pub(crate) const FILE_NAME: &str = "graph.idx";
 pub(super) const MAGIC: [u8; 8] = *b"IDGRAPHX";
-pub(super) const VERSION: u32 = 2;
+pub(super) const VERSION: u32 = 3;
+/// Entries of each list in `hubs`: `Store::hubs` up to this `top` reads them, not the graph.
+pub(crate) const HUBS: u64 = 100;
 pub(super) const HEADER: u64 = 128;
 pub(super) const PAGE: u64 = 16 << 10;
 /// Verified pages kept in memory (64 MiB); past it the cache starts over.
@@ -75,6 +78,7 @@ pub(super) struct Layout {
     moff: u64,
     members: u64,
     flags: u64,
+    hubs: u64,
     edges: u64,
     table_at: u64,
     blob: u64,
@@ -93,7 +97,8 @@ impl Layout {
         let moff = align8(canon + nodes * 4);
         let members = align8(moff + (nodes + 1) * 4);
         let flags = align8(members + live * 4);
-        let edges_at = align8(flags + nodes);
+        let hubs = align8(flags + nodes);
+        let edges_at = hubs + 2 * HUBS * 8;
         let table_at = align8(edges_at + edges * 16);
         let blob = align8(table_at + table * 4);
         Layout {
@@ -105,6 +110,7 @@ impl Layout {
             moff,
             members,
             flags,
+            hubs,
             edges: edges_at,
             table_at,
             blob,

@@ -13,6 +13,7 @@ use super::*;
 use crate::error::{Error, Result};
 use crate::forest::Node;
 use crate::graph::{Flags, Graph};
+use crate::store::repair::{Hubs, Ranked, Top};
 
 /// An index opened for reading.
 pub(crate) struct GraphIndex {
@@ -252,6 +253,102 @@ impl GraphIndex {
             return Err(self.corrupt("its counts do not match its IDs and links"));
         }
         Ok(g)
+    }
+
+    /// [`Store::hubs`](crate::Store::hubs) from the index: up to [`HUBS`] of each, its
+    /// `hubs` array (written with the index, one page); more, [`GraphIndex::hubs_scan`].
+    pub(crate) fn hubs(&self, top: usize) -> Result<Hubs> {
+        if top as u64 > HUBS {
+            return self.hubs_scan(top);
+        }
+        let raw = self.bytes(self.layout.hubs, 2 * HUBS * 8)?;
+        let (largest, linked) = raw.split_at((HUBS * 8) as usize);
+        let list = |part: &[u8]| -> Result<Ranked> {
+            let mut out = Vec::with_capacity(top);
+            for e in part.chunks_exact(8).take(top) {
+                let count = u32::from_le_bytes(e[..4].try_into().expect("4 bytes"));
+                if count == 0 {
+                    break;
+                }
+                out.push((
+                    count,
+                    self.node(u32::from_le_bytes(e[4..].try_into().expect("4 bytes")))?,
+                ));
+            }
+            Ok(out)
+        };
+        self.name_hubs(list(largest)?, list(linked)?)
+    }
+
+    /// The IDs of [`hubs_of`](crate::store::repair::hubs_of)'s lists.
+    fn name_hubs(&self, largest: Ranked, linked: Ranked) -> Result<Hubs> {
+        let named = |v: Ranked| -> Result<Vec<(String, u64)>> {
+            v.into_iter()
+                .map(|(count, n)| Ok((self.ident(n)?, u64::from(count))))
+                .collect()
+        };
+        Ok(Hubs {
+            largest: named(largest)?,
+            most_linked: named(linked)?,
+        })
+    }
+
+    /// [`Store::hubs`](crate::Store::hubs) for any `top`, from the index's `moff` and `canon`
+    /// arrays (a person's size is its root's run of members; other nodes have none) and its
+    /// alias log,
+    /// read once in order, a chunk at a time (each page checked), without keeping the pages.
+    /// Memory: a degree per node and one chunk, whatever the store's size.
+    pub(crate) fn hubs_scan(&self, top: usize) -> Result<Hubs> {
+        /// Nodes (or links) per read.
+        const CHUNK: u64 = 1 << 18;
+        let l = self.layout;
+        let u32_of = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes"));
+        let mut largest = Top::new(top);
+        let mut at = 0;
+        while at < l.nodes {
+            let n = CHUNK.min(l.nodes - at);
+            let moff = self.read_through(l.moff + at * 4, (n + 1) * 4)?;
+            let canon = self.read_through(l.canon + at * 4, n * 4)?;
+            let mut from = u32_of(&moff[..4]);
+            for (i, next) in moff[4..].chunks_exact(4).enumerate() {
+                let to = u32_of(next);
+                if to != from {
+                    let node = at + i as u64;
+                    let size = to.checked_sub(from).ok_or_else(|| {
+                        self.corrupt(format!("the members of node {node} are out of range"))
+                    })?;
+                    let c = &canon[i * 4..i * 4 + 4];
+                    largest.offer(size, self.node(u32_of(c))?);
+                }
+                from = to;
+            }
+            at += n;
+        }
+        let mut degree = vec![0u32; l.nodes as usize];
+        let mut at = 0;
+        while at < self.counts.edges {
+            let n = CHUNK.min(self.counts.edges - at);
+            for e in self
+                .read_through(l.edges + at * 16, n * 16)?
+                .chunks_exact(16)
+            {
+                let (a, b) = (self.node(u32_of(&e[8..12]))?, self.node(u32_of(&e[12..]))?);
+                if a != b {
+                    for v in [a, b] {
+                        degree[v.slot()] = degree[v.slot()].saturating_add(1);
+                    }
+                }
+            }
+            at += n;
+        }
+        let mut linked = Top::new(top);
+        for (i, &d) in degree.iter().enumerate() {
+            if d > 0 {
+                linked.offer(d, self.node(i as u32)?);
+            }
+        }
+        drop(degree);
+        self.name_hubs(largest.into_sorted(), linked.into_sorted())
     }
 
     /// The ID of node `n` (empty for a free node).

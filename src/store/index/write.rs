@@ -99,7 +99,19 @@ pub(crate) fn write(dir: &Path, g: &Graph, stamp: [u8; 16]) -> Result<()> {
         }
         w.pad_to(layout.flags)?;
         w.put_le(g.nodes().map(|m| [g.flags(m).bits()]))?;
-        w.pad_to(layout.edges)?;
+        w.pad_to(layout.hubs)?;
+        let hubs = crate::store::repair::hubs_of(g, HUBS as usize);
+        for list in [&hubs.0, &hubs.1] {
+            let entries = list.iter().map(|&(count, n)| (count, n.index()));
+            let pad = std::iter::repeat_n((0, 0), HUBS as usize - list.len());
+            w.put_le(entries.chain(pad).map(|(count, n): (u32, u32)| {
+                let mut e = [0u8; 8];
+                e[..4].copy_from_slice(&count.to_le_bytes());
+                e[4..].copy_from_slice(&n.to_le_bytes());
+                e
+            }))?;
+        }
+        debug_assert_eq!(w.written, layout.edges);
         w.put_le(edges.iter().map(|&(seq, a, b)| {
             let mut e = [0u8; 16];
             e[..8].copy_from_slice(&seq.to_le_bytes());
