@@ -338,6 +338,23 @@ def error_batch(bad):
         names=OP_COLUMNS)
 
 
+def local_stars(batches):
+    """A partition's edges (u, v) → its connected components as star edges (smallest, other),
+    by the store's union-find (`idgraph.local_stars`, in Rust), in each executor."""
+    import pyarrow as pa
+
+    import idgraph
+
+    batches = [b for b in batches if b.num_rows]
+    if not batches:
+        return
+    t = pa.Table.from_batches(batches)
+    out = idgraph.local_stars(pa.record_batch(
+        [t.column("u").combine_chunks(), t.column("v").combine_chunks()], names=["u", "v"]))
+    if out.num_rows:
+        yield out
+
+
 OP_COLUMNS = ["file", "line", "ord", "kind", "a", "b", "t", "name", "lname", "props", "frag",
               "blocked", "reason"]
 
@@ -696,6 +713,11 @@ class Job:
         from pyspark.sql import functions as F
 
         lo, hi = F.least("u", "v"), F.greatest("u", "v")
+        if self.args.components == "local-first":
+            # Union-find within each partition first (Rust: `idgraph.local_stars`): each
+            # partition's edges become one star per local component, so the global rounds
+            # start from stars and carry one edge per ID of a partition, not one per link.
+            edges = edges.mapInArrow(local_stars, "u long, v long")
         e = edges.select(lo.alias("u"), hi.alias("v")).distinct().checkpoint(eager=True)
         rounds = 0
         shuffled = self.shuffle_bytes()
@@ -1057,6 +1079,9 @@ def parse_args(argv):
     ap.add_argument("--suppressions", metavar="FILE",
                     help="the output of `idgraph export suppressions`: ops naming a forgotten "
                     "ID are dropped, so a rebuild from raw history brings no one back")
+    ap.add_argument("--components", choices=["local-first", "star"], default="local-first",
+                    help="connected components: union-find within each partition first, then "
+                         "large-star/small-star rounds (default), or the rounds alone")
     ap.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                     help="a Spark setting (repeatable)")
     return ap.parse_args(argv)

@@ -277,6 +277,43 @@ impl<V: Value> ForestStorage for MemForest<V> {
     }
 }
 
+/// The connected components of the graph of `edges` between any 64-bit labels, as stars: for
+/// every label but the smallest of its component, `(smallest, label)`, in the order labels
+/// first appear. The same components as `edges`, in one edge per label: what the Spark job
+/// computes within each partition before its global rounds (spark/README.md).
+///
+/// # Panics
+/// Past [`Node::MAX`] distinct labels.
+pub fn stars(edges: impl IntoIterator<Item = (i64, i64)>) -> Vec<(i64, i64)> {
+    let mut dense: rustc_hash::FxHashMap<i64, Node> = rustc_hash::FxHashMap::default();
+    let mut labels: Vec<i64> = Vec::new();
+    let mut f = MemForest::new();
+    let mut node = |x: i64, f: &mut MemForest| {
+        *dense.entry(x).or_insert_with(|| {
+            labels.push(x);
+            f.push()
+        })
+    };
+    let mut pairs = Vec::new();
+    for (a, b) in edges {
+        let (na, nb) = (node(a, &mut f), node(b, &mut f));
+        pairs.push((na, nb));
+    }
+    for (a, b) in pairs {
+        union(&mut f, a, b);
+    }
+    let mut smallest: Vec<i64> = labels.clone();
+    let roots: Vec<Node> = Node::all(f.len()).map(|n| find(&f, n)).collect();
+    for (n, r) in roots.iter().enumerate() {
+        smallest[r.slot()] = smallest[r.slot()].min(labels[n]);
+    }
+    roots
+        .iter()
+        .zip(&labels)
+        .filter_map(|(r, &x)| (smallest[r.slot()] != x).then_some((smallest[r.slot()], x)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,7 +323,44 @@ mod tests {
         Node::from_index(i)
     }
 
+    /// The components of `edges` by breadth-first search: each label's component's smallest.
+    fn smallest_by_bfs(edges: &[(i64, i64)]) -> std::collections::BTreeMap<i64, i64> {
+        use std::collections::{BTreeMap, BTreeSet};
+        let mut adj: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
+        for &(a, b) in edges {
+            adj.entry(a).or_default().insert(b);
+            adj.entry(b).or_default().insert(a);
+        }
+        let mut out = BTreeMap::new();
+        for &start in adj.keys() {
+            if out.contains_key(&start) {
+                continue;
+            }
+            let (mut seen, mut todo) = (BTreeSet::from([start]), vec![start]);
+            while let Some(x) = todo.pop() {
+                todo.extend(adj[&x].iter().copied().filter(|&y| seen.insert(y)));
+            }
+            let min = *seen.first().unwrap();
+            out.extend(seen.into_iter().map(|x| (x, min)));
+        }
+        out
+    }
+
     proptest! {
+        #[test]
+        fn stars_are_the_components(edges in proptest::collection::vec((-20i64..20, -20i64..20), 0..60)) {
+            let want = smallest_by_bfs(&edges);
+            let got = stars(edges.iter().copied());
+            // One edge for every label but its component's smallest, to that smallest.
+            let mut from_stars: std::collections::BTreeMap<i64, i64> =
+                want.keys().map(|&x| (x, x)).collect();
+            for &(min, x) in &got {
+                prop_assert!(min < x);
+                prop_assert_eq!(from_stars.insert(x, min), Some(x), "label {} twice", x);
+            }
+            prop_assert_eq!(from_stars, want);
+        }
+
         #[test]
         fn matches_naive_partition(len in 1usize..40, pairs in proptest::collection::vec((0u32..40, 0u32..40), 0..80)) {
             let mut f = MemForest::with_len(len);

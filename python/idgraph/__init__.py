@@ -15,6 +15,8 @@ The Rust store of the ``idgraph`` crate, in-process (no server, no CLI):
   ``pyarrow.RecordBatchReader``s (Polars, DuckDB and pandas read them as they are).
 - ``parse_lines``: lines of KISSmetrics JSON in an Arrow batch, parsed by the importer's own
   code into ops and rejected lines (``FILE:LINE: reason``).
+- ``local_stars``: the connected components of a batch of edges, as star edges (the Spark
+  job's union-find within a partition).
 - Errors: ``IdgraphError`` and its kinds ``InputError``, ``LockedError``, ``CorruptError``,
   with the store's messages.
 """
@@ -28,12 +30,14 @@ from ._idgraph import (  # noqa: F401
     LockedError,
     Store,
     __version__,
+    local_stars,
     parse_lines,
 )
 
 __all__ = [
     "Store",
     "parse_lines",
+    "local_stars",
     "IdgraphError",
     "InputError",
     "LockedError",

@@ -109,3 +109,19 @@ pub fn parse_lines<'py>(
     })?;
     Ok((ops.to_pyarrow(py)?, rejected.to_pyarrow(py)?))
 }
+
+/// local_stars(batch) -> pyarrow.RecordBatch
+///
+/// The connected components of a batch of edges (columns ``u``, ``v``: 64-bit integers) as
+/// star edges: ``u`` the smallest member of each component, ``v`` every other member, one row
+/// each. The Spark job runs it on each partition's edges before its global rounds. The GIL is
+/// released while it runs.
+#[pyfunction]
+pub fn local_stars<'py>(
+    py: Python<'py>,
+    batch: PyArrowType<RecordBatch>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let batch = batch.0;
+    let out = detached(py, move || idgraph::ingest::arrow::local_stars(&batch))?;
+    out.to_pyarrow(py)
+}

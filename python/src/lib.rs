@@ -71,6 +71,7 @@ fn _idgraph(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<store::Store>()?;
     m.add_function(wrap_pyfunction!(arrow::parse_lines, m)?)?;
+    m.add_function(wrap_pyfunction!(arrow::local_stars, m)?)?;
     m.add("IdgraphError", py.get_type::<IdgraphError>())?;
     m.add("InputError", py.get_type::<InputError>())?;
     m.add("LockedError", py.get_type::<LockedError>())?;

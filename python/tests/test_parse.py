@@ -101,3 +101,35 @@ def test_a_line_past_the_limit_and_bad_utf8():
     errors = rejected.column("error").to_pylist()
     assert errors[0].startswith(f"f:1: the line has {len(big) + 1} bytes, more than the limit")
     assert errors[1] == "f:2: not UTF-8"
+
+
+def test_local_stars_are_the_components_of_the_edges():
+    """local_stars against a breadth-first search over random edges: one row per ID but the
+    smallest of its component, pointing at that smallest."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(20):
+        edges = [(rng.randrange(-50, 50), rng.randrange(-50, 50)) for _ in range(rng.randrange(0, 80))]
+        batch = pa.record_batch({"u": pa.array([a for a, _ in edges], pa.int64()),
+                                 "v": pa.array([b for _, b in edges], pa.int64())})
+        out = idgraph.local_stars(batch)
+        adj = {}
+        for a, b in edges:
+            adj.setdefault(a, set()).add(b)
+            adj.setdefault(b, set()).add(a)
+        smallest = {}
+        for start in adj:
+            if start in smallest:
+                continue
+            seen, todo = {start}, [start]
+            while todo:
+                for y in adj[todo.pop()] - seen:
+                    seen.add(y)
+                    todo.append(y)
+            smallest.update((x, min(seen)) for x in seen)
+        want = sorted((m, x) for x, m in smallest.items() if m != x)
+        got = sorted(zip(out.column("u").to_pylist(), out.column("v").to_pylist()))
+        assert got == want
+    with pytest.raises(idgraph.InputError, match="`v`"):
+        idgraph.local_stars(pa.record_batch({"u": pa.array([1], pa.int64())}))

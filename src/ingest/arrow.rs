@@ -382,6 +382,44 @@ pub fn parse_lines(
     Ok((ops.finish()?, rejected))
 }
 
+/// The connected components of a batch of edges `u`, `v` (64-bit integers, no nulls) as star
+/// edges [`forest::stars`](crate::forest::stars): `u` the smallest of each component, `v`
+/// every other member. The Spark job's union-find within a partition, before its global
+/// rounds (spark/README.md).
+///
+/// # Errors
+/// [`Error::Input`] when a column is missing, not integers, or null.
+pub fn local_stars(batch: &RecordBatch) -> Result<RecordBatch> {
+    let u = column(batch, "u", &DataType::Int64, "an integer")?;
+    let v = column(batch, "v", &DataType::Int64, "an integer")?;
+    for (name, c) in [("u", &u), ("v", &v)] {
+        if c.null_count() > 0 {
+            return Err(Error::Input(format!(
+                "local_stars: column `{name}` has {} nulls",
+                c.null_count()
+            )));
+        }
+    }
+    let (u, v) = (u.as_primitive::<Int64Type>(), v.as_primitive::<Int64Type>());
+    let stars = crate::forest::stars(u.values().iter().copied().zip(v.values().iter().copied()));
+    let (mut a, mut b) = (
+        Int64Builder::with_capacity(stars.len()),
+        Int64Builder::with_capacity(stars.len()),
+    );
+    for (x, y) in stars {
+        a.append_value(x);
+        b.append_value(y);
+    }
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("u", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ])),
+        vec![Arc::new(a.finish()), Arc::new(b.finish())],
+    )
+    .map_err(internal)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,6 +544,39 @@ mod tests {
         let blocked = ops.column_by_name("blocked").unwrap().as_string::<i32>();
         assert!(blocked.is_null(0) && blocked.is_null(1));
         assert_eq!(blocked.value(3), "ann");
+    }
+
+    #[test]
+    fn local_stars_are_the_batchs_components() {
+        let batch = RecordBatch::try_from_iter([
+            (
+                "u",
+                Arc::new(arrow_array::Int64Array::from(vec![9, 4, 7, 100])) as ArrayRef,
+            ),
+            (
+                "v",
+                Arc::new(arrow_array::Int64Array::from(vec![4, 2, 8, 9])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let out = local_stars(&batch).unwrap();
+        let col = |c: &str| {
+            out.column_by_name(c)
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        };
+        // {2, 4, 9, 100} and {7, 8}: every member but the smallest, to it, in the order the
+        // labels first appear.
+        assert_eq!(col("u"), [2, 2, 7, 2]);
+        assert_eq!(col("v"), [9, 4, 8, 100]);
+        let bad = RecordBatch::try_from_iter([(
+            "u",
+            Arc::new(arrow_array::Int64Array::from(vec![1])) as ArrayRef,
+        )])
+        .unwrap();
+        assert!(local_stars(&bad).unwrap_err().to_string().contains("`v`"));
     }
 
     fn lines_errors(lines: &[(i64, &[u8])]) -> Vec<String> {
