@@ -340,7 +340,7 @@ def error_batch(bad):
 
 def local_stars(batches):
     """A partition's edges (u, v) → its connected components as star edges (smallest, other),
-    by the store's union-find (`idgraph.local_stars`, in Rust), in each executor."""
+    by the store's union-find (`idgraph.local_stars`, in Rust), in an executor."""
     import pyarrow as pa
 
     import idgraph
@@ -353,6 +353,11 @@ def local_stars(batches):
         [t.column("u").combine_chunks(), t.column("v").combine_chunks()], names=["u", "v"]))
     if out.num_rows:
         yield out
+
+
+# Links solved whole by one task (`--local-max-edges`): 16 bytes each in Arrow, and the
+# union-find's map and forest in Rust, about 1.5 GB for the Python worker at this count.
+LOCAL_MAX_EDGES = 20_000_000
 
 
 OP_COLUMNS = ["file", "line", "ord", "kind", "a", "b", "t", "name", "lname", "props", "frag",
@@ -705,23 +710,26 @@ class Job:
     # -- connected components -------------------------------------------------------------
 
     def components(self, edges):
-        """Connected components of `edges` (u, v: nodes, u != v) by alternating large-star
-        and small-star (Kiveris et al., "Connected Components in MapReduce and Beyond",
-        2014): O(log n) rounds, each a few shuffles, checkpointed so that the plan does not
-        grow with the rounds. Returns (labels: node → comp, the smallest node of its
-        component, for every node with an edge; rounds)."""
+        """Connected components of `edges` (u, v: nodes, u != v): up to --local-max-edges
+        links, the store's union-find in one task (no round); else alternating large-star
+        and small-star (Kiveris et al., "Connected Components in
+        MapReduce and Beyond", 2014): O(log n) rounds, each a few shuffles, checkpointed so
+        that the plan does not grow with the rounds. Returns (labels: node → comp, the
+        smallest node of its component, for every node with an edge; rounds)."""
         from pyspark.sql import functions as F
 
         lo, hi = F.least("u", "v"), F.greatest("u", "v")
-        if self.args.components == "local-first":
-            # Union-find within each partition first (Rust: `idgraph.local_stars`): each
-            # partition's edges become one star per local component, so the global rounds
-            # start from stars and carry one edge per ID of a partition, not one per link.
-            edges = edges.mapInArrow(local_stars, "u long, v long")
+        # An edge set of at most --local-max-edges links is solved whole by one task, with
+        # the store's union-find (Rust: `idgraph.local_stars`): its stars are the components,
+        # and no round is needed. (Union-find within each partition before the rounds did not
+        # pay: BENCHMARKS.md, "Spark".)
+        whole = edges.count() <= self.args.local_max_edges
+        if whole:
+            edges = edges.repartition(1).mapInArrow(local_stars, "u long, v long")
         e = edges.select(lo.alias("u"), hi.alias("v")).distinct().checkpoint(eager=True)
         rounds = 0
         shuffled = self.shuffle_bytes()
-        while True:
+        while not whole:
             rounds += 1
             # Large-star: each node's larger neighbours go to the smallest node of its
             # neighbourhood (itself included). A node's minimum is an aggregation (combined
@@ -1079,9 +1087,10 @@ def parse_args(argv):
     ap.add_argument("--suppressions", metavar="FILE",
                     help="the output of `idgraph export suppressions`: ops naming a forgotten "
                     "ID are dropped, so a rebuild from raw history brings no one back")
-    ap.add_argument("--components", choices=["local-first", "star"], default="local-first",
-                    help="connected components: union-find within each partition first, then "
-                         "large-star/small-star rounds (default), or the rounds alone")
+    ap.add_argument("--local-max-edges", type=int, default=LOCAL_MAX_EDGES, metavar="N",
+                    help="an edge set of at most N links is solved whole by one task, without "
+                         "rounds (default %(default)s: about 1.5 GB for the task's Python "
+                         "worker; 0: always rounds)")
     ap.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                     help="a Spark setting (repeatable)")
     return ap.parse_args(argv)

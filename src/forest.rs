@@ -279,8 +279,8 @@ impl<V: Value> ForestStorage for MemForest<V> {
 
 /// The connected components of the graph of `edges` between any 64-bit labels, as stars: for
 /// every label but the smallest of its component, `(smallest, label)`, in the order labels
-/// first appear. The same components as `edges`, in one edge per label: what the Spark job
-/// computes within each partition before its global rounds (spark/README.md).
+/// first appear. The same components as `edges`, in one edge per label: how the Spark job
+/// solves its links when they fit one task (spark/README.md).
 ///
 /// # Panics
 /// Past [`Node::MAX`] distinct labels.

@@ -15,8 +15,8 @@ The Rust store of the ``idgraph`` crate, in-process (no server, no CLI):
   ``pyarrow.RecordBatchReader``s (Polars, DuckDB and pandas read them as they are).
 - ``parse_lines``: lines of KISSmetrics JSON in an Arrow batch, parsed by the importer's own
   code into ops and rejected lines (``FILE:LINE: reason``).
-- ``local_stars``: the connected components of a batch of edges, as star edges (the Spark
-  job's union-find within a partition).
+- ``local_stars``: the connected components of a batch of edges, as star edges (how the
+  Spark job solves its links when they fit one task).
 - Errors: ``IdgraphError`` and its kinds ``InputError``, ``LockedError``, ``CorruptError``,
   with the store's messages.
 """

@@ -114,7 +114,7 @@ pub fn parse_lines<'py>(
 ///
 /// The connected components of a batch of edges (columns ``u``, ``v``: 64-bit integers) as
 /// star edges: ``u`` the smallest member of each component, ``v`` every other member, one row
-/// each. The Spark job runs it on each partition's edges before its global rounds. The GIL is
+/// each. The Spark job runs it on its links when they fit one task. The GIL is
 /// released while it runs.
 #[pyfunction]
 pub fn local_stars<'py>(

@@ -384,8 +384,8 @@ pub fn parse_lines(
 
 /// The connected components of a batch of edges `u`, `v` (64-bit integers, no nulls) as star
 /// edges [`forest::stars`](crate::forest::stars): `u` the smallest of each component, `v`
-/// every other member. The Spark job's union-find within a partition, before its global
-/// rounds (spark/README.md).
+/// every other member. How the Spark job solves its links when they fit one task
+/// (spark/README.md).
 ///
 /// # Errors
 /// [`Error::Input`] when a column is missing, not integers, or null.
