@@ -144,6 +144,29 @@ pub const DEFAULT_BLOCKED_IDS: &[&str] = &[
     "unknown",
 ];
 
+/// A blocked-ID list, normalized as it is compared ([`blocked_key`]), and the rule that
+/// applies it: the store's planner and `ingest::arrow::parse_lines` ask it the same question.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct BlockedIds(rustc_hash::FxHashSet<String>);
+
+impl BlockedIds {
+    pub(crate) fn new<S: AsRef<str>>(ids: impl IntoIterator<Item = S>) -> Self {
+        BlockedIds(ids.into_iter().map(|s| blocked_key(s.as_ref())).collect())
+    }
+
+    /// The endpoint that refuses an alias of `a` and `b`: the first of them on the list (`a`
+    /// asked first). None for an alias of an ID to itself: it merges nothing, so it refuses
+    /// nothing.
+    pub(crate) fn refusing<'a>(&self, a: &'a Identity, b: &'a Identity) -> Option<&'a Identity> {
+        if a == b {
+            return None;
+        }
+        [a, b]
+            .into_iter()
+            .find(|x| self.0.contains(&blocked_key(x.as_str())))
+    }
+}
+
 /// Normalizes an ID for the blocked-ID comparison: surrounding quotes removed (repeatedly),
 /// lower-cased.
 pub(crate) fn blocked_key(s: &str) -> String {
@@ -185,6 +208,18 @@ mod tests {
         assert!(!is_kissmetrics_anonymous("y75Fe33597qBqkR4obZZYV+wF3Y"));
         assert!(!is_kissmetrics_anonymous("y75Fe33597qBqkR4obZZYV+wF3Z="));
         assert!(!is_kissmetrics_anonymous("alice@example.com"));
+    }
+
+    #[test]
+    fn the_first_blocked_endpoint_refuses_an_alias_but_not_a_self_alias() {
+        let list = BlockedIds::new(["Guest", "'null'"]);
+        let id = |s: &str| Identity::new(s).unwrap();
+        let (guest, null, bob) = (id("\"GUEST\""), id("NULL"), id("bob"));
+        assert_eq!(list.refusing(&guest, &bob), Some(&guest));
+        assert_eq!(list.refusing(&bob, &null), Some(&null));
+        assert_eq!(list.refusing(&null, &guest), Some(&null), "a first");
+        assert_eq!(list.refusing(&guest, &guest), None);
+        assert_eq!(list.refusing(&bob, &id("ann")), None);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use arrow_schema::{DataType, Field, Fields, Schema};
 
 use super::km_json::parse_raw_line;
 use crate::error::{Error, Result};
-use crate::id::{DEFAULT_BLOCKED_IDS, blocked_key};
+use crate::id::{BlockedIds, DEFAULT_BLOCKED_IDS};
 use crate::op::{Op, Properties, fold_case};
 
 /// The fields of one entry of `property_list`.
@@ -195,7 +195,7 @@ impl OpRows {
             .append_value(std::str::from_utf8(&self.json).expect("JSON is UTF-8"));
     }
 
-    fn push(&mut self, file: &str, line: i64, n: i32, op: &Op, blocked: &Blocked) {
+    fn push(&mut self, file: &str, line: i64, n: i32, op: &Op, blocked: &BlockedIds) {
         self.file.append_value(file);
         self.line.append_value(line);
         self.op.append_value(n);
@@ -212,14 +212,8 @@ impl OpRows {
                 self.event_folded.append_null();
                 self.properties.append_null();
                 self.property_list.push(None);
-                // The store's rule (store/plan.rs): a blocked endpoint refuses the alias, `a`
-                // named first; an alias of an ID to itself changes nothing and refuses nothing.
-                let refused = if a == b {
-                    None
-                } else {
-                    [a, b].into_iter().find(|x| blocked.has(x.as_str()))
-                };
-                match refused {
+                // The store's own rule (its planner asks the same question).
+                match blocked.refusing(a, b) {
                     Some(x) => self.blocked.append_value(x.as_str()),
                     None => self.blocked.append_null(),
                 }
@@ -304,15 +298,6 @@ fn column(batch: &RecordBatch, name: &str, to: &DataType, what: &str) -> Result<
     })
 }
 
-/// The blocked-ID list, normalized as the store compares it.
-struct Blocked(rustc_hash::FxHashSet<String>);
-
-impl Blocked {
-    fn has(&self, id: &str) -> bool {
-        self.0.contains(&blocked_key(id))
-    }
-}
-
 /// Parses every line of `batch` (see the module's docs): the ops of the good lines, in line
 /// order, and the bad lines with their errors. `blocked_ids` is the blocked-ID list of the
 /// `blocked` column, as [`Config::blocked_ids`](crate::Config::blocked_ids) takes it (`None`:
@@ -325,10 +310,10 @@ pub fn parse_lines(
     batch: &RecordBatch,
     blocked_ids: Option<&[String]>,
 ) -> Result<(RecordBatch, RecordBatch)> {
-    let blocked = Blocked(match blocked_ids {
-        Some(ids) => ids.iter().map(|s| blocked_key(s)).collect(),
-        None => DEFAULT_BLOCKED_IDS.iter().map(|s| blocked_key(s)).collect(),
-    });
+    let blocked = match blocked_ids {
+        Some(ids) => BlockedIds::new(ids),
+        None => BlockedIds::new(DEFAULT_BLOCKED_IDS),
+    };
     let file = column(batch, "file", &DataType::Utf8, "text")?;
     let line = column(batch, "line", &DataType::Int64, "an integer")?;
     let text = column(batch, "text", &DataType::Binary, "bytes or text")?;

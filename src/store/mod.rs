@@ -38,14 +38,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use parking_lot::{Mutex, RwLock};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use crate::codec::{self, StoredProp, StoredRefusal};
 use crate::dot::PersonGraph;
 use crate::error::Result;
 use crate::forest::Node;
 use crate::graph::Graph;
-use crate::id::{Identity, blocked_key};
+use crate::id::Identity;
 use crate::op::{
     AliasOutcome, Cause, Event, Link, Op, Outcome, Person, Property, RefusalReason, Timestamp, now,
 };
@@ -155,7 +155,7 @@ pub(crate) struct Counters {
 
 /// The guardrails and limits of a handle, from its [`Config`].
 pub(crate) struct Policy {
-    blocked: FxHashSet<String>,
+    blocked: crate::id::BlockedIds,
     max_person_size: u64,
     pub(crate) max_links_per_person: u32,
     pub(crate) max_refusals_logged: u64,
@@ -321,10 +321,6 @@ impl Store {
             Some(v) => Ok(Some(codec::decode(&v, "an imported file's record")?)),
             None => Ok(None),
         }
-    }
-
-    pub(crate) fn is_blocked(&self, id: &str) -> bool {
-        self.policy.blocked.contains(&blocked_key(id))
     }
 
     pub(crate) fn max_person_size(&self) -> u64 {

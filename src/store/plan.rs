@@ -310,11 +310,9 @@ impl<'a, 'g> Planner<'a, 'g> {
         cause: Cause,
         source: Option<&str>,
     ) -> Result<AliasOutcome> {
-        for id in [a, b] {
-            if a != b && self.store.is_blocked(id.as_str()) {
-                let reason = RefusalReason::BlockedId { id: id.to_string() };
-                return self.refuse(a, b, reason, cause, at);
-            }
+        if let Some(id) = self.store.policy.blocked.refusing(a, b) {
+            let reason = RefusalReason::BlockedId { id: id.to_string() };
+            return self.refuse(a, b, reason, cause, at);
         }
         // The size guardrail is decided before anything is registered: a refused merge leaves
         // no trace but the refusal (an ID new to the store stays unknown).

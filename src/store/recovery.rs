@@ -12,7 +12,6 @@ use parking_lot::{Mutex, RwLock};
 use crate::codec::{self, IdRecord, StoredEdge};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::id::blocked_key;
 use crate::store::records::{self, RecordAt};
 use crate::store::{Config, Store, index, plan};
 
@@ -78,7 +77,7 @@ pub(crate) fn open(c: Config) -> Result<Store> {
             refusals_not_logged: Default::default(),
         },
         policy: Policy {
-            blocked: c.blocked_ids.iter().map(|s| blocked_key(s)).collect(),
+            blocked: crate::id::BlockedIds::new(&c.blocked_ids),
             max_person_size: c.max_person_size,
             max_links_per_person: c.max_links_per_person,
             max_refusals_logged: c.max_refusals_logged,
