@@ -356,7 +356,8 @@ def local_stars(batches):
 
 
 # Links solved whole by one task (`--local-max-edges`): 16 bytes each in Arrow, and the
-# union-find's map and forest in Rust, about 1.5 GB for the Python worker at this count.
+# union-find's map and forest in Rust: 2.5 GB peak for the Python worker and 42 s at this
+# count of random links (BENCHMARKS.md, "Spark"; measured with the release wheel).
 LOCAL_MAX_EDGES = 20_000_000
 
 
@@ -1089,7 +1090,7 @@ def parse_args(argv):
                     "ID are dropped, so a rebuild from raw history brings no one back")
     ap.add_argument("--local-max-edges", type=int, default=LOCAL_MAX_EDGES, metavar="N",
                     help="an edge set of at most N links is solved whole by one task, without "
-                         "rounds (default %(default)s: about 1.5 GB for the task's Python "
+                         "rounds (default %(default)s: 2.5 GB peak for the task's Python "
                          "worker; 0: always rounds)")
     ap.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                     help="a Spark setting (repeatable)")
