@@ -9,7 +9,10 @@ Reads what `idgraph import` reads (KISSmetrics JSON lines and CSV; a directory i
 bucket: the files its index.csv lists, else revisions/N.json in numeric order, then the other
 *.json and *.csv files by name), applies the store's rules (spark/README.md says which, and where
 the job differs), and writes DIR/mapping, DIR/events, DIR/persons, DIR/refused, DIR/oversized,
-DIR/rejects (with --skip-invalid) and DIR/summary.json.
+DIR/rejects (with --skip-invalid), DIR/state (what a later run needs) and DIR/summary.json.
+
+With --previous EARLIER_DIR (an earlier output over the same inputs, since grown), only the new
+lines are read and only the persons they touch computed again; the output is a full run's.
 
 JSON lines are parsed in the executors by the store's own code: `idgraph.parse_lines`, from
 the Python package built from this crate (python/; spark/README.md says how to ship it), over
@@ -545,6 +548,108 @@ def join(d, *parts):
     return "/".join([d.rstrip("/")] + list(parts)) if d not in ("", "/") else "/" + "/".join(parts)
 
 
+
+# ---------------------------------------------------------------------------------------------
+# Reading parts of files (lines appended since --previous), from the driver or an executor.
+
+STATE_VERSION = 1
+CHECKED_BYTES = 4096  # of a file's part read before, its last bytes are hashed
+
+
+def arrow_fs(uri):
+    """(pyarrow filesystem, path) of a file Spark names (`file:/...`, `hdfs://...`,
+    `s3a://...`)."""
+    import pyarrow.fs as pafs
+
+    if uri.startswith("file:") or uri.startswith("/"):
+        path = uri[len("file:"):] if uri.startswith("file:") else uri
+        while path.startswith("//"):
+            path = path[1:]
+        return pafs.LocalFileSystem(), path
+    if uri.startswith("s3a://"):
+        uri = "s3://" + uri[len("s3a://"):]
+    return pafs.FileSystem.from_uri(uri)
+
+
+def open_input(uri):
+    fs, path = arrow_fs(uri)
+    return fs.open_input_file(path)
+
+
+def carry(drop, column, top=None):
+    """Carries Parquet files over, each by one task with pyarrow, without the rows whose
+    `column` is in the broadcast set `drop`: (source, kept to, dropped to or None) → (rows
+    kept, (largest `top` kept, its `person`) or None). Untouched rows never pass through Spark's
+    rows: this is what keeps an incremental run's cost near its new input."""
+
+    def run(items):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        for src, kept_to, dropped_to in items:
+            sfs, spath = arrow_fs(src)
+            reader = pq.ParquetFile(spath, filesystem=sfs)
+            schema = reader.schema_arrow
+            value_set = pa.array(list(drop.value), schema.field(column).type)
+            writers = []
+            for to in (kept_to, dropped_to):
+                if to is not None:
+                    tfs, tpath = arrow_fs(to)
+                    writers.append(pq.ParquetWriter(tpath, schema, filesystem=tfs))
+            rows, best = 0, None
+            try:
+                for batch in reader.iter_batches(batch_size=1 << 16):
+                    gone = pc.is_in(batch.column(column), value_set=value_set)
+                    kept = batch.filter(pc.invert(gone))
+                    rows += kept.num_rows
+                    writers[0].write_batch(kept)
+                    if dropped_to is not None:
+                        writers[1].write_batch(batch.filter(gone))
+                    if top is not None and kept.num_rows:
+                        i = pc.index(kept.column(top), pc.max(kept.column(top))).as_py()
+                        cand = (kept.column(top)[i].as_py(), kept.column("person")[i].as_py())
+                        best = cand if best is None or cand[0] > best[0] else best
+            finally:
+                for w in writers:
+                    w.close()
+            yield rows, best
+
+    return run
+
+
+def read_range(uri, start, end):
+    if end <= start:
+        return b""
+    with open_input(uri) as f:
+        return f.read_at(end - start, start)
+
+
+def tail_hash(uri, size):
+    """BLAKE2b of the last CHECKED_BYTES of a file's first `size` bytes: a part read before
+    and rewritten since is read again, not taken as read."""
+    import hashlib
+
+    return hashlib.blake2b(read_range(uri, max(0, size - CHECKED_BYTES), size),
+                           digest_size=16).hexdigest()
+
+
+def line_count(data):
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def read_tail(item):
+    """(file index, path, first byte, end, lines before) → (file, line, raw) rows of the lines
+    in those bytes, numbered on from the lines before (a last line without its newline is a
+    line, as Spark's text reader has it)."""
+    i, uri, start, end, before = item
+    pieces = read_range(uri, start, end).split(b"\n")
+    if pieces and pieces[-1] == b"":
+        pieces.pop()
+    for k, raw in enumerate(pieces):
+        yield (i, before + k + 1, raw)
+
+
 # ---------------------------------------------------------------------------------------------
 # The job.
 
@@ -624,7 +729,7 @@ class Job:
     """One run: inputs → DIR/mapping, events, persons, refused, oversized, rejects,
     summary.json."""
 
-    OUTPUTS = ("mapping", "events", "persons", "refused", "oversized", "rejects")
+    OUTPUTS = ("mapping", "events", "persons", "refused", "oversized", "rejects", "state")
 
     def __init__(self, spark, args, log=None):
         self.spark = spark
@@ -646,16 +751,23 @@ class Job:
 
     # -- reading --------------------------------------------------------------------------
 
-    def read_ops(self, files):
-        """One DataFrame of op and error rows (`op_schema`) over every input file."""
+    def read_ops(self, files, listing, plan):
+        """One DataFrame of op and error rows (`op_schema`) over what `plan` says to read of
+        each input file ((first byte, lines before it), (0, 0) for all of it, None for
+        nothing), and how many lines each file read has (its earlier lines included)."""
         from pyspark.sql import functions as F
 
         spark = self.spark
         schema = op_schema()
         blocked = self.blocked
-        parts = []
-        json_files = [(i, f) for i, (f, fmt) in enumerate(files) if fmt == "json"]
-        csv_files = [(i, f) for i, (f, fmt) in enumerate(files) if fmt == "csv"]
+        parts, lines, counted = [], [], {}
+        json_files = [(i, f) for i, (f, fmt) in enumerate(files)
+                      if fmt == "json" and plan[i] == (0, 0)]
+        tails = [(i, listing[i][0], plan[i][0], listing[i][1], plan[i][1])
+                 for i, (f, fmt) in enumerate(files)
+                 if fmt == "json" and plan[i] not in (None, (0, 0))]
+        csv_files = [(i, f) for i, (f, fmt) in enumerate(files)
+                     if fmt == "csv" and plan[i] is not None]
         if json_files:
             df = spark.read.option("lineSep", "\n").text([f for _, f in json_files]).select(
                 F.col("value").cast("binary").alias("raw"),
@@ -684,29 +796,51 @@ class Job:
                     before += b["n"]
                 if before >= MAX_LINES:
                     raise Bad("%s: more than %d lines" % (files[i][0], MAX_LINES))
+                counted[i] = before
             offsets = spark.createDataFrame(
                 rows, "path string, block long, first long, before long, file int"
             )
-            lines = df.join(F.broadcast(offsets), ["path", "block"]).select(
+            lines.append(df.join(F.broadcast(offsets), ["path", "block"]).select(
                 "file", (F.col("mono") - F.col("first") + F.col("before") + 1).alias("line"),
                 "raw",
-            )
-            parts.append(lines.mapInArrow(json_ops(self.blocked_ids), schema))
+            ))
+        if tails:
+            # Lines appended since --previous: each file's new bytes, read by one task.
+            tail = spark.createDataFrame(
+                spark.sparkContext.parallelize(tails, len(tails)).flatMap(read_tail),
+                "file int, line long, raw binary",
+            ).persist()
+            counted.update({r["file"]: r["n"] for r in tail.groupBy("file").agg(
+                F.max("line").alias("n")).collect()})
+            lines.append(tail)
+        if lines:
+            all_lines = lines[0]
+            for x in lines[1:]:
+                all_lines = all_lines.unionByName(x)
+            parts.append(all_lines.mapInArrow(json_ops(self.blocked_ids), schema))
         if csv_files:
             now = int(time.time())
             index = {unquote(self.io.qualified(f)): i for i, f in csv_files}
+            # A grown CSV file is read whole (a quoted field may span lines) and keeps the
+            # records that start past the lines read before.
+            skip = {i: plan[i][1] for i, _ in csv_files}
             whole = spark.sparkContext.binaryFiles(",".join(f for _, f in csv_files))
+            counted.update(dict(whole.map(
+                lambda kv: (index[unquote(kv[0])], line_count(kv[1]))).collect()))
 
             def parse_csv(kv):
                 path, data = kv
-                return parse_csv_file(index[unquote(path)], data, now, blocked)
+                i = index[unquote(path)]
+                return (r for r in parse_csv_file(i, data, now, blocked) if r[1] > skip[i])
 
             parts.append(spark.createDataFrame(whole.flatMap(parse_csv), schema,
                                                verifySchema=False))
+        if not parts:
+            return spark.createDataFrame([], schema), counted
         out = parts[0]
         for p in parts[1:]:
             out = out.unionByName(p)
-        return out
+        return out, counted
 
     # -- connected components -------------------------------------------------------------
 
@@ -812,6 +946,9 @@ class Job:
             self.write_text(join(out_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
             return summary
         finally:
+            # What the run cached is dropped (a session that runs the job again, as the tests
+            # do, would otherwise fill its heap with it).
+            self.spark.catalog.clearCache()
             fs.delete(self.io.path(tmp), True)
 
     def write_text(self, path, text):
@@ -821,10 +958,216 @@ class Job:
         finally:
             stream.close()
 
-    def _run(self, tmp):
+    # -- what a run remembers (state/), and --previous ------------------------------------
+
+    def options(self, suppressions):
+        """The settings a result depends on: an incremental run needs the same."""
+        import hashlib
+
+        key, hashes = suppressions
+        digest = None
+        if hashes:
+            digest = hashlib.sha256(key + b"".join(sorted(hashes))).hexdigest()
+        return {
+            "max_person_size": self.args.max_person_size,
+            "max_properties_per_id": self.args.max_properties_per_id,
+            "blocked_ids": sorted(self.blocked),
+            "suppressions": digest,
+        }
+
+    def listing(self, f):
+        """(qualified path, size, ends with a newline, check hash of its last bytes)."""
+        q = self.io.qualified(f)
+        size = self.io.fs(f).getFileStatus(self.io.path(f)).getLen()
+        last = read_range(q, max(0, size - 1), size)
+        return q, size, last in (b"", b"\n"), tail_hash(q, size)
+
+    def previous(self, files, listing, options):
+        """--previous DIR: (its run.json, the plan of what to read of each input), or
+        (None, why) when this run must read everything again."""
+        d = self.args.previous.rstrip("/") or "/"
+        fs = self.io.fs(d)
+        if not fs.exists(self.io.path(join(d, "summary.json"))):
+            raise Bad("--previous %s: not a complete output of this job (no summary.json)" % d)
+        if not fs.exists(self.io.path(join(d, "state", "run.json"))):
+            raise Bad("--previous %s: no state/run.json (written by an older version of the "
+                      "job): run once without --previous" % d)
+        run = json.loads(self.io.read_small(join(d, "state", "run.json")).decode("utf-8"))
+        if run.get("version") != STATE_VERSION:
+            raise Bad("--previous %s: state version %s, this job reads %d"
+                      % (d, run.get("version"), STATE_VERSION))
+
+        def full(why):
+            self.log("warning: --previous %s: %s; reading all the input again" % (d, why))
+            return None, why
+
+        differ = [k for k in options if run["options"].get(k) != options[k]]
+        if differ:
+            return full("%s differ from that run's" % ", ".join(differ))
+        old = run["files"]
+        if len(old) > len(files):
+            return full("it read %d input files, %d are given now" % (len(old), len(files)))
+        plan = []
+        for i, (f, fmt) in enumerate(files):
+            q, size = listing[i][0], listing[i][1]
+            if i >= len(old):
+                plan.append((0, 0))
+                continue
+            o = old[i]
+            if (o["path"], o["format"]) != (q, fmt):
+                return full("input file %d is %s, that run's was %s (new files must come "
+                            "after those read before)" % (i + 1, q, o["path"]))
+            if size < o["size"]:
+                return full("%s is %d bytes, shorter than the %d bytes read before"
+                            % (f, size, o["size"]))
+            if tail_hash(q, o["size"]) != o["tail"]:
+                return full("%s: the bytes read before have changed" % f)
+            if size == o["size"]:
+                plan.append(None)
+            elif not o["newline"]:
+                return full("%s: its last line read (line %d) had no newline and has grown "
+                            "since" % (f, o["lines"]))
+            else:
+                plan.append((o["size"], o["lines"]))
+        return run, plan
+
+    def read_state(self, name):
+        return self.spark.read.parquet(join(self.args.previous, "state", name))
+
+    def carry_table(self, src, dst, column, dropped, touched=None, top=None):
+        """The Parquet files of folder `src` into folder `dst` without the rows whose `column`
+        is in `dropped` (those go to folder `touched`, when given): see `carry`. Returns (rows
+        kept, (largest `top` kept, its person) or None)."""
+        sc = self.spark.sparkContext
+        fs = self.io.fs(src)
+        files = sorted(st.getPath().toString() for st in fs.listStatus(self.io.path(src))
+                       if st.getPath().getName().endswith(".parquet"))
+        for d in (dst, touched):
+            if d is not None:
+                self.io.fs(d).mkdirs(self.io.path(d))
+        if not files:
+            return 0, None
+        to, back = self.io.qualified(dst), touched and self.io.qualified(touched)
+        items = [(f, join(to, "carried-%05d.parquet" % k),
+                  join(back, "part-%05d.parquet" % k) if back else None)
+                 for k, f in enumerate(files)]
+        drop = sc.broadcast(set(dropped))
+        try:
+            got = sc.parallelize(items, len(items)).mapPartitions(
+                carry(drop, column, top)).collect()
+        finally:
+            drop.unpersist()
+        best = [b for _, b in got if b is not None]
+        return sum(r for r, _ in got), max(best) if best else None
+
+    # -- the stages, for a full run and for the persons an incremental run touches --------
+
+    def resolve(self, idn, pairs, links):
+        """Persons of the IDs `idn` (id, node, anon) linked by `pairs` (a, b: IDs, a != b),
+        with `links` (id, links: aliases naming it). Returns (ids: id, node, anon, comp,
+        links, person; sizes: person, size; oversized: comp, size, highest_degree_ids or None;
+        how many are oversized; rounds)."""
         from pyspark import StorageLevel
         from pyspark.sql import functions as F
         from pyspark.sql.window import Window
+
+        keep = StorageLevel.MEMORY_AND_DISK
+        edges = (
+            pairs.join(idn.select(F.col("id").alias("a"), F.col("node").alias("u")), "a")
+            .join(idn.select(F.col("id").alias("b"), F.col("node").alias("v")), "b")
+            .select("u", "v")
+        )
+        labels, rounds = self.components(edges)
+        self.log("  components: %d rounds" % rounds)
+        comp = idn.join(labels, idn.node == labels.node, "left").select(
+            idn.id, idn.node, idn.anon, F.coalesce(labels.comp, idn.node).alias("comp")
+        ).join(links, "id", "left").fillna(0, ["links"]).persist(keep)
+        # A person over the size limit keeps its IDs apart (spark/README.md), and is
+        # reported with its best-linked IDs.
+        big = comp.groupBy("comp").agg(F.count(F.lit(1)).alias("size")) \
+            .where(F.col("size") > self.args.max_person_size).persist(keep)
+        n_big = big.count()
+        oversized = None
+        own = F.col("comp")
+        if n_big:
+            ranked = comp.join(F.broadcast(big), "comp").withColumn("r", F.row_number().over(
+                Window.partitionBy("comp").orderBy(F.col("links").desc(), "node")))
+            top = ranked.where(F.col("r") <= 10).groupBy("comp", "size").agg(
+                F.sort_array(F.collect_list(F.struct("r", "id", "links"))).alias("top"))
+            oversized = top.select("comp", "size", F.to_json(F.transform(
+                "top", lambda x: F.struct(x["id"].alias("id"), x["links"].alias("links"))
+            )).alias("highest_degree_ids"))
+            comp = comp.join(F.broadcast(big.select("comp", F.lit(True).alias("over"))),
+                             "comp", "left")
+            own = F.when(F.col("over"), F.col("node")).otherwise(F.col("comp"))
+        comp = comp.select("id", "node", "anon", "comp", "links", own.alias("own"))
+        sizes = comp.groupBy("own").agg(
+            F.min(F.struct("anon", "node", "id")).alias("c"), F.count(F.lit(1)).alias("size")
+        ).select("own", F.col("c.id").alias("person"), "size").persist(keep)
+        ids = comp.join(sizes.select("own", "person"), "own") \
+            .select("id", "node", "anon", "comp", "links", "person").persist(keep)
+        return ids, sizes.select("person", "size"), oversized, n_big, rounds
+
+    @staticmethod
+    def events_of(rows, ids):
+        """Events (`_p`, a, lname, t, ord, name, frag) of `rows` (a, lname, t, e: struct of
+        ord, name, frag): one per ID, lower-cased name and second; the one applied last."""
+        from pyspark.sql import functions as F
+
+        return (
+            rows.groupBy("a", "lname", "t").agg(F.max("e").alias("e"))
+            .join(ids.select(F.col("id").alias("a"), F.col("person").alias("_p")), "a")
+            .select("_p", "a", "lname", "t", "e.ord", "e.name", "e.frag")
+        )
+
+    @staticmethod
+    def props_of(rows, ids):
+        """Properties of IDs (person, id, lname, first, last) from `rows` (id, lname, first:
+        struct of ord, nj; last: struct of t, ord, vj): per ID and lower-cased name, the
+        spelling that first brought it and the latest value (time, then input order)."""
+        from pyspark.sql import functions as F
+
+        return (
+            rows.groupBy("id", "lname").agg(F.min("first").alias("first"),
+                                            F.max("last").alias("last"))
+            .join(ids.select("id", "person"), "id")
+            .select("person", "id", "lname", "first", "last")
+        )
+
+    def persons_of(self, props, ids, sizes):
+        """Persons (person, ids, properties): an ID keeps its first max_properties_per_id
+        names; per person and name, the latest of its IDs' values, spelled as its
+        earliest-seen ID holding the name spells it."""
+        from pyspark.sql import functions as F
+        from pyspark.sql.window import Window
+
+        per_person = (
+            props.withColumn("rank", F.row_number().over(
+                Window.partitionBy("id").orderBy(F.col("first.ord"))))
+            .where(F.col("rank") <= self.args.max_properties_per_id)
+            .join(ids.select("id", "node"), "id")
+            .groupBy("person", "lname").agg(
+                F.min(F.struct("node", F.col("first.nj").alias("nj"))).alias("sp"),
+                F.max(F.struct(F.col("last.t").alias("t"), F.col("last.ord").alias("ord"),
+                               F.col("last.vj").alias("vj"))).alias("v"),
+            )
+            .select("person", "lname",
+                    F.concat(F.col("sp.nj"), F.lit(":"), F.col("v.vj")).alias("entry"))
+            .groupBy("person").agg(
+                F.sort_array(F.collect_list(F.struct("lname", "entry"))).alias("es"))
+        )
+        return sizes.select("person", F.col("size").alias("ids")) \
+            .join(per_person, "person", "left").select(
+                "person", "ids",
+                F.concat(F.lit("{"), F.concat_ws(",", F.transform(
+                    F.coalesce(F.col("es"), F.array()), lambda x: x["entry"])), F.lit("}"))
+                .alias("properties"))
+
+    # -- the whole job --------------------------------------------------------------------
+
+    def _run(self, tmp):
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
 
         args, spark = self.args, self.spark
         keep = StorageLevel.MEMORY_AND_DISK
@@ -834,16 +1177,26 @@ class Job:
         for w in warnings:
             self.log("warning: " + w)
         self.log("%d input files" % len(files))
+        listing = [self.listing(f) for f, _ in files]
+        suppressions = load_suppressions(args.suppressions) if args.suppressions \
+            else (None, set())
+        options = self.options(suppressions)
+        prev, plan, why_full = None, [(0, 0)] * len(files), None
+        if args.previous:
+            prev, got = self.previous(files, listing, options)
+            if prev is None:
+                why_full = got
+            else:
+                plan = got
 
         t0 = time.time()
-        ops = self.read_ops(files)
+        ops, counted = self.read_ops(files, listing, plan)
         n_suppressed = 0
-        if args.suppressions:
-            dropped = suppressed_ops(load_suppressions(args.suppressions))
-            if dropped is not None:
-                ops = ops.persist(keep)
-                n_suppressed = ops.where(dropped).count()
-                ops = ops.where(~dropped)
+        dropped = suppressed_ops(suppressions)
+        if dropped is not None:
+            ops = ops.persist(keep)
+            n_suppressed = ops.where(dropped).count()
+            ops = ops.where(~dropped)
         ops = ops.persist(keep)
         sources = spark.createDataFrame(
             [(i, f) for i, (f, _) in enumerate(files)], "file int, source string"
@@ -858,6 +1211,7 @@ class Job:
         }
         n_lines = sum(n for _, n in counts.values())
         n_errors = counts.get("error", (0, 0))[0]
+        op_counts = {k: v[0] for k, v in counts.items() if k != "error"}
         errors = ops.where(F.col("kind") == "error")
         if n_errors and not args.skip_invalid:
             first = errors.orderBy("file", "line").first()
@@ -866,147 +1220,176 @@ class Job:
         self.stage("read and check", t0)
 
         t0 = time.time()
-        if n_errors:
-            self.write(errors.join(F.broadcast(sources), "file")
-                       .select("source", "line", "reason"), join(tmp, "rejects"), fmt)
+        rejects = errors.join(F.broadcast(sources), "file").select("source", "line", "reason")
+        if prev is not None and prev["counts"]["lines_skipped"]:
+            rejects = self.read_state("rejects").unionByName(rejects)
+        if n_errors or (prev is not None and prev["counts"]["lines_skipped"]):
+            self.write(rejects, join(tmp, "rejects"), fmt)
+            rejects.write.parquet(join(tmp, "state", "rejects"))
         good = ops.where(F.col("kind") != "error")
         alias = good.where(F.col("kind") == "alias")
-        refused = alias.where(F.col("blocked").isNotNull())
         kept = alias.where(F.col("blocked").isNull())
         # The refusal log: one entry per pair of IDs (either order), the last refusal's.
+        refused = alias.where(F.col("blocked").isNotNull()).groupBy(
+            F.least("a", "b").alias("x"), F.greatest("a", "b").alias("y")
+        ).agg(F.max(F.struct("ord", "a", "b", "t", "blocked", "file", "line")).alias("r"),
+              F.count(F.lit(1)).alias("times"))
+        if prev is not None:
+            refused = refused.unionByName(self.read_state("refused")).groupBy("x", "y").agg(
+                F.max("r").alias("r"), F.sum("times").alias("times"))
+        refused = refused.persist(keep)
+        n_refused = refused.count()
+        refused.write.parquet(join(tmp, "state", "refused"))
         why = F.concat(
             F.to_json(F.array("blocked")).substr(F.lit(2), F.length(F.to_json(
                 F.array("blocked"))) - 2),
             F.lit(" is a blocked ID (it would squish unrelated people into one)"))
-        refused = (
-            refused.groupBy(F.least("a", "b").alias("x"), F.greatest("a", "b").alias("y"))
-            .agg(F.max(F.struct("ord", "a", "b", "t", "blocked", "file", "line")).alias("r"),
-                 F.count(F.lit(1)).alias("times"))
-            .select("r.*", "times")
-            .join(F.broadcast(sources), "file")
+        self.write(
+            refused.select("r.*", "times").join(F.broadcast(sources), "file")
             .select("a", "b", F.col("t").alias("at"), F.lit("import").alias("cause"),
                     F.lit("blocked_id").alias("reason"), why.alias("why"),
                     F.concat_ws(":", "source", F.col("line").cast("string")).alias("source"),
-                    "times")
-            .persist(keep)
-        )
-        self.write(refused, join(tmp, "refused"), fmt)
-        n_refused = refused.count()
+                    "times"),
+            join(tmp, "refused"), fmt)
 
-        # Every ID an accepted op names, at the place the store first sees it: its node.
-        # The node order decides the canonical ID.
+        # What this run's ops bring. Every ID an accepted op names, at the place the store
+        # first sees it (its node, which decides the canonical ID); the links between IDs;
+        # events; property values.
         occ = (
             kept.select(F.col("a").alias("id"), F.col("ord").alias("occ"))
             .unionAll(kept.select(F.col("b").alias("id"), (F.col("ord") + 1).alias("occ")))
             .unionAll(good.where(F.col("kind") != "alias")
                       .select(F.col("a").alias("id"), F.col("ord").alias("occ")))
         )
-        ids = occ.groupBy("id").agg(F.min("occ").alias("node")) \
-            .withColumn("anon", F.col("id").rlike(ANON_RE)).persist(keep)
-        n_ids = ids.count()
-        self.stage("IDs", t0)
-
-        t0 = time.time()
-        edges = (
-            kept.where(F.col("a") != F.col("b")).select("a", "b")
-            .join(ids.select(F.col("id").alias("a"), F.col("node").alias("u")), "a")
-            .join(ids.select(F.col("id").alias("b"), F.col("node").alias("v")), "b")
-            .select("u", "v").persist(keep)
-        )
-        labels, rounds = self.components(edges)
-        self.log("  components: %d rounds" % rounds)
-        comp = ids.join(labels, ids.node == labels.node, "left").select(
-            ids.id, ids.node, ids.anon, F.coalesce(labels.comp, ids.node).alias("comp")
-        ).persist(keep)
-        # A person over the size limit keeps its IDs apart (spark/README.md), and is
-        # reported with its best-linked IDs.
-        big = comp.groupBy("comp").agg(F.count(F.lit(1)).alias("size")) \
-            .where(F.col("size") > args.max_person_size).persist(keep)
-        n_big = big.count()
-        if n_big:
-            degree = edges.select(F.col("u").alias("node")).unionAll(
-                edges.select(F.col("v").alias("node"))
-            ).groupBy("node").agg(F.count(F.lit(1)).alias("links"))
-            ranked = comp.join(F.broadcast(big), "comp").join(degree, "node", "left") \
-                .fillna(0, ["links"]).withColumn("r", F.row_number().over(
-                    Window.partitionBy("comp").orderBy(F.col("links").desc(), "node")))
-            top = ranked.where(F.col("r") <= 10).groupBy("comp", "size").agg(
-                F.sort_array(F.collect_list(F.struct("r", "id", "links"))).alias("top"))
-            self.write(top.select("size", F.to_json(F.transform(
-                "top", lambda x: F.struct(x["id"].alias("id"), x["links"].alias("links"))
-            )).alias("highest_degree_ids")), join(tmp, "oversized"), fmt,
-                json_cols=["highest_degree_ids"])
-            comp = comp.join(F.broadcast(big.select("comp", F.lit(True).alias("over"))),
-                             "comp", "left").select(
-                "id", "node", "anon",
-                F.when(F.col("over"), F.col("node")).otherwise(F.col("comp")).alias("comp"))
-        canon = comp.groupBy("comp").agg(
-            F.min(F.struct("anon", "node", "id")).alias("c"), F.count(F.lit(1)).alias("size")
-        ).select("comp", F.col("c.id").alias("person"), "size").persist(keep)
-        mapping = comp.join(canon, "comp").select("id", "node", "person").persist(keep)
-        stats = canon.agg(F.count(F.lit(1)).alias("n"), F.max("size").alias("largest")).first()
-        self.write(mapping.select("id", "person"), join(tmp, "mapping"), fmt)
-        self.stage("persons", t0)
-
-        # Events: one per ID, lower-cased name and second; the copy applied last wins.
-        t0 = time.time()
-        events = (
-            good.where(F.col("kind") == "record")
-            .groupBy("a", "lname", "t").agg(F.max(F.struct("ord", "name", "frag")).alias("e"))
-            .join(mapping.select(F.col("id").alias("a"), "person"), "a")
-            .select(F.col("person").alias("_p"), F.col("a").alias("_p_original"),
-                    F.col("e.name").alias("_n"), F.col("t").alias("_t"),
-                    F.col("e.frag").alias("frag"))
-            .persist(keep)
-        )
-        self.write_events(events, join(tmp, "events"), fmt)
-        n_events = events.count()
-        self.stage("events", t0)
-
-        # Properties. Per ID and lower-cased name: the latest (time, then input order), in the
-        # spelling that first brought the name; an ID keeps only its first
-        # max_properties_per_id names. Per person: the latest of its IDs', spelled as its
-        # earliest-seen ID holding the name spells it.
-        t0 = time.time()
-        per_id = (
+        pairs = kept.where(F.col("a") != F.col("b")).select("a", "b")
+        links = pairs.select(F.col("a").alias("id")).unionAll(
+            pairs.select(F.col("b").alias("id"))
+        ).groupBy("id").agg(F.count(F.lit(1)).alias("links"))
+        records = good.where(F.col("kind") == "record").select(
+            "a", "lname", "t", F.struct("ord", "name", "frag").alias("e"))
+        values = (
             good.where(F.col("kind") != "alias")
             .select(F.col("a").alias("id"), "t", "ord", F.explode("props").alias("p"))
-            .groupBy("id", F.col("p.lname").alias("lname")).agg(
-                F.min(F.struct("ord", F.col("p.nj").alias("nj"))).alias("first"),
-                F.max(F.struct("t", "ord", F.col("p.vj").alias("vj"))).alias("last"),
-            )
-            .withColumn("rank", F.row_number().over(
-                Window.partitionBy("id").orderBy(F.col("first.ord"))))
-            .where(F.col("rank") <= args.max_properties_per_id)
+            .select("id", F.col("p.lname").alias("lname"),
+                    F.struct("ord", F.col("p.nj").alias("nj")).alias("first"),
+                    F.struct("t", "ord", F.col("p.vj").alias("vj")).alias("last"))
         )
-        per_person = (
-            per_id.join(mapping, "id")
-            .groupBy("person", "lname").agg(
-                F.min(F.struct("node", F.col("first.nj").alias("nj"))).alias("sp"),
-                F.max(F.struct(F.col("last.t").alias("t"), F.col("last.ord").alias("ord"),
-                               F.col("last.vj").alias("vj"))).alias("v"),
-            )
-            .select("person", "lname",
-                    F.concat(F.col("sp.nj"), F.lit(":"), F.col("v.vj")).alias("entry"))
-            .groupBy("person").agg(
-                F.sort_array(F.collect_list(F.struct("lname", "entry"))).alias("es"))
-        )
-        persons = canon.select("person", F.col("size").alias("ids")) \
-            .join(per_person, "person", "left").select(
-                "person", "ids",
-                F.concat(F.lit("{"), F.concat_ws(",", F.transform(
-                    F.coalesce(F.col("es"), F.array()), lambda x: x["entry"])), F.lit("}"))
-                .alias("properties"))
-        self.write(persons, join(tmp, "persons"), fmt, json_cols=["properties"])
-        self.stage("properties", t0)
-        return {
+        node_of = F.min("occ").alias("node")
+        anon = F.col("id").rlike(ANON_RE)
+        if prev is None:
+            idn = occ.groupBy("id").agg(node_of).withColumn("anon", anon)
+            ids, sizes, oversized, n_big, rounds = self.resolve(idn, pairs, links)
+            n_ids = ids.count()
+            self.stage("IDs and persons", t0)
+            t0 = time.time()
+            events = self.events_of(records, ids).persist(keep)
+            n_events = events.count()
+            props = self.props_of(values, ids).persist(keep)
+            persons = self.persons_of(props, ids, sizes)
+            top = sizes.orderBy(F.col("size").desc()).first()
+            n_persons = sizes.count()
+            largest = (top["size"], top["person"]) if top else (0, None)
+            touched = None
+        else:
+            # Incremental: only the persons this run's IDs belong to are computed again, from
+            # what state/ keeps of them and this run's ops. The rows of every other person are
+            # carried over file by file (`carry`), which also sets the touched persons' rows
+            # apart in tmp/touched/.
+            state, was_dir = join(tmp, "state"), join(tmp, "touched")
+            prev_dir = join(args.previous, "state")
+            named = occ.select("id").distinct()
+            comps = [r[0] for r in self.read_state("ids").join(F.broadcast(named), "id",
+                                                               "left_semi")
+                     .select("comp").distinct().collect()]
+            kept_ids, _ = self.carry_table(join(prev_dir, "ids"), join(state, "ids"), "comp",
+                                           comps, join(was_dir, "ids"))
+            was = spark.read.parquet(join(was_dir, "ids")).persist(keep)
+            gone = [r[0] for r in was.select("person").distinct().collect()]
+            # The touched IDs: their old nodes with this run's places (a line appended to an
+            # earlier file comes first), old persons as stars (each ID to its component's
+            # first), their old links plus this run's.
+            idn = was.select("id", F.col("node").alias("occ")).unionAll(occ) \
+                .groupBy("id").agg(node_of).withColumn("anon", anon)
+            roots = was.where(F.col("node") == F.col("comp")).select("comp", F.col("id").alias("b"))
+            stars = was.join(roots, "comp").where(F.col("id") != F.col("b")) \
+                .select(F.col("id").alias("a"), "b")
+            links = was.select("id", "links").unionAll(links).groupBy("id") \
+                .agg(F.sum("links").alias("links"))
+            ids, sizes, oversized, n_big, rounds = self.resolve(idn, pairs.unionAll(stars),
+                                                                links)
+            n_ids = kept_ids + ids.count()
+            if prev["counts"]["oversized_persons"]:
+                old_over = self.read_state("oversized").where(~F.col("comp").isin(comps)) \
+                    .persist(keep)
+                n_big += old_over.count()
+                oversized = old_over if oversized is None else old_over.unionByName(oversized)
+            self.stage("IDs and persons", t0)
+            t0 = time.time()
+            kept_events, _ = self.carry_table(join(prev_dir, "events"), join(state, "events"),
+                                              "_p", gone, join(was_dir, "events"))
+            events = self.events_of(spark.read.parquet(join(was_dir, "events")).select(
+                "a", "lname", "t", F.struct("ord", "name", "frag").alias("e")
+            ).unionByName(records), ids).persist(keep)
+            n_events = kept_events + events.count()
+            self.carry_table(join(prev_dir, "props"), join(state, "props"), "person", gone,
+                             join(was_dir, "props"))
+            props = self.props_of(spark.read.parquet(join(was_dir, "props")).select(
+                "id", "lname", "first", "last").unionByName(values), ids).persist(keep)
+            persons = self.persons_of(props, ids, sizes).persist(keep)
+            kept_persons, best = self.carry_table(join(prev_dir, "persons"),
+                                                  join(state, "persons"), "person", gone,
+                                                  top="ids")
+            n_persons = kept_persons + sizes.count()
+            top = sizes.orderBy(F.col("size").desc()).first()
+            found = [(top["size"], top["person"])] if top else []
+            largest = max(found + ([best] if best else []), default=(0, None))
+            touched = {"ids": n_ids - kept_ids, "persons_before": len(gone),
+                       "persons_after": n_persons - kept_persons}
+            if fmt == "parquet" and prev.get("format") == "parquet":
+                # The outputs too: carried over, then this run's rows added.
+                for name, col in (("mapping", "person"), ("events", "_p"), ("persons", "person")):
+                    self.carry_table(join(args.previous, name), join(tmp, name), col, gone)
+                mode = "append"
+            else:
+                mode = None  # written whole below, from the new state
+            ids.write.mode("append").parquet(join(state, "ids"))
+            events.write.mode("append").parquet(join(state, "events"))
+            props.write.mode("append").parquet(join(state, "props"))
+            persons.write.mode("append").parquet(join(state, "persons"))
+            if mode is None:
+                ids = spark.read.parquet(join(state, "ids"))
+                events = spark.read.parquet(join(state, "events"))
+                persons = spark.read.parquet(join(state, "persons"))
+            self.write(ids.select("id", "person"), join(tmp, "mapping"), fmt, mode=mode)
+            self.write_events(events.select("_p", F.col("a").alias("_p_original"),
+                                            F.col("name").alias("_n"), F.col("t").alias("_t"),
+                                            "frag"), join(tmp, "events"), fmt, mode=mode)
+            self.write(persons, join(tmp, "persons"), fmt, json_cols=["properties"], mode=mode)
+            if oversized is not None:
+                self.write(oversized.select("size", "highest_degree_ids"),
+                           join(tmp, "oversized"), fmt, json_cols=["highest_degree_ids"])
+                oversized.write.parquet(join(state, "oversized"))
+            self.io.fs(was_dir).delete(self.io.path(was_dir), True)
+            self.stage("events, properties and writing", t0)
+
+        if prev is None:
+            self.write_all(tmp, fmt, ids, events, props, persons, oversized)
+            self.stage("events, properties and writing", t0)
+        was_read = prev["counts"] if prev is not None else None
+        if was_read:
+            n_lines += was_read["lines_read"]
+            n_errors += was_read["lines_skipped"]
+            n_suppressed += was_read["suppressed_ops"]
+            for k, v in was_read["ops"].items():
+                op_counts[k] = op_counts.get(k, 0) + v
+        summary = {
             "inputs": [f for f, _ in files],
             "lines_read": n_lines,
             "lines_skipped": n_errors,
-            "ops": {k: v[0] for k, v in sorted(counts.items()) if k != "error"},
+            "ops": dict(sorted(op_counts.items())),
             "ids": n_ids,
-            "persons": stats["n"],
-            "largest_person": stats["largest"] or 0,
+            "persons": n_persons,
+            "largest_person": largest[0],
             "refused_merges": n_refused,
             "suppressed_ops": n_suppressed,
             "oversized_persons": n_big,
@@ -1015,16 +1398,65 @@ class Job:
             "shuffle_bytes_per_round": self.round_shuffle,
             "stage_seconds": self.stages,
         }
+        if args.previous:
+            summary["previous"] = args.previous
+            if why_full:
+                summary["full_run_because"] = why_full
+            else:
+                summary["incremental"] = dict(
+                    touched,
+                    files_new=sum(1 for i, p in enumerate(plan) if p == (0, 0)),
+                    files_grown=sum(1 for p in plan if p not in (None, (0, 0))),
+                    files_unchanged=sum(1 for p in plan if p is None),
+                    bytes_not_read=sum(p[0] for p in plan if p not in (None, (0, 0))) + sum(
+                        listing[i][1] for i, p in enumerate(plan) if p is None),
+                )
+        old_files = prev["files"] if prev is not None else []
+        state = {
+            "version": STATE_VERSION,
+            "options": options,
+            "format": fmt,
+            "files": [{
+                "path": q, "format": fmt_i, "size": size, "newline": nl, "tail": tail,
+                "lines": counted.get(i, old_files[i]["lines"] if i < len(old_files) else 0),
+            } for i, ((_, fmt_i), (q, size, nl, tail)) in enumerate(zip(files, listing))],
+            "counts": {
+                "lines_read": n_lines, "lines_skipped": n_errors, "ops": op_counts,
+                "suppressed_ops": n_suppressed, "ids": n_ids, "persons": n_persons,
+                "largest_person": largest[0], "largest_person_id": largest[1],
+                "events": n_events, "oversized_persons": n_big, "refused_merges": n_refused,
+            },
+        }
+        self.write_text(join(tmp, "state", "run.json"), json.dumps(state, indent=1) + "\n")
+        return summary
 
     # -- writing --------------------------------------------------------------------------
 
-    def write(self, df, path, fmt, json_cols=()):
+    def write_all(self, tmp, fmt, ids, events, props, persons, oversized):
+        """A full run's tables: the outputs in `fmt`, and state/."""
+        from pyspark.sql import functions as F
+
+        self.write(ids.select("id", "person"), join(tmp, "mapping"), fmt)
+        ids.write.parquet(join(tmp, "state", "ids"))
+        if oversized is not None:
+            self.write(oversized.select("size", "highest_degree_ids"), join(tmp, "oversized"),
+                       fmt, json_cols=["highest_degree_ids"])
+            oversized.write.parquet(join(tmp, "state", "oversized"))
+        self.write_events(events.select("_p", F.col("a").alias("_p_original"),
+                                        F.col("name").alias("_n"), F.col("t").alias("_t"),
+                                        "frag"), join(tmp, "events"), fmt)
+        events.write.parquet(join(tmp, "state", "events"))
+        props.write.parquet(join(tmp, "state", "props"))
+        self.write(persons, join(tmp, "persons"), fmt, json_cols=["properties"])
+        persons.write.parquet(join(tmp, "state", "persons"))
+
+    def write(self, df, path, fmt, json_cols=(), mode=None):
         """Writes `df` in `fmt`; `json_cols` hold JSON text, which JSON lines embed as JSON
-        (Parquet and CSV keep it as text)."""
+        (Parquet and CSV keep it as text). `mode="append"` adds Parquet files to a folder."""
         from pyspark.sql import functions as F
 
         if fmt == "parquet":
-            df.write.parquet(path)
+            df.write.mode(mode or "errorifexists").parquet(path)
         elif fmt == "csv":
             df.write.option("header", True).option("escape", "\"").csv(path)
         else:
@@ -1045,7 +1477,7 @@ class Job:
             if name.startswith("part-") and name.endswith(".txt"):
                 fs.rename(st.getPath(), self.io.path(join(path, name[:-4] + ".json")))
 
-    def write_events(self, ev, path, fmt):
+    def write_events(self, ev, path, fmt, mode=None):
         """Events as `idgraph export events --format km-json` writes them (JSON lines), or
         with the properties as one JSON column (Parquet, CSV)."""
         from pyspark.sql import functions as F
@@ -1059,7 +1491,7 @@ class Job:
         props = F.concat(F.lit("{"), frag.substr(F.lit(2), F.length(frag)), F.lit("}"))
         out = ev.select("_p", "_p_original", "_n", "_t", props.alias("properties"))
         if fmt == "parquet":
-            out.write.parquet(path)
+            out.write.mode(mode or "errorifexists").parquet(path)
         else:
             out.write.option("header", True).option("escape", "\"").csv(path)
 
@@ -1088,6 +1520,10 @@ def parse_args(argv):
     ap.add_argument("--suppressions", metavar="FILE",
                     help="the output of `idgraph export suppressions`: ops naming a forgotten "
                     "ID are dropped, so a rebuild from raw history brings no one back")
+    ap.add_argument("--previous", metavar="DIR",
+                    help="a complete earlier output of this job over the same inputs (which "
+                         "have since gained files, and lines at the end of files): only the "
+                         "new lines are read, only the persons they touch computed again")
     ap.add_argument("--local-max-edges", type=int, default=LOCAL_MAX_EDGES, metavar="N",
                     help="an edge set of at most N links is solved whole by one task, without "
                          "rounds (default %(default)s: 2.5 GB peak for the task's Python "

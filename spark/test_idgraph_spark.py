@@ -446,5 +446,126 @@ class Failures(unittest.TestCase):
         self.assertEqual(over["highest_degree_ids"][0], {"id": "hub", "links": 5})
 
 
+class Incremental(unittest.TestCase):
+    """`--previous DIR`: a bucket that gained files and lines since a run, read again with that
+    run's output; the result equals a full run over all of it, row for row."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="idgraph-spark-")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def outputs(self, out):
+        tables = ("mapping", "events", "persons", "refused", "oversized", "rejects")
+        return {t: canonical(jsonl_rows("%s/%s/*.json" % (out, t))) for t in tables}
+
+    def test_a_grown_bucket_gives_a_full_runs_rows_and_reads_only_what_is_new(self):
+        rng = random.Random(int(os.environ.get("IDGRAPH_SPARK_SEED", "9")))
+        src = os.path.join(self.tmp, "src")
+        gen_km(src, 6_000, 13, 1)
+        whole = {}
+        for n in (1, 2, 3):
+            with open(os.path.join(src, "revisions", "%d.json" % n), encoding="utf-8") as f:
+                whole[n] = f.read().splitlines()
+        # A person that grows past the size limit in the increment; one over it already,
+        # growing; one that the increment links to a named ID seen in the history.
+        grow = [anon_id(rng) for _ in range(50)]
+        over = [anon_id(rng) for _ in range(60)]
+        tree = lambda ids, lo, hi: [  # noqa: E731
+            json.dumps({"_p": ids[i], "_p2": ids[rng.randrange(i)], "_t": 50 + i})
+            for i in range(lo, hi)]
+        early = tree(grow, 1, 30) + tree(over, 1, 45) + [
+            json.dumps({"_p": grow[3], "_t": 7, "_n": "Viewed", "plan": "a"})]
+        late = tree(grow, 30, 50) + tree(over, 45, 60) + [
+            json.dumps({"_p": grow[3], "_t": 7, "_n": "viewed", "plan": "b"}),
+            json.dumps({"_p": "late@example.com", "_p2": grow[40], "_t": 8})]
+        bad = ['{"_p":"x","_t":-1,"_n":"E"}', "not json"]
+        ex_a = [json.dumps(x) for x in extras(rng, 300)]
+        ex_b = [json.dumps(x) for x in extras(rng, 300)]
+        # The history: 1.json whole, the first half of 2.json and 3.json (2.json gains lines
+        # too, though it is not the last: lines there come before 3.json's in input order).
+        h2, h3 = len(whole[2]) // 2, len(whole[3]) // 2
+        data = os.path.join(self.tmp, "bucket")
+        write(os.path.join(data, "revisions", "1.json"), whole[1] + early + bad[:1])
+        write(os.path.join(data, "revisions", "2.json"), whole[2][:h2] + ex_a)
+        write(os.path.join(data, "revisions", "3.json"), whole[3][:h3])
+        write(os.path.join(data, "index.csv"),
+              ["path", "revisions/1.json", "revisions/2.json", "revisions/3.json"])
+        # A forgotten person stays out of both runs.
+        full_in = os.path.join(self.tmp, "forgotten.json")
+        write(full_in, whole[1][:50])
+        db = os.path.join(self.tmp, "store")
+        idgraph("--db", db, "import", full_in)
+        who = json.loads(whole[1][0])["_p"]
+        idgraph("--db", db, "forget", who, "--yes")
+        sup = os.path.join(self.tmp, "suppressions.jsonl")
+        with open(sup, "w", encoding="utf-8") as f:
+            f.write(idgraph("--db", db, "export", "suppressions").stdout)
+        flags = ["--format", "jsonl", "--skip-invalid", "--max-person-size", "40",
+                 "--suppressions", sup]
+        history = os.path.join(self.tmp, "history")
+        before = run_job([data], history, *flags)
+        person = {m["id"]: m["person"] for m in jsonl_rows(history + "/mapping/*.json")}
+        self.assertEqual(person[grow[1]], person[grow[2]])
+        self.assertEqual(person[over[1]], over[1])  # over the limit: its IDs apart
+        # The increment: lines appended to 2.json and 3.json, a new file listed after them.
+        with open(os.path.join(data, "revisions", "2.json"), "a", encoding="utf-8") as f:
+            f.write("\n".join(whole[2][h2:] + late + bad[1:]) + "\n")
+        with open(os.path.join(data, "revisions", "3.json"), "a", encoding="utf-8") as f:
+            f.write("\n".join(whole[3][h3:]) + "\n")
+        write(os.path.join(data, "revisions", "4.json"), ex_b)
+        write(os.path.join(data, "index.csv"), ["path", "revisions/1.json", "revisions/2.json",
+                                               "revisions/3.json", "revisions/4.json"])
+        inc = os.path.join(self.tmp, "inc")
+        got = run_job([data], inc, *flags, "--previous", history)
+        full = os.path.join(self.tmp, "full")
+        want = run_job([data], full, *flags)
+        self.assertEqual(got["incremental"]["files_grown"], 2)
+        self.assertEqual(got["incremental"]["files_new"], 1)
+        self.assertEqual(got["incremental"]["files_unchanged"], 1)
+        self.assertGreater(got["incremental"]["bytes_not_read"],
+                           os.path.getsize(os.path.join(data, "revisions", "1.json")))
+        self.assertNotIn("full_run_because", got)
+        a, b = self.outputs(inc), self.outputs(full)
+        for t in a:
+            self.assertEqual(a[t], b[t], t)
+        volatile = ("stage_seconds", "seconds", "rounds", "shuffle_bytes_per_round",
+                    "previous", "incremental")
+        self.assertEqual({k: v for k, v in got.items() if k not in volatile},
+                         {k: v for k, v in want.items() if k not in volatile})
+        self.assertEqual(want["oversized_persons"], before["oversized_persons"] + 1)
+        self.assertGreater(want["suppressed_ops"], 0)
+        self.assertEqual(want["lines_skipped"], 2)
+        self.assertGreater(want["refused_merges"], 0)
+        person = {m["id"]: m["person"] for m in jsonl_rows(inc + "/mapping/*.json")}
+        self.assertEqual(person[grow[2]], grow[2])  # grown past the limit
+        self.assertNotIn(who, person)
+
+        # Nothing new: nothing read, the same rows.
+        again = os.path.join(self.tmp, "again")
+        same = run_job([data], again, *flags, "--previous", inc)
+        self.assertEqual(same["incremental"]["files_unchanged"], 4)
+        self.assertEqual(same["lines_read"], want["lines_read"])
+        self.assertEqual(self.outputs(again), a)
+
+        # Bytes read before have changed: everything is read again, and said so.
+        p1 = os.path.join(data, "revisions", "1.json")
+        with open(p1, "r+b") as f:
+            f.seek(os.path.getsize(p1) - 40)
+            f.write(b" ")
+        changed = os.path.join(self.tmp, "changed")
+        redo = run_job([data], changed, *flags, "--previous", inc)
+        self.assertIn("1.json: the bytes read before have changed", redo["full_run_because"])
+        self.assertNotIn("incremental", redo)
+        # Other settings than the previous run's: everything again too.
+        other = os.path.join(self.tmp, "other")
+        redo = run_job([data], other, "--format", "jsonl", "--skip-invalid",
+                       "--max-person-size", "41", "--suppressions", sup, "--previous", inc)
+        self.assertIn("max_person_size", redo["full_run_because"])
+        with self.assertRaises(job.Bad):
+            run_job([data], os.path.join(self.tmp, "x"), *flags, "--previous", data)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
