@@ -38,6 +38,8 @@ def setUpModule():
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.memory", "3g")  # one JVM runs every test's jobs
+        .config("spark.sql.ui.retainedExecutions", "20")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.default.parallelism", "4")
         .config("spark.sql.files.maxPartitionBytes", str(64 << 10))
@@ -456,14 +458,18 @@ class Incremental(unittest.TestCase):
     def tearDown(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
+    TABLES = ("mapping", "events", "persons", "refused", "oversized", "rejects")
+
     def outputs(self, out):
-        tables = ("mapping", "events", "persons", "refused", "oversized", "rejects")
-        return {t: canonical(jsonl_rows("%s/%s/*.json" % (out, t))) for t in tables}
+        import pyarrow.parquet as pq
+
+        return {t: canonical(r for f in sorted(glob.glob("%s/%s/*.parquet" % (out, t)))
+                             for r in pq.read_table(f).to_pylist()) for t in self.TABLES}
 
     def test_a_grown_bucket_gives_a_full_runs_rows_and_reads_only_what_is_new(self):
         rng = random.Random(int(os.environ.get("IDGRAPH_SPARK_SEED", "9")))
         src = os.path.join(self.tmp, "src")
-        gen_km(src, 6_000, 13, 1)
+        gen_km(src, 3_000, 13, 1)
         whole = {}
         for n in (1, 2, 3):
             with open(os.path.join(src, "revisions", "%d.json" % n), encoding="utf-8") as f:
@@ -502,11 +508,10 @@ class Incremental(unittest.TestCase):
         sup = os.path.join(self.tmp, "suppressions.jsonl")
         with open(sup, "w", encoding="utf-8") as f:
             f.write(idgraph("--db", db, "export", "suppressions").stdout)
-        flags = ["--format", "jsonl", "--skip-invalid", "--max-person-size", "40",
-                 "--suppressions", sup]
+        flags = ["--skip-invalid", "--max-person-size", "40", "--suppressions", sup]
         history = os.path.join(self.tmp, "history")
         before = run_job([data], history, *flags)
-        person = {m["id"]: m["person"] for m in jsonl_rows(history + "/mapping/*.json")}
+        person = {m["id"]: m["person"] for m in self.rows(history, "mapping")}
         self.assertEqual(person[grow[1]], person[grow[2]])
         self.assertEqual(person[over[1]], over[1])  # over the limit: its IDs apart
         # The increment: lines appended to 2.json and 3.json, a new file listed after them.
@@ -538,33 +543,45 @@ class Incremental(unittest.TestCase):
         self.assertGreater(want["suppressed_ops"], 0)
         self.assertEqual(want["lines_skipped"], 2)
         self.assertGreater(want["refused_merges"], 0)
-        person = {m["id"]: m["person"] for m in jsonl_rows(inc + "/mapping/*.json")}
+        person = {m["id"]: m["person"] for m in self.rows(inc, "mapping")}
         self.assertEqual(person[grow[2]], grow[2])  # grown past the limit
         self.assertNotIn(who, person)
 
-        # Nothing new: nothing read, the same rows.
+        # Nothing new: nothing read, the same rows (in JSON lines: written whole from state/,
+        # where Parquet outputs were carried over file by file).
         again = os.path.join(self.tmp, "again")
-        same = run_job([data], again, *flags, "--previous", inc)
+        same = run_job([data], again, *flags, "--format", "jsonl", "--previous", inc)
         self.assertEqual(same["incremental"]["files_unchanged"], 4)
         self.assertEqual(same["lines_read"], want["lines_read"])
-        self.assertEqual(self.outputs(again), a)
+        self.assertEqual(canonical(jsonl_rows(again + "/mapping/*.json")), a["mapping"])
+        self.assertEqual(len(jsonl_rows(again + "/events/*.json")), want["events"])
 
-        # Bytes read before have changed: everything is read again, and said so.
+        # What is read again in full, and why.
+        def plan(*extra):
+            args = job.parse_args([data, "--output", "-", *flags, *extra, "--previous", inc])
+            j = job.Job(SPARK, args, log=lambda _: None)
+            files = j.io.expand([data], lambda _: None)
+            listing = [j.listing(f) for f, _ in files]
+            return j.previous(files, listing, j.options(job.load_suppressions(sup)))
+
+        self.assertEqual(plan()[1], [None] * 4)
+        self.assertIn("max_person_size", plan("--max-person-size", "41")[1])
         p1 = os.path.join(data, "revisions", "1.json")
         with open(p1, "r+b") as f:
             f.seek(os.path.getsize(p1) - 40)
             f.write(b" ")
-        changed = os.path.join(self.tmp, "changed")
-        redo = run_job([data], changed, *flags, "--previous", inc)
-        self.assertIn("1.json: the bytes read before have changed", redo["full_run_because"])
-        self.assertNotIn("incremental", redo)
-        # Other settings than the previous run's: everything again too.
-        other = os.path.join(self.tmp, "other")
-        redo = run_job([data], other, "--format", "jsonl", "--skip-invalid",
-                       "--max-person-size", "41", "--suppressions", sup, "--previous", inc)
-        self.assertIn("max_person_size", redo["full_run_because"])
+        self.assertIn("1.json: the bytes read before have changed", plan()[1])
+        with open(p1, "ab") as f:
+            f.truncate(100)
+        self.assertIn("shorter than", plan()[1])
         with self.assertRaises(job.Bad):
             run_job([data], os.path.join(self.tmp, "x"), *flags, "--previous", data)
+
+    def rows(self, out, table):
+        import pyarrow.parquet as pq
+
+        return [r for f in sorted(glob.glob("%s/%s/*.parquet" % (out, table)))
+                for r in pq.read_table(f).to_pylist()]
 
 
 if __name__ == "__main__":
