@@ -1182,6 +1182,9 @@ class Job:
             else (None, set())
         options = self.options(suppressions)
         prev, plan, why_full = None, [(0, 0)] * len(files), None
+        if args.previous and args.no_state:
+            raise Bad("--no-state and --previous: an incremental run writes the state the next "
+                      "one reads")
         if args.previous:
             prev, got = self.previous(files, listing, options)
             if prev is None:
@@ -1225,7 +1228,7 @@ class Job:
             rejects = self.read_state("rejects").unionByName(rejects)
         if n_errors or (prev is not None and prev["counts"]["lines_skipped"]):
             self.write(rejects, join(tmp, "rejects"), fmt)
-            rejects.write.parquet(join(tmp, "state", "rejects"))
+            self.save(rejects, tmp, "rejects")
         good = ops.where(F.col("kind") != "error")
         alias = good.where(F.col("kind") == "alias")
         kept = alias.where(F.col("blocked").isNull())
@@ -1239,7 +1242,7 @@ class Job:
                 F.max("r").alias("r"), F.sum("times").alias("times"))
         refused = refused.persist(keep)
         n_refused = refused.count()
-        refused.write.parquet(join(tmp, "state", "refused"))
+        self.save(refused, tmp, "refused")
         why = F.concat(
             F.to_json(F.array("blocked")).substr(F.lit(2), F.length(F.to_json(
                 F.array("blocked"))) - 2),
@@ -1427,28 +1430,34 @@ class Job:
                 "events": n_events, "oversized_persons": n_big, "refused_merges": n_refused,
             },
         }
-        self.write_text(join(tmp, "state", "run.json"), json.dumps(state, indent=1) + "\n")
+        if not args.no_state:
+            self.write_text(join(tmp, "state", "run.json"), json.dumps(state, indent=1) + "\n")
         return summary
 
     # -- writing --------------------------------------------------------------------------
+
+    def save(self, df, tmp, name):
+        """A table of state/ (unless --no-state)."""
+        if not self.args.no_state:
+            df.write.parquet(join(tmp, "state", name))
 
     def write_all(self, tmp, fmt, ids, events, props, persons, oversized):
         """A full run's tables: the outputs in `fmt`, and state/."""
         from pyspark.sql import functions as F
 
         self.write(ids.select("id", "person"), join(tmp, "mapping"), fmt)
-        ids.write.parquet(join(tmp, "state", "ids"))
+        self.save(ids, tmp, "ids")
         if oversized is not None:
             self.write(oversized.select("size", "highest_degree_ids"), join(tmp, "oversized"),
                        fmt, json_cols=["highest_degree_ids"])
-            oversized.write.parquet(join(tmp, "state", "oversized"))
+            self.save(oversized, tmp, "oversized")
         self.write_events(events.select("_p", F.col("a").alias("_p_original"),
                                         F.col("name").alias("_n"), F.col("t").alias("_t"),
                                         "frag"), join(tmp, "events"), fmt)
-        events.write.parquet(join(tmp, "state", "events"))
-        props.write.parquet(join(tmp, "state", "props"))
+        self.save(events, tmp, "events")
+        self.save(props, tmp, "props")
         self.write(persons, join(tmp, "persons"), fmt, json_cols=["properties"])
-        persons.write.parquet(join(tmp, "state", "persons"))
+        self.save(persons, tmp, "persons")
 
     def write(self, df, path, fmt, json_cols=(), mode=None):
         """Writes `df` in `fmt`; `json_cols` hold JSON text, which JSON lines embed as JSON
@@ -1524,6 +1533,9 @@ def parse_args(argv):
                     help="a complete earlier output of this job over the same inputs (which "
                          "have since gained files, and lines at the end of files): only the "
                          "new lines are read, only the persons they touch computed again")
+    ap.add_argument("--no-state", action="store_true",
+                    help="write no state/ (a one-off run, faster; its output cannot be a "
+                         "later run's --previous)")
     ap.add_argument("--local-max-edges", type=int, default=LOCAL_MAX_EDGES, metavar="N",
                     help="an edge set of at most N links is solved whole by one task, without "
                          "rounds (default %(default)s: 2.5 GB peak for the task's Python "

@@ -239,7 +239,8 @@ class Equivalence(unittest.TestCase):
         os.makedirs(tmp2)
         _, mapping2, events2, _ = store_results(tmp2, [export])
         out = os.path.join(self.tmp, "out")
-        run_job([export], out, "--format", "jsonl")
+        run_job([export], out, "--format", "jsonl", "--no-state")
+        self.assertFalse(os.path.exists(os.path.join(out, "state")))
         self.assertEqual(canonical(jsonl_rows(out + "/mapping/*.json")), canonical(mapping2))
         self.assertEqual(canonical(jsonl_rows(out + "/events/*.json")), canonical(events2))
 
@@ -576,6 +577,8 @@ class Incremental(unittest.TestCase):
         self.assertIn("shorter than", plan()[1])
         with self.assertRaises(job.Bad):
             run_job([data], os.path.join(self.tmp, "x"), *flags, "--previous", data)
+        with self.assertRaises(job.Bad):
+            run_job([data], os.path.join(self.tmp, "x"), *flags, "--previous", inc, "--no-state")
 
     def rows(self, out, table):
         import pyarrow.parquet as pq
