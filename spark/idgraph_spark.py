@@ -1072,6 +1072,7 @@ class Job:
         from pyspark.sql.window import Window
 
         keep = StorageLevel.MEMORY_AND_DISK
+        idn = idn.persist(keep)  # three uses below; recomputing it is a shuffle of every op
         edges = (
             pairs.join(idn.select(F.col("id").alias("a"), F.col("node").alias("u")), "a")
             .join(idn.select(F.col("id").alias("b"), F.col("node").alias("v")), "b")
@@ -1109,6 +1110,15 @@ class Job:
         return ids, sizes.select("person", "size"), oversized, n_big, rounds
 
     @staticmethod
+    def largest(sizes):
+        """(persons, (the largest's size, its person)) of `sizes` (person, size), one job."""
+        from pyspark.sql import functions as F
+
+        r = sizes.agg(F.count(F.lit(1)).alias("n"),
+                      F.max(F.struct("size", "person")).alias("top")).first()
+        return r["n"], (r["top"]["size"], r["top"]["person"]) if r["top"] else (0, None)
+
+    @staticmethod
     def events_of(rows, ids):
         """Events (`_p`, a, lname, t, ord, name, frag) of `rows` (a, lname, t, e: struct of
         ord, name, frag): one per ID, lower-cased name and second; the one applied last."""
@@ -1122,19 +1132,19 @@ class Job:
 
     @staticmethod
     def props_of(rows, ids):
-        """Properties of IDs (person, id, lname, first, last) from `rows` (id, lname, first:
-        struct of ord, nj; last: struct of t, ord, vj): per ID and lower-cased name, the
+        """Properties of IDs (person, id, node, lname, first, last) from `rows` (id, lname,
+        first: struct of ord, nj; last: struct of t, ord, vj): per ID and lower-cased name, the
         spelling that first brought it and the latest value (time, then input order)."""
         from pyspark.sql import functions as F
 
         return (
             rows.groupBy("id", "lname").agg(F.min("first").alias("first"),
                                             F.max("last").alias("last"))
-            .join(ids.select("id", "person"), "id")
-            .select("person", "id", "lname", "first", "last")
+            .join(ids.select("id", "person", "node"), "id")
+            .select("person", "id", "node", "lname", "first", "last")
         )
 
-    def persons_of(self, props, ids, sizes):
+    def persons_of(self, props, sizes):
         """Persons (person, ids, properties): an ID keeps its first max_properties_per_id
         names; per person and name, the latest of its IDs' values, spelled as its
         earliest-seen ID holding the name spells it."""
@@ -1145,7 +1155,6 @@ class Job:
             props.withColumn("rank", F.row_number().over(
                 Window.partitionBy("id").orderBy(F.col("first.ord"))))
             .where(F.col("rank") <= self.args.max_properties_per_id)
-            .join(ids.select("id", "node"), "id")
             .groupBy("person", "lname").agg(
                 F.min(F.struct("node", F.col("first.nj").alias("nj"))).alias("sp"),
                 F.max(F.struct(F.col("last.t").alias("t"), F.col("last.ord").alias("ord"),
@@ -1288,10 +1297,8 @@ class Job:
             events = self.events_of(records, ids).persist(keep)
             n_events = events.count()
             props = self.props_of(values, ids).persist(keep)
-            persons = self.persons_of(props, ids, sizes)
-            top = sizes.orderBy(F.col("size").desc()).first()
-            n_persons = sizes.count()
-            largest = (top["size"], top["person"]) if top else (0, None)
+            persons = self.persons_of(props, sizes)
+            n_persons, largest = self.largest(sizes)
             touched = None
         else:
             # Incremental: only the persons this run's IDs belong to are computed again, from
@@ -1338,16 +1345,15 @@ class Job:
                              join(was_dir, "props"))
             props = self.props_of(spark.read.parquet(join(was_dir, "props")).select(
                 "id", "lname", "first", "last").unionByName(values), ids).persist(keep)
-            persons = self.persons_of(props, ids, sizes).persist(keep)
+            persons = self.persons_of(props, sizes).persist(keep)
             kept_persons, best = self.carry_table(join(prev_dir, "persons"),
                                                   join(state, "persons"), "person", gone,
                                                   top="ids")
-            n_persons = kept_persons + sizes.count()
-            top = sizes.orderBy(F.col("size").desc()).first()
-            found = [(top["size"], top["person"])] if top else []
-            largest = max(found + ([best] if best else []), default=(0, None))
+            n_touched, top = self.largest(sizes)
+            n_persons = kept_persons + n_touched
+            largest = max([top] + ([best] if best else []))
             touched = {"ids": n_ids - kept_ids, "persons_before": len(gone),
-                       "persons_after": n_persons - kept_persons}
+                       "persons_after": n_touched}
             if fmt == "parquet" and prev.get("format") == "parquet":
                 # The outputs too: carried over, then this run's rows added.
                 for name, col in (("mapping", "person"), ("events", "_p"), ("persons", "person")):
