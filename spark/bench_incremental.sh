@@ -15,8 +15,10 @@ pct=${1:-1}; shift || true
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 target=$(bash scripts/target-dir.sh)
 cp -r "$data" "$work/in"
-last=$(find "$work/in" -type f \( -name '*.json' -o -name '*.jsonl' \) ! -name index.csv | sort -V | tail -1)
-total=$(cat $(find "$work/in" -type f -name '*.json*') | wc -l)
+# The last file: by version order of the path (revisions/N.json); a bucket whose index.csv
+# orders its files otherwise needs its last file named by hand.
+last=$(find "$work/in" -type f \( -name '*.json' -o -name '*.jsonl' \) | sort -V | tail -1)
+total=$(find "$work/in" -type f \( -name '*.json' -o -name '*.jsonl' \) -exec cat {} + | wc -l)
 hold=$(( total * pct / 100 ))
 n=$(wc -l < "$last")
 if [ "$hold" -ge "$n" ]; then echo "the last file ($n lines) is shorter than $pct% of the input" >&2; exit 2; fi

@@ -625,29 +625,46 @@ def read_range(uri, start, end):
         return f.read_at(end - start, start)
 
 
+def checked_hash(data):
+    import hashlib
+
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def tail_hash(uri, size):
     """BLAKE2b of the last CHECKED_BYTES of a file's first `size` bytes: a part read before
     and rewritten since is read again, not taken as read."""
-    import hashlib
-
-    return hashlib.blake2b(read_range(uri, max(0, size - CHECKED_BYTES), size),
-                           digest_size=16).hexdigest()
+    return checked_hash(read_range(uri, max(0, size - CHECKED_BYTES), size))
 
 
 def line_count(data):
     return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
 
 
+TAIL_CHUNK = 8 << 20  # appended bytes are read this much at a time
+
+
 def read_tail(item):
     """(file index, path, first byte, end, lines before) → (file, line, raw) rows of the lines
     in those bytes, numbered on from the lines before (a last line without its newline is a
-    line, as Spark's text reader has it)."""
+    line, as Spark's text reader has it). Read in chunks: the task holds one chunk and one
+    line (whole, as Spark's reader holds it), not the whole tail."""
     i, uri, start, end, before = item
-    pieces = read_range(uri, start, end).split(b"\n")
-    if pieces and pieces[-1] == b"":
-        pieces.pop()
-    for k, raw in enumerate(pieces):
-        yield (i, before + k + 1, raw)
+    n, rest = before, b""
+    with open_input(uri) as f:
+        pos = start
+        while pos < end:
+            chunk = f.read_at(min(TAIL_CHUNK, end - pos), pos)
+            if not chunk:
+                break
+            pos += len(chunk)
+            pieces = (rest + chunk).split(b"\n")
+            rest = pieces.pop()
+            for raw in pieces:
+                n += 1
+                yield (i, n, raw)
+    if rest:
+        yield (i, n + 1, rest)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -979,8 +996,8 @@ class Job:
         """(qualified path, size, ends with a newline, check hash of its last bytes)."""
         q = self.io.qualified(f)
         size = self.io.fs(f).getFileStatus(self.io.path(f)).getLen()
-        last = read_range(q, max(0, size - 1), size)
-        return q, size, last in (b"", b"\n"), tail_hash(q, size)
+        last = read_range(q, max(0, size - CHECKED_BYTES), size)
+        return q, size, last[-1:] in (b"", b"\n"), checked_hash(last)
 
     def previous(self, files, listing, options):
         """--previous DIR: (its run.json, the plan of what to read of each input), or
@@ -1020,7 +1037,8 @@ class Job:
             if size < o["size"]:
                 return full("%s is %d bytes, shorter than the %d bytes read before"
                             % (f, size, o["size"]))
-            if tail_hash(q, o["size"]) != o["tail"]:
+            now = listing[i][3] if size == o["size"] else tail_hash(q, o["size"])
+            if now != o["tail"]:
                 return full("%s: the bytes read before have changed" % f)
             if size == o["size"]:
                 plan.append(None)
@@ -1354,30 +1372,12 @@ class Job:
             largest = max([top] + ([best] if best else []))
             touched = {"ids": n_ids - kept_ids, "persons_before": len(gone),
                        "persons_after": n_touched}
-            if fmt == "parquet" and prev.get("format") == "parquet":
+            carried = fmt == "parquet" and prev.get("format") == "parquet"
+            if carried:
                 # The outputs too: carried over, then this run's rows added.
                 for name, col in (("mapping", "person"), ("events", "_p"), ("persons", "person")):
                     self.carry_table(join(args.previous, name), join(tmp, name), col, gone)
-                mode = "append"
-            else:
-                mode = None  # written whole below, from the new state
-            ids.write.mode("append").parquet(join(state, "ids"))
-            events.write.mode("append").parquet(join(state, "events"))
-            props.write.mode("append").parquet(join(state, "props"))
-            persons.write.mode("append").parquet(join(state, "persons"))
-            if mode is None:
-                ids = spark.read.parquet(join(state, "ids"))
-                events = spark.read.parquet(join(state, "events"))
-                persons = spark.read.parquet(join(state, "persons"))
-            self.write(ids.select("id", "person"), join(tmp, "mapping"), fmt, mode=mode)
-            self.write_events(events.select("_p", F.col("a").alias("_p_original"),
-                                            F.col("name").alias("_n"), F.col("t").alias("_t"),
-                                            "frag"), join(tmp, "events"), fmt, mode=mode)
-            self.write(persons, join(tmp, "persons"), fmt, json_cols=["properties"], mode=mode)
-            if oversized is not None:
-                self.write(oversized.select("size", "highest_degree_ids"),
-                           join(tmp, "oversized"), fmt, json_cols=["highest_degree_ids"])
-                oversized.write.parquet(join(state, "oversized"))
+            self.write_all(tmp, fmt, ids, events, props, persons, oversized, carried)
             self.io.fs(was_dir).delete(self.io.path(was_dir), True)
             self.stage("events, properties and writing", t0)
 
@@ -1442,28 +1442,35 @@ class Job:
 
     # -- writing --------------------------------------------------------------------------
 
-    def save(self, df, tmp, name):
-        """A table of state/ (unless --no-state)."""
+    def save(self, df, tmp, name, mode=None):
+        """A table of state/ (unless --no-state); `mode="append"` next to carried files."""
         if not self.args.no_state:
-            df.write.parquet(join(tmp, "state", name))
+            df.write.mode(mode or "errorifexists").parquet(join(tmp, "state", name))
 
-    def write_all(self, tmp, fmt, ids, events, props, persons, oversized):
-        """A full run's tables: the outputs in `fmt`, and state/."""
+    def write_all(self, tmp, fmt, ids, events, props, persons, oversized, carried=None):
+        """The tables of a run: state/, and the outputs in `fmt`. `carried`: None for a full
+        run; for an incremental one, whether the outputs' other rows were carried over (then
+        these rows are added to them) or not (then the outputs are written whole from the
+        new state, which holds the carried rows)."""
         from pyspark.sql import functions as F
 
-        self.write(ids.select("id", "person"), join(tmp, "mapping"), fmt)
-        self.save(ids, tmp, "ids")
+        mode = None if carried is None else "append"
+        for df, name in ((ids, "ids"), (events, "events"), (props, "props"),
+                         (persons, "persons")):
+            self.save(df, tmp, name, mode)
+        if carried is False:
+            ids, events, persons = (self.spark.read.parquet(join(tmp, "state", name))
+                                    for name in ("ids", "events", "persons"))
+            mode = None
+        self.write(ids.select("id", "person"), join(tmp, "mapping"), fmt, mode=mode)
+        self.write_events(events.select("_p", F.col("a").alias("_p_original"),
+                                        F.col("name").alias("_n"), F.col("t").alias("_t"),
+                                        "frag"), join(tmp, "events"), fmt, mode=mode)
+        self.write(persons, join(tmp, "persons"), fmt, json_cols=["properties"], mode=mode)
         if oversized is not None:
             self.write(oversized.select("size", "highest_degree_ids"), join(tmp, "oversized"),
                        fmt, json_cols=["highest_degree_ids"])
             self.save(oversized, tmp, "oversized")
-        self.write_events(events.select("_p", F.col("a").alias("_p_original"),
-                                        F.col("name").alias("_n"), F.col("t").alias("_t"),
-                                        "frag"), join(tmp, "events"), fmt)
-        self.save(events, tmp, "events")
-        self.save(props, tmp, "props")
-        self.write(persons, join(tmp, "persons"), fmt, json_cols=["properties"])
-        self.save(persons, tmp, "persons")
 
     def write(self, df, path, fmt, json_cols=(), mode=None):
         """Writes `df` in `fmt`; `json_cols` hold JSON text, which JSON lines embed as JSON

@@ -580,6 +580,28 @@ class Incremental(unittest.TestCase):
         with self.assertRaises(job.Bad):
             run_job([data], os.path.join(self.tmp, "x"), *flags, "--previous", inc, "--no-state")
 
+    def test_appended_bytes_are_read_in_chunks_as_the_whole_would_be_split(self):
+        """`read_tail` reads a file's new bytes a chunk at a time: the same lines, numbered on
+        from the lines before, as splitting all of them at once — whatever the chunk size."""
+        rng = random.Random(4)
+        path = os.path.join(self.tmp, "tail.json")
+        chunk = job.TAIL_CHUNK
+        try:
+            for case in range(40):
+                data = bytes(rng.choice(b"ab\n\r") for _ in range(rng.randrange(0, 60)))
+                with open(path, "wb") as f:
+                    f.write(data)
+                start = rng.randrange(0, len(data) + 1)
+                pieces = data[start:].split(b"\n")
+                if pieces[-1] == b"":
+                    pieces.pop()
+                want = [(7, 10 + k + 1, x) for k, x in enumerate(pieces)]
+                job.TAIL_CHUNK = rng.randrange(1, 9)
+                self.assertEqual(list(job.read_tail((7, "file:" + path, start, len(data), 10))),
+                                 want, (case, data, start))
+        finally:
+            job.TAIL_CHUNK = chunk
+
     def rows(self, out, table):
         import pyarrow.parquet as pq
 
