@@ -381,6 +381,83 @@ fn verify_reports_damaged_packed_records() {
     );
 }
 
+/// `verify` reads every event — packed in blocks (read where they lie) and under `v` keys —
+/// and reports damage to them: an event of a node no ID holds, an event value that does not
+/// decode, a block that cannot be read.
+#[test]
+fn verify_reports_damaged_events() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path()).unwrap();
+        let mut ops: Vec<Op> = (0..40)
+            .map(|i| {
+                let mut props = Properties::new();
+                props.insert("n", i).unwrap();
+                Op::record(id(&format!("e-{}", i % 5)), "Viewed", props, i)
+            })
+            .collect();
+        s.bulk_apply(&mut ops, idgraph::BulkOptions::default())
+            .unwrap();
+        // One more, not packed: a `v` key.
+        s.apply(Op::record(id("e-1"), "Later", Properties::new(), 99))
+            .unwrap();
+        let rep = s.verify().unwrap();
+        assert!(rep.is_ok(), "{:?}", rep.problems);
+        assert_eq!(rep.events, 41);
+        s.flush().unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let (loose, block) = {
+        let db = sled::open(dir.path()).unwrap();
+        let loose = db.scan_prefix(b"v").next().unwrap().unwrap();
+        let block = db.scan_prefix(b"b").next().unwrap().unwrap();
+        (
+            (loose.0.to_vec(), loose.1.to_vec()),
+            (block.0.to_vec(), block.1.to_vec()),
+        )
+    };
+    let problems = |writes: &[(Vec<u8>, Vec<u8>)]| {
+        {
+            let db = sled::open(dir.path()).unwrap();
+            for (k, v) in writes {
+                db.insert(k, v.clone()).unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let rep = s.verify().unwrap();
+        drop(s);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        rep
+    };
+    // The same event on node 4,000, which no ID holds (key: `v`, node u64 BE, ...).
+    let mut orphan = loose.0.clone();
+    orphan[1..9].copy_from_slice(&4000u64.to_be_bytes());
+    let rep = problems(&[(orphan.clone(), loose.1.clone())]);
+    assert!(
+        rep.problems
+            .iter()
+            .any(|p| p.contains("belongs to no known ID: node 4000")),
+        "{:?}",
+        rep.problems
+    );
+    // A value that does not decode, under the loose key.
+    let rep = problems(&[(loose.0.clone(), vec![0xff; 3])]);
+    assert!(rep.problem_count >= 2, "{:?}", rep.problems);
+    // The block cut short: it cannot be read.
+    let cut = block.1[..block.1.len() - 3].to_vec();
+    let rep = problems(&[(block.0.clone(), cut), (loose.0.clone(), loose.1.clone())]);
+    assert!(!rep.is_ok(), "a cut block went unnoticed");
+    // Repaired: only the orphan is left, once, and the kept count that misses it.
+    let rep = problems(&[(block.0.clone(), block.1.clone())]);
+    assert_eq!(rep.problem_count, 2, "{:?}", rep.problems);
+    assert!(
+        rep.problems[1].contains("the store holds 42"),
+        "{:?}",
+        rep.problems
+    );
+}
+
 /// Gives half of its ops, then fails (a file that vanished while it was read, a disk that
 /// failed).
 struct FailsHalfway(Vec<Op>);

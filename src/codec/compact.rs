@@ -140,8 +140,17 @@ fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
 /// Reads a compact block: its string table, then its entries.
 struct Reader<'a> {
     rest: &'a [u8],
-    /// The strings, checked for UTF-8 when used (a lookup uses few of them).
-    table: Vec<&'a [u8]>,
+    /// The strings, each checked for UTF-8 when first used (a lookup uses few of them; a scan
+    /// uses each many times and checks it once).
+    table: Vec<TableStr<'a>>,
+}
+
+/// A string of a block's table: its bytes until first used, then the string they were found to
+/// be.
+#[derive(Clone, Copy)]
+enum TableStr<'a> {
+    Unchecked(&'a [u8]),
+    Checked(&'a str),
 }
 
 impl<'a> Reader<'a> {
@@ -163,7 +172,7 @@ impl<'a> Reader<'a> {
         for _ in 0..n {
             let len = r.varint()?;
             let s = r.take(len)?;
-            r.table.push(s);
+            r.table.push(TableStr::Unchecked(s));
         }
         Ok(r)
     }
@@ -192,12 +201,19 @@ impl<'a> Reader<'a> {
         self.index(i)
     }
 
-    fn index(&self, i: u64) -> Result<&'a str> {
-        usize::try_from(i)
+    fn index(&mut self, i: u64) -> Result<&'a str> {
+        let slot = usize::try_from(i)
             .ok()
-            .and_then(|i| self.table.get(i).copied())
-            .ok_or_else(|| corrupt("a string index is out of range"))
-            .and_then(|s| std::str::from_utf8(s).map_err(|_| corrupt("a string is not UTF-8")))
+            .and_then(|i| self.table.get_mut(i))
+            .ok_or_else(|| corrupt("a string index is out of range"))?;
+        match *slot {
+            TableStr::Checked(s) => Ok(s),
+            TableStr::Unchecked(b) => {
+                let s = std::str::from_utf8(b).map_err(|_| corrupt("a string is not UTF-8"))?;
+                *slot = TableStr::Checked(s);
+                Ok(s)
+            }
+        }
     }
 
     /// A count of items that take at least one byte each.
@@ -307,6 +323,22 @@ impl EventHead<'_> {
             Some(l) => Cow::Borrowed(l),
             None if self.name.is_ascii() => Cow::Owned(self.name.to_ascii_lowercase()),
             None => Cow::Owned(self.name.to_lowercase()),
+        }
+    }
+
+    /// Writes the event's full key (`prefix`, node, time, lower-cased name) into `out`,
+    /// replacing what it held.
+    pub fn key_into(&self, prefix: u8, out: &mut Vec<u8>) {
+        out.clear();
+        out.push(prefix);
+        out.extend_from_slice(&self.node.as_u64().to_be_bytes());
+        out.extend_from_slice(&super::time_bytes(self.time));
+        match self.odd_lower {
+            Some(l) => out.extend_from_slice(l.as_bytes()),
+            None if self.name.is_ascii() => {
+                out.extend(self.name.bytes().map(|b| b.to_ascii_lowercase()))
+            }
+            None => out.extend_from_slice(self.name.to_lowercase().as_bytes()),
         }
     }
 
@@ -634,6 +666,18 @@ pub fn ids_heads(compact: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) 
         let e = entry?.1.expect("wanted");
         e.plain(&mut rec)?;
         f(e.id, &rec)?;
+    }
+    Ok(())
+}
+
+/// Calls `f` with each entry of a compact block of ID records as (ID, the record), decoded in
+/// place (no plain bytes in between: what `verify` reads).
+pub fn ids_records(compact: &[u8], mut f: impl FnMut(&[u8], IdRecord) -> Result<()>) -> Result<()> {
+    let mut rd = IdsReader::new(compact)?;
+    while let Some(entry) = rd.next(Want::All) {
+        let e = entry?.1.expect("wanted");
+        let id = e.id;
+        f(id, e.record()?)?;
     }
     Ok(())
 }

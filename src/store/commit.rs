@@ -19,8 +19,9 @@ const REDO_BATCH_MAX_BYTES: usize = 4 << 20;
 impl Store {
     /// Writes `writes`, the planned writes of a batch of `ops` ops, under the writer lock.
     /// Returns how many of its events replace a stored one (same ID, name and second), counted
-    /// only while the data counts are kept.
-    pub(super) fn commit(&self, writes: Writes, ops: usize) -> Result<u64> {
+    /// only while the data counts are kept; `None` when a lookup failed once all was written
+    /// (the counts are then unknown: `stats` counts again).
+    pub(super) fn commit(&self, writes: Writes, ops: usize) -> Result<Option<u64>> {
         // Planned events that replace a stored one (same ID, name and second) add nothing to
         // the count of events: a plain insert says so itself; for several keys, when the
         // counts are kept, one read per event key before the write.
@@ -39,8 +40,19 @@ impl Store {
             .next_back()
             .map(|(k, _)| codec::key_node(k).map(|n| n.as_u64() + 1))
             .transpose()?;
-        if counting && writes.len() > 1 {
-            for k in writes.keys().filter(|k| k.first() == Some(&codec::EVENT)) {
+        let event = |k: &[u8]| k.first() == Some(&codec::EVENT);
+        // Counted after the write, from what each insert replaced, through a redo record; a
+        // sled batch tells nothing of the values it replaced: looked up before it.
+        let bytes: usize = writes.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let redo = writes.len() > 1
+            && bytes
+                <= if ops == 1 {
+                    REDO_MAX_BYTES
+                } else {
+                    REDO_BATCH_MAX_BYTES
+                };
+        if counting && writes.len() > 1 && !redo {
+            for k in writes.keys().filter(|k| event(k)) {
                 replaced += u64::from(self.db.contains_key(k)? || packed(k)?);
             }
         }
@@ -64,18 +76,30 @@ impl Store {
             } else if let Some(k) = key {
                 replaced += u64::from(events::packed_contains(&self.db, &k)?);
             }
-        } else if !writes.is_empty()
-            && writes.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-                <= if ops == 1 {
-                    REDO_MAX_BYTES
-                } else {
-                    REDO_BATCH_MAX_BYTES
-                }
-        {
-            recovery::write_redo(
+        } else if redo {
+            // Events that replaced no `v` key may replace a packed copy: only below the blocks'
+            // last node, looked up once the write is done (the batch's own blocks hold new
+            // nodes only, past `upto`).
+            let mut fresh = Vec::new();
+            recovery::write_redo_telling(
                 self,
                 writes.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+                &mut |k, old| {
+                    if !counting || !event(k) {
+                    } else if old {
+                        replaced += 1;
+                    } else if codec::key_node(k).is_ok_and(|n| n.as_u64() < upto) {
+                        fresh.push(k.to_vec());
+                    }
+                },
             )?;
+            for k in fresh {
+                match events::packed_contains(&self.db, &k) {
+                    Ok(found) => replaced += u64::from(found),
+                    // Written, not counted: the data counts are unknown from here on.
+                    Err(_) => return Ok(None),
+                }
+            }
         } else if !writes.is_empty() {
             self.preserve(writes.keys())?;
             let mut batch = sled::Batch::default();
@@ -88,6 +112,6 @@ impl Store {
             self.packed_upto
                 .fetch_max(upto, std::sync::atomic::Ordering::Relaxed);
         }
-        Ok(replaced)
+        Ok(Some(replaced))
     }
 }

@@ -2,7 +2,6 @@
 //! kept by the writers (or counted by a scan), and what the guardrails left out.
 
 use super::{Store, codec, events, index, plan, records};
-use crate::codec::IdRecord;
 use crate::error::Result;
 
 /// Counts that describe a store; see [`Store::stats`].
@@ -148,9 +147,9 @@ impl Store {
             events: events::count(&self.db)?,
             ..Default::default()
         };
-        records::scan_id_records(&self.db, |_, v, at| {
+        records::scan_decoded_records(&self.db, |_, rec, at| {
             if !matches!(at, records::RecordAt::Shadowed(_)) {
-                let n = IdRecord::decode(v)?.props.0.len();
+                let n = rec?.props.0.len();
                 c.properties += n as u64;
                 c.at_limit += u64::from(n >= self.policy.limits.max_properties_per_id);
             }

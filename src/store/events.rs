@@ -18,6 +18,9 @@ pub(crate) type Entry = (Vec<u8>, Vec<u8>);
 /// A callback over stored events (full key, value).
 type EventFn<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
 
+/// What [`for_each_key`] calls with each event: its key, and whether its value decodes.
+type KeyFn<'a> = dyn FnMut(&[u8], Result<()>) -> Result<()> + 'a;
+
 /// The end of the block keys' range.
 const BLOCKS_END: [u8; 1] = [codec::EVENT_BLOCK + 1];
 
@@ -36,6 +39,14 @@ fn block_for(db: &sled::Db, node: Node) -> Result<Option<(sled::IVec, sled::IVec
         Some((k, v)) => Ok(Some((k, plain(v)?))),
         None => Ok(None),
     }
+}
+
+/// A stored block in its compact layout (a plain block of a format-5 store compacted).
+fn as_compact(stored: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
+    Ok(match stored.first() {
+        Some(&compact::MARK) => std::borrow::Cow::Borrowed(stored),
+        _ => std::borrow::Cow::Owned(compact::events(stored)?),
+    })
 }
 
 /// A stored block in its plain layout (compact blocks expanded: [`compact`]).
@@ -92,10 +103,7 @@ pub(crate) fn for_nodes(
         while j < nodes.len() && nodes[j] <= last && nodes[j] > nodes[j - 1] {
             j += 1;
         }
-        let bytes = match stored.first() {
-            Some(&compact::MARK) => std::borrow::Cow::Borrowed(&stored[..]),
-            _ => std::borrow::Cow::Owned(compact::events(&stored)?),
-        };
+        let bytes = as_compact(&stored)?;
         let mut rd = compact::EventsReader::new(&bytes)?;
         let mut pending = rd.next_head().transpose()?;
         for (k, &node) in nodes.iter().enumerate().take(j).skip(i) {
@@ -211,10 +219,32 @@ pub(crate) fn pack_new(writes: &mut super::Writes, base: Node) -> Result<()> {
     Ok(())
 }
 
-/// Whether a block holds an event under `key` (a full `v` key).
+/// Whether a block holds an event under `key` (a full `v` key). Reads the block in place,
+/// up to the node's entries.
 pub(crate) fn packed_contains(db: &sled::Db, key: &[u8]) -> Result<bool> {
     let node = codec::key_node(key)?;
-    Ok(packed_of(db, node)?.iter().any(|(k, _)| k == key))
+    let from = codec::event_block_key(node);
+    let Some((_, stored)) = db.range(&from[..]..&BLOCKS_END[..]).next().transpose()? else {
+        return Ok(false);
+    };
+    let bytes = as_compact(&stored)?;
+    let mut rd = compact::EventsReader::new(&bytes)?;
+    let mut k = Vec::with_capacity(key.len());
+    while let Some(head) = rd.next_head() {
+        let head = head?;
+        match head.node.cmp(&node) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => {
+                head.key_into(codec::EVENT, &mut k);
+                if k == key {
+                    return Ok(true);
+                }
+            }
+            std::cmp::Ordering::Greater => return Ok(false),
+        }
+        rd.skip_properties()?;
+    }
+    Ok(false)
 }
 
 /// Calls `f` with every event (full key, value), in key order: blocks and `v` keys merged.
@@ -224,34 +254,7 @@ pub(crate) fn for_each(
     mut block: impl FnMut(&[u8], &[Node]),
     mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
 ) -> Result<()> {
-    let mut loose = db.scan_prefix([codec::EVENT]).peekable();
-    let mut next_loose = |upto: Option<&[u8]>, f: &mut EventFn| -> Result<bool> {
-        // Emits the `v` keys before `upto` (all when `None`); true when one equals it.
-        loop {
-            let Some(peek) = loose.peek() else {
-                return Ok(false);
-            };
-            let k = match peek {
-                Ok((k, _)) => k,
-                Err(_) => {
-                    loose.next().expect("peeked")?;
-                    unreachable!("an error was returned above");
-                }
-            };
-            match upto.map(|u| k[..].cmp(u)) {
-                Some(std::cmp::Ordering::Greater) => return Ok(false),
-                Some(std::cmp::Ordering::Equal) => {
-                    let (k, v) = loose.next().expect("peeked")?;
-                    f(&k, &v)?;
-                    return Ok(true);
-                }
-                _ => {
-                    let (k, v) = loose.next().expect("peeked")?;
-                    f(&k, &v)?;
-                }
-            }
-        }
-    };
+    let mut loose = Loose(db.scan_prefix([codec::EVENT]).peekable());
     let mut nodes = Vec::new();
     for kv in db.scan_prefix([codec::EVENT_BLOCK]) {
         let (bk, bv) = kv?;
@@ -265,19 +268,90 @@ pub(crate) fn for_each(
         }
         block(&bk, &nodes);
         for (k, v) in entries {
-            if !next_loose(Some(&k), &mut f)? {
+            if !loose.upto(Some(&k), &mut f)? {
                 f(&k, v)?;
             }
         }
     }
-    next_loose(None, &mut f)?;
+    loose.upto(None, &mut f)?;
+    Ok(())
+}
+
+/// The `v` keys of a scan of every event, emitted in key order between the entries of blocks.
+struct Loose(std::iter::Peekable<sled::Iter>);
+
+impl Loose {
+    /// Emits the `v` keys before `upto` (all when `None`); true when one equals it (a `v` key
+    /// replaces the block's entry of the same key).
+    fn upto(&mut self, upto: Option<&[u8]>, f: &mut EventFn) -> Result<bool> {
+        while let Some(peek) = self.0.peek() {
+            let order = match peek {
+                Ok((k, _)) => upto.map(|u| k[..].cmp(u)),
+                Err(_) => None,
+            };
+            if order == Some(std::cmp::Ordering::Greater) {
+                return Ok(false);
+            }
+            let (k, v) = self.0.next().expect("peeked")?;
+            f(&k, &v)?;
+            if order == Some(std::cmp::Ordering::Equal) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Calls `f` with every event's full key, in key order (blocks and `v` keys merged, each event
+/// once), and whether its value decodes. Unlike [`for_each`], blocks are read in place: a
+/// block's entries are checked where they lie, not expanded to plain values and decoded again
+/// (what `verify` and the counts read). `block` is told each block's key and its entries'
+/// nodes before its entries. A block that cannot be read is an error (`Corrupt`).
+pub(crate) fn for_each_key(
+    db: &sled::Db,
+    mut block: impl FnMut(&[u8], &[Node]),
+    mut f: impl FnMut(&[u8], Result<()>) -> Result<()>,
+) -> Result<()> {
+    let mut loose = Loose(db.scan_prefix([codec::EVENT]).peekable());
+    // A `v` key's value is decoded to be checked.
+    let mut loose = move |upto: Option<&[u8]>, f: &mut KeyFn| {
+        loose.upto(upto, &mut |k, v| f(k, codec::decode_event(v).map(drop)))
+    };
+    let (mut nodes, mut keys, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+    let mut key = Vec::new();
+    for kv in db.scan_prefix([codec::EVENT_BLOCK]) {
+        let (bk, stored) = kv?;
+        let bytes = as_compact(&stored)?;
+        nodes.clear();
+        keys.clear();
+        ends.clear();
+        let mut rd = compact::EventsReader::new(&bytes)?;
+        while let Some(head) = rd.next_head() {
+            let head = head?;
+            nodes.push(head.node);
+            head.key_into(codec::EVENT, &mut key);
+            keys.extend_from_slice(&key);
+            ends.push(keys.len());
+            rd.skip_properties()?;
+        }
+        block(&bk, &nodes);
+        let mut from = 0;
+        for &end in &ends {
+            let k = &keys[from..end];
+            from = end;
+            if !loose(Some(k), &mut f)? {
+                f(k, Ok(()))?;
+            }
+        }
+    }
+    loose(None, &mut f)?;
     Ok(())
 }
 
 /// The number of events (packed or not, each counted once).
 pub(crate) fn count(db: &sled::Db) -> Result<u64> {
     let mut n = 0;
-    for_each(
+    for_each_key(
         db,
         |_, _| {},
         |_, _| {

@@ -277,11 +277,19 @@ impl Store {
         drop(graph);
         let replaced = self.commit(writes, ops.len())?;
         self.graph_mut()?.commit(delta);
-        if let Some(c) = &mut *self.counts.data.lock() {
-            c.events += added.events - replaced;
-            c.properties += added.properties;
-            c.at_limit += added.at_limit;
+        let mut counts = self.counts.data.lock();
+        match (&mut *counts, replaced) {
+            (Some(c), Some(replaced)) => {
+                c.events += added.events - replaced;
+                c.properties += added.properties;
+                c.at_limit += added.at_limit;
+            }
+            // Not known: counted by a scan when asked (the saved counts were removed by the
+            // handle's first write).
+            (counts, None) => *counts = None,
+            (None, Some(_)) => {}
         }
+        drop(counts);
         Ok(out)
     }
 

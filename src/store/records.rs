@@ -18,7 +18,7 @@ use crate::graph::Graph;
 use crate::op::Timestamp;
 use crate::store::ExportedEvent;
 
-/// Where [`scan_id_records`] found an ID record.
+/// Where [`scan_id_records_with`] found an ID record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum RecordAt {
     /// Under the ID's own `i` key.
@@ -30,21 +30,58 @@ pub(crate) enum RecordAt {
     Shadowed(Node),
 }
 
-/// Calls `f` with every stored ID record: the IDs' own keys, then the blocks of packed records
-/// in node order (an entry whose node also has an own key is [`RecordAt::Shadowed`]).
-pub(crate) fn scan_id_records(
-    db: &sled::Db,
-    f: impl FnMut(&str, &[u8], RecordAt) -> Result<()>,
-) -> Result<()> {
-    scan_id_records_with(db, false, f)
-}
-
-/// [`scan_id_records`]; with `heads_only`, the records of compact blocks come without their
-/// properties (loading the graph reads only the heads).
+/// Calls `f` with every stored ID record in its plain encoding: the IDs' own keys, then the
+/// blocks of packed records in node order (an entry whose node also has an own key is
+/// [`RecordAt::Shadowed`]). With `heads_only`, the records of compact blocks come without
+/// their properties (loading the graph reads only the heads).
 pub(crate) fn scan_id_records_with(
     db: &sled::Db,
     heads_only: bool,
     mut f: impl FnMut(&str, &[u8], RecordAt) -> Result<()>,
+) -> Result<()> {
+    let read = if heads_only { Read::Heads } else { Read::Plain };
+    scan(db, read, |id, rec, at| match rec {
+        Rec::Plain(v) => f(id, v, at),
+        Rec::Decoded(_) => unreachable!("decoded records are not asked for"),
+    })
+}
+
+/// [`scan_id_records_with`] with each record decoded (or why it does not decode): the entries of
+/// compact blocks are decoded where they lie, not expanded to their plain encoding first.
+pub(crate) fn scan_decoded_records(
+    db: &sled::Db,
+    mut f: impl FnMut(&str, Result<IdRecord>, RecordAt) -> Result<()>,
+) -> Result<()> {
+    scan(db, Read::Decoded, |id, rec, at| match rec {
+        Rec::Plain(v) => f(id, IdRecord::decode(v), at),
+        Rec::Decoded(r) => f(id, Ok(r), at),
+    })
+}
+
+/// What [`scan`] hands over of the entries of compact blocks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Their plain encoding.
+    Plain,
+    /// Their plain encoding without properties.
+    Heads,
+    /// Decoded.
+    Decoded,
+}
+
+/// What [`scan`] calls with each entry of a block: its ID, node and record.
+type EntryFn<'a> = dyn FnMut(&[u8], Node, Rec<'_>) -> Result<()> + 'a;
+
+/// A record as [`scan`] hands it over.
+enum Rec<'a> {
+    Plain(&'a [u8]),
+    Decoded(IdRecord),
+}
+
+fn scan(
+    db: &sled::Db,
+    read: Read,
+    mut f: impl FnMut(&str, Rec<'_>, RecordAt) -> Result<()>,
 ) -> Result<()> {
     let mut own: Vec<u64> = Vec::new(); // a bit per node
     let not_utf8 = || Error::Corrupt("a stored ID is not UTF-8".into());
@@ -56,15 +93,15 @@ pub(crate) fn scan_id_records_with(
             own.resize(node / 64 + 1, 0);
         }
         own[node / 64] |= 1 << (node % 64);
-        f(id, &v, RecordAt::Own)?;
+        f(id, Rec::Plain(&v), RecordAt::Own)?;
     }
     for kv in db.scan_prefix([codec::PACKED]) {
         let (k, v) = kv?;
         let block = codec::key_node(&k)?;
-        let mut entry = |id: &[u8], rec: &[u8]| -> Result<()> {
+        let mut entry = |id: &[u8], node: Node, rec: Rec<'_>| -> Result<()> {
             let id = std::str::from_utf8(id)
                 .map_err(|_| Error::Corrupt("a packed ID is not UTF-8".into()))?;
-            let node = codec::record_node(rec)?.slot();
+            let node = node.slot();
             let shadowed = own
                 .get(node / 64)
                 .is_some_and(|w| w & (1 << (node % 64)) != 0);
@@ -75,12 +112,21 @@ pub(crate) fn scan_id_records_with(
             };
             f(id, rec, at)
         };
-        if heads_only && v.first() == Some(&compact::MARK) {
-            compact::ids_heads(&v, &mut entry)?;
-            continue;
-        }
-        for (id, rec) in codec::packed_entries(&plain(v)?)? {
-            entry(id.as_bytes(), rec)?;
+        let plain_entry = |entry: &mut EntryFn, id: &[u8], rec: &[u8]| -> Result<()> {
+            entry(id, codec::record_node(rec)?, Rec::Plain(rec))
+        };
+        match (read, v.first() == Some(&compact::MARK)) {
+            (Read::Heads, true) => {
+                compact::ids_heads(&v, |id, rec| plain_entry(&mut entry, id, rec))?;
+            }
+            (Read::Decoded, true) => {
+                compact::ids_records(&v, |id, rec| entry(id, rec.node, Rec::Decoded(rec)))?;
+            }
+            _ => {
+                for (id, rec) in codec::packed_entries(&plain(v)?)? {
+                    plain_entry(&mut entry, id.as_bytes(), rec)?;
+                }
+            }
         }
     }
     Ok(())

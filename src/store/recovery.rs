@@ -175,7 +175,7 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
 /// An op interrupted by a crash between its redo record and its writes: finish it.
 fn finish_redo(db: &sled::Db) -> Result<()> {
     if let Some(v) = db.get(codec::INTENT_KEY)? {
-        replay(db, codec::decode_intent(&v)?, false)?;
+        replay(db, codec::decode_intent(&v)?, false, &mut |_, _| {})?;
         db.flush()?;
     }
     Ok(())
@@ -183,14 +183,26 @@ fn finish_redo(db: &sled::Db) -> Result<()> {
 
 /// Writes (or removes) each key of a redo record in order, then removes the record. `faults`:
 /// honour the crash-test hook (the first run of an op, not its recovery).
-fn replay(db: &sled::Db, writes: Vec<codec::RedoEntry>, faults: bool) -> Result<()> {
+/// Writes `writes` in order and removes the redo record; `inserted` is told each inserted key
+/// and whether it replaced a value.
+fn replay(
+    db: &sled::Db,
+    writes: Vec<codec::RedoEntry>,
+    faults: bool,
+    inserted: &mut dyn FnMut(&[u8], bool),
+) -> Result<()> {
     for (i, (k, v)) in writes.into_iter().enumerate() {
         if faults {
             fault_point(db, i)?;
         }
         match v {
-            Some(v) => db.insert(k, v)?,
-            None => db.remove(k)?,
+            Some(v) => {
+                let old = db.insert(&k, v)?;
+                inserted(&k, old.is_some());
+            }
+            None => {
+                db.remove(k)?;
+            }
         };
     }
     db.remove(codec::INTENT_KEY)?;
@@ -237,10 +249,19 @@ pub(crate) fn load_graph(db: &sled::Db) -> Result<Graph> {
 /// [`Error::Storage`] when the redo record cannot be written (nothing changed);
 /// [`Error::Interrupted`] when a later write fails: the handle then refuses writes.
 pub(crate) fn write_redo(store: &Store, writes: Vec<codec::RedoEntry>) -> Result<()> {
+    write_redo_telling(store, writes, &mut |_, _| {})
+}
+
+/// [`write_redo`], telling `inserted` each inserted key and whether it replaced a value.
+pub(crate) fn write_redo_telling(
+    store: &Store,
+    writes: Vec<codec::RedoEntry>,
+    inserted: &mut dyn FnMut(&[u8], bool),
+) -> Result<()> {
     let db = &store.db;
     store.preserve(writes.iter().map(|(k, _)| k))?;
     db.insert(codec::INTENT_KEY, codec::encode_intent(&writes))?;
-    replay(db, writes, true).map_err(|e| {
+    replay(db, writes, true, inserted).map_err(|e| {
         // Part of the op is in sled, none of it in memory: writing on could reuse nodes.
         // Refuse further writes; reopening finishes the op from its record.
         store.poisoned.store(true, Ordering::SeqCst);

@@ -5,8 +5,9 @@
 use crate::store::Store;
 use crate::store::lifecycle::GraphSource;
 use rustc_hash::FxHashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::codec::{self, IdRecord, StoredEdge, StoredRefusal};
+use crate::codec::{self, StoredEdge, StoredRefusal};
 use crate::error::{Error, Result};
 use crate::forest::{self, Node};
 use crate::graph::{Graph, pair};
@@ -89,6 +90,14 @@ impl<'a> Tick<'a> {
         (self.f)(self.at);
     }
 
+    /// Tells that `done` items of the stage are checked (a stage counted elsewhere).
+    pub(crate) fn reach(&mut self, done: u64) {
+        if done != self.at.done {
+            self.at.done = done;
+            (self.f)(self.at);
+        }
+    }
+
     pub(crate) fn step(&mut self) {
         self.at.done += 1;
         if self.at.done.is_multiple_of(65_536) {
@@ -102,8 +111,8 @@ impl<'a> Tick<'a> {
     }
 }
 
-/// Checks the store in `db` against the graph `g` loaded from it. The caller holds the writer
-/// lock, so nothing changes while it looks.
+/// Checks the ID records and alias links in `db` against the graph `g` loaded from it (events:
+/// [`Events::scan`]). The caller holds the writer lock, so nothing changes while it looks.
 pub(crate) fn verify(db: &sled::Db, g: &Graph, tick: &mut Tick) -> Result<VerifyReport> {
     let mut rep = VerifyReport::default();
     format_marker(db, &mut rep)?;
@@ -113,8 +122,6 @@ pub(crate) fn verify(db: &sled::Db, g: &Graph, tick: &mut Tick) -> Result<Verify
     tick.stage("alias links", g.edges().len() as u64);
     alias_log(db, g, &root_of, &mut disk_edges, &mut rep, tick)?;
     adjacency(g, &mut rep);
-    tick.stage("events", 0);
-    events_and_refusals(db, g, &mut rep, tick)?;
     Ok(rep)
 }
 
@@ -143,12 +150,12 @@ fn id_records(
     let mut seen = vec![false; g.len()];
     let mut disk_edges: Vec<(u64, StoredEdge)> = Vec::new();
     let mut last_packed: Option<(Node, Node)> = None; // (block, node of the last entry)
-    let scanned = records::scan_id_records(db, |id, v, at| {
+    let scanned = records::scan_decoded_records(db, |id, rec, at| {
         // The progress counts IDs (its total), not the stale copies that own keys replace.
         if !matches!(at, RecordAt::Shadowed(_)) {
             tick.step();
         }
-        let mut rec = match IdRecord::decode(v) {
+        let mut rec = match rec {
             Ok(r) => r,
             Err(e) => {
                 rep.problem(format!("ID {id:?}: {e}"));
@@ -190,7 +197,12 @@ fn id_records(
         if crate::id::check_id(id).is_err() {
             rep.problem(format!("stored ID {id:?} is not a valid ID"));
         }
-        match g.lookup(id) {
+        // Looked up by node, not by ID: records come in node order, so this reads the graph
+        // in order (a lookup by ID is a random read per ID). Every live node is seen once
+        // (counted below), so the match is one to one either way.
+        let n = rec.node;
+        let known = n.slot() < g.len() && g.is_live(n) && g.ident(n) == id;
+        match known.then_some(n).or_else(|| g.lookup(id)) {
             Some(n) if n == rec.node => {
                 if std::mem::replace(&mut seen[n.slot()], true) {
                     rep.problem(format!("node {n} has two ID records"));
@@ -393,85 +405,115 @@ fn adjacency(g: &Graph, rep: &mut VerifyReport) {
     }
 }
 
-/// Invariant 5: events belong to known IDs and decode; refusal records and the records of
-/// imported files decode.
-fn events_and_refusals(
-    db: &sled::Db,
-    g: &Graph,
-    rep: &mut VerifyReport,
-    tick: &mut Tick,
-) -> Result<()> {
-    // Blocks of packed events: disjoint node ranges, each block's nodes after the previous
-    // block's last and up to its own key's, in order.
-    let mut prev: Option<Node> = None;
-    let mut block_problems = Vec::new();
-    let mut events = 0u64;
-    let mut bad_events = Vec::new();
-    let mut last_key: Option<Vec<u8>> = None;
-    crate::store::events::for_each(
-        db,
-        |k, nodes| {
-            let Ok(last) = codec::key_node(k) else {
-                block_problems.push("a block of packed events has a bad key".to_string());
-                return;
-            };
-            let ordered = nodes.windows(2).all(|w| w[0] <= w[1]);
-            let inside = nodes
-                .iter()
-                .all(|&n| n <= last && prev.is_none_or(|p| n > p));
-            if !ordered || !inside || nodes.is_empty() {
-                block_problems.push(format!(
-                    "the block of packed events up to node {last} holds nodes out of its range \
-                     or out of order"
-                ));
-            }
-            prev = Some(last);
-        },
-        |k, v| {
-            tick.step();
-            events += 1;
-            if last_key.as_deref().is_some_and(|l| l >= k) {
-                bad_events.push("events out of key order (a block's entries)".to_string());
-            }
-            last_key = Some(k.to_vec());
-            match codec::key_node(k) {
-                Ok(n) if n.slot() < g.len() && g.is_live(n) => {}
-                Ok(n) => {
-                    bad_events.push(format!("a stored event belongs to no known ID: node {n}"))
+/// Invariant 5, read without the graph (so that it runs while the graph loads): events decode
+/// and are in key order, blocks of packed events hold disjoint node ranges in order; refusal
+/// records and the records of imported files decode. Whether the events' nodes are known IDs is
+/// checked against the graph afterwards ([`Events::check`]).
+struct Events {
+    /// Each node that holds events, ascending, with how many it holds.
+    nodes: Vec<(Node, u32)>,
+    events: u64,
+    problems: Vec<String>,
+}
+
+impl Events {
+    /// Reads every event, refusal and file record; `done` counts the events read so far.
+    fn scan(db: &sled::Db, done: &AtomicU64) -> Result<Events> {
+        let mut nodes: Vec<(Node, u32)> = Vec::new();
+        // Blocks of packed events: disjoint node ranges, each block's nodes after the previous
+        // block's last and up to its own key's, in order.
+        let mut prev: Option<Node> = None;
+        let mut block_problems = Vec::new();
+        let mut events = 0u64;
+        let mut bad_events = Vec::new();
+        let mut last_key: Vec<u8> = Vec::new();
+        crate::store::events::for_each_key(
+            db,
+            |k, block_nodes| {
+                let Ok(last) = codec::key_node(k) else {
+                    block_problems.push("a block of packed events has a bad key".to_string());
+                    return;
+                };
+                let ordered = block_nodes.windows(2).all(|w| w[0] <= w[1]);
+                let inside = block_nodes
+                    .iter()
+                    .all(|&n| n <= last && prev.is_none_or(|p| n > p));
+                if !ordered || !inside || block_nodes.is_empty() {
+                    block_problems.push(format!(
+                        "the block of packed events up to node {last} holds nodes out of its \
+                         range or out of order"
+                    ));
                 }
-                Err(e) => bad_events.push(format!("a stored event belongs to no known ID: {e}")),
+                prev = Some(last);
+            },
+            |k, decoded| {
+                events += 1;
+                if events.is_multiple_of(4096) {
+                    done.store(events, Ordering::Relaxed);
+                }
+                if events > 1 && last_key[..] >= *k {
+                    bad_events.push("events out of key order (a block's entries)".to_string());
+                }
+                last_key.clear();
+                last_key.extend_from_slice(k);
+                match codec::key_node(k) {
+                    Ok(n) => match nodes.last_mut() {
+                        Some((last, count)) if *last == n => *count = count.saturating_add(1),
+                        _ => nodes.push((n, 1)),
+                    },
+                    Err(e) => {
+                        bad_events.push(format!("a stored event belongs to no known ID: {e}"))
+                    }
+                }
+                if let Err(e) = decoded {
+                    bad_events.push(format!("{e}"));
+                }
+                Ok(())
+            },
+        )
+        .or_else(|e| match e {
+            Error::Corrupt(m) => {
+                block_problems.push(m);
+                Ok(())
             }
-            if let Err(e) = codec::decode_event(v) {
-                bad_events.push(format!("{e}"));
+            e => Err(e),
+        })?;
+        done.store(events, Ordering::Relaxed);
+        let mut problems: Vec<String> = block_problems.into_iter().chain(bad_events).collect();
+        for kv in db.scan_prefix([codec::REFUSAL]) {
+            let (_, v) = kv?;
+            if let Err(e) = codec::decode::<StoredRefusal>(&v, "a refusal") {
+                problems.push(format!("{e}"));
             }
-            Ok(())
-        },
-    )
-    .or_else(|e| match e {
-        Error::Corrupt(m) => {
-            block_problems.push(m);
-            Ok(())
         }
-        e => Err(e),
-    })?;
-    rep.events += events;
-    for p in block_problems.into_iter().chain(bad_events) {
-        rep.problem(p);
+        for kv in db.scan_prefix([codec::FILE]) {
+            let (k, v) = kv?;
+            if let Err(e) = codec::decode::<crate::FilePart>(&v, "an imported file's record") {
+                let path = String::from_utf8_lossy(&k[1..]);
+                problems.push(format!("{path}: {e}"));
+            }
+        }
+        Ok(Events {
+            nodes,
+            events,
+            problems,
+        })
     }
-    for kv in db.scan_prefix([codec::REFUSAL]) {
-        let (_, v) = kv?;
-        if let Err(e) = codec::decode::<StoredRefusal>(&v, "a refusal") {
-            rep.problem(format!("{e}"));
+
+    /// Reports what the scan found, and every event whose node is not a known ID of `g`.
+    fn check(self, g: &Graph, rep: &mut VerifyReport) {
+        rep.events += self.events;
+        for p in self.problems {
+            rep.problem(p);
+        }
+        for (n, count) in self.nodes {
+            if n.slot() >= g.len() || !g.is_live(n) {
+                for _ in 0..count {
+                    rep.problem(format!("a stored event belongs to no known ID: node {n}"));
+                }
+            }
         }
     }
-    for kv in db.scan_prefix([codec::FILE]) {
-        let (k, v) = kv?;
-        if let Err(e) = codec::decode::<crate::FilePart>(&v, "an imported file's record") {
-            let path = String::from_utf8_lossy(&k[1..]);
-            rep.problem(format!("{path}: {e}"));
-        }
-    }
-    Ok(())
 }
 
 impl Store {
@@ -495,41 +537,95 @@ impl Store {
     /// # Errors
     /// As [`verify`](Self::verify).
     pub fn verify_with(&self, progress: &mut dyn FnMut(VerifyProgress)) -> Result<VerifyReport> {
-        use std::sync::atomic::Ordering::SeqCst;
         let _w = self.writer.lock(); // a stable snapshot: no writes while we look
-        // Not loaded yet: rebuilt from the alias log, not from the index it is checked against.
-        self.load_graph_from(GraphSource::AliasLog)?;
-        let g = self.graph()?;
-        let mut tick = Tick::new(progress);
-        let mut rep = verify(&self.db, &g, &mut tick)?;
-        // The counts `stats` keeps, against what was just counted.
-        let kept = *self.counts.data.lock();
-        if let Some(c) = kept
-            && (c.events, c.properties) != (rep.events, rep.properties)
-        {
-            rep.problem(format!(
-                "the kept counts say {} events and {} property values, the store holds {} and {}",
-                c.events, c.properties, rep.events, rep.properties
-            ));
-        }
-        // The graph index, while it is current (this handle has not written): the same person
-        // for every ID as the graph rebuilt from the alias log.
-        if let Some(ix) = &self.ix.current
-            && !self.ix.unstamped.load(SeqCst)
-            && !self.ix.broken.load(SeqCst)
-        {
-            tick.stage("graph index", g.len() as u64);
-            let mut bad = false;
-            super::index::check(ix, &g, &mut || tick.step(), |p| {
-                bad = true;
-                rep.problem(format!("{p} (it is rewritten when the store is closed)"));
-            });
-            if bad {
-                self.ix.broken.store(true, SeqCst);
-                self.ix.due.store(true, SeqCst);
+        let read = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            // The events need no graph: read on a thread of their own while the graph loads
+            // and the rest is checked (each check runs on one core).
+            let events = std::thread::Builder::new()
+                .name("idgraph-verify-events".into())
+                .spawn_scoped(scope, || Events::scan(&self.db, &read))
+                .map_err(|e| Error::Internal(format!("starting a thread: {e}")))?;
+            // Not loaded yet: rebuilt from the alias log, not from the index it is checked
+            // against.
+            self.load_graph_from(GraphSource::AliasLog)?;
+            let g = self.graph()?;
+            let mut tick = Tick::new(progress);
+            let mut rep = self.verify_graph(&g, &mut tick)?;
+            tick.stage("events", 0);
+            let events = wait(events, &mut tick, &read)?;
+            events.check(&g, &mut rep);
+            // The counts `stats` keeps, against what was just counted.
+            let kept = *self.counts.data.lock();
+            if let Some(c) = kept
+                && (c.events, c.properties) != (rep.events, rep.properties)
+            {
+                rep.problem(format!(
+                    "the kept counts say {} events and {} property values, the store holds {} \
+                     and {}",
+                    c.events, c.properties, rep.events, rep.properties
+                ));
             }
-        }
-        tick.finish();
-        Ok(rep)
+            tick.finish();
+            Ok(rep)
+        })
     }
+
+    /// The ID records and alias links against `g`, and the graph index (while it is current:
+    /// this handle has not written) against `g`: the same person for every ID as the graph
+    /// rebuilt from the alias log. The index is checked on a thread of its own meanwhile.
+    fn verify_graph(&self, g: &Graph, tick: &mut Tick) -> Result<VerifyReport> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let checked = AtomicU64::new(0);
+        let current = self
+            .ix
+            .current
+            .as_ref()
+            .filter(|_| !self.ix.unstamped.load(SeqCst) && !self.ix.broken.load(SeqCst));
+        std::thread::scope(|scope| {
+            let index = current
+                .map(|ix| {
+                    let check = || {
+                        let mut problems = Vec::new();
+                        let mut step = || {
+                            checked.fetch_add(1, Ordering::Relaxed);
+                        };
+                        super::index::check(ix, g, &mut step, |p| problems.push(p));
+                        problems
+                    };
+                    std::thread::Builder::new()
+                        .name("idgraph-verify-index".into())
+                        .spawn_scoped(scope, check)
+                        .map_err(|e| Error::Internal(format!("starting a thread: {e}")))
+                })
+                .transpose()?;
+            let mut rep = verify(&self.db, g, tick)?;
+            if let Some(index) = index {
+                tick.stage("graph index", g.len() as u64);
+                let problems = wait(index, tick, &checked);
+                if !problems.is_empty() {
+                    self.ix.broken.store(true, SeqCst);
+                    self.ix.due.store(true, SeqCst);
+                }
+                for p in problems {
+                    rep.problem(format!("{p} (it is rewritten when the store is closed)"));
+                }
+            }
+            Ok(rep)
+        })
+    }
+}
+
+/// The result of a check running on `thread`, telling `tick` how far it has come (`done`)
+/// while it runs.
+fn wait<T>(thread: std::thread::ScopedJoinHandle<'_, T>, tick: &mut Tick, done: &AtomicU64) -> T {
+    while !thread.is_finished() {
+        tick.reach(done.load(Ordering::Relaxed));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    tick.reach(done.load(Ordering::Relaxed));
+    out
 }
