@@ -23,10 +23,11 @@ impl Store {
     /// (the counts are then unknown: `stats` counts again).
     pub(super) fn commit(&self, writes: Writes, ops: usize) -> Result<Option<u64>> {
         // Planned events that replace a stored one (same ID, name and second) add nothing to
-        // the count of events: a plain insert says so itself; for several keys, when the
-        // counts are kept, one read per event key before the write.
+        // the count of events: a plain insert says so itself, as do the inserts of a redo
+        // record's replay; a sled batch does not: one read per event key before it.
         let counting = self.counts.data.lock().is_some();
         let mut replaced = 0u64;
+        let mut unknown = false;
         // An event also replaces its packed copy (DESIGN.md, "Packed events"), looked up
         // only for a node that blocks may hold, and only when no `v` key was replaced.
         let upto = self.packed_upto.load(std::sync::atomic::Ordering::Relaxed);
@@ -74,7 +75,12 @@ impl Store {
             if event && old.is_some() {
                 replaced += 1;
             } else if let Some(k) = key {
-                replaced += u64::from(events::packed_contains(&self.db, &k)?);
+                // After the write: a failed lookup leaves the counts unknown, not the write
+                // failed.
+                match events::packed_contains(&self.db, &k) {
+                    Ok(found) => replaced += u64::from(found),
+                    Err(_) => unknown = true,
+                }
             }
         } else if redo {
             // Events that replaced no `v` key may replace a packed copy: only below the blocks'
@@ -96,8 +102,12 @@ impl Store {
             for k in fresh {
                 match events::packed_contains(&self.db, &k) {
                     Ok(found) => replaced += u64::from(found),
-                    // Written, not counted: the data counts are unknown from here on.
-                    Err(_) => return Ok(None),
+                    // Written, not counted: the data counts are unknown from here on (and
+                    // the batch goes on: its blocks must still be made visible below).
+                    Err(_) => {
+                        unknown = true;
+                        break;
+                    }
                 }
             }
         } else if !writes.is_empty() {
@@ -112,6 +122,6 @@ impl Store {
             self.packed_upto
                 .fetch_max(upto, std::sync::atomic::Ordering::Relaxed);
         }
-        Ok(Some(replaced))
+        Ok((!unknown).then_some(replaced))
     }
 }
