@@ -15,12 +15,6 @@ use crate::op::{Properties, Timestamp};
 /// One event as stored: its full key (`v` + node, time, lower-cased name) and its value.
 pub(crate) type Entry = (Vec<u8>, Vec<u8>);
 
-/// A callback over stored events (full key, value).
-type EventFn<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
-
-/// What [`for_each_key`] calls with each event: its key, and whether its value decodes.
-type KeyFn<'a> = dyn FnMut(&[u8], Result<()>) -> Result<()> + 'a;
-
 /// The end of the block keys' range.
 const BLOCKS_END: [u8; 1] = [codec::EVENT_BLOCK + 1];
 
@@ -247,44 +241,25 @@ pub(crate) fn packed_contains(db: &sled::Db, key: &[u8]) -> Result<bool> {
     Ok(false)
 }
 
-/// Calls `f` with every event (full key, value), in key order: blocks and `v` keys merged.
-/// `block` is told each block's key and its entries' nodes (for `verify`).
-pub(crate) fn for_each(
+/// Calls `f` with every event's full key and what `entry` reads of it, in key order: blocks
+/// and `v` keys merged, each event once (a `v` key replaces the block's entry of the same
+/// key). Blocks are read in place: `entry` is given each block entry's head and the reader
+/// positioned at its properties (which it must read or skip), or a `v` key's value. `block` is
+/// told each block's key and its entries' nodes before its entries. A block that cannot be
+/// read is an error (`Corrupt`).
+fn merged<T>(
     db: &sled::Db,
     mut block: impl FnMut(&[u8], &[Node]),
-    mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    mut entry: impl FnMut(Stored<'_, '_, '_>) -> Result<T>,
+    mut f: impl FnMut(&[u8], T) -> Result<()>,
 ) -> Result<()> {
-    let mut loose = Loose(db.scan_prefix([codec::EVENT]).peekable());
-    let mut nodes = Vec::new();
-    for kv in db.scan_prefix([codec::EVENT_BLOCK]) {
-        let (bk, bv) = kv?;
-        let bv = plain(bv)?;
-        nodes.clear();
-        let mut entries = Vec::new();
-        for e in codec::block_events(&bv) {
-            let (k, v) = e?;
-            nodes.push(codec::bare_event_node(k)?);
-            entries.push((full_key(k), v));
-        }
-        block(&bk, &nodes);
-        for (k, v) in entries {
-            if !loose.upto(Some(&k), &mut f)? {
-                f(&k, v)?;
-            }
-        }
-    }
-    loose.upto(None, &mut f)?;
-    Ok(())
-}
-
-/// The `v` keys of a scan of every event, emitted in key order between the entries of blocks.
-struct Loose(std::iter::Peekable<sled::Iter>);
-
-impl Loose {
-    /// Emits the `v` keys before `upto` (all when `None`); true when one equals it (a `v` key
-    /// replaces the block's entry of the same key).
-    fn upto(&mut self, upto: Option<&[u8]>, f: &mut EventFn) -> Result<bool> {
-        while let Some(peek) = self.0.peek() {
+    let mut loose = db.scan_prefix([codec::EVENT]).peekable();
+    // Emits the `v` keys before `upto` (all when `None`); true when one equals it.
+    let mut loose_upto = |upto: Option<&[u8]>,
+                          entry: &mut dyn FnMut(Stored<'_, '_, '_>) -> Result<T>,
+                          f: &mut dyn FnMut(&[u8], T) -> Result<()>|
+     -> Result<bool> {
+        while let Some(peek) = loose.peek() {
             let order = match peek {
                 Ok((k, _)) => upto.map(|u| k[..].cmp(u)),
                 Err(_) => None,
@@ -292,60 +267,94 @@ impl Loose {
             if order == Some(std::cmp::Ordering::Greater) {
                 return Ok(false);
             }
-            let (k, v) = self.0.next().expect("peeked")?;
-            f(&k, &v)?;
+            let (k, v) = loose.next().expect("peeked")?;
+            f(&k, entry(Stored::Loose(&v))?)?;
             if order == Some(std::cmp::Ordering::Equal) {
                 return Ok(true);
             }
         }
         Ok(false)
-    }
-}
-
-/// Calls `f` with every event's full key, in key order (blocks and `v` keys merged, each event
-/// once), and whether its value decodes. Unlike [`for_each`], blocks are read in place: a
-/// block's entries are checked where they lie, not expanded to plain values and decoded again
-/// (what `verify` and the counts read). `block` is told each block's key and its entries'
-/// nodes before its entries. A block that cannot be read is an error (`Corrupt`).
-pub(crate) fn for_each_key(
-    db: &sled::Db,
-    mut block: impl FnMut(&[u8], &[Node]),
-    mut f: impl FnMut(&[u8], Result<()>) -> Result<()>,
-) -> Result<()> {
-    let mut loose = Loose(db.scan_prefix([codec::EVENT]).peekable());
-    // A `v` key's value is decoded to be checked.
-    let mut loose = move |upto: Option<&[u8]>, f: &mut KeyFn| {
-        loose.upto(upto, &mut |k, v| f(k, codec::decode_event(v).map(drop)))
     };
-    let (mut nodes, mut keys, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut nodes, mut keys, mut read) = (Vec::new(), Vec::new(), Vec::new());
     let mut key = Vec::new();
     for kv in db.scan_prefix([codec::EVENT_BLOCK]) {
         let (bk, stored) = kv?;
         let bytes = as_compact(&stored)?;
         nodes.clear();
         keys.clear();
-        ends.clear();
         let mut rd = compact::EventsReader::new(&bytes)?;
         while let Some(head) = rd.next_head() {
             let head = head?;
             nodes.push(head.node);
             head.key_into(codec::EVENT, &mut key);
             keys.extend_from_slice(&key);
-            ends.push(keys.len());
-            rd.skip_properties()?;
+            read.push((keys.len(), entry(Stored::Packed(&head, &mut rd))?));
         }
         block(&bk, &nodes);
         let mut from = 0;
-        for &end in &ends {
+        for (end, t) in read.drain(..) {
             let k = &keys[from..end];
             from = end;
-            if !loose(Some(k), &mut f)? {
-                f(k, Ok(()))?;
+            if !loose_upto(Some(k), &mut entry, &mut f)? {
+                f(k, t)?;
             }
         }
     }
-    loose(None, &mut f)?;
+    loose_upto(None, &mut entry, &mut f)?;
     Ok(())
+}
+
+/// An event as [`merged`] shows it to its reader.
+enum Stored<'h, 'r, 'a> {
+    /// A block's entry: its head, and the reader at its properties.
+    Packed(
+        &'h compact::EventHead<'a>,
+        &'r mut compact::EventsReader<'a>,
+    ),
+    /// A `v` key's value.
+    Loose(&'r [u8]),
+}
+
+/// Calls `f` with every event, in key order (blocks and `v` keys merged, each event once):
+/// its full key, and its name and properties or why its value does not decode. What export
+/// reads.
+pub(crate) fn for_each(
+    db: &sled::Db,
+    f: impl FnMut(&[u8], Result<(String, Properties)>) -> Result<()>,
+) -> Result<()> {
+    merged(
+        db,
+        |_, _| {},
+        |e| {
+            Ok(match e {
+                Stored::Packed(head, rd) => Ok((head.name.to_owned(), rd.properties()?)),
+                Stored::Loose(v) => codec::decode_event(v),
+            })
+        },
+        f,
+    )
+}
+
+/// Calls `f` with every event's full key, in key order (blocks and `v` keys merged, each event
+/// once), and whether its value decodes: its properties read and checked, not kept (what
+/// `verify` and the counts read). `block` is told each block's key and its entries' nodes
+/// before its entries. A block that cannot be read is an error (`Corrupt`).
+pub(crate) fn for_each_key(
+    db: &sled::Db,
+    block: impl FnMut(&[u8], &[Node]),
+    f: impl FnMut(&[u8], Result<()>) -> Result<()>,
+) -> Result<()> {
+    merged(
+        db,
+        block,
+        |e| {
+            Ok(match e {
+                Stored::Packed(_, rd) => Ok(rd.skip_properties()?),
+                Stored::Loose(v) => codec::decode_event(v).map(drop),
+            })
+        },
+        f,
+    )
 }
 
 /// The number of events (packed or not, each counted once).

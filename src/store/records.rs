@@ -416,28 +416,24 @@ pub(crate) fn for_each_event(
     mut f: impl FnMut(ExportedEvent) -> Result<()>,
 ) -> Result<()> {
     let mut cached: Option<(Node, String, String)> = None;
-    super::events::for_each(
-        db,
-        |_, _| {},
-        |k, v| {
-            let (node, at) = codec::event_key_parts(k)?;
-            if cached.as_ref().is_none_or(|c| c.0 != node) {
-                if node.slot() >= g.len() || !g.is_live(node) {
-                    return Err(Error::Corrupt(format!("event of unknown node {node}")));
-                }
-                cached = Some((node, g.ident(node).to_owned(), g.person_id(node).to_owned()));
+    super::events::for_each(db, |k, decoded| {
+        let (node, at) = codec::event_key_parts(k)?;
+        if cached.as_ref().is_none_or(|c| c.0 != node) {
+            if node.slot() >= g.len() || !g.is_live(node) {
+                return Err(Error::Corrupt(format!("event of unknown node {node}")));
             }
-            let (_, id, person) = cached.as_ref().expect("set above");
-            let (event, properties) = codec::decode_event(v)?;
-            f(ExportedEvent {
-                id: id.clone(),
-                person: person.clone(),
-                event,
-                at,
-                properties,
-            })
-        },
-    )
+            cached = Some((node, g.ident(node).to_owned(), g.person_id(node).to_owned()));
+        }
+        let (_, id, person) = cached.as_ref().expect("set above");
+        let (event, properties) = decoded?;
+        f(ExportedEvent {
+            id: id.clone(),
+            person: person.clone(),
+            event,
+            at,
+            properties,
+        })
+    })
 }
 
 /// What [`PropMap::merge_within`] did with one value.
