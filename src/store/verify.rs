@@ -50,8 +50,9 @@ impl VerifyReport {
 /// of it checked so far (of `total`, when known ahead; 0 when not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VerifyProgress {
-    /// What is being checked: `ID records`, `alias links`, `events`, `graph index`; `""`
-    /// once at the end (verify is done).
+    /// What is being checked, in this order: `ID records`, `alias links`, `graph index` (while
+    /// the index is current), `events` (read from the start on a thread of their own: their
+    /// count may start high); `""` once at the end (verify is done).
     pub stage: &'static str,
     /// Items of the stage checked so far.
     pub done: u64,
