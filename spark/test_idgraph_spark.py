@@ -3,7 +3,7 @@
 Run by spark/test.sh (which scripts/test.sh calls). Spark starts once, on local[2], loopback
 only; files are cut into many small blocks (spark.sql.files.maxPartitionBytes) so that line
 numbers and input order cross block boundaries. IDGRAPH_BIN names the idgraph binary,
-IDGRAPH_GEN_KM the gen_km example (spark/test.sh sets both from cargo metadata).
+IDGRAPH_GEN_KM the gen_km example (spark/test.sh sets both; unset, cargo metadata says where).
 """
 
 import glob
@@ -22,7 +22,19 @@ sys.path.insert(0, HERE)
 
 import idgraph_spark as job  # noqa: E402
 
-BIN = os.environ.get("IDGRAPH_BIN", os.path.join(ROOT, "target", "debug", "idgraph"))
+
+
+def built(env, *path):
+    """The binary `env` names, else the one cargo built under `path` of its debug directory
+    (wherever cargo puts it: CARGO_TARGET_DIR, build.target-dir; as spark/test.sh asks)."""
+    if os.environ.get(env):
+        return os.environ[env]
+    target = subprocess.run(["bash", os.path.join(ROOT, "scripts", "target-dir.sh")],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    return os.path.join(target, "debug", *path)
+
+
+BIN = built("IDGRAPH_BIN", "idgraph")
 SPARK = None
 
 
@@ -99,8 +111,7 @@ def refusals(rows):
 
 
 def gen_km(out, lines, seed, hubs):
-    gen = os.environ.get("IDGRAPH_GEN_KM",
-                         os.path.join(ROOT, "target", "debug", "examples", "gen_km"))
+    gen = built("IDGRAPH_GEN_KM", "examples", "gen_km")
     subprocess.run([gen, "--lines", str(lines), "--seed", str(seed), "--hubs", str(hubs),
                     "--files", "3", "--out", out], check=True)
 

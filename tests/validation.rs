@@ -444,6 +444,11 @@ fn verify_reports_damaged_events() {
     // A value that does not decode, under the loose key.
     let rep = problems(&[(loose.0.clone(), vec![0xff; 3])]);
     assert!(rep.problem_count >= 2, "{:?}", rep.problems);
+    assert!(
+        rep.problems.iter().any(|p| p.contains("an event")),
+        "{:?}",
+        rep.problems
+    );
     // The block cut short: it cannot be read.
     let cut = block.1[..block.1.len() - 3].to_vec();
     let rep = problems(&[(block.0.clone(), cut), (loose.0.clone(), loose.1.clone())]);

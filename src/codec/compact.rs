@@ -317,20 +317,24 @@ pub struct EventHead<'a> {
 }
 
 impl EventHead<'_> {
-    /// The lower-cased name the event's key holds.
-    pub fn lower(&self) -> Cow<'_, str> {
-        match self.odd_lower {
-            Some(l) => Cow::Borrowed(l),
-            None if self.name.is_ascii() => Cow::Owned(self.name.to_ascii_lowercase()),
-            None => Cow::Owned(self.name.to_lowercase()),
-        }
-    }
-
     /// Writes the event's full key (`prefix`, node, time, lower-cased name) into `out`,
     /// replacing what it held.
     pub fn key_into(&self, prefix: u8, out: &mut Vec<u8>) {
         out.clear();
         out.push(prefix);
+        self.push_key(out);
+    }
+
+    /// The event's key without its prefix byte (node, time, lower-cased name).
+    pub fn bare_key(&self) -> Vec<u8> {
+        let mut k = Vec::with_capacity(16 + self.name.len());
+        self.push_key(&mut k);
+        k
+    }
+
+    /// Appends the key without its prefix byte; an ASCII name is lower-cased on the way, not
+    /// into a string of its own.
+    fn push_key(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.node.as_u64().to_be_bytes());
         out.extend_from_slice(&super::time_bytes(self.time));
         match self.odd_lower {
@@ -340,16 +344,6 @@ impl EventHead<'_> {
             }
             None => out.extend_from_slice(self.name.to_lowercase().as_bytes()),
         }
-    }
-
-    /// The event's key without its prefix byte (node, time, lower-cased name).
-    pub fn bare_key(&self) -> Vec<u8> {
-        let lower = self.lower();
-        let mut k = Vec::with_capacity(16 + lower.len());
-        k.extend_from_slice(&self.node.as_u64().to_be_bytes());
-        k.extend_from_slice(&super::time_bytes(self.time));
-        k.extend_from_slice(lower.as_bytes());
-        k
     }
 }
 

@@ -44,9 +44,8 @@ impl Store {
         let event = |k: &[u8]| k.first() == Some(&codec::EVENT);
         // Counted after the write, from what each insert replaced, through a redo record; a
         // sled batch tells nothing of the values it replaced: looked up before it.
-        let bytes: usize = writes.iter().map(|(k, v)| k.len() + v.len()).sum();
         let redo = writes.len() > 1
-            && bytes
+            && writes.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
                 <= if ops == 1 {
                     REDO_MAX_BYTES
                 } else {

@@ -25,11 +25,16 @@ fn full_key(bare: &[u8]) -> Vec<u8> {
     k
 }
 
-/// The block that would hold `node`'s packed events: the first whose last node is `node` or
-/// later.
-fn block_for(db: &sled::Db, node: Node) -> Result<Option<(sled::IVec, sled::IVec)>> {
+/// The block that would hold `node`'s packed events, as stored: the first whose last node is
+/// `node` or later.
+fn stored_block_for(db: &sled::Db, node: Node) -> Result<Option<(sled::IVec, sled::IVec)>> {
     let from = codec::event_block_key(node);
-    match db.range(&from[..]..&BLOCKS_END[..]).next().transpose()? {
+    Ok(db.range(&from[..]..&BLOCKS_END[..]).next().transpose()?)
+}
+
+/// [`stored_block_for`], the block in its plain layout.
+fn block_for(db: &sled::Db, node: Node) -> Result<Option<(sled::IVec, sled::IVec)>> {
+    match stored_block_for(db, node)? {
         Some((k, v)) => Ok(Some((k, plain(v)?))),
         None => Ok(None),
     }
@@ -81,8 +86,7 @@ pub(crate) fn for_nodes(
     while i < nodes.len() {
         let node = nodes[i];
         let block = if node.as_u64() < packed_upto {
-            let from = codec::event_block_key(node);
-            db.range(&from[..]..&BLOCKS_END[..]).next().transpose()?
+            stored_block_for(db, node)?
         } else {
             None
         };
@@ -217,8 +221,7 @@ pub(crate) fn pack_new(writes: &mut super::Writes, base: Node) -> Result<()> {
 /// up to the node's entries.
 pub(crate) fn packed_contains(db: &sled::Db, key: &[u8]) -> Result<bool> {
     let node = codec::key_node(key)?;
-    let from = codec::event_block_key(node);
-    let Some((_, stored)) = db.range(&from[..]..&BLOCKS_END[..]).next().transpose()? else {
+    let Some((_, stored)) = stored_block_for(db, node)? else {
         return Ok(false);
     };
     let bytes = as_compact(&stored)?;

@@ -289,7 +289,6 @@ impl Store {
             (counts, None) => *counts = None,
             (None, Some(_)) => {}
         }
-        drop(counts);
         Ok(out)
     }
 

@@ -182,9 +182,8 @@ fn finish_redo(db: &sled::Db) -> Result<()> {
 }
 
 /// Writes (or removes) each key of a redo record in order, then removes the record. `faults`:
-/// honour the crash-test hook (the first run of an op, not its recovery).
-/// Writes `writes` in order and removes the redo record; `inserted` is told each inserted key
-/// and whether it replaced a value.
+/// honour the crash-test hook (the first run of an op, not its recovery). `inserted` is told
+/// each inserted key and whether it replaced a value.
 fn replay(
     db: &sled::Db,
     writes: Vec<codec::RedoEntry>,
