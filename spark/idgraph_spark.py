@@ -14,10 +14,10 @@ DIR/rejects (with --skip-invalid), DIR/state (what a later run needs) and DIR/su
 With --previous EARLIER_DIR (an earlier output over the same inputs, since grown), only the new
 lines are read and only the persons they touch computed again; the output is a full run's.
 
-JSON lines are parsed in the executors by the store's own code: `idgraph.parse_lines`, from
-the Python package built from this crate (python/; spark/README.md says how to ship it), over
-Arrow batches (`mapInArrow`). CSV files are still parsed by a Python port of the importer's CSV
-rules. Everything after parsing is DataFrame operations: connected components by alternating
+Input is parsed in the executors by the store's own code, from the Python package built from
+this crate (python/; spark/README.md says how to ship it), through `mapInArrow`: JSON lines by
+`idgraph.parse_lines` over Arrow batches of lines, CSV files whole by `idgraph.parse_csv`.
+Everything after parsing is DataFrame operations: connected components by alternating
 large-star and small-star (Kiveris et al., 2014), checkpointed every round.
 """
 
@@ -26,33 +26,21 @@ import csv
 import io
 import json
 import os
-import re
 import sys
 import time
 import uuid
 from urllib.parse import unquote
 
 # ---------------------------------------------------------------------------------------------
-# The store's rules. Keep in step with src/id.rs, src/op.rs, src/ingest/km_json.rs,
-# src/ingest/csv.rs, src/ingest/files.rs and src/store/config.rs.
+# The store's rules past parsing. Keep in step with src/id.rs, src/ingest/files.rs and
+# src/store/config.rs.
 
-MAX_ID_CHARS = 255
-MAX_NAME_CHARS = 255
-MAX_PROPERTIES = 256
-MAX_VALUE_BYTES = 8192
 MAX_PROPERTIES_PER_ID = 1024
 MAX_PERSON_SIZE = 10_000
-MAX_SECONDS = 9_999_999_999
-MAX_LINE_BYTES = 4 << 20
-MAX_CSV_PROPS = 10
-I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
 DEFAULT_BLOCKED_IDS = [
     "", "null", "nil", "undefined", "anonymous", "guest", "0", "-1", "none",
     "[object object]", "nan", "true", "false", "unknown",
 ]
-# Rust's char::is_control: the Unicode category Cc.
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-DIGITS = re.compile(r"[+-]?[0-9]+\Z")
 # KISSmetrics' anonymous IDs: base64 of a 20-byte digest (src/id.rs).
 ANON_RE = r"^[A-Za-z0-9+/]{26}[AEIMQUYcgkosw048]=$"
 # Op order keys: (file << 43) | (line << 3) | (op << 1) | endpoint.
@@ -69,195 +57,6 @@ def shown(s):
     if len(s) > 60:
         return "%s... (%d characters)" % (json.dumps(s[:60], ensure_ascii=False), len(s))
     return json.dumps(s, ensure_ascii=False)
-
-
-def check_id(s, field):
-    rule = None
-    if s == "":
-        rule = "an ID must not be empty"
-    elif len(s) > MAX_ID_CHARS:
-        rule = "an ID must be at most 255 characters long"
-    elif CONTROL.search(s):
-        rule = "an ID must not contain control characters (tab, newline, NUL, ...)"
-    if rule:
-        raise Bad("%s: invalid ID %s: %s" % (field, shown(s), rule))
-    return s
-
-
-def check_name(what, s):
-    rule = None
-    if s == "":
-        rule = "a name must not be empty"
-    elif len(s) > MAX_NAME_CHARS:
-        rule = "a name must be at most 255 characters long"
-    elif CONTROL.search(s):
-        rule = "a name must not contain control characters"
-    if rule:
-        raise Bad("invalid %s %s: %s" % (what, shown(s), rule))
-
-
-def check_property_name(s):
-    check_name("property name", s)
-    if s.startswith("_"):
-        raise Bad(
-            "invalid property name %s: a name starting with _ is reserved for KISSmetrics "
-            "parameters (_p, _n, _t, ...)" % shown(s)
-        )
-
-
-def limit(what, found, mx, name):
-    return Bad("%d %s, more than the limit of %d (%s)" % (found, what, mx, name))
-
-
-def blocked_key(s):
-    """src/id.rs `blocked_key`: surrounding quotes removed (repeatedly), lower-cased."""
-    t = s.strip()
-    while len(t) >= 2 and t[0] in "\"'`" and t[-1] == t[0]:
-        t = t[1:-1].strip()
-    return t.lower()
-
-
-def check_time(t):
-    if t < 0:
-        raise Bad("_t %d is before 1970" % t)
-    if t > MAX_SECONDS:
-        raise Bad("_t %d is too large for seconds (milliseconds? divide by 1000)" % t)
-    return t
-
-
-def timestamp(v):
-    s = v.strip()
-    if not DIGITS.match(s) or not I64_MIN <= int(s) <= I64_MAX:
-        raise Bad("_t %s is not a whole number of seconds" % json.dumps(v, ensure_ascii=False))
-    return check_time(int(s))
-
-
-class Props:
-    """src/op.rs `Properties::from_pairs`: names checked, case-insensitive, a later value
-    replaces an earlier one and keeps the first spelling."""
-
-    def __init__(self):
-        self.items = []  # [name, lname, value]
-        self.index = {}
-
-    def add(self, name, value):
-        check_property_name(name)
-        lname = name.lower()
-        i = self.index.get(lname)
-        if i is None:
-            self.index[lname] = len(self.items)
-            self.items.append([name, lname, value])
-        else:
-            self.items[i][2] = value
-
-    def validate(self):
-        if len(self.items) > MAX_PROPERTIES:
-            raise limit("properties in one op", len(self.items), MAX_PROPERTIES, "max_properties")
-        for name, _, value in self.items:
-            check_property_name(name)
-            if isinstance(value, str):
-                n = len(value.encode("utf-8"))
-                if n > MAX_VALUE_BYTES:
-                    raise limit(
-                        "bytes in the value of a property", n, MAX_VALUE_BYTES, "max_value_bytes"
-                    )
-
-
-def csv_columns(header):
-    """src/ingest/csv.rs `columns`."""
-    cols = {"props": []}
-    for i, h in enumerate(header):
-        h = h.strip()
-        low = h.lower()
-        key = {
-            "identity": "identity",
-            "timestamp": "timestamp",
-            "event": "event",
-            "alias": "alias",
-            "prop:_p_original": "original",
-        }.get(low)
-        if key is None:
-            if low.startswith("prop:") and len(h) > 5:
-                cols["props"].append((i, h[5:]))
-                continue
-            raise Bad(
-                "unknown column %s (expected Identity, Timestamp, Event, Alias, Prop:<name>)"
-                % shown(h)
-            )
-        if key in cols:
-            raise Bad("column %s appears twice" % shown(h))
-        cols[key] = i
-    if len(cols["props"]) > MAX_CSV_PROPS:
-        raise Bad("%d Prop: columns; at most 10" % len(cols["props"]))
-    if "identity" not in cols:
-        raise Bad("no Identity column")
-    return cols
-
-
-def parse_csv_row(cols, row, now):
-    """src/ingest/csv.rs `parse_row`."""
-
-    def cell(key):
-        i = cols.get(key)
-        return row[i] if i is not None and i < len(row) else ""
-
-    ident = check_id(cell("identity"), "Identity")
-    ts = cell("timestamp")
-    at = None
-    if ts.strip():
-        try:
-            at = timestamp(ts)
-        except Bad as e:
-            raise Bad(str(e).replace("_t", "Timestamp"))
-    props = Props()
-    for i, name in cols["props"]:
-        v = row[i] if i < len(row) else ""
-        if v != "":
-            props.add(name, v)
-    event, alias, original = cell("event"), cell("alias"), cell("original")
-    ops = []
-    if original != "" and original != ident:
-        check_id(original, "Prop:_p_original")
-        ops.append(("alias", ident, original, at if at is not None else now, None, None))
-        ident = original
-    if alias != "":
-        check_id(alias, "Alias")
-        ops.append(("alias", ident, alias, at if at is not None else now, None, None))
-    if event != "" or props.items:
-        if at is None:
-            raise Bad("Timestamp is required for an event or properties")
-        if event != "":
-            check_name("event name", event)
-        props.validate()
-        ops.append(("record" if event != "" else "set", ident, None, at, event or None, props.items))
-    if not ops:
-        raise Bad("nothing to do: no Event, Alias or Prop: value")
-    return ops
-
-
-def op_rows(file_idx, line, ops, blocked):
-    """The rows of one line's ops (see `op_schema`)."""
-    out = []
-    for k, (kind, a, b, t, name, props) in enumerate(ops):
-        order = (file_idx << FILE_SHIFT) | (line << LINE_SHIFT) | (k << 1)
-        plist = frag = refused = None
-        if props is not None:
-            plist = [
-                (pn, pl, json.dumps(pn, ensure_ascii=False), json.dumps(pv, ensure_ascii=False))
-                for pn, pl, pv in props
-            ]
-            frag = "".join(",%s:%s" % (x[2], x[3]) for x in plist)
-        if kind == "alias" and a != b:
-            # src/store/plan.rs: a blocked endpoint (a, then b) refuses the alias.
-            refused = next((x for x in (a, b) if blocked_key(x) in blocked), None)
-        out.append((file_idx, line, order, kind, a, b, t, name,
-                    name.lower() if name is not None else None, plist, frag, refused, None))
-    return out
-
-
-def error_row(file_idx, line, reason):
-    return (file_idx, line, (file_idx << FILE_SHIFT) | (line << LINE_SHIFT), "error",
-            None, None, None, None, None, None, None, None, reason)
 
 
 def json_ops(blocked_ids):
@@ -326,8 +125,9 @@ def op_batch(ops):
         names=OP_COLUMNS)
 
 
-def error_batch(bad):
-    """`parse_lines`' rejected lines as `op_schema` error rows."""
+def error_batch(bad, kind="error"):
+    """`parse_lines`' rejected lines as `op_schema` error rows (`kind`: `stop` for where the
+    importer stops reading, `--skip-invalid` or not)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -336,9 +136,48 @@ def error_batch(bad):
     text = pa.nulls(n, pa.string())
     return pa.record_batch(
         [file, bad.column("line"), order_key(file, bad.column("line")),
-         pa.array(["error"] * n, pa.string()), text, text, pa.nulls(n, pa.int64()), text, text,
+         pa.array([kind] * n, pa.string()), text, text, pa.nulls(n, pa.int64()), text, text,
          pa.nulls(n, op_props_type()), text, text, bad.column("reason")],
         names=OP_COLUMNS)
+
+
+def csv_ops(index, skip, now, blocked_ids):
+    """Batches of whole CSV files (the `binaryFile` source's `path`, `content`) → batches of
+    op and error rows (`op_schema`), parsed by the store's own code: `idgraph.parse_csv`.
+    `index`: a file's path → its input index; `skip`: its lines read before (of a grown file
+    only the records starting past them are kept). Where the importer stops reading (a bad
+    header, a record past the limit), one `stop` row."""
+
+    def run(batches):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        import idgraph
+
+        for b in batches:
+            paths, content = b.column("path"), b.column("content")
+            for k in range(b.num_rows):
+                i = index[unquote(paths[k].as_py())]
+                try:
+                    ops, bad = idgraph.parse_csv(content[k].as_py(), file=str(i), now=now,
+                                                 blocked_ids=blocked_ids)
+                except idgraph.InputError as e:
+                    # "FILE:LINE: reason", FILE being the index (no colon in it).
+                    where, reason = str(e).split(": ", 1)
+                    line = int(where.rsplit(":", 1)[1])
+                    yield error_batch(pa.record_batch(
+                        [pa.array([str(i)]), pa.array([line], pa.int64()),
+                         pa.array([reason])], names=["file", "line", "reason"]), "stop")
+                    continue
+                if skip[i]:
+                    ops = ops.filter(pc.greater(ops.column("line"), skip[i]))
+                    bad = bad.filter(pc.greater(bad.column("line"), skip[i]))
+                if ops.num_rows:
+                    yield op_batch(ops)
+                if bad.num_rows:
+                    yield error_batch(bad)
+
+    return run
 
 
 def local_stars(batches):
@@ -373,53 +212,6 @@ def op_props_type():
 
     return pa.list_(pa.struct([("name", pa.string()), ("lname", pa.string()),
                                ("nj", pa.string()), ("vj", pa.string())]))
-
-
-def parse_csv_file(file_idx, data, now, blocked):
-    """One CSV file, whole (a quoted field may span lines): its op and error rows, each with
-    the line its record starts on."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        yield error_row(file_idx, 1, "not UTF-8 (%s)" % e)
-        return
-    rdr = csv.reader(io.StringIO(text, newline=""), strict=True)
-    start = 1
-    header = cols = None
-    while True:
-        try:
-            row = next(rdr)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            yield error_row(file_idx, start, str(e))
-            start = rdr.line_num + 1
-            continue
-        line, start = start, rdr.line_num + 1
-        if header is None:
-            header = row
-            try:
-                cols = csv_columns(row)
-            except Bad as e:
-                yield error_row(file_idx, 1, str(e))
-                return
-            continue
-        if not row:
-            continue
-        if sum(len(c) for c in row) > MAX_LINE_BYTES:
-            yield error_row(file_idx, line, "a record of more than %d bytes (max_line_bytes)"
-                            % MAX_LINE_BYTES)
-            continue
-        if len(row) != len(header):
-            yield error_row(file_idx, line, "the row has %d fields, the header %d"
-                            % (len(row), len(header)))
-            continue
-        try:
-            ops = parse_csv_row(cols, row, now)
-        except Bad as e:
-            yield error_row(file_idx, line, str(e))
-            continue
-        yield from op_rows(file_idx, line, ops, blocked)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -760,7 +552,6 @@ class Job:
             # a script, its functions travel with the tasks.)
             spark.sparkContext.addPyFile(os.path.abspath(__file__))
         self.blocked_ids = DEFAULT_BLOCKED_IDS + list(args.blocked_id or [])
-        self.blocked = frozenset(blocked_key(b) for b in self.blocked_ids)
 
     def stage(self, name, t0):
         self.stages[name] = round(time.time() - t0, 3)
@@ -776,7 +567,6 @@ class Job:
 
         spark = self.spark
         schema = op_schema()
-        blocked = self.blocked
         parts, lines, counted = [], [], {}
         json_files = [(i, f) for i, (f, fmt) in enumerate(files)
                       if fmt == "json" and plan[i] == (0, 0)]
@@ -845,13 +635,9 @@ class Job:
             counted.update(dict(whole.map(
                 lambda kv: (index[unquote(kv[0])], line_count(kv[1]))).collect()))
 
-            def parse_csv(kv):
-                path, data = kv
-                i = index[unquote(path)]
-                return (r for r in parse_csv_file(i, data, now, blocked) if r[1] > skip[i])
-
-            parts.append(spark.createDataFrame(whole.flatMap(parse_csv), schema,
-                                               verifySchema=False))
+            files_df = spark.read.format("binaryFile").load([f for _, f in csv_files])
+            parts.append(files_df.select("path", "content").mapInArrow(
+                csv_ops(index, skip, now, self.blocked_ids), schema))
         if not parts:
             return spark.createDataFrame([], schema), counted
         out = parts[0]
@@ -988,7 +774,7 @@ class Job:
         return {
             "max_person_size": self.args.max_person_size,
             "max_properties_per_id": self.args.max_properties_per_id,
-            "blocked_ids": sorted(self.blocked),
+            "blocked_ids": sorted(set(self.blocked_ids)),
             "suppressions": digest,
         }
 
@@ -1239,14 +1025,20 @@ class Job:
                 F.sum(first_op.cast("long")).alias("lines"),
             ).collect()
         }
-        n_lines = sum(n for _, n in counts.values())
+        n_lines = sum(n for k, (_, n) in counts.items() if k != "stop")
         n_errors = counts.get("error", (0, 0))[0]
-        op_counts = {k: v[0] for k, v in counts.items() if k != "error"}
+        op_counts = {k: v[0] for k, v in counts.items() if k not in ("error", "stop")}
         errors = ops.where(F.col("kind") == "error")
-        if n_errors and not args.skip_invalid:
-            first = errors.orderBy("file", "line").first()
-            raise Bad("%s:%d: %s; nothing was written (--skip-invalid skips bad lines)"
-                      % (files[first["file"]][0], first["line"], first["reason"]))
+        # The first bad line in input order stops the job, as it stops `idgraph import`; with
+        # --skip-invalid only where the importer stops too (a CSV file's bad header or a
+        # record past the limit).
+        stopping = ["stop"] if args.skip_invalid else ["stop", "error"]
+        if any(k in counts for k in stopping):
+            first = ops.where(F.col("kind").isin(stopping)).orderBy("file", "line").first()
+            raise Bad("%s:%d: %s; nothing was written%s"
+                      % (files[first["file"]][0], first["line"], first["reason"],
+                         "" if first["kind"] == "stop"
+                         else " (--skip-invalid skips bad lines)"))
         self.stage("read and check", t0)
 
         t0 = time.time()

@@ -96,12 +96,18 @@ def store_results(tmp, inputs, *flags):
     """(mapping rows, event rows, refused count) from `idgraph import` and `export`."""
     db = os.path.join(tmp, "store")
     idgraph("--db", db, "import", *flags, *inputs)
+    return (db, *store_rows(db))
+
+
+def store_rows(db):
+    """(mapping rows, event rows, refusals) of the store `db`, from `idgraph export` and
+    `refused`."""
     mapping = [json.loads(x) for x in
                idgraph("--db", db, "export", "mapping", "--format", "jsonl").stdout.splitlines()]
     events = [json.loads(x) for x in
               idgraph("--db", db, "export", "events", "--format", "km-json").stdout.splitlines()]
     refused = json.loads(idgraph("--db", db, "refused", "--json").stdout)
-    return db, mapping, events, refused
+    return mapping, events, refused
 
 
 def refusals(rows):
@@ -354,11 +360,7 @@ class SameValidation(unittest.TestCase):
         db = os.path.join(self.tmp, "store")
         r = idgraph("--db", db, "import", "--skip-invalid", "--json", path)
         store = json.loads(r.stdout)
-        mapping = [json.loads(x) for x in idgraph(
-            "--db", db, "export", "mapping", "--format", "jsonl").stdout.splitlines()]
-        events = [json.loads(x) for x in idgraph(
-            "--db", db, "export", "events", "--format", "km-json").stdout.splitlines()]
-        refused = json.loads(idgraph("--db", db, "refused", "--json").stdout)
+        mapping, events, refused = store_rows(db)
         out = os.path.join(self.tmp, "out")
         summary = run_job([path], out, "--skip-invalid", "--format", "jsonl")
         self.assertGreater(store["skipped"], 100)
@@ -376,6 +378,59 @@ class SameValidation(unittest.TestCase):
         self.assertEqual(canonical(jsonl_rows(out + "/events/*.json")), canonical(events))
         self.assertEqual(refusals(jsonl_rows(out + "/refused/*.json")), canonical(refused))
 
+
+    def test_the_csv_fuzz_corpus_is_judged_as_the_store_judges_it(self):
+        """Every file of the checked-in fuzz corpus of the CSV reader (bad headers, quotes,
+        bad UTF-8, ragged rows...), each its own input: the files the importer reads give the
+        same lines skipped for the same reasons, and the same IDs, events and refusals; a file
+        where the importer stops stops the job with the importer's words."""
+        import idgraph as pkg
+
+        corpus = os.path.join(ROOT, "fuzz", "corpus", "csv")
+        paths, stop = [], None
+        for k, name in enumerate(sorted(os.listdir(corpus))):
+            with open(os.path.join(corpus, name), "rb") as f:
+                data = f.read()
+            if not data.endswith(b"\n"):
+                data += b"\n"  # the importer waits for a last line's newline
+            path = os.path.join(self.tmp, "in", "%04d.csv" % k)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+            try:
+                pkg.parse_csv(data, file=path)  # only sorts the files: the CLI judges below
+                paths.append(path)
+            except pkg.InputError:
+                stop = stop or path
+        db = os.path.join(self.tmp, "store")
+        r = idgraph("--db", db, "import", "--skip-invalid", "--json", *paths)
+        store = json.loads(r.stdout)
+        mapping, events, refused = store_rows(db)
+        out = os.path.join(self.tmp, "out")
+        summary = run_job(paths, out, "--skip-invalid", "--format", "jsonl")
+        self.assertGreater(len(paths), 800)
+        self.assertGreater(store["skipped"], 1000)
+        self.assertEqual(summary["lines_skipped"], store["skipped"])
+        cli = [ln[:-len(" (skipped)")] for ln in r.stderr.splitlines()
+               if ln.endswith(" (skipped)")]
+        rejects = sorted(jsonl_rows(out + "/rejects/*.json"), key=lambda x: (x["source"], x["line"]))
+        self.assertEqual(["%s:%d: %s" % (x["source"], x["line"], x["reason"])
+                          for x in rejects[:20]], cli)
+        self.assertEqual(canonical(jsonl_rows(out + "/mapping/*.json")), canonical(mapping))
+        self.assertEqual(canonical(jsonl_rows(out + "/events/*.json")), canonical(events))
+        # An alias row without a Timestamp takes the time of the run: `at` not compared.
+        keep = ("a", "b", "cause", "reason", "why")
+        self.assertEqual(canonical([{k: x[k] for k in keep}
+                                    for x in jsonl_rows(out + "/refused/*.json")]),
+                         canonical([{k: x[k] for k in keep} for x in refused]))
+        # Where the importer stops, the job stops, --skip-invalid or not, with its words.
+        said = idgraph("--db", os.path.join(self.tmp, "db2"), "import", "--skip-invalid",
+                       stop, check=False).stderr
+        with self.assertRaises(job.Bad) as e:
+            run_job([paths[0], stop], os.path.join(self.tmp, "out2"), "--skip-invalid")
+        where = str(e.exception).split("; nothing was written")[0]
+        self.assertTrue(where.startswith(stop + ":"), where)
+        self.assertIn(where, said)
 
     def test_directories_are_read_in_the_stores_order(self):
         """src/ingest/files.rs `directories_read_revisions_in_numeric_order`, and index.csv."""

@@ -14,7 +14,8 @@ The Rust store of the ``idgraph`` crate, in-process (no server, no CLI):
   import`` runs), forget, flush; ``export_mapping()`` / ``export_events()`` as streaming
   ``pyarrow.RecordBatchReader``s (Polars, DuckDB and pandas read them as they are).
 - ``parse_lines``: lines of KISSmetrics JSON in an Arrow batch, parsed by the importer's own
-  code into ops and rejected lines (``FILE:LINE: reason``).
+  code into ops and rejected lines (``FILE:LINE: reason``); ``parse_csv`` the same for a
+  whole CSV file.
 - ``local_stars``: the connected components of a batch of edges, as star edges (how the
   Spark job solves its links when they fit one task).
 - Errors: ``IdgraphError`` and its kinds ``InputError``, ``LockedError``, ``CorruptError``,
@@ -31,11 +32,13 @@ from ._idgraph import (  # noqa: F401
     Store,
     __version__,
     local_stars,
+    parse_csv,
     parse_lines,
 )
 
 __all__ = [
     "Store",
+    "parse_csv",
     "parse_lines",
     "local_stars",
     "IdgraphError",

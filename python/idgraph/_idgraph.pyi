@@ -126,4 +126,11 @@ class Store:
 def parse_lines(
     batch: pyarrow.RecordBatch, *, blocked_ids: Optional[Sequence[str]] = None
 ) -> tuple[pyarrow.RecordBatch, pyarrow.RecordBatch]: ...
+def parse_csv(
+    data: bytes,
+    *,
+    file: str,
+    now: Optional[int] = None,
+    blocked_ids: Optional[Sequence[str]] = None,
+) -> tuple[pyarrow.RecordBatch, pyarrow.RecordBatch]: ...
 def local_stars(batch: pyarrow.RecordBatch) -> pyarrow.RecordBatch: ...

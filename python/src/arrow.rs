@@ -1,5 +1,5 @@
 //! Arrow across the C data interface: the exports as streaming `pyarrow.RecordBatchReader`s,
-//! and `parse_lines`.
+//! `parse_lines` and `parse_csv`.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -106,6 +106,33 @@ pub fn parse_lines<'py>(
     let batch = batch.0;
     let (ops, rejected) = detached(py, move || {
         idgraph::ingest::arrow::parse_lines(&batch, blocked_ids.as_deref())
+    })?;
+    Ok((ops.to_pyarrow(py)?, rejected.to_pyarrow(py)?))
+}
+
+/// Parses a whole CSV file with the importer's own code (its header, then each record, as
+/// ``idgraph import`` reads a ``.csv`` file).
+///
+/// ``data``: the file's bytes. ``file``: the name errors give. ``now``: the time (Unix s) of an
+/// alias row without a ``Timestamp`` (``None``: the current time, as the importer takes it).
+/// ``blocked_ids``: as ``parse_lines`` takes it.
+///
+/// Returns ``(ops, rejected)``, the batches and columns of ``parse_lines`` (``line``: the line a
+/// record starts on; a quoted field may span lines). Raises ``InputError`` (``FILE:LINE:
+/// reason``) where the importer stops, ``--skip-invalid`` or not: a bad header, or a record
+/// longer than ``MAX_LINE_BYTES``. The GIL is released while it parses.
+#[pyfunction]
+#[pyo3(signature = (data, *, file, now=None, blocked_ids=None))]
+pub fn parse_csv<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    file: String,
+    now: Option<i64>,
+    blocked_ids: Option<Vec<String>>,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let now = now.unwrap_or_else(idgraph::now);
+    let (ops, rejected) = detached(py, move || {
+        idgraph::ingest::arrow::parse_csv(&file, data, now, blocked_ids.as_deref())
     })?;
     Ok((ops.to_pyarrow(py)?, rejected.to_pyarrow(py)?))
 }

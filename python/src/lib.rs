@@ -1,7 +1,8 @@
 //! `idgraph._idgraph`: the idgraph store as a Python extension module. `idgraph/__init__.py`
 //! re-exports it; `idgraph/_idgraph.pyi` types it. Each call is the crate's own code: the
 //! store, `idgraph::import` (what `idgraph import` runs), `idgraph::columnar` (the exports as
-//! Arrow) and `idgraph::ingest::arrow::parse_lines` (the importer's reading of a line).
+//! Arrow) and `idgraph::ingest::arrow::{parse_lines, parse_csv}` (the importer's reading of
+//! a line, of a CSV file).
 //!
 //! The GIL is released while the store works: a long import, an export's batches, a parse
 //! leave other Python threads running.
@@ -71,6 +72,7 @@ fn _idgraph(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<store::Store>()?;
     m.add_function(wrap_pyfunction!(arrow::parse_lines, m)?)?;
+    m.add_function(wrap_pyfunction!(arrow::parse_csv, m)?)?;
     m.add_function(wrap_pyfunction!(arrow::local_stars, m)?)?;
     m.add("IdgraphError", py.get_type::<IdgraphError>())?;
     m.add("InputError", py.get_type::<InputError>())?;

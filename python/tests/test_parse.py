@@ -24,6 +24,17 @@ def table(reader, cols):
     return sorted(zip(*(t.column(c).to_pylist() for c in cols)))
 
 
+def apply_ops(store, ops):
+    """Applies a parsed ops batch to `store`, as the importer would."""
+    batch = []
+    for op in ops.to_pylist():
+        if op["properties"] is not None:
+            op["properties"] = json.loads(op["properties"])
+        op["id"] = op["a"]
+        batch.append(op)
+    store.apply(batch)
+
+
 def corpus_lines():
     corpus = os.path.join(ROOT, "fuzz", "corpus", "km_json_line")
     out = []
@@ -50,13 +61,7 @@ def test_every_corpus_line_is_judged_as_the_importer_judges_it(tmp_path, cli):
             assert rejected.column("error").to_pylist() == report["first_skipped"], path
             rejected_all += rejected.num_rows
             assert report["skipped"] == rejected.num_rows
-            batch = []
-            for op in ops.to_pylist():
-                if op["properties"] is not None:
-                    op["properties"] = json.loads(op["properties"])
-                op["id"] = op["a"]
-                batch.append(op)
-            applied.apply(batch)
+            apply_ops(applied, ops)
         assert rejected_all > 100
         assert table(applied.export_mapping(), ["id", "person"]) == \
             table(imported.export_mapping(), ["id", "person"])
@@ -69,6 +74,62 @@ def test_every_corpus_line_is_judged_as_the_importer_judges_it(tmp_path, cli):
     _, rejected = idgraph.parse_lines(lines_batch(str(first), chunks[0]))
     said = [x[: -len(" (skipped)")] for x in r.stderr.splitlines() if x.endswith(" (skipped)")]
     assert said == rejected.column("error").to_pylist()
+
+
+def test_every_corpus_csv_file_is_judged_as_the_importer_judges_it(tmp_path):
+    """Every file of the fuzz corpus of the CSV reader: where the importer stops (a bad
+    header, a record past the limit) parse_csv raises its words; elsewhere the rejected
+    records are the ones `import --skip-invalid` skips, and the ops of the rest, applied,
+    give the store the importer builds."""
+    corpus = os.path.join(ROOT, "fuzz", "corpus", "csv")
+    stopped = rejected_all = 0
+    applied = idgraph.Store(max_person_size=100_000)
+    scratch = idgraph.Store()
+    with idgraph.Store(tmp_path / "imported", max_person_size=100_000) as imported:
+        for k, name in enumerate(sorted(os.listdir(corpus))):
+            with open(os.path.join(corpus, name), "rb") as f:
+                data = f.read()
+            if not data.endswith(b"\n"):
+                data += b"\n"  # the importer waits for a last line's newline
+            path = tmp_path / f"c{k:04}.csv"
+            path.write_bytes(data)
+            try:
+                ops, rejected = idgraph.parse_csv(data, file=str(path))
+            except idgraph.InputError as e:
+                stopped += 1
+                with pytest.raises(idgraph.InputError) as imp:
+                    scratch.import_files(path, skip_invalid=True)
+                assert str(imp.value) == str(e)
+                continue
+            report = imported.import_files(path, skip_invalid=True)
+            assert report["skipped"] == rejected.num_rows, path
+            assert rejected.column("error").to_pylist()[:20] == report["first_skipped"], path
+            rejected_all += rejected.num_rows
+            apply_ops(applied, ops)
+        assert stopped > 100 and rejected_all > 100
+        assert table(applied.export_mapping(), ["id", "person"]) == \
+            table(imported.export_mapping(), ["id", "person"])
+        ev = ["_p", "_p_original", "_n", "_t", "properties"]
+        assert table(applied.export_events(), ev) == table(imported.export_events(), ev)
+    applied.close()
+    scratch.close()
+
+
+def test_parse_csv_numbers_records_by_their_first_line():
+    data = (b"Identity,Timestamp,Event,Prop:Note\n"
+            b'bob,5,Paid,"two\nlines"\n'
+            b"\n"
+            b"ann,x,Paid,\n"
+            b"ann,,,\n")
+    ops, rejected = idgraph.parse_csv(data, file="f.csv", now=9)
+    assert ops.column("line").to_pylist() == [2]
+    assert json.loads(ops.column("properties")[0].as_py()) == {"Note": "two\nlines"}
+    assert rejected.column("error").to_pylist() == [
+        'f.csv:5: Timestamp "x" is not a whole number of seconds',
+        "f.csv:6: nothing to do: no Event, Alias or Prop: value",
+    ]
+    with pytest.raises(idgraph.InputError, match="^f.csv:1: unknown column"):
+        idgraph.parse_csv(b"Identity,Colour\nbob,red\n", file="f.csv")
 
 
 def test_any_string_and_integer_types_are_read():

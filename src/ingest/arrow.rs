@@ -1,7 +1,7 @@
-//! Lines of KISSmetrics JSON in Arrow batches, parsed into ops in Arrow batches (the `parquet`
-//! feature): the importer's own reading of a line ([`parse_raw_line`]) for engines that hold
-//! the lines themselves, such as the Python package's `parse_lines` and the Spark job's
-//! executors.
+//! Lines of KISSmetrics JSON in Arrow batches, and whole CSV files, parsed into ops in Arrow
+//! batches (the `parquet` feature): the importer's own reading of a line ([`parse_raw_line`])
+//! and of a CSV file ([`Records`]) for engines that hold the input themselves, such as the
+//! Python package's `parse_lines` and `parse_csv` and the Spark job's executors.
 //!
 //! In: a batch with columns `file` (text: the name errors give), `line` (an integer: the line
 //! number, from 1) and `text` (the line's bytes, with or without its line ending; binary or
@@ -23,10 +23,11 @@ use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, StructArray};
 use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_schema::{DataType, Field, Fields, Schema};
 
+use super::csv::{Records, Stop};
 use super::km_json::parse_raw_line;
 use crate::error::{Error, Result};
 use crate::id::{BlockedIds, DEFAULT_BLOCKED_IDS};
-use crate::op::{Op, Properties, fold_case};
+use crate::op::{Op, Properties, Timestamp, fold_case};
 
 /// The fields of one entry of `property_list`.
 fn property_fields() -> Fields {
@@ -248,6 +249,13 @@ impl OpRows {
         }
     }
 
+    /// The ops of one line (or record), numbered from 0 in its order.
+    fn push_all(&mut self, file: &str, line: i64, ops: &[Op], blocked: &BlockedIds) {
+        for (n, op) in ops.iter().enumerate() {
+            self.push(file, line, n as i32, op, blocked);
+        }
+    }
+
     fn finish(mut self) -> Result<RecordBatch> {
         let cols: Vec<ArrayRef> = vec![
             Arc::new(self.file.finish()),
@@ -310,10 +318,7 @@ pub fn parse_lines(
     batch: &RecordBatch,
     blocked_ids: Option<&[String]>,
 ) -> Result<(RecordBatch, RecordBatch)> {
-    let blocked = match blocked_ids {
-        Some(ids) => BlockedIds::new(ids),
-        None => BlockedIds::new(DEFAULT_BLOCKED_IDS),
-    };
+    let blocked = blocked_list(blocked_ids);
     let file = column(batch, "file", &DataType::Utf8, "text")?;
     let line = column(batch, "line", &DataType::Int64, "an integer")?;
     let text = column(batch, "text", &DataType::Binary, "bytes or text")?;
@@ -331,40 +336,88 @@ pub fn parse_lines(
         text.as_binary::<i32>(),
     );
     let mut ops = OpRows::with_capacity(batch.num_rows(), text.values().len());
-    let mut bad_file = StringBuilder::new();
-    let mut bad_line = Int64Builder::new();
-    let mut bad_error = StringBuilder::new();
-    let mut bad_reason = StringBuilder::new();
+    let mut rejected = Rejected::default();
     for i in 0..batch.num_rows() {
         let (f, l) = (file.value(i), line.value(i));
         // No source: the ops' rows carry the file and line (an alias link's source is
         // `FILE:LINE` when the importer reads it).
         match parse_raw_line(text.value(i), None) {
             None => {}
-            Some(Ok(parsed)) => {
-                for (n, op) in parsed.iter().enumerate() {
-                    ops.push(f, l, n as i32, op, &blocked);
-                }
-            }
-            Some(Err(reason)) => {
-                bad_file.append_value(f);
-                bad_line.append_value(l);
-                bad_error.append_value(format!("{f}:{l}: {reason}"));
-                bad_reason.append_value(reason);
-            }
+            Some(Ok(parsed)) => ops.push_all(f, l, &parsed, &blocked),
+            Some(Err(reason)) => rejected.push(f, l, &reason),
         }
     }
-    let rejected = RecordBatch::try_new(
-        rejected_schema(),
-        vec![
-            Arc::new(bad_file.finish()),
-            Arc::new(bad_line.finish()),
-            Arc::new(bad_error.finish()),
-            Arc::new(bad_reason.finish()),
-        ],
-    )
-    .map_err(internal)?;
-    Ok((ops.finish()?, rejected))
+    Ok((ops.finish()?, rejected.finish()?))
+}
+
+/// Parses a whole CSV file as `idgraph import` reads one (its header, then each record;
+/// [`Records`]): the ops of its good records and its bad records, in the batches and columns
+/// of [`parse_lines`] (`line` is the line a record starts on). `file` is the name errors
+/// give; `now` the time of an alias row without a timestamp; `blocked_ids` as in
+/// [`parse_lines`].
+///
+/// # Errors
+/// [`Error::Input`] (`FILE:LINE: reason`, as the importer stops) when the header is bad or a
+/// record is longer than [`MAX_LINE_BYTES`](super::input::MAX_LINE_BYTES): the importer
+/// cannot read on, `--skip-invalid` or not.
+pub fn parse_csv(
+    file: &str,
+    data: &[u8],
+    now: Timestamp,
+    blocked_ids: Option<&[String]>,
+) -> Result<(RecordBatch, RecordBatch)> {
+    let blocked = blocked_list(blocked_ids);
+    let stop = |s: Stop| Error::Input(format!("{file}:{}: {}", s.line, s.reason));
+    let mut rows = Records::new(file, data, None, 0, now).map_err(stop)?;
+    let mut ops = OpRows::with_capacity(data.len() / 64, data.len());
+    let mut rejected = Rejected::default();
+    while let Some(row) = rows.next_row().map_err(stop)? {
+        let line = i64::try_from(row.line).unwrap_or(i64::MAX);
+        match row.parsed {
+            Ok(parsed) => ops.push_all(file, line, &parsed, &blocked),
+            Err(reason) => rejected.push(file, line, &reason),
+        }
+    }
+    Ok((ops.finish()?, rejected.finish()?))
+}
+
+/// The blocked-ID list: `ids`, or the store's default.
+fn blocked_list(ids: Option<&[String]>) -> BlockedIds {
+    match ids {
+        Some(ids) => BlockedIds::new(ids),
+        None => BlockedIds::new(DEFAULT_BLOCKED_IDS),
+    }
+}
+
+/// The rejected lines' batch, filled row by row.
+#[derive(Default)]
+struct Rejected {
+    file: StringBuilder,
+    line: Int64Builder,
+    error: StringBuilder,
+    reason: StringBuilder,
+}
+
+impl Rejected {
+    fn push(&mut self, file: &str, line: i64, reason: &str) {
+        self.file.append_value(file);
+        self.line.append_value(line);
+        self.error.append_value(format!("{file}:{line}: {reason}"));
+        self.reason.append_value(reason);
+    }
+
+    fn finish(mut self) -> Result<RecordBatch> {
+        RecordBatch::try_new(
+            rejected_schema(),
+            vec![
+                Arc::new(self.file.finish()),
+                Arc::new(self.line.finish()),
+                Arc::new(self.error.finish()),
+                Arc::new(self.reason.finish()),
+            ],
+        )
+        .map_err(internal)
+    }
 }
 
 /// The connected components of a batch of edges `u`, `v` (64-bit integers, no nulls) as star
@@ -573,6 +626,130 @@ mod tests {
                 format!("{at}: {reason}")
             })
             .collect()
+    }
+
+    /// An op as comparable text: kind, IDs, time, event, properties.
+    fn op_text(
+        kind: &str,
+        a: &str,
+        b: Option<&str>,
+        at: i64,
+        event: Option<&str>,
+        props: Option<&str>,
+    ) -> String {
+        format!("{kind} {a} {b:?} {at} {event:?} {props:?}")
+    }
+
+    /// The ops of a `parse_lines` / `parse_csv` batch as [`op_text`].
+    fn batch_ops(ops: &RecordBatch) -> Vec<String> {
+        let s = |c: &str| ops.column_by_name(c).unwrap().as_string::<i32>().clone();
+        let (kind, a, b, event, props) = (s("kind"), s("a"), s("b"), s("event"), s("properties"));
+        let at = ops
+            .column_by_name("at")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        (0..ops.num_rows())
+            .map(|i| {
+                fn opt(c: &arrow_array::StringArray, i: usize) -> Option<&str> {
+                    c.is_valid(i).then(|| c.value(i))
+                }
+                op_text(
+                    kind.value(i),
+                    a.value(i),
+                    opt(&b, i),
+                    at.value(i),
+                    opt(&event, i),
+                    opt(&props, i),
+                )
+            })
+            .collect()
+    }
+
+    /// Every CSV file of the fuzz corpus (hostile and odd files: bad headers, quotes, bad
+    /// UTF-8, long fields...): `parse_csv` gives the importer's ops, skips the lines it skips
+    /// with its words, and stops where it stops.
+    #[test]
+    fn parse_csv_judges_the_fuzz_corpus_as_the_importer_does() {
+        use crate::ingest::files::{FileSource, Format, Input};
+        use crate::source::OpSource;
+        use std::cell::RefCell;
+        use std::rc::Rc;
+
+        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/csv");
+        let dir = tempfile::tempdir().unwrap();
+        let (mut files, mut stopped, mut skipped, mut parsed) = (0, 0, 0, 0);
+        for entry in std::fs::read_dir(&corpus).unwrap() {
+            let mut data = std::fs::read(entry.unwrap().path()).unwrap();
+            // The importer reads up to the last newline (a last line without one waits for
+            // more): end every file with one, so that both read all of it.
+            if !data.ends_with(b"\n") {
+                data.push(b'\n');
+            }
+            let path = dir.path().join("c.csv");
+            std::fs::write(&path, &data).unwrap();
+            let input = Input {
+                path: Some(path),
+                name: "c.csv".into(),
+                format: Format::Csv,
+                size: 0,
+                start: 0,
+                first_line: 0,
+            };
+            let skips = Rc::new(RefCell::new(Vec::new()));
+            let to = skips.clone();
+            let mut src = FileSource::new(vec![input], true, 77)
+                .on_skip(move |m| to.borrow_mut().push(m.to_owned()));
+            let mut want = Vec::new();
+            let read = src.for_each(&mut |op| {
+                let (kind, a, b, at, event, props) = match &op {
+                    Op::Alias { a, b, at, .. } => ("alias", a, Some(b.as_str()), *at, None, None),
+                    Op::Record {
+                        id,
+                        event,
+                        properties,
+                        at,
+                    } => (
+                        "record",
+                        id,
+                        None,
+                        *at,
+                        Some(event.as_str()),
+                        Some(properties),
+                    ),
+                    Op::Set { id, properties, at } => {
+                        ("set", id, None, *at, None, Some(properties))
+                    }
+                };
+                let props = props.map(|p| {
+                    let mut j = Vec::new();
+                    p.write_json(&mut j);
+                    String::from_utf8(j).unwrap()
+                });
+                want.push(op_text(kind, a.as_str(), b, at, event, props.as_deref()));
+                Ok(())
+            });
+            files += 1;
+            match (read, parse_csv("c.csv", &data, 77, None)) {
+                (Err(e), Err(got)) => {
+                    stopped += 1;
+                    assert_eq!(got.to_string(), e.to_string());
+                }
+                (Ok(()), Ok((ops, bad))) => {
+                    let errors = bad.column(2).as_string::<i32>();
+                    let got: Vec<String> = errors.iter().map(|e| e.unwrap().to_owned()).collect();
+                    assert_eq!(got, *skips.borrow(), "{data:?}");
+                    assert_eq!(batch_ops(&ops), want, "{data:?}");
+                    skipped += got.len();
+                    parsed += want.len();
+                }
+                (read, got) => panic!("the importer: {read:?}; parse_csv: {got:?}; {data:?}"),
+            }
+        }
+        // The corpus has each kind of verdict, many times.
+        assert!(
+            files > 1000 && stopped > 100 && skipped > 100 && parsed > 100,
+            "{files} files, {stopped} stopped, {skipped} lines skipped, {parsed} ops"
+        );
     }
 
     #[test]

@@ -245,68 +245,21 @@ impl FileSource {
             _ => Ok(csv::StringRecord::new()),
         }
         .map_err(|e| Error::Input(format!("{name}:1: {e}")))?;
-        let since = Rc::new(std::cell::Cell::new(0u64));
-        let mut rdr = csv::ReaderBuilder::new()
-            .has_headers(header.is_empty())
-            .from_reader(RecordLimit {
-                inner: reader,
-                since: since.clone(),
-                max: MAX_LINE_BYTES as u64,
-            });
-        let header = if header.is_empty() {
-            rdr.headers()
-                .map_err(|e| Error::Input(format!("{name}:1: {e}")))?
-                .clone()
-        } else {
-            header
-        };
-        let cols =
-            super::csv::columns(&header).map_err(|e| Error::Input(format!("{name}:1: {e}")))?;
-        let mut rec = csv::StringRecord::new();
+        let stop = |s: super::csv::Stop| Error::Input(format!("{name}:{}: {}", s.line, s.reason));
+        let header = (!header.is_empty()).then_some(header);
+        let mut rdr =
+            super::csv::Records::new(&name, reader, header, first, self.now).map_err(stop)?;
         let bytes_before = progress.bytes;
-        loop {
-            let local = rdr.position().line() + 1;
-            let starts = first + rdr.position().line();
-            since.set(0);
-            match rdr.read_record(&mut rec) {
-                Ok(false) => break,
-                Ok(true) if rec.len() != header.len() => {
-                    // A file read from the middle has no first row to set the length.
-                    let line = first + rec.position().map_or(local, |p| p.line());
-                    let reason = format!(
-                        "the row has {} fields, the header {}",
-                        rec.len(),
-                        header.len()
-                    );
-                    self.emit(&format!("{name}:{line}"), Err(reason), f)?;
+        while let Some(row) = rdr.next_row().map_err(stop)? {
+            if row.counted {
+                if let Some(b) = row.byte {
+                    progress.bytes = bytes_before + b;
                 }
-                Ok(true) => {
-                    let pos = rec.position();
-                    let line = first + pos.map_or(local, |p| p.line());
-                    progress.bytes = pos.map_or(progress.bytes, |p| bytes_before + p.byte());
-                    self.lines += 1;
-                    let at = format!("{name}:{line}");
-                    let parsed = super::csv::parse_row(&cols, &rec, self.now, Some(&at));
-                    self.emit(&at, parsed, f)?;
-                    if line.is_multiple_of(8192) {
-                        (self.on_progress)(progress.bytes, progress.lines_before + line - first);
-                    }
-                }
-                Err(e) => {
-                    let line = first + e.position().map_or(local, |p| p.line());
-                    if let csv::ErrorKind::Io(io) = e.kind()
-                        && io.get_ref().is_some_and(|x| x.is::<RecordTooLong>())
-                    {
-                        return Err(Error::Input(format!("{name}:{starts}: {RecordTooLong}")));
-                    }
-                    let reason = match e.kind() {
-                        csv::ErrorKind::UnequalLengths {
-                            expected_len, len, ..
-                        } => format!("the row has {len} fields, the header {expected_len}"),
-                        _ => e.to_string(),
-                    };
-                    self.emit(&format!("{name}:{line}"), Err(reason), f)?;
-                }
+                self.lines += 1;
+            }
+            self.emit(&row.at, row.parsed, f)?;
+            if row.counted && row.line.is_multiple_of(8192) {
+                (self.on_progress)(progress.bytes, progress.lines_before + row.line - first);
             }
         }
         progress.bytes = bytes_before + rdr.position().byte();
@@ -363,40 +316,6 @@ pub fn read_line_bounded(
 fn line_len(b: &[u8]) -> usize {
     let b = b.strip_suffix(b"\n").unwrap_or(b);
     b.strip_suffix(b"\r").unwrap_or(b).len()
-}
-
-/// A reader that fails once more than `max` bytes were read since `since` was last reset
-/// (the CSV reader resets it after each record): bounds the memory of one record.
-struct RecordLimit<R> {
-    inner: R,
-    since: Rc<std::cell::Cell<u64>>,
-    max: u64,
-}
-
-/// The error [`RecordLimit`] fails with.
-#[derive(Debug)]
-struct RecordTooLong;
-
-impl std::fmt::Display for RecordTooLong {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "a record longer than the limit of {MAX_LINE_BYTES} bytes (max_line_bytes)"
-        )
-    }
-}
-
-impl std::error::Error for RecordTooLong {}
-
-impl<R: Read> Read for RecordLimit<R> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.since.get() > self.max {
-            return Err(std::io::Error::other(RecordTooLong));
-        }
-        let n = self.inner.read(out)?;
-        self.since.set(self.since.get() + n as u64);
-        Ok(n)
-    }
 }
 
 impl OpSource for FileSource {
