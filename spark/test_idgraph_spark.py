@@ -380,15 +380,18 @@ class SameValidation(unittest.TestCase):
 
 
     def test_the_csv_fuzz_corpus_is_judged_as_the_store_judges_it(self):
-        """Every file of the checked-in fuzz corpus of the CSV reader (bad headers, quotes,
-        bad UTF-8, ragged rows...), each its own input: the files the importer reads give the
-        same lines skipped for the same reasons, and the same IDs, events and refusals; a file
-        where the importer stops stops the job with the importer's words."""
+        """Files of the checked-in fuzz corpus of the CSV reader (bad headers, quotes, bad
+        UTF-8, ragged rows...), each its own input: the files the importer reads give the same
+        lines skipped for the same reasons, and the same IDs, events and refusals; a file where
+        the importer stops stops the job with the importer's words. One file in six: every
+        file is judged against the importer by `parse_csv`, the job's parser, in the Rust and
+        Python tests; this checks the job's use of it (a Spark job over all 1,081 files took
+        123 s, most of it per-file listing and tiny tasks)."""
         import idgraph as pkg
 
         corpus = os.path.join(ROOT, "fuzz", "corpus", "csv")
         paths, stop = [], None
-        for k, name in enumerate(sorted(os.listdir(corpus))):
+        for k, name in enumerate(sorted(os.listdir(corpus))[::6]):
             with open(os.path.join(corpus, name), "rb") as f:
                 data = f.read()
             if not data.endswith(b"\n"):
@@ -408,8 +411,9 @@ class SameValidation(unittest.TestCase):
         mapping, events, refused = store_rows(db)
         out = os.path.join(self.tmp, "out")
         summary = run_job(paths, out, "--skip-invalid", "--format", "jsonl")
-        self.assertGreater(len(paths), 800)
-        self.assertGreater(store["skipped"], 1000)
+        self.assertGreater(len(paths), 100)
+        self.assertIsNotNone(stop)
+        self.assertGreater(store["skipped"], 500)
         self.assertEqual(summary["lines_skipped"], store["skipped"])
         cli = [ln[:-len(" (skipped)")] for ln in r.stderr.splitlines()
                if ln.endswith(" (skipped)")]
@@ -563,8 +567,17 @@ class Incremental(unittest.TestCase):
         write(os.path.join(data, "revisions", "1.json"), whole[1] + early + bad[:1])
         write(os.path.join(data, "revisions", "2.json"), whole[2][:h2] + ex_a)
         write(os.path.join(data, "revisions", "3.json"), whole[3][:h3])
+        # A CSV file that grows too: read whole again, only the records past its old lines
+        # kept (a blank line and a quoted field over two lines before the cut).
+        csv_path = os.path.join(data, "extra.csv")
+        with open(csv_path, "w", encoding="utf-8") as f:
+            f.write('Identity,Timestamp,Event,Alias,Prop:note\n'
+                    'csv-a,10,Signed Up,,first\n'
+                    'csv-b,11,,csv-a,\n'
+                    '\n'
+                    'csv-c,12,Paid,,"two\nlines"\n')
         write(os.path.join(data, "index.csv"),
-              ["path", "revisions/1.json", "revisions/2.json", "revisions/3.json"])
+              ["path", "revisions/1.json", "revisions/2.json", "revisions/3.json", "extra.csv"])
         # A forgotten person stays out of both runs.
         full_in = os.path.join(self.tmp, "forgotten.json")
         write(full_in, whole[1][:50])
@@ -586,14 +599,17 @@ class Incremental(unittest.TestCase):
             f.write("\n".join(whole[2][h2:] + late + bad[1:]) + "\n")
         with open(os.path.join(data, "revisions", "3.json"), "a", encoding="utf-8") as f:
             f.write("\n".join(whole[3][h3:]) + "\n")
+        with open(csv_path, "a", encoding="utf-8") as f:
+            f.write('\ncsv-c,13,Paid,,"and\nmore"\ncsv-d,14,,csv-c,\ncsv-b,15,Paid,,\n')
         write(os.path.join(data, "revisions", "4.json"), ex_b)
         write(os.path.join(data, "index.csv"), ["path", "revisions/1.json", "revisions/2.json",
-                                               "revisions/3.json", "revisions/4.json"])
+                                               "revisions/3.json", "extra.csv",
+                                               "revisions/4.json"])
         inc = os.path.join(self.tmp, "inc")
         got = run_job([data], inc, *flags, "--previous", history)
         full = os.path.join(self.tmp, "full")
         want = run_job([data], full, *flags)
-        self.assertEqual(got["incremental"]["files_grown"], 2)
+        self.assertEqual(got["incremental"]["files_grown"], 3)
         self.assertEqual(got["incremental"]["files_new"], 1)
         self.assertEqual(got["incremental"]["files_unchanged"], 1)
         self.assertGreater(got["incremental"]["bytes_not_read"],
@@ -612,13 +628,17 @@ class Incremental(unittest.TestCase):
         self.assertGreater(want["refused_merges"], 0)
         person = {m["id"]: m["person"] for m in self.rows(inc, "mapping")}
         self.assertEqual(person[grow[2]], grow[2])  # grown past the limit
+        self.assertEqual(person["csv-b"], person["csv-a"])  # the CSV file, before and after
+        self.assertEqual(person["csv-d"], person["csv-c"])
+        self.assertEqual(sorted(e["_t"] for e in self.rows(inc, "events")
+                                if e["_p_original"] == "csv-c"), [12, 13])
         self.assertNotIn(who, person)
 
         # Nothing new: nothing read, the same rows (in JSON lines: written whole from state/,
         # where Parquet outputs were carried over file by file).
         again = os.path.join(self.tmp, "again")
         same = run_job([data], again, *flags, "--format", "jsonl", "--previous", inc)
-        self.assertEqual(same["incremental"]["files_unchanged"], 4)
+        self.assertEqual(same["incremental"]["files_unchanged"], 5)
         self.assertEqual(same["lines_read"], want["lines_read"])
         self.assertEqual(canonical(jsonl_rows(again + "/mapping/*.json")), a["mapping"])
         self.assertEqual(len(jsonl_rows(again + "/events/*.json")), want["events"])
@@ -631,7 +651,7 @@ class Incremental(unittest.TestCase):
             listing = [j.listing(f) for f, _ in files]
             return j.previous(files, listing, j.options(job.load_suppressions(sup)))
 
-        self.assertEqual(plan()[1], [None] * 4)
+        self.assertEqual(plan()[1], [None] * 5)
         self.assertIn("max_person_size", plan("--max-person-size", "41")[1])
         p1 = os.path.join(data, "revisions", "1.json")
         with open(p1, "r+b") as f:
