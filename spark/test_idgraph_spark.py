@@ -385,8 +385,8 @@ class SameValidation(unittest.TestCase):
         lines skipped for the same reasons, and the same IDs, events and refusals; a file where
         the importer stops stops the job with the importer's words. One file in six: every
         file is judged against the importer by `parse_csv`, the job's parser, in the Rust and
-        Python tests; this checks the job's use of it (a Spark job over all 1,081 files took
-        123 s, most of it per-file listing and tiny tasks)."""
+        Python tests; this checks the job's use of it (a job over all 885 files the importer
+        reads took 123 s, most of it listing files on the driver and tiny read tasks)."""
         import idgraph as pkg
 
         corpus = os.path.join(ROOT, "fuzz", "corpus", "csv")

@@ -367,7 +367,7 @@ pub fn parse_csv(
     blocked_ids: Option<&[String]>,
 ) -> Result<(RecordBatch, RecordBatch)> {
     let blocked = blocked_list(blocked_ids);
-    let stop = |s: Stop| Error::Input(format!("{file}:{}: {}", s.line, s.reason));
+    let stop = |s: Stop| s.error(file);
     let mut rows = Records::new(file, data, None, 0, now).map_err(stop)?;
     let mut ops = OpRows::with_capacity(data.len() / 64, data.len());
     let mut rejected = Rejected::default();

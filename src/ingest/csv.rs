@@ -157,6 +157,13 @@ pub struct Stop {
     pub reason: String,
 }
 
+impl Stop {
+    /// The error that stops reading `file`: `FILE:LINE: reason`, as the importer says it.
+    pub fn error(self, file: &str) -> crate::Error {
+        crate::Error::Input(format!("{file}:{}: {}", self.line, self.reason))
+    }
+}
+
 /// One record of a CSV file.
 #[derive(Debug)]
 pub struct Row {
@@ -169,8 +176,8 @@ pub struct Row {
     /// A record with as many fields as the header: a row read (good or bad), which the
     /// importer counts. Not one the CSV reader refused or of another length.
     pub counted: bool,
-    /// The byte offset of its start within what this reader read, for a counted row.
-    pub byte: Option<u64>,
+    /// The byte offset where it starts, within what this reader read.
+    pub byte: u64,
 }
 
 impl<R: Read> Records<R> {
@@ -264,7 +271,7 @@ impl<R: Read> Records<R> {
             at,
             parsed,
             counted,
-            byte: counted.then_some(start),
+            byte: start,
         }))
     }
 
@@ -280,8 +287,11 @@ struct Tally {
     /// Bytes read since the current record started (reset before each record): past
     /// [`MAX_LINE_BYTES`] the read fails, which bounds the memory of one record.
     since: u64,
-    /// The bytes read from `base` on (at most a record and the CSV reader's read-ahead).
+    /// Bytes read and not yet forgotten: from `head` on, those from `base` on (at most a
+    /// record and the CSV reader's read-ahead); before `head`, counted and kept only until
+    /// the next read drops them (one move per read, not one per record).
     pending: Vec<u8>,
+    head: usize,
     base: u64,
     /// Newlines before `base`.
     lines: u64,
@@ -291,18 +301,26 @@ impl Tally {
     /// The line of the record whose position the `csv` crate gives as `byte`: blank lines
     /// there are skipped first, as the reader skips them. Forgets the bytes before it.
     fn line_at(&mut self, byte: u64) -> u64 {
+        let rest = &self.pending[self.head..];
         let from = usize::try_from(byte.saturating_sub(self.base))
             .unwrap_or(usize::MAX)
-            .min(self.pending.len());
-        let skip = self.pending[from..]
+            .min(rest.len());
+        let skip = rest[from..]
             .iter()
             .take_while(|&&b| b == b'\n' || b == b'\r')
             .count();
         let upto = from + skip;
-        self.lines += memchr::memchr_iter(b'\n', &self.pending[..upto]).count() as u64;
-        self.pending.drain(..upto);
+        self.lines += memchr::memchr_iter(b'\n', &rest[..upto]).count() as u64;
+        self.head += upto;
         self.base += upto as u64;
         self.lines + 1
+    }
+
+    /// Keeps `bytes`, just read.
+    fn keep(&mut self, bytes: &[u8]) {
+        self.pending.drain(..self.head);
+        self.head = 0;
+        self.pending.extend_from_slice(bytes);
     }
 }
 
@@ -336,7 +354,7 @@ impl<R: Read> Read for Tallied<R> {
         }
         let n = self.inner.read(out)?;
         t.since += n as u64;
-        t.pending.extend_from_slice(&out[..n]);
+        t.keep(&out[..n]);
         Ok(n)
     }
 }

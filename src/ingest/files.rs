@@ -245,16 +245,14 @@ impl FileSource {
             _ => Ok(csv::StringRecord::new()),
         }
         .map_err(|e| Error::Input(format!("{name}:1: {e}")))?;
-        let stop = |s: super::csv::Stop| Error::Input(format!("{name}:{}: {}", s.line, s.reason));
+        let stop = |s: super::csv::Stop| s.error(&name);
         let header = (!header.is_empty()).then_some(header);
         let mut rdr =
             super::csv::Records::new(&name, reader, header, first, self.now).map_err(stop)?;
         let bytes_before = progress.bytes;
         while let Some(row) = rdr.next_row().map_err(stop)? {
             if row.counted {
-                if let Some(b) = row.byte {
-                    progress.bytes = bytes_before + b;
-                }
+                progress.bytes = bytes_before + row.byte;
                 self.lines += 1;
             }
             self.emit(&row.at, row.parsed, f)?;
