@@ -201,6 +201,11 @@ def local_stars(batches):
 # union-find's map and forest in Rust: 2.5 GB peak for the Python worker and 42 s at this
 # count of random links (BENCHMARKS.md, "Spark"; measured with the release wheel).
 LOCAL_MAX_EDGES = 20_000_000
+# Runs that read at most this many bytes of input keep their intermediate tables as local
+# checkpoints, larger ones cache them (`Job.keep`). Measured on local[2] (BENCHMARKS.md, "Spark",
+# "Plans"): checkpoints made the job over 1M gen_km lines (83 MB) 14-36% faster, and over 10M
+# lines (831 MB) no faster, with rows held where a cache compresses them.
+LEAF_MAX_BYTES = 256 << 20
 
 
 OP_COLUMNS = ["file", "line", "ord", "kind", "a", "b", "t", "name", "lname", "props", "frag",
@@ -552,6 +557,31 @@ class Job:
             # a script, its functions travel with the tasks.)
             spark.sparkContext.addPyFile(os.path.abspath(__file__))
         self.blocked_ids = DEFAULT_BLOCKED_IDS + list(args.blocked_id or [])
+        self.kept = []  # what `keep` checkpointed, freed by `release`
+        self.leaves = True  # whether `keep` checkpoints (set from the bytes a run reads)
+
+    def keep(self, df):
+        """`df` computed now and kept for its next uses. In a run that reads at most
+        LEAF_MAX_BYTES, as a local checkpoint: a table whose plan is a leaf, in executors'
+        storage (memory, then local disk). A persisted table's plan stays inside every plan built on it, and
+        adaptive execution writes the whole plan out for Spark's UI at every stage: with
+        tables built on tables, that was most of a small run's time (BENCHMARKS.md, "Spark",
+        "Plans"). In a larger run, cached (`persist`): there the work dwarfs the plans, and
+        a cached table is compressed by column where a checkpoint keeps rows."""
+        from pyspark import StorageLevel
+
+        if not self.leaves:
+            return df.persist(StorageLevel.MEMORY_AND_DISK)
+        kept = df.localCheckpoint(eager=True)
+        self.kept.append(kept)
+        return kept
+
+    def release(self):
+        """Frees what `keep` checkpointed (a session that runs the job again, as the tests do,
+        would otherwise hold it until the JVM's garbage collector finds it unreferenced)."""
+        for df in self.kept:
+            df._jdf.queryExecution().logical().rdd().unpersist(False)
+        self.kept = []
 
     def stage(self, name, t0):
         self.stages[name] = round(time.time() - t0, 3)
@@ -752,6 +782,7 @@ class Job:
             # What the run cached is dropped (a session that runs the job again, as the tests
             # do, would otherwise fill its heap with it).
             self.spark.catalog.clearCache()
+            self.release()
             fs.delete(self.io.path(tmp), True)
 
     def write_text(self, path, text):
@@ -871,12 +902,10 @@ class Job:
         with `links` (id, links: aliases naming it). Returns (ids: id, node, anon, comp,
         links, person; sizes: person, size; oversized: comp, size, highest_degree_ids or None;
         how many are oversized; rounds)."""
-        from pyspark import StorageLevel
         from pyspark.sql import functions as F
         from pyspark.sql.window import Window
 
-        keep = StorageLevel.MEMORY_AND_DISK
-        idn = idn.persist(keep)  # three uses below; recomputing it is a shuffle of every op
+        idn = idn.transform(self.keep)  # three uses below; recomputing it is a shuffle of every op
         edges = (
             pairs.join(idn.select(F.col("id").alias("a"), F.col("node").alias("u")), "a")
             .join(idn.select(F.col("id").alias("b"), F.col("node").alias("v")), "b")
@@ -886,11 +915,11 @@ class Job:
         self.log("  components: %d rounds" % rounds)
         comp = idn.join(labels, idn.node == labels.node, "left").select(
             idn.id, idn.node, idn.anon, F.coalesce(labels.comp, idn.node).alias("comp")
-        ).join(links, "id", "left").fillna(0, ["links"]).persist(keep)
+        ).join(links, "id", "left").fillna(0, ["links"]).transform(self.keep)
         # A person over the size limit keeps its IDs apart (spark/README.md), and is
         # reported with its best-linked IDs.
         big = comp.groupBy("comp").agg(F.count(F.lit(1)).alias("size")) \
-            .where(F.col("size") > self.args.max_person_size).persist(keep)
+            .where(F.col("size") > self.args.max_person_size).transform(self.keep)
         n_big = big.count()
         oversized = None
         own = F.col("comp")
@@ -908,9 +937,9 @@ class Job:
         comp = comp.select("id", "node", "anon", "comp", "links", own.alias("own"))
         sizes = comp.groupBy("own").agg(
             F.min(F.struct("anon", "node", "id")).alias("c"), F.count(F.lit(1)).alias("size")
-        ).select("own", F.col("c.id").alias("person"), "size").persist(keep)
+        ).select("own", F.col("c.id").alias("person"), "size").transform(self.keep)
         ids = comp.join(sizes.select("own", "person"), "own") \
-            .select("id", "node", "anon", "comp", "links", "person").persist(keep)
+            .select("id", "node", "anon", "comp", "links", "person").transform(self.keep)
         return ids, sizes.select("person", "size"), oversized, n_big, rounds
 
     @staticmethod
@@ -983,7 +1012,6 @@ class Job:
         from pyspark.sql import functions as F
 
         args, spark = self.args, self.spark
-        keep = StorageLevel.MEMORY_AND_DISK
         fmt = args.format
         warnings = []
         files = self.io.expand(args.inputs, warnings.append)
@@ -1006,14 +1034,17 @@ class Job:
                 plan = got
 
         t0 = time.time()
+        self.leaves = sum(
+            0 if p is None else listing[i][1] - (p[0] if fmt == "json" else 0)
+            for i, (p, (_, fmt)) in enumerate(zip(plan, files))) <= LEAF_MAX_BYTES
         ops, counted = self.read_ops(files, listing, plan)
         n_suppressed = 0
         dropped = suppressed_ops(suppressions)
         if dropped is not None:
-            ops = ops.persist(keep)
+            ops = ops.transform(self.keep)
             n_suppressed = ops.where(dropped).count()
             ops = ops.where(~dropped)
-        ops = ops.persist(keep)
+        ops = ops.transform(self.keep)
         sources = spark.createDataFrame(
             [(i, f) for i, (f, _) in enumerate(files)], "file int, source string"
         )
@@ -1059,7 +1090,7 @@ class Job:
         if prev is not None:
             refused = refused.unionByName(self.read_state("refused")).groupBy("x", "y").agg(
                 F.max("r").alias("r"), F.sum("times").alias("times"))
-        refused = refused.persist(keep)
+        refused = refused.transform(self.keep)
         n_refused = refused.count()
         self.save(refused, tmp, "refused")
         why = F.concat(
@@ -1104,9 +1135,11 @@ class Job:
             n_ids = ids.count()
             self.stage("IDs and persons", t0)
             t0 = time.time()
-            events = self.events_of(records, ids).persist(keep)
+            # The largest tables: cached (compressed, by columns), not copied as rows by
+            # `keep`; built on kept tables, their plans are shallow.
+            events = self.events_of(records, ids).persist(StorageLevel.MEMORY_AND_DISK)
             n_events = events.count()
-            props = self.props_of(values, ids).persist(keep)
+            props = self.props_of(values, ids).persist(StorageLevel.MEMORY_AND_DISK)
             persons = self.persons_of(props, sizes)
             n_persons, largest = self.largest(sizes)
             touched = None
@@ -1123,7 +1156,7 @@ class Job:
                      .select("comp").distinct().collect()]
             kept_ids, _ = self.carry_table(join(prev_dir, "ids"), join(state, "ids"), "comp",
                                            comps, join(was_dir, "ids"))
-            was = spark.read.parquet(join(was_dir, "ids")).persist(keep)
+            was = spark.read.parquet(join(was_dir, "ids")).transform(self.keep)
             gone = [r[0] for r in was.select("person").distinct().collect()]
             # The touched IDs: their old nodes with this run's places (a line appended to an
             # earlier file comes first), old persons as stars (each ID to its component's
@@ -1140,7 +1173,7 @@ class Job:
             n_ids = kept_ids + ids.count()
             if prev["counts"]["oversized_persons"]:
                 old_over = self.read_state("oversized").where(~F.col("comp").isin(comps)) \
-                    .persist(keep)
+                    .transform(self.keep)
                 n_big += old_over.count()
                 oversized = old_over if oversized is None else old_over.unionByName(oversized)
             self.stage("IDs and persons", t0)
@@ -1149,13 +1182,13 @@ class Job:
                                               "_p", gone, join(was_dir, "events"))
             events = self.events_of(spark.read.parquet(join(was_dir, "events")).select(
                 "a", "lname", "t", F.struct("ord", "name", "frag").alias("e")
-            ).unionByName(records), ids).persist(keep)
+            ).unionByName(records), ids).transform(self.keep)
             n_events = kept_events + events.count()
             self.carry_table(join(prev_dir, "props"), join(state, "props"), "person", gone,
                              join(was_dir, "props"))
             props = self.props_of(spark.read.parquet(join(was_dir, "props")).select(
-                "id", "lname", "first", "last").unionByName(values), ids).persist(keep)
-            persons = self.persons_of(props, sizes).persist(keep)
+                "id", "lname", "first", "last").unionByName(values), ids).transform(self.keep)
+            persons = self.persons_of(props, sizes).transform(self.keep)
             kept_persons, best = self.carry_table(join(prev_dir, "persons"),
                                                   join(state, "persons"), "person", gone,
                                                   top="ids")
