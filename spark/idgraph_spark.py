@@ -563,11 +563,12 @@ class Job:
     def keep(self, df):
         """`df` computed now and kept for its next uses. In a run that reads at most
         LEAF_MAX_BYTES, as a local checkpoint: a table whose plan is a leaf, in executors'
-        storage (memory, then local disk). A persisted table's plan stays inside every plan built on it, and
-        adaptive execution writes the whole plan out for Spark's UI at every stage: with
-        tables built on tables, that was most of a small run's time (BENCHMARKS.md, "Spark",
-        "Plans"). In a larger run, cached (`persist`): there the work dwarfs the plans, and
-        a cached table is compressed by column where a checkpoint keeps rows."""
+        storage (memory, then local disk). A persisted table's plan stays inside every plan
+        built on it, and adaptive execution writes the whole plan out for Spark's UI at every
+        stage: with tables built on tables, that was most of a small run's time
+        (BENCHMARKS.md, "Spark", "Plans"). In a larger run, cached (`persist`): there the work
+        dwarfs the plans, and a cached table is compressed by column where a checkpoint keeps
+        rows. (A local checkpoint is lost with its executor: a small run is run again.)"""
         from pyspark import StorageLevel
 
         if not self.leaves:
@@ -1034,9 +1035,11 @@ class Job:
                 plan = got
 
         t0 = time.time()
+        # The bytes this run reads: new files whole, a grown JSON file from where the earlier
+        # run stopped, a grown CSV file whole.
         self.leaves = sum(
-            0 if p is None else listing[i][1] - (p[0] if fmt == "json" else 0)
-            for i, (p, (_, fmt)) in enumerate(zip(plan, files))) <= LEAF_MAX_BYTES
+            0 if p is None else size - (p[0] if kind == "json" else 0)
+            for p, (_, kind), (_, size, _, _) in zip(plan, files, listing)) <= LEAF_MAX_BYTES
         ops, counted = self.read_ops(files, listing, plan)
         n_suppressed = 0
         dropped = suppressed_ops(suppressions)
