@@ -1009,7 +1009,6 @@ class Job:
     # -- the whole job --------------------------------------------------------------------
 
     def _run(self, tmp):
-        from pyspark import StorageLevel
         from pyspark.sql import functions as F
 
         args, spark = self.args, self.spark
@@ -1043,11 +1042,11 @@ class Job:
         ops, counted = self.read_ops(files, listing, plan)
         n_suppressed = 0
         dropped = suppressed_ops(suppressions)
+        # Kept once: the suppressed ops are a filter on the kept table, not a second copy.
+        ops = ops.transform(self.keep)
         if dropped is not None:
-            ops = ops.transform(self.keep)
             n_suppressed = ops.where(dropped).count()
             ops = ops.where(~dropped)
-        ops = ops.transform(self.keep)
         sources = spark.createDataFrame(
             [(i, f) for i, (f, _) in enumerate(files)], "file int, source string"
         )
@@ -1138,11 +1137,9 @@ class Job:
             n_ids = ids.count()
             self.stage("IDs and persons", t0)
             t0 = time.time()
-            # The largest tables: cached (compressed, by columns), not copied as rows by
-            # `keep`; built on kept tables, their plans are shallow.
-            events = self.events_of(records, ids).persist(StorageLevel.MEMORY_AND_DISK)
+            events = self.events_of(records, ids).transform(self.keep)
             n_events = events.count()
-            props = self.props_of(values, ids).persist(StorageLevel.MEMORY_AND_DISK)
+            props = self.props_of(values, ids).transform(self.keep)
             persons = self.persons_of(props, sizes)
             n_persons, largest = self.largest(sizes)
             touched = None

@@ -670,6 +670,8 @@ class Incremental(unittest.TestCase):
             run_job([data], os.path.join(self.tmp, "x"), *flags, "--previous", data)
         with self.assertRaises(job.Bad):
             run_job([data], os.path.join(self.tmp, "x"), *flags, "--previous", inc, "--no-state")
+        # What the runs kept (checkpoints, caches) was freed when each ended.
+        self.assertEqual(SPARK.sparkContext._jsc.getPersistentRDDs().size(), 0)
 
     def test_appended_bytes_are_read_in_chunks_as_the_whole_would_be_split(self):
         """`read_tail` reads a file's new bytes a chunk at a time: the same lines, numbered on
