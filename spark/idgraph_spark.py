@@ -373,42 +373,67 @@ def open_input(uri):
     return fs.open_input_file(path)
 
 
-def carry(drop, column, top=None):
+def output_rows(table, batch):
+    """The Parquet output `table` (mapping, events, persons) of a batch of its state table's
+    rows (ids, events, persons): the columns `Job.write_all` writes, over Arrow."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if table == "mapping":
+        return pa.record_batch([batch.column("id"), batch.column("person")],
+                               names=["id", "person"])
+    if table == "events":
+        # As `Job.write_events`: the fragment ',"k":v,...' as the object '{"k":v,...}'.
+        frag = pc.utf8_slice_codeunits(pc.fill_null(batch.column("frag"), ""), 1)
+        props = pc.binary_join_element_wise("{", frag, "}", "")
+        return pa.record_batch(
+            [batch.column("_p"), batch.column("a"), batch.column("name"), batch.column("t"),
+             props], names=["_p", "_p_original", "_n", "_t", "properties"])
+    return batch  # persons: the same rows
+
+
+def carry(drop, column, top=None, output=None):
     """Carries Parquet files over, each by one task with pyarrow, without the rows whose
-    `column` is in the broadcast set `drop`: (source, kept to, dropped to or None) → (rows
-    kept, (largest `top` kept, its `person`) or None). Untouched rows never pass through Spark's
-    rows: this is what keeps an incremental run's cost near its new input."""
+    `column` is in the broadcast set `drop`: (source, kept to, dropped to or None, output to
+    or None) → (rows kept, (largest `top` kept, its `person`) or None). With `output` (an
+    output table's name), the kept rows also go, as `output_rows` makes them, to the fourth
+    path: an output carried from the state in the same pass. Untouched rows never pass through
+    Spark's rows: this is what keeps an incremental run's cost near its new input."""
 
     def run(items):
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        for src, kept_to, dropped_to in items:
+        for src, kept_to, dropped_to, output_to in items:
             sfs, spath = arrow_fs(src)
             reader = pq.ParquetFile(spath, filesystem=sfs)
             schema = reader.schema_arrow
             value_set = pa.array(list(drop.value), schema.field(column).type)
-            writers = []
-            for to in (kept_to, dropped_to):
+            out_schema = output and output_rows(output, pa.record_batch(
+                [pa.array([], f.type) for f in schema], schema=schema)).schema
+            writers = {}  # every file written, rows or not: a folder read later has a schema
+            for to, sch in ((kept_to, schema), (dropped_to, schema), (output_to, out_schema)):
                 if to is not None:
                     tfs, tpath = arrow_fs(to)
-                    writers.append(pq.ParquetWriter(tpath, schema, filesystem=tfs))
+                    writers[to] = pq.ParquetWriter(tpath, sch, filesystem=tfs)
             rows, best = 0, None
             try:
                 for batch in reader.iter_batches(batch_size=1 << 16):
                     gone = pc.is_in(batch.column(column), value_set=value_set)
                     kept = batch.filter(pc.invert(gone))
                     rows += kept.num_rows
-                    writers[0].write_batch(kept)
+                    writers[kept_to].write_batch(kept)
                     if dropped_to is not None:
-                        writers[1].write_batch(batch.filter(gone))
+                        writers[dropped_to].write_batch(batch.filter(gone))
+                    if output_to is not None:
+                        writers[output_to].write_batch(output_rows(output, kept))
                     if top is not None and kept.num_rows:
                         i = pc.index(kept.column(top), pc.max(kept.column(top))).as_py()
                         cand = (kept.column(top)[i].as_py(), kept.column("person")[i].as_py())
                         best = cand if best is None or cand[0] > best[0] else best
             finally:
-                for w in writers:
+                for w in writers.values():
                     w.close()
             yield rows, best
 
@@ -462,6 +487,28 @@ def read_tail(item):
                 yield (i, n, raw)
     if rest:
         yield (i, n + 1, rest)
+
+
+TAIL_BATCH_LINES = 8192  # lines per Arrow batch of `tail_lines`
+
+
+def tail_lines(batches):
+    """Batches of grown files (file, uri, start, end, before) → batches of their new lines
+    (file, line, raw), by `read_tail`: built as Arrow in the executor, so that the lines reach
+    the parser without passing through Python rows."""
+    import pyarrow as pa
+
+    schema = pa.schema([("file", pa.int32()), ("line", pa.int64()), ("raw", pa.binary())])
+    for b in batches:
+        for item in zip(*(b.column(k).to_pylist() for k in range(5))):
+            rows = []
+            for row in read_tail(item):
+                rows.append(row)
+                if len(rows) == TAIL_BATCH_LINES:
+                    yield pa.record_batch(list(map(list, zip(*rows))), schema=schema)
+                    rows = []
+            if rows:
+                yield pa.record_batch(list(map(list, zip(*rows))), schema=schema)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -644,10 +691,11 @@ class Job:
             ))
         if tails:
             # Lines appended since --previous: each file's new bytes, read by one task.
-            tail = spark.createDataFrame(
-                spark.sparkContext.parallelize(tails, len(tails)).flatMap(read_tail),
-                "file int, line long, raw binary",
-            ).persist()
+            items = spark.createDataFrame(  # a task per file
+                spark.sparkContext.parallelize(tails, len(tails)),
+                "file int, uri string, start long, end long, before long")
+            tail = items.mapInArrow(tail_lines, "file int, line long, raw binary") \
+                .transform(self.keep)
             counted.update({r["file"]: r["n"] for r in tail.groupBy("file").agg(
                 F.max("line").alias("n")).collect()})
             lines.append(tail)
@@ -870,27 +918,30 @@ class Job:
     def read_state(self, name):
         return self.spark.read.parquet(join(self.args.previous, "state", name))
 
-    def carry_table(self, src, dst, column, dropped, touched=None, top=None):
+    def carry_table(self, src, dst, column, dropped, touched=None, top=None, output=None):
         """The Parquet files of folder `src` into folder `dst` without the rows whose `column`
-        is in `dropped` (those go to folder `touched`, when given): see `carry`. Returns (rows
-        kept, (largest `top` kept, its person) or None)."""
+        is in `dropped` (those go to folder `touched`, when given); with `output` (folder,
+        table), the kept rows as that output table's too: see `carry`. Returns (rows kept,
+        (largest `top` kept, its person) or None)."""
         sc = self.spark.sparkContext
         fs = self.io.fs(src)
         files = sorted(st.getPath().toString() for st in fs.listStatus(self.io.path(src))
                        if st.getPath().getName().endswith(".parquet"))
-        for d in (dst, touched):
+        out_dir, table = output or (None, None)
+        for d in (dst, touched, out_dir):
             if d is not None:
                 self.io.fs(d).mkdirs(self.io.path(d))
         if not files:
             return 0, None
-        to, back = self.io.qualified(dst), touched and self.io.qualified(touched)
+        to, back, out = (d and self.io.qualified(d) for d in (dst, touched, out_dir))
         items = [(f, join(to, "carried-%05d.parquet" % k),
-                  join(back, "part-%05d.parquet" % k) if back else None)
+                  join(back, "part-%05d.parquet" % k) if back else None,
+                  join(out, "carried-%05d.parquet" % k) if out else None)
                  for k, f in enumerate(files)]
         drop = sc.broadcast(set(dropped))
         try:
             got = sc.parallelize(items, len(items)).mapPartitions(
-                carry(drop, column, top)).collect()
+                carry(drop, column, top, table)).collect()
         finally:
             drop.unpersist()
         best = [b for _, b in got if b is not None]
@@ -1149,13 +1200,17 @@ class Job:
             # carried over file by file (`carry`), which also sets the touched persons' rows
             # apart in tmp/touched/.
             state, was_dir = join(tmp, "state"), join(tmp, "touched")
+            # Parquet outputs are carried in the same pass as the state tables they show.
+            carried = fmt == "parquet"
+            output_of = (lambda name: (join(tmp, name), name)) if carried else (lambda _: None)
             prev_dir = join(args.previous, "state")
             named = occ.select("id").distinct()
             comps = [r[0] for r in self.read_state("ids").join(F.broadcast(named), "id",
                                                                "left_semi")
                      .select("comp").distinct().collect()]
             kept_ids, _ = self.carry_table(join(prev_dir, "ids"), join(state, "ids"), "comp",
-                                           comps, join(was_dir, "ids"))
+                                           comps, join(was_dir, "ids"),
+                                           output=output_of("mapping"))
             was = spark.read.parquet(join(was_dir, "ids")).transform(self.keep)
             gone = [r[0] for r in was.select("person").distinct().collect()]
             # The touched IDs: their old nodes with this run's places (a line appended to an
@@ -1179,7 +1234,8 @@ class Job:
             self.stage("IDs and persons", t0)
             t0 = time.time()
             kept_events, _ = self.carry_table(join(prev_dir, "events"), join(state, "events"),
-                                              "_p", gone, join(was_dir, "events"))
+                                              "_p", gone, join(was_dir, "events"),
+                                              output=output_of("events"))
             events = self.events_of(spark.read.parquet(join(was_dir, "events")).select(
                 "a", "lname", "t", F.struct("ord", "name", "frag").alias("e")
             ).unionByName(records), ids).transform(self.keep)
@@ -1191,17 +1247,12 @@ class Job:
             persons = self.persons_of(props, sizes).transform(self.keep)
             kept_persons, best = self.carry_table(join(prev_dir, "persons"),
                                                   join(state, "persons"), "person", gone,
-                                                  top="ids")
+                                                  top="ids", output=output_of("persons"))
             n_touched, top = self.largest(sizes)
             n_persons = kept_persons + n_touched
             largest = max([top] + ([best] if best else []))
             touched = {"ids": n_ids - kept_ids, "persons_before": len(gone),
                        "persons_after": n_touched}
-            carried = fmt == "parquet" and prev.get("format") == "parquet"
-            if carried:
-                # The outputs too: carried over, then this run's rows added.
-                for name, col in (("mapping", "person"), ("events", "_p"), ("persons", "person")):
-                    self.carry_table(join(args.previous, name), join(tmp, name), col, gone)
             self.write_all(tmp, fmt, ids, events, props, persons, oversized, carried)
             self.io.fs(was_dir).delete(self.io.path(was_dir), True)
             self.stage("events, properties and writing", t0)
