@@ -1,6 +1,7 @@
 //! Headless Chromium over WebDriver (chromedriver) for the browser tests.
 #![allow(dead_code)] // each test binary uses a part
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,9 +26,15 @@ pub fn wanted() -> bool {
     true
 }
 
+/// chromedriver, in a process group of its own with the Chromium it starts: dropped — when a
+/// test ends, or panics before its `close` — the whole group is killed, so no browser outlives
+/// its test (a failed assertion once left four Chromiums running for an hour).
 pub struct Driver(Child);
 impl Drop for Driver {
     fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -46,6 +53,7 @@ pub async fn start_browser() -> (Driver, Client, tempfile::TempDir) {
     let driver = Driver(
         Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
