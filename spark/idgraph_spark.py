@@ -489,26 +489,33 @@ def read_tail(item):
         yield (i, n + 1, rest)
 
 
-TAIL_BATCH_LINES = 8192  # lines per Arrow batch of `tail_lines`
+TAIL_BATCH_LINES = 8192  # at most this many lines per Arrow batch of `tail_lines`
 
 
 def tail_lines(batches):
     """Batches of grown files (file, uri, start, end, before) → batches of their new lines
     (file, line, raw), by `read_tail`: built as Arrow in the executor, so that the lines reach
-    the parser without passing through Python rows."""
+    the parser without passing through Python rows. A batch holds at most TAIL_BATCH_LINES
+    lines and TAIL_CHUNK bytes of them (or one longer line): a task's memory is bounded as
+    `read_tail`'s is, whatever the lines' lengths."""
     import pyarrow as pa
 
     schema = pa.schema([("file", pa.int32()), ("line", pa.int64()), ("raw", pa.binary())])
+
+    def batch(rows):
+        return pa.record_batch(list(map(list, zip(*rows))), schema=schema)
+
     for b in batches:
         for item in zip(*(b.column(k).to_pylist() for k in range(5))):
-            rows = []
+            rows, size = [], 0
             for row in read_tail(item):
+                if rows and (len(rows) == TAIL_BATCH_LINES or size + len(row[2]) > TAIL_CHUNK):
+                    yield batch(rows)
+                    rows, size = [], 0
                 rows.append(row)
-                if len(rows) == TAIL_BATCH_LINES:
-                    yield pa.record_batch(list(map(list, zip(*rows))), schema=schema)
-                    rows = []
+                size += len(row[2])
             if rows:
-                yield pa.record_batch(list(map(list, zip(*rows))), schema=schema)
+                yield batch(rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1300,7 +1307,6 @@ class Job:
         state = {
             "version": STATE_VERSION,
             "options": options,
-            "format": fmt,
             "files": [{
                 "path": q, "format": fmt_i, "size": size, "newline": nl, "tail": tail,
                 "lines": counted.get(i, old_files[i]["lines"] if i < len(old_files) else 0),

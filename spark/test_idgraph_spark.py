@@ -677,10 +677,14 @@ class Incremental(unittest.TestCase):
 
     def test_appended_bytes_are_read_in_chunks_as_the_whole_would_be_split(self):
         """`read_tail` reads a file's new bytes a chunk at a time: the same lines, numbered on
-        from the lines before, as splitting all of them at once — whatever the chunk size."""
+        from the lines before, as splitting all of them at once — whatever the chunk size; and
+        `tail_lines` batches them, each batch within TAIL_BATCH_LINES lines and TAIL_CHUNK bytes
+        (or one longer line)."""
+        import pyarrow as pa
+
         rng = random.Random(4)
         path = os.path.join(self.tmp, "tail.json")
-        chunk = job.TAIL_CHUNK
+        chunk, per_batch = job.TAIL_CHUNK, job.TAIL_BATCH_LINES
         try:
             for case in range(40):
                 data = bytes(rng.choice(b"ab\n\r") for _ in range(rng.randrange(0, 60)))
@@ -694,8 +698,19 @@ class Incremental(unittest.TestCase):
                 job.TAIL_CHUNK = rng.randrange(1, 9)
                 self.assertEqual(list(job.read_tail((7, "file:" + path, start, len(data), 10))),
                                  want, (case, data, start))
+                job.TAIL_BATCH_LINES = rng.randrange(1, 5)
+                items = pa.record_batch([[7], ["file:" + path], [start], [len(data)], [10]],
+                                        names=["file", "uri", "start", "end", "before"])
+                got = list(job.tail_lines([items]))
+                self.assertEqual([(r["file"], r["line"], r["raw"]) for b in got
+                                  for r in b.to_pylist()], want, (case, data, start))
+                for b in got:
+                    self.assertLessEqual(b.num_rows, job.TAIL_BATCH_LINES)
+                    if b.num_rows > 1:
+                        self.assertLessEqual(sum(map(len, b.column("raw").to_pylist())),
+                                             job.TAIL_CHUNK)
         finally:
-            job.TAIL_CHUNK = chunk
+            job.TAIL_CHUNK, job.TAIL_BATCH_LINES = chunk, per_batch
 
     def rows(self, out, table):
         import pyarrow.parquet as pq
