@@ -13,10 +13,12 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use idgraph::{Cause, Config, Identity, Op, Properties, Store};
 
 /// (other IDs, person sizes). Under `cargo bench` (criterion gets `--bench`) the measured ones;
-/// in criterion's test mode (`cargo test --benches`: each benchmark once, CI's smoke run) a
-/// tenth of the other IDs and no 100,000-ID person — the same code in seconds, not a minute.
+/// in criterion's test mode (`cargo test --benches`, or `--test`: each benchmark once, CI's
+/// smoke run; criterion's own rule) a tenth of the other IDs and no 100,000-ID person — the
+/// same code in seconds, not a minute.
 fn sizes() -> (usize, &'static [usize]) {
-    if std::env::args().any(|a| a == "--bench") {
+    let flag = |f: &str| std::env::args().any(|a| a == f);
+    if flag("--bench") && !flag("--test") {
         (100_000, &[10, 1_000, 100_000])
     } else {
         (10_000, &[10, 1_000])
